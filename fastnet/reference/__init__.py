@@ -1,0 +1,1 @@
+"""Pure-NumPy reference implementation of every fastnet kernel family."""
