@@ -1,0 +1,302 @@
+"""``fastnet.Model``: a network of layers trained by mini-batch SGD on a chosen backend.
+
+>>> model = Model([784, 30, 10], seed=1)            # doctest: +SKIP
+>>> history = model.fit(x, y, epochs=3, batch_size=10, lr=3.0, validation_data=(xv, yv))
+
+The model owns one flat parameter buffer (docs/design.md); each layer's ``w``/``b`` are views
+into it (``model.params_of(i)``). ``fit`` checks every argument before anything changes, moves
+the data to the backend once, and runs each epoch as one backend call.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fastnet import _checks
+from fastnet.backends import BACKENDS, get_backend
+from fastnet.kernels.config import ACTIVATIONS, LOSSES, SOFTMAX
+from fastnet.layers import Dense, Layer, from_config
+
+DTYPES = {"float32": np.float32, "float64": np.float64}
+FORMAT_VERSION = 1
+
+
+@dataclass
+class History:
+    """Per-epoch metrics from ``Model.fit``. ``loss`` is the mean cost over the training data
+    (without the L2 term), ``accuracy`` the fraction classified correctly (argmax of output vs
+    argmax of target), both measured after the epoch; ``val_*`` the same on
+    ``validation_data`` (empty lists when none was given); ``seconds`` the training time of
+    each epoch (excluding the metrics)."""
+
+    loss: list[float] = field(default_factory=list)
+    accuracy: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    val_accuracy: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+
+
+def _resolve_dtype(dtype) -> np.dtype:
+    name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
+    if name not in DTYPES:
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    return np.dtype(DTYPES[name])
+
+
+def _resolve_device(device) -> str:
+    if device is None:
+        device = os.environ.get("FASTNET_DEVICE", "cpu") or "cpu"
+    return _checks.choice(device, "device", BACKENDS)
+
+
+class Model:
+    """A feed-forward network.
+
+    sizes_or_layers: a sizes list like ``[784, 30, 10]`` (dense layers, each with
+        ``activation``; with ``loss="log_likelihood"`` the output layer is a softmax), or a list
+        of layers (``fastnet.Dense(n_in, n_out, activation=...)``).
+    activation: hidden (and, for a sizes list, output) activation: one of sigmoid, tanh, relu,
+        softplus, linear.
+    loss: ``"quadratic"`` (½‖a−y‖²), ``"cross_entropy"`` (sigmoid outputs) or
+        ``"log_likelihood"`` (softmax outputs).
+    dtype: ``"float32"`` or ``"float64"``; all parameters and computation use it.
+    device: ``"cpu"`` (Numba kernels), ``"cuda"`` (Numba CUDA) or ``"numpy"`` (the pure-NumPy
+        reference, for comparisons). ``None`` reads ``$FASTNET_DEVICE`` (default ``"cpu"``).
+    backend: the same choice under another name (``backend="numpy"`` reads better for the
+        reference); when given it wins over ``device``.
+    seed: seeds the initial weights and the shuffling in ``fit``.
+    """
+
+    def __init__(self, sizes_or_layers, *, activation: str = "sigmoid",
+                 loss: str = "quadratic", dtype="float32", device: str | None = "cpu",
+                 seed: int | None = None, backend: str | None = None):
+        self.loss = _checks.choice(loss, "loss", LOSSES)
+        self.dtype = _resolve_dtype(dtype)
+        self.device = _resolve_device(backend if backend is not None else device)
+        if seed is not None:
+            _checks.positive_int(seed, "seed", minimum=0)
+        self.layers = self._build_layers(sizes_or_layers, activation)
+        self._check_output()
+        self._allocate()
+        self._rng = np.random.default_rng(seed)
+        for i, layer in enumerate(self.layers):
+            layer.init_params(self.params_of(i), self._rng)
+
+    # ------------------------------------------------------------------ construction
+    def _build_layers(self, spec, activation) -> list[Layer]:
+        if isinstance(spec, (str, bytes)) or not hasattr(spec, "__len__") or len(spec) == 0:
+            raise TypeError("sizes_or_layers must be a non-empty list of layer sizes like "
+                            f"[784, 30, 10] or of layers, got {spec!r}")
+        if all(isinstance(s, Layer) for s in spec):
+            layers = list(spec)
+        elif any(isinstance(s, Layer) for s in spec):
+            raise TypeError("sizes_or_layers must be all sizes or all layers, not a mixture")
+        else:
+            _checks.choice(activation, "activation", ACTIVATIONS)
+            if activation == "softmax":
+                raise ValueError("activation='softmax' is for the output layer only: use "
+                                 "loss='log_likelihood', which makes the output a softmax")
+            sizes = [_checks.positive_int(s, f"sizes_or_layers[{i}]")
+                     for i, s in enumerate(spec)]
+            if len(sizes) < 2:
+                raise ValueError(f"a sizes list needs at least an input and an output size, "
+                                 f"got {sizes}")
+            out_act = "softmax" if self.loss == "log_likelihood" else activation
+            layers = [Dense(a, b, activation if i < len(sizes) - 2 else out_act)
+                      for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))]
+        shape = self.input_shape = (layers[0].n_in,) if isinstance(layers[0], Dense) else None
+        for layer in layers:
+            shape = layer.output_shape(shape)
+        self.output_shape = shape
+        return layers
+
+    def _check_output(self):
+        acts = [layer.activation for layer in self.layers]
+        if "softmax" in acts[:-1]:
+            raise ValueError("softmax is supported as the output activation only")
+        out = acts[-1]
+        if self.loss == "log_likelihood" and out != "softmax":
+            raise ValueError(f"loss='log_likelihood' needs a softmax output layer, got {out!r}")
+        if out == "softmax" and self.loss != "log_likelihood":
+            raise ValueError("a softmax output layer needs loss='log_likelihood', "
+                             f"got loss={self.loss!r}")
+        if self.loss == "cross_entropy" and out != "sigmoid":
+            raise ValueError(f"loss='cross_entropy' needs a sigmoid output layer, got {out!r}")
+
+    def _allocate(self):
+        self._slices = []
+        rows, off = [], 0
+        for layer in self.layers:
+            entry = {}
+            for name, shape in layer.param_shapes():
+                size = int(np.prod(shape))
+                entry[name] = (off, shape)
+                off += size
+            self._slices.append(entry)
+            rows.append((layer.n_in, layer.n_out, entry["w"][0], entry["b"][0]))
+        self.params = np.zeros(off, dtype=self.dtype)
+        self._layout = np.array(rows, dtype=np.int64).reshape(-1, 4)
+        self._acts = np.array([ACTIVATIONS[l.activation] for l in self.layers], dtype=np.int64)
+        self._loss_code = LOSSES[self.loss]
+
+    def params_of(self, i: int) -> dict[str, np.ndarray]:
+        """Views of layer ``i``'s parameters into the flat buffer (editing them edits the
+        model)."""
+        return {name: self.params[off:off + int(np.prod(shape))].reshape(shape)
+                for name, (off, shape) in self._slices[i].items()}
+
+    @property
+    def n_in(self) -> int:
+        return self.input_shape[0]
+
+    @property
+    def n_out(self) -> int:
+        return self.output_shape[0]
+
+    def __repr__(self):
+        inner = ",\n".join(f"  {layer!r}" for layer in self.layers)
+        return (f"Model([\n{inner}\n], loss={self.loss!r}, dtype={self.dtype.name!r}, "
+                f"device={self.device!r}, params={self.params.size})")
+
+    # ------------------------------------------------------------------ training
+    def fit(self, x, y, *, epochs: int, batch_size: int, lr: float, lmbda: float = 0.0,
+            validation_data=None, shuffle: bool = True, verbose: bool = True,
+            device: str | None = None) -> History:
+        """Train by mini-batch SGD: ``w ← (1 − lr·lmbda/n)·w − (lr/m)·Σ∇w``.
+
+        x: ``(n, n_in)`` real array; y: ``(n,)`` integer labels in ``[0, n_out)`` or
+        ``(n, n_out)`` targets. validation_data: ``(x_val, y_val)`` of the same forms, scored
+        after every epoch. shuffle: draw a new order every epoch from the model's seeded
+        generator (else the data order). The last mini-batch of an epoch may be shorter.
+        device: run this fit on another backend than the model's (``"cpu"``, ``"cuda"``,
+        ``"numpy"``). Returns a ``History``.
+        """
+        epochs = _checks.positive_int(epochs, "epochs")
+        batch_size = _checks.positive_int(batch_size, "batch_size")
+        lr = _checks.finite_float(lr, "lr", positive=True)
+        lmbda = _checks.finite_float(lmbda, "lmbda", nonnegative=True)
+        if not isinstance(shuffle, bool):
+            raise TypeError(f"shuffle must be True or False, got {shuffle!r}")
+        xs = _checks.features(x, "x", self.n_in, self.dtype)
+        ys = _checks.targets(y, "y", len(xs), self.n_out, self.dtype)
+        val = None
+        if validation_data is not None:
+            if not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2):
+                raise TypeError("validation_data must be a pair (x_val, y_val)")
+            xv = _checks.features(validation_data[0], "validation_data[0]", self.n_in,
+                                  self.dtype)
+            val = (xv, _checks.targets(validation_data[1], "validation_data[1]", len(xv),
+                                       self.n_out, self.dtype))
+        backend = get_backend(_resolve_device(device) if device is not None else self.device)
+
+        n = len(xs)
+        decay = 1.0 - lr * lmbda / n
+        history = History()
+        params = backend.upload(self.params)
+        dx, dy = backend.upload(xs), backend.upload(ys)
+        dval = (backend.upload(val[0]), backend.upload(val[1])) if val else None
+        layout, acts, loss = self._layout, self._acts, self._loss_code
+        try:
+            for epoch in range(epochs):
+                order = self._rng.permutation(n) if shuffle else np.arange(n)
+                t0 = time.perf_counter()
+                backend.train_epoch(params, layout, acts, loss, dx, dy,
+                                    backend.upload(order.astype(np.int64)), batch_size, lr,
+                                    decay)
+                history.seconds.append(time.perf_counter() - t0)
+                total, correct = backend.evaluate(params, layout, acts, loss, dx, dy)
+                history.loss.append(total / n)
+                history.accuracy.append(correct / n)
+                if dval is not None:
+                    total, correct = backend.evaluate(params, layout, acts, loss, *dval)
+                    history.val_loss.append(total / len(val[0]))
+                    history.val_accuracy.append(correct / len(val[0]))
+                if not np.isfinite(history.loss[-1]):
+                    raise FloatingPointError(
+                        f"training diverged in epoch {epoch + 1}: the loss is "
+                        f"{history.loss[-1]}; lower lr (now {lr})")
+                if verbose:
+                    print(self._epoch_line(epoch, epochs, history), flush=True)
+        finally:
+            if params is not self.params:
+                self.params[...] = backend.download(params)
+        return history
+
+    @staticmethod
+    def _epoch_line(epoch, epochs, h: History) -> str:
+        line = (f"Epoch {epoch + 1}/{epochs}: loss {h.loss[-1]:.4f} - "
+                f"accuracy {h.accuracy[-1]:.4f}")
+        if h.val_loss:
+            line += f" - val_loss {h.val_loss[-1]:.4f} - val_accuracy {h.val_accuracy[-1]:.4f}"
+        return line + f" ({h.seconds[-1]:.3f} s)"
+
+    # ------------------------------------------------------------------ inference
+    def predict(self, x) -> np.ndarray:
+        """Outputs ``(n, n_out)`` of the model's dtype for ``x: (n, n_in)``."""
+        xs = _checks.features(x, "x", self.n_in, self.dtype)
+        backend = get_backend(self.device)
+        out = backend.predict(backend.upload(self.params), self._layout, self._acts,
+                              backend.upload(xs))
+        return np.asarray(out)
+
+    def evaluate(self, x, y) -> dict[str, float]:
+        """``{"loss": mean cost, "accuracy": fraction correct}`` on ``(x, y)`` (forms as in
+        ``fit``)."""
+        xs = _checks.features(x, "x", self.n_in, self.dtype)
+        ys = _checks.targets(y, "y", len(xs), self.n_out, self.dtype)
+        backend = get_backend(self.device)
+        total, correct = backend.evaluate(backend.upload(self.params), self._layout,
+                                          self._acts, self._loss_code, backend.upload(xs),
+                                          backend.upload(ys))
+        return {"loss": total / len(xs), "accuracy": correct / len(xs)}
+
+    # ------------------------------------------------------------------ persistence
+    def architecture(self) -> dict:
+        return {"format": "fastnet", "version": FORMAT_VERSION,
+                "layers": [layer.config() for layer in self.layers],
+                "loss": self.loss, "dtype": self.dtype.name}
+
+    def save(self, path) -> None:
+        """Write the model to ``path`` (an ``.npz``: the flat parameters plus the architecture
+        as JSON text; no pickle). The file is written atomically."""
+        path = os.fspath(path)
+        directory = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(prefix=".fastnet-", suffix=".npz", dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, params=self.params,
+                         architecture=np.array(json.dumps(self.architecture())))
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+
+def load(path, *, device: str | None = "cpu") -> Model:
+    """Read a model written by ``Model.save`` (no pickle is ever loaded)."""
+    try:
+        with np.load(os.fspath(path), allow_pickle=False) as f:
+            arch = json.loads(str(f["architecture"]))
+            params = np.array(f["params"])
+    except (KeyError, ValueError, json.JSONDecodeError, OSError) as exc:
+        raise ValueError(f"{path!s} is not a fastnet model file: {exc}") from exc
+    if not isinstance(arch, dict) or arch.get("format") != "fastnet":
+        raise ValueError(f"{path!s} is not a fastnet model file (no fastnet architecture)")
+    if arch.get("version", 0) > FORMAT_VERSION:
+        raise ValueError(f"{path!s} was written by a newer fastnet (format "
+                         f"{arch.get('version')}); this one reads up to {FORMAT_VERSION}")
+    layers = [from_config(cfg) for cfg in arch["layers"]]
+    model = Model(layers, loss=arch["loss"], dtype=arch["dtype"], device=device)
+    if params.shape != model.params.shape or params.dtype != model.params.dtype:
+        raise ValueError(f"{path!s}: parameters have shape {params.shape} and dtype "
+                         f"{params.dtype}, the architecture needs {model.params.shape} "
+                         f"{model.params.dtype}")
+    model.params[...] = params
+    return model
