@@ -7,8 +7,9 @@ the pure-NumPy reference; ``fastnet.datasets.load_mnist`` loads MNIST; ``fastnet
 Importing fastnet compiles nothing and never touches a GPU.
 """
 
-from fastnet.layers import Dense, Layer
+from fastnet.layers import Conv2D, Dense, Dropout, Flatten, Layer, MaxPool2D
 from fastnet.model import History, Model, load
 
 __version__ = "0.1.0"
-__all__ = ["Model", "Dense", "Layer", "History", "load", "__version__"]
+__all__ = ["Model", "Dense", "Conv2D", "MaxPool2D", "Flatten", "Dropout", "Layer", "History",
+           "load", "__version__"]

@@ -4,6 +4,13 @@ A layer describes its parameters (names and shapes) and how to initialise them; 
 owns one flat parameter buffer and hands each layer views into it, so a whole network moves
 between host and device (and to and from disk) as one array. ``config()`` / ``from_config()``
 round-trip a layer through JSON for ``Model.save``.
+
+For the layer-by-layer training path each layer also has ``forward(ops, p, x, train, rng)``
+(caching what its backward needs) and ``backward(ops, p, g, dout, need_dx)`` (writing its
+summed gradients into the views ``g`` and returning ∂C/∂x); ``ops`` is an op set from
+``fastnet.ops``. A ``Conv2D`` directly followed by a ``MaxPool2D`` runs as one fused ConvPool
+stage (``fuse``): act(maxpool(conv(x) + b)) equals maxpool(act(conv(x) + b)) because every
+activation here is monotone and the bias is constant over a pooling window.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ import abc
 import numpy as np
 
 from fastnet import _checks
-from fastnet.kernels.config import ACTIVATIONS
+from fastnet.kernels.config import ACTIVATIONS, LINEAR
 
 
 class Layer(abc.ABC):
@@ -36,6 +43,15 @@ class Layer(abc.ABC):
     @abc.abstractmethod
     def config(self) -> dict:
         """JSON-serialisable description with a ``"kind"`` key (see ``from_config``)."""
+
+    @abc.abstractmethod
+    def forward(self, ops, p: dict, x: np.ndarray, train: bool, rng) -> np.ndarray:
+        """Output for the batch ``x``; with ``train`` it caches what ``backward`` needs."""
+
+    @abc.abstractmethod
+    def backward(self, ops, p: dict, g: dict, dout: np.ndarray, need_dx: bool):
+        """Write Σ-over-batch gradients into ``g``; return ∂C/∂x (or None if not
+        ``need_dx``)."""
 
 
 class Dense(Layer):
@@ -73,11 +89,210 @@ class Dense(Layer):
         return {"kind": self.kind, "n_in": self.n_in, "n_out": self.n_out,
                 "activation": self.activation, "init": self.init}
 
+    def forward(self, ops, p, x, train, rng):
+        z = ops.dense_forward(x, p["w"], p["b"])
+        a = ops.activate(z, ACTIVATIONS[self.activation])
+        self._cache = (x, z, a)
+        return a
+
+    def backward(self, ops, p, g, dout, need_dx, *, is_dz=False):
+        """``dout`` is ∂C/∂a, or ∂C/∂z when ``is_dz`` (the output layer's delta)."""
+        x, z, a = self._cache
+        dz = dout if is_dz else ops.act_backward(z, a, ACTIVATIONS[self.activation], dout)
+        dx, g["w"][...], g["b"][...] = ops.dense_backward(x, p["w"], dz, need_dx)
+        return dx
+
     def __repr__(self):
         return f"Dense({self.n_in}, {self.n_out}, activation={self.activation!r})"
 
 
-LAYER_KINDS = {Dense.kind: Dense}
+def _pair(value, name):
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        return (_checks.positive_int(value[0], f"{name}[0]"),
+                _checks.positive_int(value[1], f"{name}[1]"))
+    v = _checks.positive_int(value, name)
+    return (v, v)
+
+
+class Conv2D(Layer):
+    """2-D "valid" cross-correlation, stride 1: ``x (n, c_in, h, w)`` →
+    ``act(z) (n, c_out, h-kh+1, w-kw+1)``, ``w: (c_out, c_in, kh, kw)``, ``b: (c_out,)``.
+    Weights are drawn from ``N(0, 1/(c_in·kh·kw))``, biases from ``N(0, 1)``. (The book's
+    Theano layer computes a true convolution: its weights are these flipped.)"""
+
+    kind = "conv2d"
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, activation=None):
+        self.in_channels = _checks.positive_int(in_channels, "in_channels")
+        self.out_channels = _checks.positive_int(out_channels, "out_channels")
+        self.kernel_size = _pair(kernel_size, "kernel_size")
+        activation = "linear" if activation is None else activation
+        self.activation = _checks.choice(activation, "activation", ACTIVATIONS)
+        if self.activation == "softmax":
+            raise ValueError("Conv2D activation cannot be softmax")
+
+    def param_shapes(self):
+        return [("w", (self.out_channels, self.in_channels) + self.kernel_size),
+                ("b", (self.out_channels,))]
+
+    def init_params(self, views, rng):
+        fan_in = self.in_channels * self.kernel_size[0] * self.kernel_size[1]
+        views["w"][...] = rng.standard_normal(views["w"].shape) / np.sqrt(fan_in)
+        views["b"][...] = rng.standard_normal(views["b"].shape)
+
+    def output_shape(self, input_shape):
+        kh, kw = self.kernel_size
+        if len(input_shape) != 3 or input_shape[0] != self.in_channels or \
+                input_shape[1] < kh or input_shape[2] < kw:
+            raise ValueError(f"{self!r} expects inputs of shape ({self.in_channels}, h, w) with "
+                             f"h >= {kh}, w >= {kw}, but the layer before it gives "
+                             f"{input_shape}")
+        return (self.out_channels, input_shape[1] - kh + 1, input_shape[2] - kw + 1)
+
+    def config(self):
+        return {"kind": self.kind, "in_channels": self.in_channels,
+                "out_channels": self.out_channels, "kernel_size": list(self.kernel_size),
+                "activation": self.activation}
+
+    def forward(self, ops, p, x, train, rng):
+        z = ops.conv2d_forward(x, p["w"], p["b"])
+        a = ops.activate(z, ACTIVATIONS[self.activation]) if self.activation != "linear" else z
+        self._cache = (x, z, a)
+        return a
+
+    def backward(self, ops, p, g, dout, need_dx):
+        x, z, a = self._cache
+        code = ACTIVATIONS[self.activation]
+        dz = dout if code == LINEAR else ops.act_backward(z, a, code, dout)
+        dx, g["w"][...], g["b"][...] = ops.conv2d_backward(x, p["w"], dz, need_dx)
+        return dx
+
+    def __repr__(self):
+        return (f"Conv2D({self.in_channels}, {self.out_channels}, "
+                f"kernel_size={self.kernel_size}, activation={self.activation!r})")
+
+
+class MaxPool2D(Layer):
+    """Non-overlapping max-pooling over ``size = (ph, pw)`` windows; remainder rows and columns
+    are dropped (the book's ``ignore_border=True``)."""
+
+    kind = "maxpool2d"
+
+    def __init__(self, size=(2, 2)):
+        self.size = _pair(size, "size")
+
+    def output_shape(self, input_shape):
+        ph, pw = self.size
+        if len(input_shape) != 3 or input_shape[1] < ph or input_shape[2] < pw:
+            raise ValueError(f"{self!r} expects inputs of shape (c, h, w) with h >= {ph}, "
+                             f"w >= {pw}, but the layer before it gives {input_shape}")
+        return (input_shape[0], input_shape[1] // ph, input_shape[2] // pw)
+
+    def config(self):
+        return {"kind": self.kind, "size": list(self.size)}
+
+    def forward(self, ops, p, x, train, rng):
+        y, argmax = ops.maxpool_forward(x, self.size)
+        self._cache = (x.shape, argmax)
+        return y
+
+    def backward(self, ops, p, g, dout, need_dx):
+        shape, argmax = self._cache
+        return ops.maxpool_backward(dout, argmax, shape)
+
+    def __repr__(self):
+        return f"MaxPool2D({self.size})"
+
+
+class Flatten(Layer):
+    """``(n, c, h, w)`` → ``(n, c·h·w)`` in C order."""
+
+    kind = "flatten"
+
+    def output_shape(self, input_shape):
+        return (int(np.prod(input_shape)),)
+
+    def config(self):
+        return {"kind": self.kind}
+
+    def forward(self, ops, p, x, train, rng):
+        self._cache = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, ops, p, g, dout, need_dx):
+        return dout.reshape(self._cache)
+
+    def __repr__(self):
+        return "Flatten()"
+
+
+class Dropout(Layer):
+    """Dropout as in the book's network3: in training each input is kept with probability
+    ``1 − p`` (a 0/1 mask, no rescaling); at inference the input is scaled by ``1 − p``."""
+
+    kind = "dropout"
+
+    def __init__(self, p: float):
+        self.p = _checks.finite_float(p, "p", nonnegative=True)
+        if self.p >= 1:
+            raise ValueError(f"p must be a probability in [0, 1), got {p}")
+
+    def output_shape(self, input_shape):
+        return input_shape
+
+    def config(self):
+        return {"kind": self.kind, "p": self.p}
+
+    def forward(self, ops, p, x, train, rng):
+        if not train:
+            return ops.scale(x, 1 - self.p)
+        out, self._mask = ops.dropout_forward(x, self.p, rng)
+        return out
+
+    def backward(self, ops, p, g, dout, need_dx):
+        return ops.dropout_backward(dout, self._mask)
+
+    def __repr__(self):
+        return f"Dropout({self.p})"
+
+
+class ConvPool:
+    """A ``Conv2D`` followed by a ``MaxPool2D``, run as one fused kernel per direction. Uses the
+    conv layer's parameters."""
+
+    def __init__(self, conv: Conv2D, pool: MaxPool2D):
+        self.conv, self.pool = conv, pool
+        self.code = ACTIVATIONS[conv.activation]
+
+    def forward(self, ops, p, x, train, rng):
+        a, z, argmax = ops.convpool_forward(x, p["w"], p["b"], self.pool.size, self.code)
+        self._cache = (x, z, a, argmax)
+        return a
+
+    def backward(self, ops, p, g, dout, need_dx):
+        x, z, a, argmax = self._cache
+        dx, g["w"][...], g["b"][...] = ops.convpool_backward(x, p["w"], z, a, argmax, dout,
+                                                             self.code, need_dx)
+        return dx
+
+
+def fuse(layers: list[Layer]) -> list[tuple[object, int]]:
+    """The stages of the layer-by-layer path: ``[(stage, index of the layer whose parameters
+    it uses), ...]``, with each Conv2D → MaxPool2D pair fused into one ConvPool stage."""
+    stages, i = [], 0
+    while i < len(layers):
+        layer = layers[i]
+        if isinstance(layer, Conv2D) and i + 1 < len(layers) and \
+                isinstance(layers[i + 1], MaxPool2D):
+            stages.append((ConvPool(layer, layers[i + 1]), i))
+            i += 2
+        else:
+            stages.append((layer, i))
+            i += 1
+    return stages
+
+
+LAYER_KINDS = {cls.kind: cls for cls in (Dense, Conv2D, MaxPool2D, Flatten, Dropout)}
 
 
 def from_config(cfg: dict) -> Layer:
@@ -85,7 +300,4 @@ def from_config(cfg: dict) -> Layer:
     if not isinstance(cfg, dict) or cfg.get("kind") not in LAYER_KINDS:
         raise ValueError(f"unknown layer description {cfg!r}; known kinds: {sorted(LAYER_KINDS)}")
     args = {k: v for k, v in cfg.items() if k != "kind"}
-    cls = LAYER_KINDS[cfg["kind"]]
-    if cls is Dense:
-        return Dense(args.pop("n_in"), args.pop("n_out"), **args)
-    return cls(**args)
+    return LAYER_KINDS[cfg["kind"]](**args)

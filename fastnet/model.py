@@ -4,8 +4,10 @@
 >>> history = model.fit(x, y, epochs=3, batch_size=10, lr=3.0, validation_data=(xv, yv))
 
 The model owns one flat parameter buffer (docs/design.md); each layer's ``w``/``b`` are views
-into it (``model.params_of(i)``). ``fit`` checks every argument before anything changes, moves
-the data to the backend once, and runs each epoch as one backend call.
+into it (``model.params_of(i)``). ``fit`` checks every argument before anything changes. A stack
+of dense layers trains through the fused path: the data moves to the backend once and each epoch
+is one backend call. Models with other layers (convolution, pooling, dropout, flatten) train
+layer by layer, one Python step per mini-batch calling a kernel per layer (``fastnet.ops``).
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ import numpy as np
 
 from fastnet import _checks
 from fastnet.backends import BACKENDS, get_backend
-from fastnet.kernels.config import ACTIVATIONS, LOSSES, SOFTMAX
-from fastnet.layers import Dense, Layer, from_config
+from fastnet.kernels.config import ACTIVATIONS, LOSSES
+from fastnet.layers import Dense, Layer, from_config, fuse
+from fastnet.ops import get_ops
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 FORMAT_VERSION = 1
@@ -70,26 +73,32 @@ class Model:
         reference, for comparisons). ``None`` reads ``$FASTNET_DEVICE`` (default ``"cpu"``).
     backend: the same choice under another name (``backend="numpy"`` reads better for the
         reference); when given it wins over ``device``.
-    seed: seeds the initial weights and the shuffling in ``fit``.
+    seed: seeds the initial weights, the shuffling in ``fit`` and dropout masks.
+    input_shape: one sample's shape, e.g. ``(1, 28, 28)``; needed when the first layer is not
+        ``Dense`` (then ``x`` may be given as ``(n, 1, 28, 28)`` or flat as ``(n, 784)``).
     """
 
     def __init__(self, sizes_or_layers, *, activation: str = "sigmoid",
                  loss: str = "quadratic", dtype="float32", device: str | None = "cpu",
-                 seed: int | None = None, backend: str | None = None):
+                 seed: int | None = None, backend: str | None = None, input_shape=None):
         self.loss = _checks.choice(loss, "loss", LOSSES)
         self.dtype = _resolve_dtype(dtype)
         self.device = _resolve_device(backend if backend is not None else device)
         if seed is not None:
             _checks.positive_int(seed, "seed", minimum=0)
-        self.layers = self._build_layers(sizes_or_layers, activation)
+        self.layers = self._build_layers(sizes_or_layers, activation, input_shape)
         self._check_output()
         self._allocate()
+        # one stream for initial weights and shuffling, an independent one for dropout masks
+        # (so adding a dropout layer does not change the mini-batch order)
         self._rng = np.random.default_rng(seed)
+        self._dropout_rng = np.random.default_rng(
+            np.random.SeedSequence(seed).spawn(1)[0] if seed is not None else None)
         for i, layer in enumerate(self.layers):
             layer.init_params(self.params_of(i), self._rng)
 
     # ------------------------------------------------------------------ construction
-    def _build_layers(self, spec, activation) -> list[Layer]:
+    def _build_layers(self, spec, activation, input_shape) -> list[Layer]:
         if isinstance(spec, (str, bytes)) or not hasattr(spec, "__len__") or len(spec) == 0:
             raise TypeError("sizes_or_layers must be a non-empty list of layer sizes like "
                             f"[784, 30, 10] or of layers, got {spec!r}")
@@ -110,14 +119,25 @@ class Model:
             out_act = "softmax" if self.loss == "log_likelihood" else activation
             layers = [Dense(a, b, activation if i < len(sizes) - 2 else out_act)
                       for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))]
-        shape = self.input_shape = (layers[0].n_in,) if isinstance(layers[0], Dense) else None
+        if input_shape is None:
+            if not isinstance(layers[0], Dense):
+                raise ValueError(f"input_shape is needed when the first layer is "
+                                 f"{layers[0]!r}, e.g. input_shape=(1, 28, 28)")
+            input_shape = (layers[0].n_in,)
+        if isinstance(input_shape, int) or not hasattr(input_shape, "__len__"):
+            input_shape = (input_shape,)
+        shape = self.input_shape = tuple(_checks.positive_int(s, "input_shape")
+                                         for s in input_shape)
         for layer in layers:
             shape = layer.output_shape(shape)
         self.output_shape = shape
+        if not isinstance(layers[-1], Dense):
+            raise ValueError(f"the last layer must be Dense (the output layer), got "
+                             f"{layers[-1]!r}")
         return layers
 
     def _check_output(self):
-        acts = [layer.activation for layer in self.layers]
+        acts = [layer.activation for layer in self.layers if hasattr(layer, "activation")]
         if "softmax" in acts[:-1]:
             raise ValueError("softmax is supported as the output activation only")
         out = acts[-1]
@@ -131,7 +151,7 @@ class Model:
 
     def _allocate(self):
         self._slices = []
-        rows, off = [], 0
+        off = 0
         for layer in self.layers:
             entry = {}
             for name, shape in layer.param_shapes():
@@ -139,11 +159,21 @@ class Model:
                 entry[name] = (off, shape)
                 off += size
             self._slices.append(entry)
-            rows.append((layer.n_in, layer.n_out, entry["w"][0], entry["b"][0]))
         self.params = np.zeros(off, dtype=self.dtype)
-        self._layout = np.array(rows, dtype=np.int64).reshape(-1, 4)
-        self._acts = np.array([ACTIVATIONS[l.activation] for l in self.layers], dtype=np.int64)
+        self._decayed = np.zeros(off, dtype=np.bool_)  # weights decay under L2, biases don't
+        for entry in self._slices:
+            if "w" in entry:
+                w_off, shape = entry["w"]
+                self._decayed[w_off:w_off + int(np.prod(shape))] = True
         self._loss_code = LOSSES[self.loss]
+        self._fused = all(isinstance(layer, Dense) for layer in self.layers)
+        if self._fused:  # the flat layout of docs/design.md, for the fused epoch kernels
+            self._layout = np.array([(l.n_in, l.n_out, e["w"][0], e["b"][0])
+                                     for l, e in zip(self.layers, self._slices)],
+                                    dtype=np.int64).reshape(-1, 4)
+            self._acts = np.array([ACTIVATIONS[l.activation] for l in self.layers],
+                                  dtype=np.int64)
+        self._stages = fuse(self.layers)
 
     def params_of(self, i: int) -> dict[str, np.ndarray]:
         """Views of layer ``i``'s parameters into the flat buffer (editing them edits the
@@ -153,7 +183,8 @@ class Model:
 
     @property
     def n_in(self) -> int:
-        return self.input_shape[0]
+        """Number of input features (the product of ``input_shape``)."""
+        return int(np.prod(self.input_shape))
 
     @property
     def n_out(self) -> int:
@@ -183,38 +214,33 @@ class Model:
         lmbda = _checks.finite_float(lmbda, "lmbda", nonnegative=True)
         if not isinstance(shuffle, bool):
             raise TypeError(f"shuffle must be True or False, got {shuffle!r}")
-        xs = _checks.features(x, "x", self.n_in, self.dtype)
+        xs = self._samples(x, "x")
         ys = _checks.targets(y, "y", len(xs), self.n_out, self.dtype)
         val = None
         if validation_data is not None:
             if not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2):
                 raise TypeError("validation_data must be a pair (x_val, y_val)")
-            xv = _checks.features(validation_data[0], "validation_data[0]", self.n_in,
-                                  self.dtype)
+            xv = self._samples(validation_data[0], "validation_data[0]")
             val = (xv, _checks.targets(validation_data[1], "validation_data[1]", len(xv),
                                        self.n_out, self.dtype))
-        backend = get_backend(_resolve_device(device) if device is not None else self.device)
+        runner = self._runner(device)
 
         n = len(xs)
         decay = 1.0 - lr * lmbda / n
         history = History()
-        params = backend.upload(self.params)
-        dx, dy = backend.upload(xs), backend.upload(ys)
-        dval = (backend.upload(val[0]), backend.upload(val[1])) if val else None
-        layout, acts, loss = self._layout, self._acts, self._loss_code
+        train = runner.data(xs, ys)
+        valid = runner.data(*val) if val else None
         try:
             for epoch in range(epochs):
                 order = self._rng.permutation(n) if shuffle else np.arange(n)
                 t0 = time.perf_counter()
-                backend.train_epoch(params, layout, acts, loss, dx, dy,
-                                    backend.upload(order.astype(np.int64)), batch_size, lr,
-                                    decay)
+                runner.train_epoch(train, order.astype(np.int64), batch_size, lr, decay)
                 history.seconds.append(time.perf_counter() - t0)
-                total, correct = backend.evaluate(params, layout, acts, loss, dx, dy)
+                total, correct = runner.evaluate(train)
                 history.loss.append(total / n)
                 history.accuracy.append(correct / n)
-                if dval is not None:
-                    total, correct = backend.evaluate(params, layout, acts, loss, *dval)
+                if valid is not None:
+                    total, correct = runner.evaluate(valid)
                     history.val_loss.append(total / len(val[0]))
                     history.val_accuracy.append(correct / len(val[0]))
                 if not np.isfinite(history.loss[-1]):
@@ -224,9 +250,21 @@ class Model:
                 if verbose:
                     print(self._epoch_line(epoch, epochs, history), flush=True)
         finally:
-            if params is not self.params:
-                self.params[...] = backend.download(params)
+            runner.close()
         return history
+
+    def _samples(self, x, name: str) -> np.ndarray:
+        """``x`` as a checked ``(n, n_in)`` array of the model's dtype; ``(n, *input_shape)``
+        is accepted too."""
+        if len(self.input_shape) > 1:
+            arr = x if isinstance(x, np.ndarray) else np.asarray(x)
+            if arr.shape[1:] == self.input_shape:
+                x = arr.reshape(len(arr), -1)
+        return _checks.features(x, name, self.n_in, self.dtype)
+
+    def _runner(self, device):
+        name = _resolve_device(device) if device is not None else self.device
+        return _FusedRunner(self, name) if self._fused else _LayerwiseRunner(self, name)
 
     @staticmethod
     def _epoch_line(epoch, epochs, h: History) -> str:
@@ -238,29 +276,33 @@ class Model:
 
     # ------------------------------------------------------------------ inference
     def predict(self, x) -> np.ndarray:
-        """Outputs ``(n, n_out)`` of the model's dtype for ``x: (n, n_in)``."""
-        xs = _checks.features(x, "x", self.n_in, self.dtype)
-        backend = get_backend(self.device)
-        out = backend.predict(backend.upload(self.params), self._layout, self._acts,
-                              backend.upload(xs))
-        return np.asarray(out)
+        """Outputs ``(n, n_out)`` of the model's dtype for ``x: (n, n_in)`` (or
+        ``(n, *input_shape)``). Dropout layers scale by their keep probability."""
+        xs = self._samples(x, "x")
+        runner = self._runner(None)
+        try:
+            return runner.predict(runner.data(xs, None)[0])
+        finally:
+            runner.close(changed=False)
 
     def evaluate(self, x, y) -> dict[str, float]:
         """``{"loss": mean cost, "accuracy": fraction correct}`` on ``(x, y)`` (forms as in
         ``fit``)."""
-        xs = _checks.features(x, "x", self.n_in, self.dtype)
+        xs = self._samples(x, "x")
         ys = _checks.targets(y, "y", len(xs), self.n_out, self.dtype)
-        backend = get_backend(self.device)
-        total, correct = backend.evaluate(backend.upload(self.params), self._layout,
-                                          self._acts, self._loss_code, backend.upload(xs),
-                                          backend.upload(ys))
+        runner = self._runner(None)
+        try:
+            total, correct = runner.evaluate(runner.data(xs, ys))
+        finally:
+            runner.close(changed=False)
         return {"loss": total / len(xs), "accuracy": correct / len(xs)}
 
     # ------------------------------------------------------------------ persistence
     def architecture(self) -> dict:
         return {"format": "fastnet", "version": FORMAT_VERSION,
                 "layers": [layer.config() for layer in self.layers],
-                "loss": self.loss, "dtype": self.dtype.name}
+                "input_shape": list(self.input_shape), "loss": self.loss,
+                "dtype": self.dtype.name}
 
     def save(self, path) -> None:
         """Write the model to ``path`` (an ``.npz``: the flat parameters plus the architecture
@@ -279,6 +321,102 @@ class Model:
             raise
 
 
+_EVAL_CHUNK = 1000  # samples per forward pass when scoring or predicting layer by layer
+
+
+class _FusedRunner:
+    """Runs a dense stack through a backend's fused kernels: parameters and data are uploaded
+    once, each epoch is one backend call, parameters come back on ``close``."""
+
+    def __init__(self, model: Model, device: str):
+        self.model, self.backend = model, get_backend(device)
+        self.params = self.backend.upload(model.params)
+        self.args = (model._layout, model._acts)
+
+    def data(self, x, y):
+        return (self.backend.upload(x), None if y is None else self.backend.upload(y))
+
+    def train_epoch(self, data, order, batch_size, lr, decay):
+        self.backend.train_epoch(self.params, *self.args, self.model._loss_code, *data,
+                                 self.backend.upload(order), batch_size, lr, decay)
+
+    def evaluate(self, data):
+        return self.backend.evaluate(self.params, *self.args, self.model._loss_code, *data)
+
+    def predict(self, x):
+        return np.asarray(self.backend.predict(self.params, *self.args, x))
+
+    def close(self, changed=True):
+        if changed and self.params is not self.model.params:
+            self.model.params[...] = self.backend.download(self.params)
+
+
+class _LayerwiseRunner:
+    """Trains layer by layer on the host: one Python step per mini-batch, one kernel call per
+    stage (``fastnet.layers.fuse``), gradients into one flat buffer, one SGD update pass."""
+
+    def __init__(self, model: Model, device: str):
+        self.model, self.ops = model, get_ops(device)
+        self.params = self.ops.upload(model.params)
+        self.grads = self.ops.upload(np.zeros_like(model.params))
+        self.decayed = self.ops.upload(model._decayed)
+        self.views = [self._views(self.params, e) for e in model._slices]
+        self.gviews = [self._views(self.grads, e) for e in model._slices]
+
+    @staticmethod
+    def _views(flat, entry):
+        return {k: flat[o:o + int(np.prod(s))].reshape(s) for k, (o, s) in entry.items()}
+
+    def data(self, x, y):
+        x = self.ops.upload(x.reshape((len(x),) + self.model.input_shape))
+        return (x, None if y is None else self.ops.upload(y))
+
+    def _forward(self, x, train):
+        a = x
+        for stage, i in self.model._stages:
+            a = stage.forward(self.ops, self.views[i], a, train, self.model._dropout_rng)
+        return a
+
+    def train_epoch(self, data, order, batch_size, lr, decay):
+        x, y = data
+        ops, model = self.ops, self.model
+        out = model.layers[-1]
+        code = ACTIVATIONS[out.activation]
+        for k in range(0, len(order), batch_size):
+            idx = order[k:k + batch_size]
+            a = self._forward(ops.take(x, idx), True)
+            z = out._cache[1]
+            delta = ops.output_delta(z, a, ops.take(y, idx), model._loss_code, code)
+            for s in range(len(model._stages) - 1, -1, -1):
+                stage, i = model._stages[s]
+                if s == len(model._stages) - 1:
+                    delta = stage.backward(ops, self.views[i], self.gviews[i], delta, s > 0,
+                                           is_dz=True)
+                else:
+                    delta = stage.backward(ops, self.views[i], self.gviews[i], delta, s > 0)
+            ops.sgd_apply(self.params, self.grads, self.decayed, decay, lr / len(idx))
+
+    def evaluate(self, data):
+        x, y = data
+        total, correct = 0.0, 0
+        out = self.model.layers[-1]
+        for k in range(0, len(x), _EVAL_CHUNK):
+            a = self._forward(x[k:k + _EVAL_CHUNK], False)
+            t, c = self.ops.loss_and_correct(out._cache[1], a, y[k:k + _EVAL_CHUNK],
+                                             self.model._loss_code)
+            total += t
+            correct += c
+        return total, correct
+
+    def predict(self, x):
+        return np.concatenate([self.ops.download(self._forward(x[k:k + _EVAL_CHUNK], False))
+                               for k in range(0, len(x), _EVAL_CHUNK)])
+
+    def close(self, changed=True):
+        if changed and self.params is not self.model.params:
+            self.model.params[...] = self.ops.download(self.params)
+
+
 def load(path, *, device: str | None = "cpu") -> Model:
     """Read a model written by ``Model.save`` (no pickle is ever loaded)."""
     try:
@@ -293,7 +431,8 @@ def load(path, *, device: str | None = "cpu") -> Model:
         raise ValueError(f"{path!s} was written by a newer fastnet (format "
                          f"{arch.get('version')}); this one reads up to {FORMAT_VERSION}")
     layers = [from_config(cfg) for cfg in arch["layers"]]
-    model = Model(layers, loss=arch["loss"], dtype=arch["dtype"], device=device)
+    model = Model(layers, loss=arch["loss"], dtype=arch["dtype"], device=device,
+                  input_shape=arch.get("input_shape"))
     if params.shape != model.params.shape or params.dtype != model.params.dtype:
         raise ValueError(f"{path!s}: parameters have shape {params.shape} and dtype "
                          f"{params.dtype}, the architecture needs {model.params.shape} "

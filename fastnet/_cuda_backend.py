@@ -1,0 +1,39 @@
+"""The ``"cuda"`` backend of the seam in ``fastnet.backends``: numba.cuda kernels on device
+arrays (``fastnet.kernels.dense_cuda``). Created only when a model asks for ``device="cuda"``;
+``require_cuda()`` raises a clear error when numba-cuda or a GPU is missing.
+
+Data and parameters are uploaded once per ``fit`` (the ``Model`` calls ``upload``), each epoch is
+one cooperative launch, and evaluation brings back two numbers (summed cost, number correct).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fastnet._cuda import require_cuda
+
+
+class CudaBackend:
+    name = "cuda"
+
+    def __init__(self):
+        self._cuda = require_cuda()
+        from fastnet.kernels import dense_cuda
+        self._k = dense_cuda
+
+    def upload(self, a):
+        if self._cuda.is_cuda_array(a):
+            return a
+        return self._cuda.to_device(np.ascontiguousarray(a))
+
+    def download(self, a):
+        return a.copy_to_host() if self._cuda.is_cuda_array(a) else np.asarray(a)
+
+    def train_epoch(self, params, layout, acts, loss, x, y, order, batch_size, lr, decay):
+        self._k.train_epoch(params, layout, acts, loss, x, y, order, batch_size, lr, decay)
+
+    def evaluate(self, params, layout, acts, loss, x, y):
+        return self._k.loss_and_correct(params, layout, acts, loss, x, y)
+
+    def predict(self, params, layout, acts, x):
+        return self._k.forward(params, layout, acts, x).copy_to_host()

@@ -1,0 +1,309 @@
+"""A Theano-free drop-in for the book's chapter-6 ``network3.py``.
+
+    from fastnet import network3
+    from fastnet.network3 import Network, ConvPoolLayer, FullyConnectedLayer, SoftmaxLayer
+    training_data, validation_data, test_data = network3.load_data_shared()
+    net = Network([
+        ConvPoolLayer(image_shape=(10, 1, 28, 28), filter_shape=(20, 1, 5, 5), poolsize=(2, 2)),
+        FullyConnectedLayer(n_in=20 * 12 * 12, n_out=100),
+        SoftmaxLayer(n_in=100, n_out=10)], 10)
+    net.SGD(training_data, 60, 10, 0.1, validation_data, test_data)
+
+The same layers, initialisation (drawn from ``np.random`` in the book's order and shapes), cost
+(mean log-likelihood + ``0.5·lmbda·Σ‖w‖² / num_training_batches``), plain SGD over whole
+mini-batches in data order (the book does not shuffle), dropout semantics and printed lines.
+Inside, the network is a ``fastnet.Model`` trained layer by layer with the compiled kernels.
+
+Differences, by design: data sets are plain ``(x, y)`` NumPy pairs (no Theano shared variables);
+the dropout masks come from NumPy's generator, not Theano's, so runs with dropout differ in
+their random draws; layer weights are exposed as NumPy arrays (``layer.w``, ``layer.b``) in the
+book's orientation: ``ConvPoolLayer.w`` is a true-convolution filter bank (fastnet computes a
+cross-correlation and stores the flipped filters), ``FullyConnectedLayer.w`` is
+``(n_in, n_out)``. ``device`` (``"cpu"`` or ``"numpy"``; ``FASTNET_DEVICE``) picks the backend.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from fastnet import _checks
+from fastnet.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D
+from fastnet.model import Model
+from fastnet.reference.dense import sigmoid as _sigmoid
+
+__all__ = ["Network", "ConvPoolLayer", "FullyConnectedLayer", "SoftmaxLayer",
+           "load_data_shared", "linear", "ReLU", "sigmoid", "tanh", "size"]
+
+
+# ---------------------------------------------------------------------------- activations
+def linear(z):
+    return z
+
+
+def ReLU(z):  # noqa: N802 (the book's name)
+    return np.maximum(0.0, z)
+
+
+def sigmoid(z):
+    return _sigmoid(np.asarray(z, dtype=float))
+
+
+def tanh(z):
+    return np.tanh(z)
+
+
+_ACTIVATION_NAMES = {linear: "linear", ReLU: "relu", sigmoid: "sigmoid", tanh: "tanh"}
+
+
+def _activation_name(fn, layer: str) -> str:
+    if fn in _ACTIVATION_NAMES:
+        return _ACTIVATION_NAMES[fn]
+    raise ValueError(f"{layer}: activation_fn must be one of network3.linear, ReLU, sigmoid, "
+                     f"tanh, got {fn!r}")
+
+
+def size(data) -> int:
+    """Number of samples in a data set ``(x, y)``."""
+    return len(data[0])
+
+
+def load_data_shared(filename=None):
+    """``[(x, y), (x, y), (x, y)]`` for training (50,000), validation (10,000) and test
+    (10,000): x float32 ``(n, 784)`` in [0, 1], y int64. ``filename``: a ``mnist.pkl.gz`` in the
+    book's format or a directory of IDX files (default: ``fastnet.datasets`` search order)."""
+    from fastnet.datasets import load_mnist, load_mnist_pickle
+    if filename is not None and os.path.isfile(filename):
+        return list(load_mnist_pickle(filename))
+    return list(load_mnist(filename))
+
+
+# ---------------------------------------------------------------------------- layers
+class ConvPoolLayer:
+    """Convolution (``filter_shape = (n_filters, n_in_maps, fh, fw)``) over images of
+    ``image_shape = (mini_batch, n_in_maps, h, w)``, then max-pooling over ``poolsize``, plus
+    bias, then ``activation_fn``. Weights ~ N(0, 1/n_out), n_out = n_filters·fh·fw/prod(pool);
+    biases ~ N(0, 1)."""
+
+    def __init__(self, filter_shape, image_shape, poolsize=(2, 2), activation_fn=sigmoid):
+        self.filter_shape = _shape(filter_shape, 4, "ConvPoolLayer filter_shape")
+        self.image_shape = _shape(image_shape, 4, "ConvPoolLayer image_shape")
+        self.poolsize = _shape(poolsize, 2, "ConvPoolLayer poolsize")
+        self.activation_fn = activation_fn
+        self._act = _activation_name(activation_fn, "ConvPoolLayer")
+        nf, c, fh, fw = self.filter_shape
+        _, ci, h, w = self.image_shape
+        if c != ci:
+            raise ValueError(f"ConvPoolLayer: filter_shape {self.filter_shape} takes {c} input "
+                             f"maps but image_shape {self.image_shape} has {ci}")
+        if h < fh or w < fw or (h - fh + 1) < self.poolsize[0] or \
+                (w - fw + 1) < self.poolsize[1]:
+            raise ValueError(f"ConvPoolLayer: filters {fh}×{fw} and pool {self.poolsize} do "
+                             f"not fit images {h}×{w}")
+        n_out = nf * np.prod(self.filter_shape[2:]) / np.prod(self.poolsize)
+        self.w = np.random.normal(loc=0, scale=np.sqrt(1.0 / n_out), size=self.filter_shape)
+        self.b = np.random.normal(loc=0, scale=1.0, size=(nf,))
+
+    @property
+    def out_shape(self):
+        nf, _, fh, fw = self.filter_shape
+        _, _, h, w = self.image_shape
+        return (nf, (h - fh + 1) // self.poolsize[0], (w - fw + 1) // self.poolsize[1])
+
+    def _fastnet_layers(self):
+        nf, c, fh, fw = self.filter_shape
+        return [Conv2D(c, nf, (fh, fw), activation=self._act), MaxPool2D(self.poolsize)]
+
+    def _get(self, views):
+        self.w = views[0]["w"][..., ::-1, ::-1].astype(np.float64)  # cross-corr → convolution
+        self.b = views[0]["b"].astype(np.float64)
+
+    def _put(self, views):
+        views[0]["w"][...] = np.asarray(self.w)[..., ::-1, ::-1]
+        views[0]["b"][...] = self.b
+
+
+class FullyConnectedLayer:
+    """Dense layer ``activation_fn(x @ w + b)``, ``w: (n_in, n_out)`` ~ N(0, 1/n_out),
+    ``b ~ N(0, 1)``; with ``p_dropout`` its inputs are dropped in training and scaled by
+    ``1 − p_dropout`` at inference."""
+
+    def __init__(self, n_in, n_out, activation_fn=sigmoid, p_dropout=0.0):
+        self.n_in = _checks.positive_int(n_in, "FullyConnectedLayer n_in")
+        self.n_out = _checks.positive_int(n_out, "FullyConnectedLayer n_out")
+        self.activation_fn = activation_fn
+        self._act = _activation_name(activation_fn, "FullyConnectedLayer")
+        self.p_dropout = _dropout(p_dropout, "FullyConnectedLayer")
+        self.w = np.random.normal(loc=0.0, scale=np.sqrt(1.0 / n_out), size=(n_in, n_out))
+        self.b = np.random.normal(loc=0.0, scale=1.0, size=(n_out,))
+
+    out_shape = property(lambda self: (self.n_out,))
+
+    def _fastnet_layers(self):
+        drop = [Dropout(self.p_dropout)] if self.p_dropout > 0 else []
+        return drop + [Dense(self.n_in, self.n_out, self._act)]
+
+    def _get(self, views):
+        self.w = views[-1]["w"].T.astype(np.float64)
+        self.b = views[-1]["b"].astype(np.float64)
+
+    def _put(self, views):
+        views[-1]["w"][...] = np.asarray(self.w).T
+        views[-1]["b"][...] = self.b
+
+
+class SoftmaxLayer(FullyConnectedLayer):
+    """Softmax output layer, zero-initialised; cost: mean log-likelihood."""
+
+    def __init__(self, n_in, n_out, p_dropout=0.0):
+        self.n_in = _checks.positive_int(n_in, "SoftmaxLayer n_in")
+        self.n_out = _checks.positive_int(n_out, "SoftmaxLayer n_out")
+        self.activation_fn = None
+        self._act = "softmax"
+        self.p_dropout = _dropout(p_dropout, "SoftmaxLayer")
+        self.w = np.zeros((n_in, n_out))
+        self.b = np.zeros((n_out,))
+
+
+def _shape(value, n, name):
+    try:
+        t = tuple(int(v) for v in value)
+    except TypeError:
+        raise TypeError(f"{name} must be a tuple of {n} ints, got {value!r}") from None
+    if len(t) != n or min(t) < 1:
+        raise ValueError(f"{name} must be a tuple of {n} positive ints, got {value!r}")
+    return t
+
+
+def _dropout(p, layer):
+    p = _checks.finite_float(p, f"{layer} p_dropout", nonnegative=True)
+    if p >= 1:
+        raise ValueError(f"{layer}: p_dropout must be in [0, 1), got {p}")
+    return p
+
+
+# ---------------------------------------------------------------------------- network
+class Network:
+    """``Network(layers, mini_batch_size)``: the layers must chain (image shapes, mini-batch
+    size, n_in of each fully connected layer) and end in a ``SoftmaxLayer``. ``dtype``
+    (default float32, as the book on a GPU) and ``device`` are fastnet's additions. The dropout
+    generator is seeded with 0, so runs are repeatable."""
+
+    def __init__(self, layers, mini_batch_size, *, device: str | None = None,
+                 dtype: str = "float32"):
+        self.layers = list(layers)
+        self.mini_batch_size = _checks.positive_int(mini_batch_size, "mini_batch_size")
+        if not self.layers or not isinstance(self.layers[-1], SoftmaxLayer):
+            raise ValueError("the last layer must be a SoftmaxLayer")
+        shape = None
+        fl_layers = []
+        for i, layer in enumerate(self.layers):
+            name = f"layer {i} ({type(layer).__name__})"
+            if isinstance(layer, ConvPoolLayer):
+                mb, c, h, w = layer.image_shape
+                if mb != self.mini_batch_size:
+                    raise ValueError(f"{name}: image_shape {layer.image_shape} is for "
+                                     f"mini-batches of {mb}, the network's is "
+                                     f"{self.mini_batch_size}")
+                if shape is not None and shape != (c, h, w):
+                    raise ValueError(f"{name}: image_shape {layer.image_shape} does not chain: "
+                                     f"the layer before it outputs {shape}")
+                if shape is None:
+                    self.input_shape = (c, h, w)
+            elif isinstance(layer, FullyConnectedLayer):
+                n_prev = None if shape is None else int(np.prod(shape))
+                if n_prev is not None and n_prev != layer.n_in:
+                    raise ValueError(f"{name}: n_in={layer.n_in} does not chain: the layer "
+                                     f"before it outputs {shape} = {n_prev} values")
+                if shape is None:
+                    self.input_shape = (layer.n_in,)
+                if shape is not None and len(shape) > 1:
+                    fl_layers.append(Flatten())
+            else:
+                raise TypeError(f"{name}: expected ConvPoolLayer, FullyConnectedLayer or "
+                                f"SoftmaxLayer, got {type(layer).__name__}")
+            fl_layers += layer._fastnet_layers()
+            layer._span = (len(fl_layers) - len(layer._fastnet_layers()), len(fl_layers))
+            shape = layer.out_shape
+        self.model = Model(fl_layers, loss="log_likelihood", dtype=dtype, device=device,
+                           input_shape=self.input_shape, seed=0)
+
+    def _views(self, layer):
+        return [self.model.params_of(i) for i in range(*layer._span)]
+
+    def _push(self):
+        for layer in self.layers:
+            layer._put(self._views(layer))
+
+    def _pull(self):
+        for layer in self.layers:
+            layer._get(self._views(layer))
+
+    def _data(self, data, name):
+        if not (isinstance(data, (tuple, list)) and len(data) == 2):
+            raise TypeError(f"{name} must be a pair (x, y) with x (n, 784) and y (n,) labels")
+        x = self.model._samples(data[0], f"{name}[0]")
+        y = np.asarray(data[1])
+        if y.shape != (len(x),) or y.dtype.kind not in "iu":
+            raise ValueError(f"{name}[1] must be integer labels of shape ({len(x)},), got "
+                             f"{y.dtype} {y.shape}")
+        n = (len(x) // self.mini_batch_size) * self.mini_batch_size
+        if n == 0:
+            raise ValueError(f"{name} has {len(x)} samples: fewer than one mini-batch of "
+                             f"{self.mini_batch_size}")
+        return x[:n], _checks.targets(y[:n], f"{name}[1]", n, self.model.n_out,
+                                      self.model.dtype)
+
+    def SGD(self, training_data, epochs, mini_batch_size, eta, validation_data, test_data,  # noqa: N802
+            lmbda=0.0):
+        """Train with plain mini-batch SGD over whole mini-batches in data order, print the
+        book's progress lines, and return the best validation accuracy."""
+        epochs = _checks.positive_int(epochs, "epochs")
+        mbs = _checks.positive_int(mini_batch_size, "mini_batch_size")
+        if mbs != self.mini_batch_size:
+            raise ValueError(f"mini_batch_size {mbs} differs from the network's "
+                             f"{self.mini_batch_size}")
+        eta = _checks.finite_float(eta, "eta", positive=True)
+        lmbda = _checks.finite_float(lmbda, "lmbda", nonnegative=True)
+        train = self._data(training_data, "training_data")
+        valid = self._data(validation_data, "validation_data")
+        test = self._data(test_data, "test_data") if test_data else None
+
+        num_training_batches = len(train[0]) // mbs
+        decay = 1.0 - eta * lmbda / num_training_batches  # the book scales L2 by batches
+        self._push()
+        runner = self.model._runner(None)
+        dtrain, dvalid = runner.data(*train), runner.data(*valid)
+        dtest = runner.data(*test) if test else None
+        best_validation_accuracy, best_iteration, test_accuracy = 0.0, 0, 0.0
+        try:
+            for epoch in range(epochs):
+                mb = 0
+                while mb < num_training_batches:  # in runs that end where the book prints
+                    iteration = num_training_batches * epoch + mb
+                    if iteration % 1000 == 0:
+                        print(f"Training mini-batch number {iteration}")
+                    stop = min(num_training_batches, mb + 1000 - iteration % 1000)
+                    order = np.arange(mb * mbs, stop * mbs, dtype=np.int64)
+                    runner.train_epoch(dtrain, order, mbs, eta, decay)
+                    mb = stop
+                validation_accuracy = runner.evaluate(dvalid)[1] / len(valid[0])
+                print(f"Epoch {epoch}: validation accuracy {validation_accuracy:.2%}")
+                if validation_accuracy >= best_validation_accuracy:
+                    print("This is the best validation accuracy to date.")
+                    best_validation_accuracy = validation_accuracy
+                    best_iteration = num_training_batches * (epoch + 1) - 1
+                    if dtest is not None:
+                        test_accuracy = runner.evaluate(dtest)[1] / len(test[0])
+                        print(f"The corresponding test accuracy is {test_accuracy:.2%}")
+        finally:
+            runner.close()
+            self._pull()
+        print("Finished training network.")
+        print(f"Best validation accuracy of {best_validation_accuracy:.2%} obtained at "
+              f"iteration {best_iteration}")
+        print(f"Corresponding test accuracy of {test_accuracy:.2%}")
+        self.best_validation_accuracy, self.test_accuracy = best_validation_accuracy, \
+            test_accuracy
+        return best_validation_accuracy

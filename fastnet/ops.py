@@ -1,0 +1,156 @@
+"""Per-layer operations for the layer-by-layer training path (models with convolution, pooling,
+dropout or flatten layers; pure dense stacks use the fused epoch kernels instead).
+
+Op sets with the same methods: ``NumpyOps`` (the reference, ``fastnet.reference``), ``CpuOps``
+(Numba kernels from ``fastnet.kernels``) and, for device "cuda", ``fastnet._cuda_ops.CudaOps``
+(numba.cuda kernels on device arrays). Every method allocates and returns its outputs; arrays
+are C-contiguous and of the model's dtype, and live where the op set computes (``upload`` /
+``download`` move them).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_BLAS_FROM_BATCH = 32  # from this batch size on, matrix products go to BLAS (measured crossover)
+
+
+class NumpyOps:
+    name = "numpy"
+
+    def __init__(self):
+        from fastnet.reference import conv, dense
+        self._dense, self._conv = dense, conv
+
+    # data movement ----------------------------------------------------------
+    def upload(self, a):
+        return a
+
+    def download(self, a):
+        return a
+
+    def take(self, x, idx):
+        """Rows ``x[idx]`` (the mini-batch gather); ``idx`` is a host int64 array."""
+        return x[idx]
+
+    # dropout ------------------------------------------------------------------
+    def dropout_forward(self, x, p, rng):
+        """Training-time dropout: ``(x * mask, mask)`` with mask 1 (kept) with probability
+        ``1 − p``, drawn from ``rng`` (a ``numpy.random.Generator``); no rescaling."""
+        from fastnet.reference.conv import dropout_mask
+        mask = dropout_mask(x.shape, p, rng, dtype=x.dtype)
+        return x * mask, mask
+
+    def dropout_backward(self, dout, mask):
+        return dout * mask
+
+    def scale(self, x, c):
+        return x * x.dtype.type(c)
+
+    # dense ---------------------------------------------------------------
+    def dense_forward(self, x, w, b):
+        return (x @ w.T + b).astype(x.dtype, copy=False)
+
+    def activate(self, z, code):
+        return self._dense.activation(z, code).astype(z.dtype, copy=False)
+
+    def act_backward(self, z, a, code, da):
+        """∂C/∂z from ∂C/∂a for an elementwise activation."""
+        return (da * self._dense.activation_prime(z, code)).astype(z.dtype, copy=False)
+
+    def output_delta(self, z, a, y, loss, code):
+        return self._dense.output_delta(z, a, y, loss, code).astype(z.dtype, copy=False)
+
+    def dense_backward(self, x, w, dz, need_dx):
+        """(dx or None, Σ∇w, Σ∇b) for z = x @ w.T + b."""
+        dx = (dz @ w) if need_dx else None
+        return dx, dz.T @ x, dz.sum(axis=0)
+
+    def loss_and_correct(self, z, a, y, loss):
+        c = self._dense.cost(z, a, y, loss).sum()
+        return float(c), int((a.argmax(axis=1) == y.argmax(axis=1)).sum())
+
+    def sgd_apply(self, params, grads, decayed, decay, scale):
+        """params ← decay·params − scale·grads where ``decayed`` (weights), else
+        params − scale·grads (biases)."""
+        if decay != 1.0:
+            params[decayed] *= decay
+        params -= scale * grads
+
+    # convolution family ----------------------------------------------------
+    def conv2d_forward(self, x, w, b):
+        return self._conv.conv2d_forward(x, w, b)
+
+    def conv2d_backward(self, x, w, dz, need_dx):
+        return self._conv.conv2d_backward(x, w, dz, need_dx)
+
+    def maxpool_forward(self, x, size):
+        return self._conv.maxpool_forward(x, size)
+
+    def maxpool_backward(self, dy, argmax, x_shape):
+        return self._conv.maxpool_backward(dy, argmax, x_shape)
+
+    def convpool_forward(self, x, w, b, pool, code):
+        return self._conv.convpool_forward(x, w, b, pool, code)
+
+    def convpool_backward(self, x, w, z, a, argmax, da, code, need_dx):
+        return self._conv.convpool_backward(x, w, z, a, argmax, da, code, need_dx)
+
+
+class CpuOps(NumpyOps):
+    """Numba kernels; matrix products of large batches go to BLAS."""
+
+    name = "cpu"
+
+    def __init__(self):
+        from fastnet.kernels import conv_cpu, dense_cpu, sgd_cpu
+        self._k, self._conv, self._sgd = dense_cpu, conv_cpu, sgd_cpu
+
+    def dense_forward(self, x, w, b):
+        if x.shape[0] >= _BLAS_FROM_BATCH:
+            return super().dense_forward(x, w, b)
+        z = np.empty((x.shape[0], w.shape[0]), dtype=x.dtype)
+        self._k.dense_forward(x, w, b, z)
+        return z
+
+    def activate(self, z, code):
+        a = np.empty_like(z)
+        self._k.activate(z, a, code)
+        return a
+
+    def act_backward(self, z, a, code, da):
+        dz = da.copy()
+        self._k.activation_prime(z.reshape(z.shape[0], -1), a.reshape(a.shape[0], -1), code,
+                                 dz.reshape(dz.shape[0], -1))
+        return dz
+
+    def output_delta(self, z, a, y, loss, code):
+        d = np.empty_like(z)
+        self._k.output_delta(z, a, y, loss, code, d)
+        return d
+
+    def loss_and_correct(self, z, a, y, loss):
+        total, correct = self._k.loss_and_correct(z, a, y, loss)
+        return float(total), int(correct)
+
+    def sgd_apply(self, params, grads, decayed, decay, scale):
+        self._sgd.sgd_apply(params, grads, decayed, params.dtype.type(decay),
+                            params.dtype.type(scale))
+
+
+_OPS: dict[str, NumpyOps] = {}
+
+
+def get_ops(name: str) -> NumpyOps:
+    """The op set for backend ``name`` ("numpy", "cpu" or "cuda"), created on first use."""
+    if name not in _OPS:
+        if name == "numpy":
+            _OPS[name] = NumpyOps()
+        elif name == "cpu":
+            _OPS[name] = CpuOps()
+        elif name == "cuda":
+            from fastnet._cuda_ops import CudaOps
+            _OPS[name] = CudaOps()
+        else:
+            raise ValueError(f"device must be 'cpu', 'cuda' or 'numpy', got {name!r}")
+    return _OPS[name]
