@@ -1,0 +1,83 @@
+"""Lazy access to the CUDA target (numba-cuda) for fastnet's API.
+
+Importing ``fastnet`` never imports ``numba.cuda``: a machine without numba-cuda, a driver or a
+GPU can still use the CPU and NumPy backends. The API calls ``require_cuda()`` the first time a
+model asks for ``backend="cuda"``; it returns the ``numba.cuda`` module or raises one
+``RuntimeError`` that says what is missing and how to fix it. ``is_available()`` answers the same
+question without raising.
+
+numpy 2.5 removed ``np.row_stack``, which numba-cuda 0.30.4 (its last release) still calls while
+compiling a kernel. ``apply_numpy_shim()`` aliases it to ``np.vstack`` when it is missing, before
+anything is compiled; the ``[cuda]`` extra therefore does not pin numpy below 2.5.
+
+Numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1`` in the environment before numba is first
+imported) counts as available: CI runs the CUDA kernels there.
+"""
+
+from __future__ import annotations
+
+import os
+from types import ModuleType
+
+import numpy as np
+
+_INSTALL_HINT = "pip install 'fastnet[cuda]'  (installs numba-cuda)"
+
+
+def apply_numpy_shim() -> None:
+    """Define ``np.row_stack`` as ``np.vstack`` where numpy (>= 2.5) no longer has it."""
+    if not hasattr(np, "row_stack"):
+        np.row_stack = np.vstack
+
+
+def simulator_enabled() -> bool:
+    """True when Numba's CUDA simulator is (or will be) in use in this process."""
+    try:
+        from numba.core import config
+        return bool(config.ENABLE_CUDASIM)
+    except ImportError:  # no numba at all: fall back to what the environment asks for
+        return os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")
+
+
+def _import_numba_cuda() -> ModuleType:
+    apply_numpy_shim()
+    try:
+        from numba import cuda
+    except ImportError as exc:  # numba-cuda, or its cuda-bindings, missing
+        raise RuntimeError(
+            "fastnet's CUDA backend needs numba-cuda, which could not be imported "
+            f"({exc}). Install it with: {_INSTALL_HINT}") from exc
+    return cuda
+
+
+def require_cuda() -> ModuleType:
+    """Return ``numba.cuda`` ready to compile fastnet's kernels, or raise RuntimeError.
+
+    Raises when numba-cuda is not installed, or when no CUDA driver / GPU is usable (and the
+    simulator is not enabled). The error names the cause and the fix.
+    """
+    cuda = _import_numba_cuda()
+    if simulator_enabled():
+        return cuda
+    try:
+        ok = bool(cuda.is_available())
+    except Exception as exc:  # a broken driver install can raise instead of returning False
+        raise RuntimeError(f"fastnet's CUDA backend: probing the CUDA driver failed: {exc}") \
+            from exc
+    if not ok:
+        raise RuntimeError(
+            "fastnet's CUDA backend found no usable CUDA GPU: numba-cuda is installed, but "
+            "numba.cuda.is_available() is False (no NVIDIA driver, no GPU, or the driver is too "
+            "old; `python -c \"from numba import cuda; cuda.detect()\"` says which). Use "
+            "backend='cpu' instead, or set NUMBA_ENABLE_CUDASIM=1 before numba is imported to "
+            "run the kernels (slowly) in Numba's CUDA simulator.")
+    return cuda
+
+
+def is_available() -> bool:
+    """True if ``require_cuda()`` would succeed (a GPU, or the simulator). Never raises."""
+    try:
+        require_cuda()
+    except RuntimeError:
+        return False
+    return True
