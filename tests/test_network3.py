@@ -1,0 +1,135 @@
+"""fastnet.network3: the book's chapter-6 API without Theano."""
+
+import numpy as np
+import pytest
+
+from fastnet import network3
+from fastnet.network3 import ConvPoolLayer, FullyConnectedLayer, Network, SoftmaxLayer
+from helpers import assert_close
+
+
+def tiny_data(n=40, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, 64)).astype(np.float32)
+    y = (x[:, :32].sum(1) > x[:, 32:].sum(1)).astype(np.int64)
+    return x, y
+
+
+def tiny_net(mbs=4, p=0.0, act=network3.sigmoid):
+    return Network([
+        ConvPoolLayer(image_shape=(mbs, 1, 8, 8), filter_shape=(3, 1, 3, 3), poolsize=(2, 2),
+                      activation_fn=act),
+        FullyConnectedLayer(n_in=3 * 3 * 3, n_out=5, activation_fn=act, p_dropout=p),
+        SoftmaxLayer(n_in=5, n_out=2, p_dropout=p)], mbs, dtype="float64")
+
+
+def test_initialisation_follows_the_book():
+    np.random.seed(7)
+    net = tiny_net()
+    np.random.seed(7)
+    w0 = np.random.normal(0, np.sqrt(1.0 / (3 * 9 / 4)), (3, 1, 3, 3))
+    b0 = np.random.normal(0, 1.0, (3,))
+    w1 = np.random.normal(0, np.sqrt(1.0 / 5), (27, 5))
+    conv, fc, sm = net.layers
+    assert np.array_equal(conv.w, w0) and np.array_equal(conv.b, b0)
+    assert np.array_equal(fc.w, w1)
+    assert not sm.w.any() and not sm.b.any()
+    # inside, the conv filters are stored flipped (fastnet cross-correlates)
+    net._push()
+    assert np.array_equal(net.model.params_of(0)["w"], w0[..., ::-1, ::-1])
+    assert np.array_equal(net.model.params_of(2 + 1)["w"], w1.T)
+
+
+def test_sgd_prints_the_books_lines_and_updates_layers(capsys):
+    np.random.seed(0)
+    net = tiny_net()
+    data = tiny_data()
+    w_before = net.layers[1].w.copy()
+    best = net.SGD(data, 2, 4, 0.5, data, data)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "Training mini-batch number 0"
+    assert out[1].startswith("Epoch 0: validation accuracy ") and out[1].endswith("%")
+    assert "This is the best validation accuracy to date." in out
+    assert any(l.startswith("The corresponding test accuracy is ") for l in out)
+    assert out[-3] == "Finished training network."
+    assert out[-2].startswith("Best validation accuracy of ") and " obtained at iteration " \
+        in out[-2]
+    assert out[-1].startswith("Corresponding test accuracy of ")
+    assert 0 <= best <= 1
+    assert not np.array_equal(net.layers[1].w, w_before)  # layers see the trained weights
+
+
+def test_sgd_matches_plain_numpy_statement():
+    """One epoch through network3 equals the same SGD written out with the reference ops:
+    mean log-likelihood, L2 scaled by num_training_batches, data order, whole batches only."""
+    np.random.seed(3)
+    net = tiny_net(mbs=4)
+    x, y = tiny_data(n=42)  # 42 = 10 whole mini-batches of 4, remainder 2 dropped
+    from fastnet import Conv2D, Dense, Flatten, MaxPool2D, Model
+    ref = Model([Conv2D(1, 3, 3, "sigmoid"), MaxPool2D(2), Flatten(), Dense(27, 5),
+                 Dense(5, 2, "softmax")], loss="log_likelihood", dtype="float64",
+                device="numpy", input_shape=(1, 8, 8))
+    net._push()
+    ref.params[...] = net.model.params
+    eta, lmbda = 0.3, 2.0
+    net.SGD((x, y), 1, 4, eta, (x, y), None, lmbda=lmbda)
+    runner = ref._runner("numpy")
+    train = runner.data(x[:40].astype(np.float64), np.eye(2)[y[:40]])
+    runner.train_epoch(train, np.arange(40), 4, eta, 1 - eta * lmbda / 10)
+    assert_close(net.model.params, ref.params, rtol=1e-10, atol=1e-12)
+
+
+def test_dropout_runs_and_inference_is_deterministic():
+    np.random.seed(1)
+    net = tiny_net(p=0.5, act=network3.ReLU)
+    data = tiny_data()
+    net.SGD(data, 1, 4, 0.1, data, data)
+    a = net.model.predict(data[0])
+    assert np.array_equal(a, net.model.predict(data[0]))
+
+
+@pytest.mark.parametrize("layers,mbs,pattern", [
+    (lambda: [ConvPoolLayer(image_shape=(5, 1, 8, 8), filter_shape=(3, 1, 3, 3)),
+              SoftmaxLayer(27, 2)], 4, "mini-batches of 5"),
+    (lambda: [ConvPoolLayer(image_shape=(4, 1, 8, 8), filter_shape=(3, 1, 3, 3)),
+              FullyConnectedLayer(n_in=20, n_out=5), SoftmaxLayer(5, 2)], 4,
+     r"layer 1 \(FullyConnectedLayer\): n_in=20 does not chain.*\(3, 3, 3\) = 27"),
+    (lambda: [ConvPoolLayer(image_shape=(4, 2, 8, 8), filter_shape=(3, 1, 3, 3)),
+              SoftmaxLayer(27, 2)], 4, "takes 1 input maps but image_shape"),
+    (lambda: [ConvPoolLayer(image_shape=(4, 1, 8, 8), filter_shape=(3, 1, 3, 3)),
+              ConvPoolLayer(image_shape=(4, 3, 4, 4), filter_shape=(2, 3, 2, 2)),
+              SoftmaxLayer(2, 2)], 4, r"layer 1 \(ConvPoolLayer\).*outputs \(3, 3, 3\)"),
+    (lambda: [FullyConnectedLayer(4, 3)], 4, "last layer must be a SoftmaxLayer"),
+])
+def test_layers_that_do_not_chain(layers, mbs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        Network(layers(), mbs)
+
+
+def test_bad_sgd_arguments():
+    net = tiny_net()
+    x, y = tiny_data()
+    with pytest.raises(ValueError, match="mini_batch_size 5 differs"):
+        net.SGD((x, y), 1, 5, 0.1, (x, y), None)
+    with pytest.raises(ValueError, match=r"training_data\[0\] must have shape \(n, 64\)"):
+        net.SGD((x[:, :10], y), 1, 4, 0.1, (x, y), None)
+    with pytest.raises(ValueError, match="fewer than one mini-batch"):
+        net.SGD((x[:3], y[:3]), 1, 4, 0.1, (x, y), None)
+    with pytest.raises(ValueError, match=r"validation_data\[1\] must be integer labels"):
+        net.SGD((x, y), 1, 4, 0.1, (x, y[:5]), None)
+
+
+@pytest.mark.slow
+def test_books_first_cnn_reaches_97_percent_in_one_epoch(mnist_dir, capsys):
+    np.random.seed(0)
+    training_data, validation_data, test_data = network3.load_data_shared(str(mnist_dir))
+    mini_batch_size = 10
+    net = Network([
+        ConvPoolLayer(image_shape=(mini_batch_size, 1, 28, 28), filter_shape=(20, 1, 5, 5),
+                      poolsize=(2, 2)),
+        FullyConnectedLayer(n_in=20 * 12 * 12, n_out=100),
+        SoftmaxLayer(n_in=100, n_out=10)], mini_batch_size)
+    net.SGD(training_data, 1, mini_batch_size, 0.1, validation_data, test_data)
+    out = capsys.readouterr().out
+    assert "Training mini-batch number 4000" in out
+    assert net.test_accuracy >= 0.97, out
