@@ -8,15 +8,30 @@ Shapes: ``x: float[B, n_in]``, ``w: float[n_out, n_in]``, ``b: float[n_out]``,
 ``z, a, delta: float[B, n_out]``. Kernels write into arrays passed in and allocate nothing in
 their loops; they do not validate (the Python layer does).
 
-Variants and why:
-- ``dense_forward`` computes two samples × two output units per pass over ``n_in`` (a 2×2
-  register block): four dot products share their loads, which is what makes batch-10
-  products fast without BLAS; a plain row-by-row loop is ~2× slower here.
-- ``dense_update`` fuses the weight gradient Σ_b δ_bᵀ x_b with the SGD step, one pass over each
-  weight row per two samples, so the gradient is never stored.
-- ``train_epoch`` runs a whole epoch (gather, forward, backward, update per mini-batch) without
-  returning to Python. It is single-threaded: on the 2-core machine a parallel region per layer
-  per mini-batch costs more than it saves at mini-batch 10 (measured, docs/performance.md).
+Variants and why (epoch = [784, 30, 10] sigmoid/quadratic, 50,000 samples, lr 3.0, on the
+2-core AVX2 machine; the machine was shared and loaded (load 5-13) while these were taken, so
+figures are minima / CPU times of single-threaded runs, ±10%):
+- v1 (previous default): 2×2 register-blocked ``dense_forward``, ``dense_update`` one row ×
+  two samples per pass, a per-step gather of the mini-batch, libm ``exp`` behind a branch in
+  the sigmoid. Epoch fp32 ≈ 0.25-0.28 s, fp64 ≈ 0.42-0.46 s (bs 10 and 100 alike).
+- v2 (default): micro-kernels over two weight rows × five samples (``_dot_2x5``: 7 loads per
+  10 ymm FMAs, checked in the asm; ``_axpy_2x5`` for the update), sample groups outside and
+  rows inside (the 5 x rows stay in L1 while weight rows stream: x traffic, not w, limits
+  these loops); x and y read in place through ``order`` (no gather); branch-free,
+  vectorisable sigmoid (own exp: range reduction + degree-12 polynomial + exponent bits);
+  per-code branches hoisted out of the activation loops. Per mini-batch of 10 (fp32, min,
+  in-njit): forward 784→30 ≈ 10.5 µs (was 13), update ≈ 13.7-15.5 µs (was 23). Epoch CPU time
+  fp32 0.19 s (bs 10) / 0.18 s (bs 100), fp64 0.33 s / 0.32 s.
+- Tried, not kept: fusing step t's layer-0 update with step t+1's forward row by row (updated
+  rows still in L1): 30-34 µs vs 29 µs unfused at fp32 — the 20 x rows of both steps (62 KB)
+  then stream through the 32 KB L1 for every row pair, which costs more than re-reading w from
+  L2. Rows outer / samples inner: ~same forward, update 15.5 vs 13.7 µs. One row × ten samples
+  update: 17.8 µs (load-bound).
+- Threads (``_layer0_step_par``, ``_LAYER0_CHUNKS`` > 1): layer 0's update(t) + forward(t+1)
+  split into row ranges, one parallel region per step (~1.5-2.5 µs each here). Not the
+  default: on this shared 2-core machine it never measured faster (best-window estimate fp32
+  bs 10 0.197 s vs 0.199 s single) and under load it collapses (1.3-7 s per epoch: every
+  region waits for a descheduled thread). Re-measure on an idle machine before enabling.
 All kernels use ``config.FASTMATH`` (reassociation and contraction only, no ``nnan``/``ninf``):
 the tests pass with margin under it, and NaN/inf checks stay meaningful.
 """
@@ -24,23 +39,84 @@ the tests pass with margin under it, and NaN/inf checks stay meaningful.
 import math
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic
 
 from . import config
 from .config import (CROSS_ENTROPY, LINEAR, LOG_LIKELIHOOD, QUADRATIC, RELU, SIGMOID, SOFTMAX,
                      SOFTPLUS, TANH)
 
 _jit = njit(cache=config.CACHE, fastmath=config.FASTMATH, nogil=True)
+_NO_ROWS = np.empty(0, dtype=np.int64)
+_PAR_MIN_WORK = 100_000  # batch·n_in·n_out of layer 0 from which train_epoch uses threads
+_LAYER0_CHUNKS = 1  # >1: layer-0 row ranges run in parallel (2 = the 2-core target); see header  # "rows i = 0..m-1": read x in place
 
 
 # ---------------------------------------------------------------------------- scalar helpers
+@intrinsic
+def _pow2(typingctx, n):
+    """2**n for a float n holding an integer in the normal exponent range, by building the
+    exponent bits (vectorisable, unlike ``math.ldexp``)."""
+    if n == types.float64:
+        ity, bias, shift = ir.IntType(64), 1023, 52
+    elif n == types.float32:
+        ity, bias, shift = ir.IntType(32), 127, 23
+    else:
+        return None
+
+    def codegen(context, builder, signature, args):
+        i = builder.fptosi(args[0], ity)
+        i = builder.shl(builder.add(i, ir.Constant(ity, bias)), ir.Constant(ity, shift))
+        return builder.bitcast(i, args[0].type)
+
+    return n(n), codegen
+
+
+@intrinsic
+def _exp_floor(typingctx, z):
+    """The most negative t (of z's type) for which exp(t) is still a normal number."""
+    if z not in (types.float64, types.float32):
+        return None
+    lo = -708.0 if z == types.float64 else -87.0
+
+    def codegen(context, builder, signature, args):
+        return ir.Constant(args[0].type, lo)
+
+    return z(z), codegen
+
+
 @_jit
 def _sigmoid(z):
-    # exp of a non-positive number only: no overflow for any finite z.
-    if z >= 0:
-        return 1.0 / (1.0 + math.exp(-z))
-    e = math.exp(z)
-    return e / (1.0 + e)
+    """σ(z) = 1/(1 + e^−z) without branches or libm calls, so loops over it vectorise.
+
+    e = exp(−|z|) ∈ (0, 1] (no overflow for any z) by range reduction t = n·ln2 + r, |r| ≤ ln2/2,
+    and a degree-12 Taylor polynomial (relative error < 2e-16), scaled by 2**n built from bits;
+    −|z| is clamped where e^t would leave the normal range (σ there is < 1e-38 or 1 − 1e-38).
+    σ = 1/(1 + e) for z ≥ 0, e/(1 + e) otherwise. NaN stays NaN."""
+    T = type(z)
+    t = -abs(z)
+    lo = _exp_floor(z)
+    t = lo if t < lo else t  # NaN passes through to the final select
+    n = np.floor(t * T(1.4426950408889634) + T(0.5))
+    r = t - n * T(0.6931471803691238) - n * T(1.9082149292705877e-10)
+    p = T(1.0 / 479001600.0)
+    p = p * r + T(1.0 / 39916800.0)
+    p = p * r + T(1.0 / 3628800.0)
+    p = p * r + T(1.0 / 362880.0)
+    p = p * r + T(1.0 / 40320.0)
+    p = p * r + T(1.0 / 5040.0)
+    p = p * r + T(1.0 / 720.0)
+    p = p * r + T(1.0 / 120.0)
+    p = p * r + T(1.0 / 24.0)
+    p = p * r + T(1.0 / 6.0)
+    p = p * r + T(0.5)
+    p = p * r + T(1.0)
+    p = p * r + T(1.0)
+    e = p * _pow2(n)
+    s = T(1.0) / (T(1.0) + e)
+    out = s if z >= 0 else e * s
+    return z if z != z else out
 
 
 @_jit
@@ -51,7 +127,8 @@ def _softplus(z):
 # ---------------------------------------------------------------------------- activations
 @_jit
 def activate(z, a, code):
-    """a[B, n] (overwritten) = act(z[B, n]); softmax is row-wise with the row max subtracted."""
+    """a[B, n] (overwritten) = act(z[B, n]); softmax is row-wise with the row max subtracted.
+    The code is tested outside the loops so each loop is branch-free and vectorises."""
     B, n = z.shape
     if code == SOFTMAX:
         for i in range(B):
@@ -66,79 +143,222 @@ def activate(z, a, code):
             inv = 1.0 / s
             for j in range(n):
                 a[i, j] *= inv
-        return
-    for i in range(B):
-        for j in range(n):
-            v = z[i, j]
-            if code == SIGMOID:
-                a[i, j] = _sigmoid(v)
-            elif code == TANH:
-                a[i, j] = math.tanh(v)
-            elif code == RELU:
+    elif code == SIGMOID:
+        for i in range(B):
+            for j in range(n):
+                a[i, j] = _sigmoid(z[i, j])
+    elif code == TANH:
+        for i in range(B):
+            for j in range(n):
+                a[i, j] = math.tanh(z[i, j])
+    elif code == RELU:
+        for i in range(B):
+            for j in range(n):
+                v = z[i, j]
                 a[i, j] = v if v > 0 else 0.0
-            elif code == SOFTPLUS:
-                a[i, j] = _softplus(v)
-            else:
-                a[i, j] = v
+    elif code == SOFTPLUS:
+        for i in range(B):
+            for j in range(n):
+                a[i, j] = _softplus(z[i, j])
+    else:
+        for i in range(B):
+            for j in range(n):
+                a[i, j] = z[i, j]
 
 
 @_jit
 def activation_prime(z, a, code, out):
     """out[B, n] (multiplied in place) *= σ'(z), using the stored activation a where cheaper."""
     B, n = z.shape
-    if code == LINEAR:
-        return
-    for i in range(B):
-        for j in range(n):
-            if code == SIGMOID:
-                out[i, j] *= a[i, j] * (1.0 - a[i, j])
-            elif code == TANH:
-                out[i, j] *= 1.0 - a[i, j] * a[i, j]
-            elif code == RELU:
+    one = out.dtype.type(1)
+    if code == SIGMOID:
+        for i in range(B):
+            for j in range(n):
+                out[i, j] *= a[i, j] * (one - a[i, j])
+    elif code == TANH:
+        for i in range(B):
+            for j in range(n):
+                out[i, j] *= one - a[i, j] * a[i, j]
+    elif code == RELU:
+        for i in range(B):
+            for j in range(n):
                 if z[i, j] <= 0:
                     out[i, j] = 0.0
-            elif code == SOFTPLUS:
+    elif code == SOFTPLUS:
+        for i in range(B):
+            for j in range(n):
                 out[i, j] *= _sigmoid(z[i, j])
+
+
+# ---------------------------------------------------------------------------- micro-kernels
+# Register blocks over two weight rows × five samples: per element of n_in, 7 loads feed
+# 10 FMAs, and the inner loops (k over n_in, contiguous in both operands) vectorise.
+@_jit
+def _dot_2x5(w0, w1, x0, x1, x2, x3, x4, n):
+    """The 10 dot products of rows w0, w1 with rows x0..x4 over their first n elements."""
+    zero = w0.dtype.type(0)
+    s00 = s01 = s02 = s03 = s04 = zero
+    s10 = s11 = s12 = s13 = s14 = zero
+    for k in range(n):
+        a, c = w0[k], w1[k]
+        s00 += a * x0[k]
+        s01 += a * x1[k]
+        s02 += a * x2[k]
+        s03 += a * x3[k]
+        s04 += a * x4[k]
+        s10 += c * x0[k]
+        s11 += c * x1[k]
+        s12 += c * x2[k]
+        s13 += c * x3[k]
+        s14 += c * x4[k]
+    return s00, s01, s02, s03, s04, s10, s11, s12, s13, s14
+
+
+@_jit
+def _dot_2x1(w0, w1, x0, n):
+    zero = w0.dtype.type(0)
+    s0 = s1 = zero
+    for k in range(n):
+        s0 += w0[k] * x0[k]
+        s1 += w1[k] * x0[k]
+    return s0, s1
+
+
+@_jit
+def _dot_1x5(w0, x0, x1, x2, x3, x4, n):
+    zero = w0.dtype.type(0)
+    s0 = s1 = s2 = s3 = s4 = zero
+    for k in range(n):
+        a = w0[k]
+        s0 += a * x0[k]
+        s1 += a * x1[k]
+        s2 += a * x2[k]
+        s3 += a * x3[k]
+        s4 += a * x4[k]
+    return s0, s1, s2, s3, s4
+
+
+@_jit
+def _dot_1x1(w0, x0, n):
+    s = w0.dtype.type(0)
+    for k in range(n):
+        s += w0[k] * x0[k]
+    return s
+
+
+@_jit
+def _axpy_2x5(w0, w1, c0, c1, x0, x1, x2, x3, x4, n):
+    """w0 −= Σ_i c0[i]·x_i, w1 −= Σ_i c1[i]·x_i over five rows x0..x4 (c0, c1: 5-tuples)."""
+    a0, a1, a2, a3, a4 = c0
+    b0, b1, b2, b3, b4 = c1
+    for k in range(n):
+        v0, v1, v2, v3, v4 = x0[k], x1[k], x2[k], x3[k], x4[k]
+        w0[k] -= a0 * v0 + a1 * v1 + a2 * v2 + a3 * v3 + a4 * v4
+        w1[k] -= b0 * v0 + b1 * v1 + b2 * v2 + b3 * v3 + b4 * v4
+
+
+@_jit
+def _axpy_1x5(w0, c0, x0, x1, x2, x3, x4, n):
+    a0, a1, a2, a3, a4 = c0
+    for k in range(n):
+        w0[k] -= a0 * x0[k] + a1 * x1[k] + a2 * x2[k] + a3 * x3[k] + a4 * x4[k]
+
+
+@_jit
+def _axpy_1x1(w0, c0, x0, n):
+    for k in range(n):
+        w0[k] -= c0 * x0[k]
+
+
+@_jit
+def _xrow(x, rows, i):
+    """Sample i of a mini-batch: row rows[i] of x, or row i when rows is empty (no gather)."""
+    r = rows[i] if rows.shape[0] > 0 else i
+    return x[r]
+
+
+@_jit
+def _rows_forward(x, rows, m, w, b, z, j_lo, j_hi):
+    """z[i, j] (overwritten) = x_i·w[j] + b[j] for j in [j_lo, j_hi), i < m, where x_i is
+    ``_xrow(x, rows, i)``. Sample groups outside, rows inside: the five x rows of a group stay
+    in L1 while the weight rows stream past (x traffic, not w, is what limits this loop)."""
+    n = x.shape[1]
+    i = 0
+    while i < m:
+        if i + 5 <= m:
+            x0, x1, x2 = _xrow(x, rows, i), _xrow(x, rows, i + 1), _xrow(x, rows, i + 2)
+            x3, x4 = _xrow(x, rows, i + 3), _xrow(x, rows, i + 4)
+            j = j_lo
+            while j + 2 <= j_hi:
+                s = _dot_2x5(w[j], w[j + 1], x0, x1, x2, x3, x4, n)
+                for q in range(5):
+                    z[i + q, j] = s[q] + b[j]
+                    z[i + q, j + 1] = s[5 + q] + b[j + 1]
+                j += 2
+            if j < j_hi:
+                s5 = _dot_1x5(w[j], x0, x1, x2, x3, x4, n)
+                for q in range(5):
+                    z[i + q, j] = s5[q] + b[j]
+            i += 5
+        else:
+            x0 = _xrow(x, rows, i)
+            j = j_lo
+            while j + 2 <= j_hi:
+                s0, s1 = _dot_2x1(w[j], w[j + 1], x0, n)
+                z[i, j] = s0 + b[j]
+                z[i, j + 1] = s1 + b[j + 1]
+                j += 2
+            if j < j_hi:
+                z[i, j] = _dot_1x1(w[j], x0, n) + b[j]
+            i += 1
+
+
+@_jit
+def _rows_update(x, rows, m, delta, w, b, scale, decay, j_lo, j_hi):
+    """w[j] ← decay·w[j] − scale·Σ_{i<m} δ[i, j]·x_i, b[j] −= scale·Σ_{i<m} δ[i, j], for j in
+    [j_lo, j_hi), x_i = ``_xrow(x, rows, i)``; scale and decay are of w's dtype. Sample groups
+    outside, rows inside, as in ``_rows_forward``."""
+    n = x.shape[1]
+    for j in range(j_lo, j_hi):
+        s = w.dtype.type(0)
+        for i in range(m):
+            s += delta[i, j]
+        b[j] -= scale * s
+        if decay != 1:
+            wj = w[j]
+            for k in range(n):
+                wj[k] *= decay
+    i = 0
+    while i < m:
+        if i + 5 <= m:
+            x0, x1, x2 = _xrow(x, rows, i), _xrow(x, rows, i + 1), _xrow(x, rows, i + 2)
+            x3, x4 = _xrow(x, rows, i + 3), _xrow(x, rows, i + 4)
+            j = j_lo
+            while j < j_hi:
+                c0 = (scale * delta[i, j], scale * delta[i + 1, j], scale * delta[i + 2, j],
+                      scale * delta[i + 3, j], scale * delta[i + 4, j])
+                if j + 1 < j_hi:
+                    c1 = (scale * delta[i, j + 1], scale * delta[i + 1, j + 1],
+                          scale * delta[i + 2, j + 1], scale * delta[i + 3, j + 1],
+                          scale * delta[i + 4, j + 1])
+                    _axpy_2x5(w[j], w[j + 1], c0, c1, x0, x1, x2, x3, x4, n)
+                    j += 2
+                else:
+                    _axpy_1x5(w[j], c0, x0, x1, x2, x3, x4, n)
+                    j += 1
+            i += 5
+        else:
+            x0 = _xrow(x, rows, i)
+            for j in range(j_lo, j_hi):
+                _axpy_1x1(w[j], scale * delta[i, j], x0, n)
+            i += 1
 
 
 # ---------------------------------------------------------------------------- feedforward
 @_jit
 def dense_forward(x, w, b, z):
     """z[B, n_out] (overwritten) = x[B, n_in] @ w[n_out, n_in]ᵀ + b[n_out]."""
-    B, n_in = x.shape
-    n_out = w.shape[0]
-    zero = z.dtype.type(0)  # accumulate in the array dtype: float64 literals would widen fp32
-    for j in range(0, n_out - 1, 2):
-        w0, w1 = w[j], w[j + 1]
-        for i in range(0, B - 1, 2):
-            x0, x1 = x[i], x[i + 1]
-            s00 = s01 = s10 = s11 = zero
-            for k in range(n_in):
-                s00 += x0[k] * w0[k]
-                s01 += x0[k] * w1[k]
-                s10 += x1[k] * w0[k]
-                s11 += x1[k] * w1[k]
-            z[i, j] = s00 + b[j]
-            z[i, j + 1] = s01 + b[j + 1]
-            z[i + 1, j] = s10 + b[j]
-            z[i + 1, j + 1] = s11 + b[j + 1]
-        if B % 2:
-            x0 = x[B - 1]
-            s00 = s01 = zero
-            for k in range(n_in):
-                s00 += x0[k] * w0[k]
-                s01 += x0[k] * w1[k]
-            z[B - 1, j] = s00 + b[j]
-            z[B - 1, j + 1] = s01 + b[j + 1]
-    if n_out % 2:
-        j = n_out - 1
-        w0 = w[j]
-        for i in range(B):
-            x0 = x[i]
-            s = zero
-            for k in range(n_in):
-                s += x0[k] * w0[k]
-            z[i, j] = s + b[j]
+    _rows_forward(x, _NO_ROWS, x.shape[0], w, b, z, 0, w.shape[0])
 
 
 @_jit
@@ -196,30 +416,8 @@ def hidden_delta(delta_next, w_next, z, a, act, delta):
 def dense_update(x, delta, w, b, scale, decay):
     """SGD step fused with the gradient: w[n_out, n_in] ← decay·w − scale·δᵀx,
     b ← b − scale·Σ_b δ, for x[B, n_in], delta[B, n_out]; scale = lr/m."""
-    B, n_in = x.shape
-    n_out = w.shape[0]
-    scale = w.dtype.type(scale)
-    decay = w.dtype.type(decay)
-    for j in range(n_out):
-        wj = w[j]
-        if decay != 1.0:
-            for k in range(n_in):
-                wj[k] *= decay
-        for i in range(0, B - 1, 2):
-            c0 = scale * delta[i, j]
-            c1 = scale * delta[i + 1, j]
-            x0, x1 = x[i], x[i + 1]
-            for k in range(n_in):
-                wj[k] -= c0 * x0[k] + c1 * x1[k]
-        if B % 2:
-            c0 = scale * delta[B - 1, j]
-            x0 = x[B - 1]
-            for k in range(n_in):
-                wj[k] -= c0 * x0[k]
-        s = w.dtype.type(0)
-        for i in range(B):
-            s += delta[i, j]
-        b[j] -= scale * s
+    _rows_update(x, _NO_ROWS, x.shape[0], delta, w, b, w.dtype.type(scale),
+                 w.dtype.type(decay), 0, w.shape[0])
 
 
 # ---------------------------------------------------------------------------- costs
@@ -302,58 +500,120 @@ def predict(params, layout, acts, x, out, batch_size):
 
 # ---------------------------------------------------------------------------- fused epoch
 @_jit
+def _output_delta_rows(z, a, y, rows, loss, act, delta):
+    """output_delta with targets y[rows[i]] read in place."""
+    B, n = z.shape
+    for i in range(B):
+        yi = y[rows[i]]
+        for j in range(n):
+            delta[i, j] = a[i, j] - yi[j]
+    if loss == QUADRATIC:
+        activation_prime(z, a, act, delta)
+
+
+@_jit
+def _layer0_step(x, rows_u, delta, rows_f, z, w, b, scale, decay, j_lo, j_hi):
+    """Layer 0, rows [j_lo, j_hi): the SGD update with mini-batch t (samples x[rows_u], its
+    deltas) then the forward of mini-batch t+1 (samples x[rows_f], into z). Rows are
+    independent, so this is step t's update followed by step t+1's forward, exactly, and
+    disjoint row ranges can run on different threads. Either part is skipped when its rows are
+    empty."""
+    if rows_u.shape[0] > 0:
+        _rows_update(x, rows_u, rows_u.shape[0], delta, w, b, scale, decay, j_lo, j_hi)
+    if rows_f.shape[0] > 0:
+        _rows_forward(x, rows_f, rows_f.shape[0], w, b, z, j_lo, j_hi)
+
+
+@njit(cache=config.CACHE, fastmath=config.FASTMATH, nogil=True, parallel=True)
+def _layer0_step_par(x, rows_u, delta, rows_f, z, w, b, scale, decay, nchunks):
+    """``_layer0_step`` over all rows of w, split into ``nchunks`` row ranges run in parallel
+    (each range a multiple of 2 rows, the micro-kernels' block)."""
+    n_out = w.shape[0]
+    per = ((n_out + nchunks - 1) // nchunks + 1) // 2 * 2
+    for c in prange(nchunks):
+        lo = min(c * per, n_out)
+        hi = min(lo + per, n_out)
+        _layer0_step(x, rows_u, delta, rows_f, z, w, b, scale, decay, lo, hi)
+
+
+@_jit
+def _layer0(x, rows_u, delta, rows_f, z, w, b, scale, decay, nchunks):
+    if nchunks > 1:
+        _layer0_step_par(x, rows_u, delta, rows_f, z, w, b, scale, decay, nchunks)
+    else:
+        _layer0_step(x, rows_u, delta, rows_f, z, w, b, scale, decay, 0, w.shape[0])
+
+
+@_jit
 def train_epoch(params, layout, acts, loss, x, y, order, batch_size, lr, decay):
     """One epoch of mini-batch SGD in place on ``params`` (see docs/design.md): mini-batches are
-    consecutive slices of ``order``; the last one may be shorter. x[N, n0], y[N, nL]."""
-    N, n0 = x.shape
+    consecutive slices of ``order``; the last one may be shorter. x[N, n0], y[N, nL].
+
+    Samples are read from x through ``order`` (no gather). Layer 0 (the wide one) runs as
+    ``_layer0_step``: step t's update and step t+1's forward in one call (one parallel region
+    when threaded); the other layers run forward, then all deltas, then their updates."""
+    N = order.shape[0]  # as the reference: len(order) samples (normally N, a permutation)
     L = layout.shape[0]
-    nL = y.shape[1]
-    width = 0
+    T = params.dtype.type
+    dec = T(decay)
+    offs = np.zeros(L + 1, dtype=np.int64)  # layer l's rows in the workspaces start here
     for l in range(L):
-        width += layout[l, 1]
-    xb = np.empty((batch_size, n0), dtype=x.dtype)
-    yb = np.empty((batch_size, nL), dtype=x.dtype)
-    zs = np.empty(batch_size * width, dtype=x.dtype)
-    acts_buf = np.empty(batch_size * width, dtype=x.dtype)
-    deltas = np.empty(batch_size * width, dtype=x.dtype)
-    offs = np.empty(L, dtype=np.int64)
+        offs[l + 1] = offs[l] + batch_size * layout[l, 1]
+    zs = np.empty(offs[L], dtype=x.dtype)
+    acts_buf = np.empty(offs[L], dtype=x.dtype)
+    deltas = np.empty(offs[L], dtype=x.dtype)
+    n0, h0, w0_off, b0_off = layout[0, 0], layout[0, 1], layout[0, 2], layout[0, 3]
+    w0 = params[w0_off:w0_off + h0 * n0].reshape((h0, n0))
+    b0 = params[b0_off:b0_off + h0]
+    no_rows = order[:0]
+    # threads for layer 0 when a step's layer-0 work (~2·batch·n0·h0 flops) pays for a
+    # parallel region (~2 µs); chunks of at least two rows
+    nchunks = min(_LAYER0_CHUNKS, h0 // 2)
+    if batch_size * n0 * h0 < _PAR_MIN_WORK:
+        nchunks = 1
+    # step 0's layer-0 forward; later ones are fused with the previous update
+    m = min(batch_size, N)
+    _layer0(x, no_rows, deltas[:h0 * m].reshape((m, h0)), order[:m],
+            zs[:m * h0].reshape((m, h0)), w0, b0, T(0), dec, nchunks)
     for k in range(0, N, batch_size):
         m = min(batch_size, N - k)
-        for i in range(m):
-            xb[i] = x[order[k + i]]
-            yb[i] = y[order[k + i]]
-        xm = xb[:m]
-        # forward (layer offsets depend on m, the length of this mini-batch)
-        off = 0
-        inp = xm
+        # forward from layer 0's z, computed by the previous step
         for l in range(L):
             n_in, n_out, w_off, b_off = layout[l, 0], layout[l, 1], layout[l, 2], layout[l, 3]
-            offs[l] = off
-            w = params[w_off:w_off + n_out * n_in].reshape((n_out, n_in))
-            z = zs[off:off + m * n_out].reshape((m, n_out))
-            a = acts_buf[off:off + m * n_out].reshape((m, n_out))
-            dense_forward(inp, w, params[b_off:b_off + n_out], z)
+            o = offs[l]
+            z = zs[o:o + m * n_out].reshape((m, n_out))
+            a = acts_buf[o:o + m * n_out].reshape((m, n_out))
+            if l > 0:
+                op = offs[l - 1]
+                ap = acts_buf[op:op + m * n_in].reshape((m, n_in))
+                w = params[w_off:w_off + n_out * n_in].reshape((n_out, n_in))
+                _rows_forward(ap, no_rows, m, w, params[b_off:b_off + n_out], z, 0, n_out)
             activate(z, a, acts[l])
-            inp = a
-            off += m * n_out
-        # backward: delta of layer l-1 is taken before layer l's weights change
-        scale = lr / m
+        # all deltas, each taken before any weight changes
         for l in range(L - 1, -1, -1):
-            n_in, n_out, w_off, b_off = layout[l, 0], layout[l, 1], layout[l, 2], layout[l, 3]
+            n_in, n_out, w_off = layout[l, 0], layout[l, 1], layout[l, 2]
             o = offs[l]
             z = zs[o:o + m * n_out].reshape((m, n_out))
             a = acts_buf[o:o + m * n_out].reshape((m, n_out))
             d = deltas[o:o + m * n_out].reshape((m, n_out))
             if l == L - 1:
-                output_delta(z, a, yb[:m], loss, acts[l], d)
-            w = params[w_off:w_off + n_out * n_in].reshape((n_out, n_in))
+                _output_delta_rows(z, a, y, order[k:k + m], loss, acts[l], d)
             if l > 0:
                 op = offs[l - 1]
-                zp = zs[op:op + m * n_in].reshape((m, n_in))
-                ap = acts_buf[op:op + m * n_in].reshape((m, n_in))
-                dp = deltas[op:op + m * n_in].reshape((m, n_in))
-                hidden_delta(d, w, zp, ap, acts[l - 1], dp)
-                inp = ap
-            else:
-                inp = xm
-            dense_update(inp, d, w, params[b_off:b_off + n_out], scale, decay)
+                w = params[w_off:w_off + n_out * n_in].reshape((n_out, n_in))
+                hidden_delta(d, w, zs[op:op + m * n_in].reshape((m, n_in)),
+                             acts_buf[op:op + m * n_in].reshape((m, n_in)), acts[l - 1],
+                             deltas[op:op + m * n_in].reshape((m, n_in)))
+        # updates of layers 1.., then layer 0 fused with the next step's layer-0 forward
+        scale = T(lr / m)
+        for l in range(1, L):
+            n_in, n_out, w_off, b_off = layout[l, 0], layout[l, 1], layout[l, 2], layout[l, 3]
+            op, o = offs[l - 1], offs[l]
+            _rows_update(acts_buf[op:op + m * n_in].reshape((m, n_in)), no_rows, m,
+                         deltas[o:o + m * n_out].reshape((m, n_out)),
+                         params[w_off:w_off + n_out * n_in].reshape((n_out, n_in)),
+                         params[b_off:b_off + n_out], scale, dec, 0, n_out)
+        kn = k + m
+        mn = min(batch_size, N - kn) if kn < N else 0
+        _layer0(x, order[k:k + m], deltas[:m * h0].reshape((m, h0)), order[kn:kn + mn],
+                zs[:mn * h0].reshape((mn, h0)), w0, b0, scale, dec, nchunks)

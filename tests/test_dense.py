@@ -162,6 +162,26 @@ def test_evaluate_and_predict(sizes, acts, loss, dtype):
     assert_close(out, activations[-1].astype(dtype), **TOL[dtype])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m_u,m_f,n_out,nchunks", [(10, 10, 30, 2), (3, 7, 9, 3), (0, 5, 4, 2),
+                                                    (6, 0, 5, 2)])
+def test_layer0_step_parallel_matches_serial(m_u, m_f, n_out, nchunks, dtype):
+    """The threaded layer-0 step (row ranges in parallel) equals the serial one exactly."""
+    rng = np.random.default_rng(m_u * 100 + m_f * 10 + n_out)
+    x = rand(rng, (40, 13), dtype)
+    order = rng.permutation(40).astype(np.int64)
+    rows_u, rows_f = order[:m_u], order[m_u:m_u + m_f]
+    w, b = rand(rng, (n_out, 13), dtype), rand(rng, n_out, dtype)
+    d = rand(rng, (max(m_u, 1), n_out), dtype)
+    z1, z2 = np.zeros((m_f, n_out), dtype), np.zeros((m_f, n_out), dtype)
+    w2, b2 = w.copy(), b.copy()
+    K._layer0_step(x, rows_u, d, rows_f, z1, w, b, dtype(0.1), dtype(0.99), 0, n_out)
+    K._layer0_step_par(x, rows_u, d, rows_f, z2, w2, b2, dtype(0.1), dtype(0.99), nchunks)
+    assert_close(w2, w, rtol=0, atol=0, name="w")
+    assert_close(b2, b, rtol=0, atol=0, name="b")
+    assert_close(z2, z1, rtol=0, atol=0, name="z")
+
+
 # ---------------------------------------------------------------------------- reference
 @pytest.mark.parametrize("sizes,acts,loss", NETS[:4])
 def test_reference_gradients_finite_differences(sizes, acts, loss):
