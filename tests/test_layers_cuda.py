@@ -1,0 +1,145 @@
+"""``CudaOps`` — the op set for device "cuda" in the layer-by-layer path (convolution, pooling,
+dropout, flatten layers; kernels ``fastnet.kernels.layers_cuda`` and ``conv_cuda``) — against
+``NumpyOps``.
+
+Two groups, by the hardware they need:
+- ``test_cuda_ops_under_simulator``: every CudaOps method and two end-to-end fits (a tiny CNN
+  layer by layer, a dense stack on the fused path) under Numba's CUDA simulator, tiny shapes,
+  run in a subprocess (``tests/cuda_sim/sim_layers_cuda.py``) so the simulated and the real
+  CUDA target never mix in this process. Runs everywhere (CI has no GPU); skipped only when
+  numba-cuda is not installed.
+- ``@pytest.mark.cuda``: the same checks on a real GPU with the book's CNN shapes; skipped,
+  with the reason, where ``numba.cuda.is_available()`` is False.
+
+Tolerances (tests/cuda_sim/layers_checks.py): float64 rtol 1e-10 / atol 1e-12, float32
+rtol 1e-4 / atol 1e-5 on the simulator's tiny shapes; on the GPU, sums over thousands of
+terms get rtol 1e-9 / atol 1e-9 (float64) and rtol 1e-3 / atol 1e-3 (float32).
+"""
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fastnet.kernels.config import RELU, SIGMOID, TANH
+
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
+HAVE_NUMBA_CUDA = importlib.util.find_spec("numba_cuda") is not None or \
+    importlib.util.find_spec("numba.cuda") is not None
+
+
+@pytest.mark.skipif(not HAVE_NUMBA_CUDA, reason="numba-cuda is not installed")
+def test_cuda_ops_under_simulator():
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", FASTNET_CUDA_TPB="32",
+               PYTHONPATH=os.pathsep.join([str(TESTS), str(TESTS / "cuda_sim"),
+                                           os.environ.get("PYTHONPATH", "")]))
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p",
+           "no:randomly", str(TESTS / "cuda_sim" / "sim_layers_cuda.py")]
+    r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    tail = (r.stdout + r.stderr)[-6000:]
+    assert r.returncode == 0, f"simulator run failed:\n{tail}"
+    assert " passed" in r.stdout and "skipped" not in r.stdout.splitlines()[-1], tail
+
+
+# ---------------------------------------------------------------------------- real GPU
+def _gpu_or_skip():
+    if os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0"):
+        pytest.skip("NUMBA_ENABLE_CUDASIM is set: the real-GPU tests need the real target")
+    if not HAVE_NUMBA_CUDA:
+        pytest.skip("numba-cuda is not installed")
+    from fastnet import _cuda
+    if not _cuda.is_available():
+        pytest.skip("no CUDA GPU: numba.cuda.is_available() is False")
+    sys.path.insert(0, str(TESTS / "cuda_sim"))
+    import layers_checks
+    return layers_checks
+
+
+F32, F64 = np.float32, np.float64
+DTYPES = pytest.mark.parametrize("dtype", [F32, F64], ids=["f32", "f64"])
+GPU_TOL = {np.dtype(F64): dict(rtol=1e-9, atol=1e-9), np.dtype(F32): dict(rtol=1e-3, atol=1e-3)}
+
+
+def _tol(dtype):
+    return GPU_TOL[np.dtype(dtype)]
+
+
+@pytest.mark.cuda
+def test_method_set_gpu():
+    _gpu_or_skip().check_method_set()
+
+
+@pytest.mark.cuda
+@DTYPES
+def test_elementwise_and_output_layer_gpu(dtype):
+    C = _gpu_or_skip()
+    C.check_data_movement(dtype)
+    C.check_elementwise(dtype, (10, 20, 24, 24), tol=_tol(dtype))
+    C.check_softmax(dtype, 1000, 10, tol=_tol(dtype))
+    C.check_output_layer(dtype, 1000, 10, tol=_tol(dtype))
+    C.check_sgd(dtype, 100_003)
+
+
+@pytest.mark.cuda
+@DTYPES
+@pytest.mark.parametrize("batch, n_in, n_out", [(10, 640, 100), (100, 100, 10), (1, 784, 30),
+                                                (1000, 30, 10)])
+def test_dense_gpu(dtype, batch, n_in, n_out):
+    _gpu_or_skip().check_dense(dtype, batch, n_in, n_out, tol=_tol(dtype))
+
+
+@pytest.mark.cuda
+@DTYPES
+@pytest.mark.parametrize("x_shape, w_shape, need_dx", [
+    ((10, 1, 28, 28), (20, 1, 5, 5), False),
+    ((10, 20, 12, 12), (40, 20, 5, 5), True),
+    ((3, 3, 31, 17), (5, 3, 4, 2), True),
+])
+def test_conv2d_gpu(dtype, x_shape, w_shape, need_dx):
+    _gpu_or_skip().check_conv2d(dtype, x_shape, w_shape, need_dx, tol=_tol(dtype))
+
+
+@pytest.mark.cuda
+@DTYPES
+@pytest.mark.parametrize("x_shape, size", [((10, 20, 24, 24), (2, 2)), ((7, 3, 25, 23), (3, 2)),
+                                           ((2, 4, 8, 9), (3, 4))])
+def test_maxpool_gpu(dtype, x_shape, size):
+    _gpu_or_skip().check_maxpool(dtype, x_shape, size, tol=_tol(dtype))
+
+
+@pytest.mark.cuda
+@DTYPES
+@pytest.mark.parametrize("x_shape, w_shape, size, code, need_dx", [
+    ((10, 1, 28, 28), (20, 1, 5, 5), (2, 2), SIGMOID, False),
+    ((100, 20, 12, 12), (40, 20, 5, 5), (2, 2), RELU, True),
+    ((3, 2, 29, 27), (4, 2, 5, 5), (3, 2), TANH, True),
+])
+def test_convpool_gpu(dtype, x_shape, w_shape, size, code, need_dx):
+    _gpu_or_skip().check_convpool(dtype, x_shape, w_shape, size, code, need_dx,
+                                  tol=_tol(dtype))
+
+
+@pytest.mark.cuda
+@DTYPES
+@pytest.mark.parametrize("shape, p", [((100, 1000), 0.5), ((10, 20, 12, 12), 0.2)])
+def test_dropout_gpu(dtype, shape, p):
+    _gpu_or_skip().check_dropout(dtype, shape, p)
+
+
+@pytest.mark.cuda
+def test_models_gpu():
+    C = _gpu_or_skip()
+    from fastnet import Conv2D, Dense, Dropout, Flatten, MaxPool2D
+
+    def layers():
+        return [Conv2D(1, 4, 5, "sigmoid"), MaxPool2D(2), Conv2D(4, 6, 3, "relu"), Flatten(),
+                Dropout(0.0), Dense(54, 10, "tanh"), Dense(10, 3, "softmax")]
+    C.check_cnn_model("fused", n=60, batch_size=10, input_shape=(1, 14, 14), layers=layers)
+    C.check_cnn_model("unfused", n=50, batch_size=7)
+    C.check_dropout_inference()
+    C.check_dense_model(sizes=(20, 8, 3), n=50, batch_size=10)
