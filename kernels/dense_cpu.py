@@ -44,8 +44,7 @@ from numba import njit, prange, types
 from numba.extending import intrinsic
 
 from . import config
-from .config import (CROSS_ENTROPY, LINEAR, LOG_LIKELIHOOD, QUADRATIC, RELU, SIGMOID, SOFTMAX,
-                     SOFTPLUS, TANH)
+from .config import CROSS_ENTROPY, QUADRATIC, RELU, SIGMOID, SOFTMAX, SOFTPLUS, TANH
 
 _jit = njit(cache=config.CACHE, fastmath=config.FASTMATH, nogil=True)
 _NO_ROWS = np.empty(0, dtype=np.int64)

@@ -59,8 +59,7 @@ from numba.core.errors import NumbaPerformanceWarning
 from fastnet._cuda import apply_numpy_shim
 
 from . import config
-from .config import (CROSS_ENTROPY, LINEAR, LOG_LIKELIHOOD, QUADRATIC, RELU, SIGMOID, SOFTMAX,
-                     SOFTPLUS, TANH)
+from .config import CROSS_ENTROPY, QUADRATIC, RELU, SIGMOID, SOFTMAX, SOFTPLUS, TANH
 
 apply_numpy_shim()  # numba-cuda 0.30.4 calls np.row_stack while compiling (gone in numpy 2.5)
 
