@@ -81,3 +81,20 @@ def is_available() -> bool:
     except RuntimeError:
         return False
     return True
+
+
+def on_device(a) -> bool:
+    """True for numba device arrays, real or the simulator's (which lack
+    ``__cuda_array_interface__``, so ``cuda.is_cuda_array`` does not see them)."""
+    return bool(getattr(a, "__cuda_ndarray__", False))
+
+
+def to_device(a):
+    """A device copy of host array ``a`` (made C-contiguous); device arrays pass through."""
+    if on_device(a):
+        return a
+    return require_cuda().to_device(np.ascontiguousarray(a))
+
+
+def to_host(a) -> np.ndarray:
+    return a.copy_to_host() if on_device(a) else np.asarray(a)

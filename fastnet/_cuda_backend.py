@@ -8,9 +8,7 @@ one cooperative launch, and evaluation brings back two numbers (summed cost, num
 
 from __future__ import annotations
 
-import numpy as np
-
-from fastnet._cuda import require_cuda
+from fastnet._cuda import require_cuda, to_device, to_host
 
 
 class CudaBackend:
@@ -22,12 +20,10 @@ class CudaBackend:
         self._k = dense_cuda
 
     def upload(self, a):
-        if _on_device(a):
-            return a
-        return self._cuda.to_device(np.ascontiguousarray(a))
+        return to_device(a)
 
     def download(self, a):
-        return a.copy_to_host() if _on_device(a) else np.asarray(a)
+        return to_host(a)
 
     def train_epoch(self, params, layout, acts, loss, x, y, order, batch_size, lr, decay):
         self._k.train_epoch(params, layout, acts, loss, x, y, order, batch_size, lr, decay)
@@ -38,8 +34,3 @@ class CudaBackend:
     def predict(self, params, layout, acts, x):
         return self._k.forward(params, layout, acts, x).copy_to_host()
 
-
-def _on_device(a) -> bool:
-    # numba device arrays carry this marker, on a GPU and in the simulator alike
-    # (the simulator's numba.cuda has no is_cuda_array)
-    return bool(getattr(a, "__cuda_ndarray__", False))

@@ -20,13 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastnet._cuda import require_cuda
-
-
-def _on_device(a) -> bool:
-    """True for numba device arrays, real or the simulator's (which lack
-    ``__cuda_array_interface__``, so ``cuda.is_cuda_array`` does not see them)."""
-    return bool(getattr(a, "__cuda_ndarray__", False))
+from fastnet._cuda import require_cuda, to_device, to_host
 
 
 class CudaOps:
@@ -39,13 +33,10 @@ class CudaOps:
 
     # data movement ----------------------------------------------------------
     def upload(self, a):
-        """A device copy of host array ``a`` (C-contiguous); device arrays pass through."""
-        if _on_device(a):
-            return a
-        return self._cuda.to_device(np.ascontiguousarray(a))
+        return to_device(a)
 
     def download(self, a):
-        return a.copy_to_host() if _on_device(a) else np.asarray(a)
+        return to_host(a)
 
     def take(self, x, idx):
         """Rows ``x[idx]`` (the mini-batch gather); ``idx`` is a host int64 array."""

@@ -14,11 +14,8 @@ Tolerances (tests/cuda_sim/dense_checks.py): float64 rtol 1e-10 / atol 1e-12; fl
 rtol 1e-4 / atol 1e-5, against the reference run in float64.
 """
 
-import importlib.util
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,10 +23,7 @@ import pytest
 from fastnet.kernels.config import (CROSS_ENTROPY, LOG_LIKELIHOOD, QUADRATIC, RELU, SIGMOID,
                                     SOFTMAX, SOFTPLUS, TANH)
 
-TESTS = Path(__file__).resolve().parent
-REPO = TESTS.parent
-HAVE_NUMBA_CUDA = importlib.util.find_spec("numba_cuda") is not None or \
-    importlib.util.find_spec("numba.cuda") is not None
+from cuda_helpers import HAVE_NUMBA_CUDA, REPO, gpu_checks_or_skip, run_simulated
 
 
 def test_import_fastnet_does_not_import_numba_cuda():
@@ -40,29 +34,12 @@ def test_import_fastnet_does_not_import_numba_cuda():
 
 @pytest.mark.skipif(not HAVE_NUMBA_CUDA, reason="numba-cuda is not installed")
 def test_cuda_kernels_under_simulator():
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", FASTNET_CUDA_TPB="32",
-               PYTHONPATH=os.pathsep.join([str(TESTS), str(TESTS / "cuda_sim"),
-                                           os.environ.get("PYTHONPATH", "")]))
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p",
-           "no:randomly", str(TESTS / "cuda_sim" / "sim_dense_cuda.py")]
-    r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    tail = (r.stdout + r.stderr)[-6000:]
-    assert r.returncode == 0, f"simulator run failed:\n{tail}"
-    assert " passed" in r.stdout and "skipped" not in r.stdout.splitlines()[-1], tail
+    run_simulated("sim_dense_cuda.py")
 
 
 # ---------------------------------------------------------------------------- real GPU
 def _gpu_or_skip():
-    if os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0"):
-        pytest.skip("NUMBA_ENABLE_CUDASIM is set: the real-GPU tests need the real target")
-    if not HAVE_NUMBA_CUDA:
-        pytest.skip("numba-cuda is not installed")
-    from fastnet import _cuda
-    if not _cuda.is_available():
-        pytest.skip("no CUDA GPU: numba.cuda.is_available() is False")
-    sys.path.insert(0, str(TESTS / "cuda_sim"))
-    import dense_checks
-    return dense_checks
+    return gpu_checks_or_skip("dense_checks")
 
 
 F32, F64 = np.float32, np.float64

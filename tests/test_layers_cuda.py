@@ -16,48 +16,23 @@ rtol 1e-4 / atol 1e-5 on the simulator's tiny shapes; on the GPU, sums over thou
 terms get rtol 1e-9 / atol 1e-9 (float64) and rtol 1e-3 / atol 1e-3 (float32).
 """
 
-import importlib.util
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from fastnet.kernels.config import RELU, SIGMOID, TANH
 
-TESTS = Path(__file__).resolve().parent
-REPO = TESTS.parent
-HAVE_NUMBA_CUDA = importlib.util.find_spec("numba_cuda") is not None or \
-    importlib.util.find_spec("numba.cuda") is not None
+from cuda_helpers import HAVE_NUMBA_CUDA, gpu_checks_or_skip, run_simulated
 
 
 @pytest.mark.skipif(not HAVE_NUMBA_CUDA, reason="numba-cuda is not installed")
 def test_cuda_ops_under_simulator():
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", FASTNET_CUDA_TPB="32",
-               PYTHONPATH=os.pathsep.join([str(TESTS), str(TESTS / "cuda_sim"),
-                                           os.environ.get("PYTHONPATH", "")]))
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p",
-           "no:randomly", str(TESTS / "cuda_sim" / "sim_layers_cuda.py")]
-    r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    tail = (r.stdout + r.stderr)[-6000:]
-    assert r.returncode == 0, f"simulator run failed:\n{tail}"
-    assert " passed" in r.stdout and "skipped" not in r.stdout.splitlines()[-1], tail
+    run_simulated("sim_layers_cuda.py")
 
 
 # ---------------------------------------------------------------------------- real GPU
 def _gpu_or_skip():
-    if os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0"):
-        pytest.skip("NUMBA_ENABLE_CUDASIM is set: the real-GPU tests need the real target")
-    if not HAVE_NUMBA_CUDA:
-        pytest.skip("numba-cuda is not installed")
-    from fastnet import _cuda
-    if not _cuda.is_available():
-        pytest.skip("no CUDA GPU: numba.cuda.is_available() is False")
-    sys.path.insert(0, str(TESTS / "cuda_sim"))
-    import layers_checks
-    return layers_checks
+    return gpu_checks_or_skip("layers_checks")
 
 
 F32, F64 = np.float32, np.float64
