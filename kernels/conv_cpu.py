@@ -1,0 +1,614 @@
+"""Convolution-family kernels for the CPU (Numba): conv2d, max-pooling and the fused ConvPool
+layer of the book's network3, forward and backward.
+
+Twin: ``fastnet.reference.conv`` (same public names and signatures; conventions there and in
+docs/design.md). Tests: ``tests/test_conv.py``. Benchmark: time ``convpool_forward_into`` /
+``convpool_backward_into`` with nthreads 1 and 2 on the book's first CNN layer (x
+float32[10 or 100, 1, 28, 28], w[20, 1, 5, 5], pool (2, 2), sigmoid, no dx) and its second
+(x[·, 20, 12, 12], w[40, 20, 5, 5], with dx) after ~30 warm-up calls, reporting the minimum
+and the median of repeats: the 2-core machine is shared and single runs are noisy.
+
+    conv2d    z[n, o, y, x] = b[o] + Σ_{c,i,j} w[o, c, i, j] · x[n, c, y + i, x + j]   (valid)
+    maxpool   non-overlapping (ph, pw) windows, remainder dropped; argmax = flat index of the
+              winner in the (h, w) plane of the pooled input (int32), first maximum on ties
+    convpool  a = act(maxpool(conv(x, w)) + b)   (the book's ConvPoolLayer: bias after pooling)
+
+How — the "flat" correlation. One image ``x[n]`` is read as a flat vector ``xf`` of c_in·h·w
+values, and tap t = (c, i, j) of a filter sits at offset ``offs[t] = c·h·w + i·w + j``. Then
+``zf[o, p] = Σ_t wm[o, t] · xf[p + offs[t]]`` with ``wm = w.reshape(c_out, -1)`` is the output
+at ``p = y·w + x``: one long contiguous inner loop per (filter, tap) that LLVM vectorises, at
+the price of w - ow wasted columns per row (17 % for 5×5 on 28×28). Two filters × four taps
+per pass share the loads of x and of the output row (~2× a one-tap loop; ~30 GFLOP/s, about
+70 % of single-core sgemm here). The weight gradient is the same loop as a dot product,
+``dw[o, t] = Σ_p dzf[o, p] · xf[p + offs[t]]``, with dz at row stride w and zeros elsewhere;
+dx is the forward correlation of dz, zero-padded by (kh - 1, kw - 1), with the flipped
+filters. The fused kernels pool straight from the per-image scratch rows (the conv output
+never goes to memory) with vectorised, branch-free comparisons, and evaluate the sigmoid
+of a whole image with a vectorised exp (float32). A plain conv2d is the fused layer with a
+1×1 pool and a linear activation, so conv2d and ConvPool share one forward and one backward.
+
+Variants: only the flat correlation is kept. Measured and dropped (single thread, float32):
+a row-by-row direct loop (24-wide rows leave LLVM's 32-wide vector body unused: 3× slower),
+2 filters × 5 taps (no faster), and im2col + np.dot (OpenBLAS): 2.0–2.5× slower on the first
+layer (417 vs 211 µs at batch 10), 1.0–1.2× slower on the second.
+
+Threads: the drivers split the batch into ``nthreads`` contiguous chunks under ``prange``,
+each chunk with its own scratch and its own partial dw/db (summed afterwards — never a racing
+``+=``). Two threads are 1.5–2× faster from batch 10 up (a parallel region costs ~4 µs; one
+28×28 image ~85 µs forward and backward on one thread). Under OpenMP (Numba's default layer
+here) a machine busy with other work can stall a region for whole scheduler ticks (4 ms). Pass ``numba.get_num_threads()`` (the wrappers do):
+calling it inside a kernel would stop Numba from caching the kernel. (A separate serial path
+for nthreads=1 was dropped: it cost ~1.5 s of compile time per kernel and dtype.)
+
+Kernels (``*_into``) write into the arrays passed in and allocate only their per-call scratch,
+never inside a loop; they accumulate in the arrays' dtype (float32 or float64) and do not
+validate — the API layer does (C-contiguous arrays of one dtype, kh <= h, kw <= w).
+The plain-named wrappers allocate the outputs and call the kernels.
+"""
+
+import math
+
+import numpy as np
+from numba import get_num_threads, njit, prange
+
+from . import config
+from .config import LINEAR, RELU, SIGMOID, SOFTPLUS, TANH
+
+_jit = njit(cache=config.CACHE, fastmath=config.FASTMATH, nogil=True)
+# Only explicit prange loops run in parallel: np.zeros and array expressions stay serial
+# (each would otherwise be a parallel region of its own).
+_PRANGE_ONLY = {"comprehension": False, "reduction": False, "inplace_binop": False,
+                "setitem": False, "numpy": False, "stencil": False, "fusion": False,
+                "prange": True}
+_pjit = njit(cache=config.CACHE, fastmath=config.FASTMATH, nogil=True, parallel=_PRANGE_ONLY)
+
+
+# ---------------------------------------------------------------------------- scalar helpers
+@_jit
+def _act(v, code):
+    """act(v) for one scalar; sigmoid and softplus only ever exponentiate a value <= 0."""
+    if code == SIGMOID:
+        if v >= 0:
+            return 1.0 / (1.0 + math.exp(-v))
+        e = math.exp(v)
+        return e / (1.0 + e)
+    if code == TANH:
+        return math.tanh(v)
+    if code == RELU:
+        return v if v > 0 else 0.0
+    if code == SOFTPLUS:
+        return max(v, 0.0) + math.log1p(math.exp(-abs(v)))
+    return v
+
+
+@_jit
+def _act_prime(z, a, code):
+    """act'(z), from the stored activation a where that is cheaper."""
+    if code == SIGMOID:
+        return a * (1.0 - a)
+    if code == TANH:
+        return 1.0 - a * a
+    if code == RELU:
+        return 1.0 if z > 0 else 0.0
+    if code == SOFTPLUS:
+        return _act(z, SIGMOID)
+    return 1.0
+
+
+@_jit
+def _tap_offsets(c_in, h, w, kh, kw):
+    """int64[c_in·kh·kw]: offset of tap (c, i, j) in a flat (c_in, h, w) image."""
+    offs = np.empty(c_in * kh * kw, np.int64)
+    t = 0
+    for c in range(c_in):
+        for i in range(kh):
+            for j in range(kw):
+                offs[t] = c * h * w + i * w + j
+                t += 1
+    return offs
+
+
+@_jit
+def _chunk(k, nchunks, n):
+    """Images [start, stop) of chunk k when n images are split into nchunks near-equal runs."""
+    return k * n // nchunks, (k + 1) * n // nchunks
+
+
+# ---------------------------------------------------------------------------- flat correlation
+@_jit
+def _corr_flat(xf, wm, offs, zf, length):
+    """zf[o, p] (overwritten for p < length) = Σ_t wm[o, t] · xf[p + offs[t]].
+
+    xf: float[N] one flat image; wm: float[c_out, T]; offs: int64[T], offs[t] + length <= N;
+    zf: float[c_out, >= length]. Two filters × four taps per pass over p.
+    """
+    c_out, n_taps = wm.shape
+    zero = xf.dtype.type(0)
+    for o in range(0, c_out - 1, 2):
+        z0, z1 = zf[o], zf[o + 1]
+        for p in range(length):
+            z0[p] = zero
+            z1[p] = zero
+        t = 0
+        while t + 4 <= n_taps:
+            # Slices start at each tap's offset, so the inner loop indexes with p >= 0 only
+            # (an arbitrary offset in the index would defeat vectorisation).
+            s0, s1, s2, s3 = xf[offs[t]:], xf[offs[t + 1]:], xf[offs[t + 2]:], xf[offs[t + 3]:]
+            u0, u1, u2, u3 = wm[o, t], wm[o, t + 1], wm[o, t + 2], wm[o, t + 3]
+            v0, v1, v2, v3 = wm[o + 1, t], wm[o + 1, t + 1], wm[o + 1, t + 2], wm[o + 1, t + 3]
+            for p in range(length):
+                x0, x1, x2, x3 = s0[p], s1[p], s2[p], s3[p]
+                z0[p] += u0 * x0 + u1 * x1 + u2 * x2 + u3 * x3
+                z1[p] += v0 * x0 + v1 * x1 + v2 * x2 + v3 * x3
+            t += 4
+        for t in range(t, n_taps):
+            s0, u0, v0 = xf[offs[t]:], wm[o, t], wm[o + 1, t]
+            for p in range(length):
+                z0[p] += u0 * s0[p]
+                z1[p] += v0 * s0[p]
+    if c_out % 2:
+        o = c_out - 1
+        z0 = zf[o]
+        for p in range(length):
+            z0[p] = zero
+        for t in range(n_taps):
+            s0, u0 = xf[offs[t]:], wm[o, t]
+            for p in range(length):
+                z0[p] += u0 * s0[p]
+
+
+@_jit
+def _dw_flat(xf, dzf, offs, dwm, length):
+    """dwm[o, t] += Σ_{p < length} dzf[o, p] · xf[p + offs[t]]  (accumulated).
+
+    xf: float[N] one flat image; dzf: float[c_out, >= length]; offs: int64[T];
+    dwm: float[c_out, T]. Two filters × four taps per pass over p, sums kept in registers.
+    """
+    c_out, n_taps = dwm.shape
+    zero = xf.dtype.type(0)
+    for o in range(0, c_out - 1, 2):
+        d0, d1 = dzf[o], dzf[o + 1]
+        t = 0
+        while t + 4 <= n_taps:
+            s0, s1, s2, s3 = xf[offs[t]:], xf[offs[t + 1]:], xf[offs[t + 2]:], xf[offs[t + 3]:]
+            a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = zero
+            for p in range(length):
+                e0, e1 = d0[p], d1[p]
+                x0, x1, x2, x3 = s0[p], s1[p], s2[p], s3[p]
+                a0 += e0 * x0
+                a1 += e0 * x1
+                a2 += e0 * x2
+                a3 += e0 * x3
+                b0 += e1 * x0
+                b1 += e1 * x1
+                b2 += e1 * x2
+                b3 += e1 * x3
+            dwm[o, t] += a0
+            dwm[o, t + 1] += a1
+            dwm[o, t + 2] += a2
+            dwm[o, t + 3] += a3
+            dwm[o + 1, t] += b0
+            dwm[o + 1, t + 1] += b1
+            dwm[o + 1, t + 2] += b2
+            dwm[o + 1, t + 3] += b3
+            t += 4
+        for t in range(t, n_taps):
+            s0 = xf[offs[t]:]
+            a0 = b0 = zero
+            for p in range(length):
+                a0 += d0[p] * s0[p]
+                b0 += d1[p] * s0[p]
+            dwm[o, t] += a0
+            dwm[o + 1, t] += b0
+    if c_out % 2:
+        o = c_out - 1
+        d0 = dzf[o]
+        for t in range(n_taps):
+            s0 = xf[offs[t]:]
+            a0 = zero
+            for p in range(length):
+                a0 += d0[p] * s0[p]
+            dwm[o, t] += a0
+
+
+@_jit
+def _flipped_transpose(w):
+    """float[c_in, c_out·kh·kw]: wt[c, (o, i, j)] = w[o, c, kh-1-i, kw-1-j] — the filters that
+    map dz back to dx."""
+    c_out, c_in, kh, kw = w.shape
+    wt = np.empty((c_in, c_out * kh * kw), w.dtype)
+    for c in range(c_in):
+        t = 0
+        for o in range(c_out):
+            for i in range(kh):
+                for j in range(kw):
+                    wt[c, t] = w[o, c, kh - 1 - i, kw - 1 - j]
+                    t += 1
+    return wt
+
+
+@_jit
+def _dx_image(dzp, wt, offs_dx, dxf, wp, dx_n):
+    """dx_n[c, y, x] (overwritten) from one image's padded dz.
+
+    dzp: float[c_out·(h+kh-1)·wp] dz of the image at offset (kh-1, kw-1) in a zero frame of
+    row stride wp = w + kw - 1; wt, offs_dx: the flipped filters and their tap offsets in dzp;
+    dxf: float[c_in, h·wp] scratch; dx_n: float[c_in, h, w].
+    """
+    c_in, h, w = dx_n.shape
+    _corr_flat(dzp, wt, offs_dx, dxf, (h - 1) * wp + w)
+    for c in range(c_in):
+        for y in range(h):
+            for x in range(w):
+                dx_n[c, y, x] = dxf[c, y * wp + x]
+
+
+# ---------------------------------------------------------------------------- max-pooling
+@_jit
+def maxpool_forward_into(x, ph, pw, y, argmax):
+    """y[n, c, oh, ow] (overwritten) = window maxima of x[n, c, h, w] over (ph, pw) windows;
+    argmax: int32[n, c, oh, ow] (overwritten) flat index of each winner in x's (h, w) plane."""
+    n, c, h, w = x.shape
+    oh, ow = y.shape[2], y.shape[3]
+    for s in range(n):
+        for ch in range(c):
+            for py in range(oh):
+                for px in range(ow):
+                    best = x[s, ch, py * ph, px * pw]
+                    idx = py * ph * w + px * pw
+                    for r in range(ph):
+                        for q in range(pw):
+                            v = x[s, ch, py * ph + r, px * pw + q]
+                            if v > best:      # strict: the first maximum wins ties
+                                best = v
+                                idx = (py * ph + r) * w + px * pw + q
+                    y[s, ch, py, px] = best
+                    argmax[s, ch, py, px] = idx
+
+
+@_jit
+def maxpool_backward_into(dy, argmax, dx):
+    """dx[n, c, h, w] (overwritten): dy[n, c, oh, ow] routed to the argmax of each window,
+    zero elsewhere."""
+    n, c, h, w = dx.shape
+    dx[:] = 0
+    for s in range(n):
+        for ch in range(c):
+            dxp = dx[s, ch].reshape(h * w)
+            for py in range(dy.shape[2]):
+                for px in range(dy.shape[3]):
+                    dxp[argmax[s, ch, py, px]] = dy[s, ch, py, px]
+
+
+# ---------------------------------------------------------------------------- fused ConvPool
+@_jit
+def _sigmoid_plane(z, a, buf):
+    """a[i] = σ(z[i]) for flat z, a: float[m] (a overwritten); buf: float32[2, >= m] scratch.
+
+    float32: exp(-|z|) is built in vectorisable loops — range reduction, a degree-7
+    polynomial (relative error ~2e-7) and the exponent bits 2^k — instead of m scalar libm
+    calls (~1.7× faster here); the sign and the underflow below -87 are branch-free ramps.
+    float64: one branch-free libm exp per element (accuracy first).
+    """
+    m = z.size
+    if z.itemsize != 4:
+        for i in range(m):
+            v = z[i]
+            e = math.exp(-abs(v))
+            a[i] = (1.0 if v >= 0 else e) / (1.0 + e)
+        return
+    f32 = np.float32
+    poly, scale = buf[0], buf[1]
+    bits = scale.view(np.int32)
+    for i in range(m):
+        x = max(-abs(f32(z[i])), f32(-87.0))
+        k = np.floor(x * f32(1.442695041) + f32(0.5))      # x = k·ln2 + r, |r| <= ln2/2
+        r = (x - k * f32(0.693359375)) - k * f32(-2.12194440e-4)
+        p = f32(1.0 / 5040.0)
+        p = p * r + f32(1.0 / 720.0)
+        p = p * r + f32(1.0 / 120.0)
+        p = p * r + f32(1.0 / 24.0)
+        p = p * r + f32(1.0 / 6.0)
+        p = p * r + f32(0.5)
+        p = p * r + f32(1.0)
+        poly[i] = p * r + f32(1.0)
+        scale[i] = k + f32(8388735.0)            # 2^23 + 127 + k: k + 127 in the low bits
+    for i in range(m):
+        bits[i] = bits[i] << 23                  # → the bits of the float 2^k
+    for i in range(m):
+        v = f32(z[i])
+        e = poly[i] * scale[i]                                       # exp(-|v|)
+        positive = min(max(v * f32(1e30), f32(0.0)), f32(1.0))       # 1 for v > 0, else 0
+        alive = min(max((v + f32(87.0)) * f32(1e30), f32(0.0)), f32(1.0))  # σ underflows
+        a[i] = alive * (e + (f32(1.0) - e) * positive) / (f32(1.0) + e)
+
+
+@_jit
+def _act_plane(z, a, act, buf):
+    """a = act(z) over flat z, a: float[m] (a overwritten); buf: float32[2, >= m] scratch."""
+    if act == SIGMOID:
+        _sigmoid_plane(z, a, buf)
+    else:
+        for i in range(z.size):
+            a[i] = _act(z[i], act)
+
+
+@_jit
+def _pool(zf, wd, cw, b, ph, pw, z_n, argmax_n, work):
+    """Max-pool one image's flat conv output zf[c_out, >= (ch-1)·wd + cw] (row stride wd) and
+    add the bias. Overwritten, [c_out, oh, ow]: z_n = window max + b[o]; argmax_n = flat index
+    y·cw + x of the winner in the (ch, cw) conv output — the first maximum in row-major window
+    order on ties. work = (blockmax: float[ch·wd/2], blockcode: int32[ch·wd/2]) scratch.
+
+    2×2 pools on an even row stride (the book's layers) take two passes whose comparisons
+    vectorise instead of mispredicting branches: every 2×2 block starting on an even column of
+    the plane (odd rows included, long contiguous loops), then one gather per window. Other
+    pools scan each window with branch-free selects.
+    """
+    blockmax, blockcode = work
+    c_out, oh, ow = z_n.shape
+    for o in range(c_out):
+        zo = zf[o]
+        bo = b[o]
+        if ph == 2 and pw == 2 and wd % 2 == 0:
+            below = zo[wd:]
+            for j in range(((2 * oh - 2) * wd + 2 * ow) // 2):
+                p, q, r, s = zo[2 * j], zo[2 * j + 1], below[2 * j], below[2 * j + 1]
+                # Window order p, q / r, s: strict comparisons keep the first maximum.
+                top_right = q > p
+                top = q if top_right else p
+                bottom_right = s > r
+                bottom = s if bottom_right else r
+                lower = bottom > top
+                blockmax[j] = bottom if lower else top
+                blockcode[j] = (np.int32(lower) << 1) | np.int32(bottom_right if lower
+                                                                 else top_right)
+            for py in range(oh):
+                for px in range(ow):
+                    j = py * wd + px                    # block at row 2·py, column 2·px
+                    code = blockcode[j]
+                    z_n[o, py, px] = blockmax[j] + bo
+                    argmax_n[o, py, px] = (2 * py + (code >> 1)) * cw + 2 * px + (code & 1)
+        else:
+            for py in range(oh):
+                for px in range(ow):
+                    base = py * ph * wd + px * pw
+                    best, br, bc = zo[base], 0, 0
+                    for r in range(ph):
+                        for c in range(pw):
+                            v = zo[base + r * wd + c]
+                            take = v > best               # strict: the first maximum wins
+                            best = v if take else best
+                            br = r if take else br
+                            bc = c if take else bc
+                    z_n[o, py, px] = best + bo
+                    argmax_n[o, py, px] = (py * ph + br) * cw + px * pw + bc
+
+
+@_jit
+def _forward_images(x, w, offs, b, pool, act, out, start, stop, work):
+    """convpool_forward_into for images start..stop-1; out = (a, z, argmax); work = (zf,
+    pooling scratch, activation scratch) of this chunk (see convpool_forward_into)."""
+    _, c_in, h, wd = x.shape
+    c_out, _, kh, kw = w.shape
+    ch, cw = h - kh + 1, wd - kw + 1
+    wm = w.reshape(c_out, c_in * kh * kw)
+    a, z, argmax = out
+    zf, pool_work, act_buf = work
+    for s in range(start, stop):
+        _corr_flat(x[s].reshape(c_in * h * wd), wm, offs, zf, (ch - 1) * wd + cw)
+        _pool(zf, wd, cw, b, pool[0], pool[1], z[s], argmax[s], pool_work)
+        _act_plane(z[s].reshape(z[s].size), a[s].reshape(a[s].size), act, act_buf)
+
+
+@_jit
+def _forward_scratch(x, w, oh, ow, nchunks):
+    """Per-chunk scratch of the forward: the flat conv output, the pooling passes' buffers and
+    the activation buffer (see _pool, _act_plane)."""
+    _, _, h, wd = x.shape
+    c_out, _, kh, _ = w.shape
+    plane = (h - kh + 1) * wd
+    return (np.empty((nchunks, c_out, plane), x.dtype), np.empty((nchunks, plane), x.dtype),
+            np.empty((nchunks, plane), np.int32),
+            np.empty((nchunks, 2, c_out * oh * ow), np.float32))
+
+
+@_pjit
+def convpool_forward_into(x, w, b, ph, pw, act, a, z, argmax, nthreads):
+    """The book's ConvPoolLayer forward.
+
+    x: float[n, c_in, h, w]; w: float[c_out, c_in, kh, kw]; b: float[c_out]; pool (ph, pw);
+    act: activation code. Overwritten, all [n, c_out, oh, ow] with oh = (h-kh+1)//ph and
+    ow = (w-kw+1)//pw: a = act(z); z = window max of the conv + b[o]; argmax: int32, flat
+    index y·(w-kw+1) + x of each winner in the conv output's plane.
+    """
+    n, c_in, h, wd = x.shape
+    c_out, _, kh, kw = w.shape
+    offs = _tap_offsets(c_in, h, wd, kh, kw)
+    nchunks = max(1, min(n, nthreads))
+    zf, fbuf, ibuf, act_buf = _forward_scratch(x, w, z.shape[2], z.shape[3], nchunks)
+    out = (a, z, argmax)
+    for k in prange(nchunks):
+        start, stop = _chunk(k, nchunks, n)
+        work = (zf[k], (fbuf[k], ibuf[k]), act_buf[k])
+        _forward_images(x, w, offs, b, (ph, pw), act, out, start, stop, work)
+
+
+@_jit
+def _zero(v):
+    """v[:] = 0 for a 1-D array, as a loop LLVM turns into a memset."""
+    zero = v.dtype.type(0)
+    for i in range(v.size):
+        v[i] = zero
+
+
+@_jit
+def _route_deltas(da_n, z_n, a_n, argmax_n, act, where, dzf, dzp, db_acc):
+    """Scatter one image's pooled deltas d = da_n · act'(z_n) to the winners of their windows.
+
+    da_n, z_n, a_n, argmax_n: [c_out, oh, ow]; where: int64[3, ·] (see _backward_plan);
+    dzf: float[c_out, ch·w] at row stride w, written at the winners; dzp: float[c_out, hp·wp]
+    padded, the same (skipped if empty); db_acc: float[c_out] += Σ d (accumulated).
+    """
+    c_out, oh, ow = da_n.shape
+    pad = dzp.shape[1] > 0
+    for o in range(c_out):
+        acc = db_acc[o]
+        for py in range(oh):
+            for px in range(ow):
+                d = da_n[o, py, px] * _act_prime(z_n[o, py, px], a_n[o, py, px], act)
+                acc += d
+                idx = argmax_n[o, py, px]
+                y = where[2, idx]
+                dzf[o, idx + where[0, y]] = d
+                if pad:
+                    dzp[o, idx + where[1, y]] = d
+        db_acc[o] = acc
+
+
+@_jit
+def _backward_plan(x, w, need_dx):
+    """What every chunk of the backward shares: tap offsets into x and into the padded dz, the
+    flipped filters, and where[3, ·]: where[0, y] / where[1, y] shift a winner's idx = y·cw + x
+    to its place in dzf (row stride w) / in the padded dzp (row stride wp = w + kw - 1, offset
+    (kh-1, kw-1)); where[2, idx] = y, a lookup instead of an integer division."""
+    _, c_in, h, wd = x.shape
+    c_out, _, kh, kw = w.shape
+    ch, cw = h - kh + 1, wd - kw + 1
+    hp, wp = h + kh - 1, wd + kw - 1
+    where = np.empty((3, ch * cw), np.int64)
+    for y in range(ch):
+        where[0, y] = y * (kw - 1)
+        where[1, y] = (y + kh - 1) * wp + kw - 1 - y * cw
+        for x in range(cw):
+            where[2, y * cw + x] = y
+    offs_dx = _tap_offsets(c_out, hp, wp, kh, kw)
+    wt = _flipped_transpose(w) if need_dx else np.empty((c_in, 0), w.dtype)
+    return _tap_offsets(c_in, h, wd, kh, kw), offs_dx, wt, where
+
+
+@_jit
+def _backward_images(x, w, plan, fwd, da, act, dx, start, stop, scratch, dw_acc, db_acc):
+    """convpool_backward_into for images start..stop-1, accumulating into this chunk's
+    dw_acc[c_out, c_in·kh·kw] and db_acc[c_out]. fwd = (z, a, argmax); scratch = (dzf, dzp,
+    dxf) of this chunk, dzf and dzp zero on entry (and on exit)."""
+    _, c_in, h, wd = x.shape
+    c_out, _, kh, kw = w.shape
+    ch, cw = h - kh + 1, wd - kw + 1
+    wp = wd + kw - 1
+    offs, offs_dx, wt, where = plan
+    z, a, argmax = fwd
+    dzf, dzp, dxf = scratch
+    need_dx = dx.shape[0] > 0
+    for s in range(start, stop):
+        _route_deltas(da[s], z[s], a[s], argmax[s], act, where, dzf, dzp, db_acc)
+        _dw_flat(x[s].reshape(c_in * h * wd), dzf, offs, dw_acc, (ch - 1) * wd + cw)
+        if need_dx:
+            _dx_image(dzp.reshape(dzp.size), wt, offs_dx, dxf, wp, dx[s])
+        _zero(dzf.reshape(dzf.size))           # a memset beats clearing the winners one by one
+        _zero(dzp.reshape(dzp.size))
+
+
+@_pjit
+def convpool_backward_into(x, w, z, a, argmax, da, act, dx, dw, db, nthreads):
+    """ConvPool backward: dz = da · act'(z) is routed through the argmax to the conv output
+    and back through the conv.
+
+    x, w, act as given to convpool_forward_into; z, a, argmax its outputs; da: float[n, c_out,
+    oh, ow]. dw: float[c_out, c_in, kh, kw] and db: float[c_out] are overwritten with sums over
+    the batch; dx: float[n, c_in, h, w] is overwritten, or skipped when dx.shape[0] == 0 (a
+    first layer needs no dx).
+    """
+    n, c_in, h, wd = x.shape
+    c_out, _, kh, kw = w.shape
+    need_dx = dx.shape[0] > 0
+    plan = _backward_plan(x, w, need_dx)
+    nchunks = max(1, min(n, nthreads))
+    # Per chunk: dzf, dzp (zero between images) and partial sums.
+    dzf = np.zeros((nchunks, c_out, (h - kh + 1) * wd), x.dtype)
+    dzp = np.zeros((nchunks, c_out, (h + kh - 1) * (wd + kw - 1) if need_dx else 0), x.dtype)
+    dxf = np.empty((nchunks, c_in, h * (wd + kw - 1) if need_dx else 0), x.dtype)
+    dw_part = np.zeros((nchunks, c_out, c_in * kh * kw), x.dtype)
+    db_part = np.zeros((nchunks, c_out), x.dtype)
+    fwd = (z, a, argmax)
+    for k in prange(nchunks):
+        start, stop = _chunk(k, nchunks, n)
+        _backward_images(x, w, plan, fwd, da, act, dx, start, stop, (dzf[k], dzp[k], dxf[k]),
+                         dw_part[k], db_part[k])
+    _sum_partials(dw_part, db_part, dw.reshape(c_out, c_in * kh * kw), db)
+
+
+@_jit
+def _sum_partials(dw_part, db_part, dwm, db):
+    """dwm[c_out, T], db[c_out] (overwritten) = sums of the per-chunk partials
+    dw_part[chunks, c_out, T], db_part[chunks, c_out]. (Plain loops: array expressions here
+    cost seconds of compile time.)"""
+    chunks, c_out, n_taps = dw_part.shape
+    for o in range(c_out):
+        db[o] = db_part[0, o]
+        for k in range(1, chunks):
+            db[o] += db_part[k, o]
+        for t in range(n_taps):
+            acc = dw_part[0, o, t]
+            for k in range(1, chunks):
+                acc += dw_part[k, o, t]
+            dwm[o, t] = acc
+
+
+# ---------------------------------------------------------------------------- wrappers
+def convpool_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray, pool=(2, 2),
+                     act: int = SIGMOID):
+    """(a, z, argmax) of the fused ConvPool layer (see ``convpool_forward_into``)."""
+    ph, pw = pool
+    n, _, h, wd = x.shape
+    c_out, _, kh, kw = w.shape
+    shape = (n, c_out, (h - kh + 1) // ph, (wd - kw + 1) // pw)
+    a, z, argmax = np.empty(shape, x.dtype), np.empty(shape, x.dtype), np.empty(shape, np.int32)
+    convpool_forward_into(x, w, b, ph, pw, act, a, z, argmax, get_num_threads())
+    return a, z, argmax
+
+
+def convpool_backward(x: np.ndarray, w: np.ndarray, z: np.ndarray, a: np.ndarray,
+                      argmax: np.ndarray, da: np.ndarray, act: int = SIGMOID,
+                      need_dx: bool = True):
+    """(dx or None, dw, db) of the fused ConvPool layer (see ``convpool_backward_into``)."""
+    dx = np.empty_like(x) if need_dx else np.empty((0,) + x.shape[1:], x.dtype)
+    dw, db = np.empty_like(w), np.empty(w.shape[0], w.dtype)
+    convpool_backward_into(x, w, z, a, argmax, da, act, dx, dw, db, get_num_threads())
+    return (dx if need_dx else None), dw, db
+
+
+def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """z: (n, c_out, h-kh+1, w-kw+1) = conv(x, w) + b: the ConvPool kernel with a 1×1 pool and
+    a linear activation (a and z are the same array)."""
+    n, _, h, wd = x.shape
+    c_out, _, kh, kw = w.shape
+    z = np.empty((n, c_out, h - kh + 1, wd - kw + 1), x.dtype)
+    argmax = np.empty(z.shape, np.int32)
+    convpool_forward_into(x, w, b, 1, 1, LINEAR, z, z, argmax, get_num_threads())
+    return z
+
+
+def conv2d_backward(x: np.ndarray, w: np.ndarray, dz: np.ndarray, need_dx: bool = True):
+    """(dx or None, dw, db) of conv2d given dz: the ConvPool backward with a 1×1 pool (every
+    position its own winner) and a linear activation."""
+    identity = np.empty(dz.shape, np.int32)        # writeable: a read-only view would compile anew
+    identity[...] = np.arange(dz.shape[2] * dz.shape[3], dtype=np.int32).reshape(dz.shape[2:])
+    return convpool_backward(x, w, dz, dz, identity, dz, LINEAR, need_dx)
+
+
+def maxpool_forward(x: np.ndarray, size=(2, 2)):
+    """(y, argmax) of non-overlapping max-pooling (see ``maxpool_forward_into``)."""
+    ph, pw = size
+    n, c, h, w = x.shape
+    y = np.empty((n, c, h // ph, w // pw), x.dtype)
+    argmax = np.empty(y.shape, np.int32)
+    maxpool_forward_into(x, ph, pw, y, argmax)
+    return y, argmax
+
+
+def maxpool_backward(dy: np.ndarray, argmax: np.ndarray, x_shape) -> np.ndarray:
+    """dx of max-pooling (see ``maxpool_backward_into``)."""
+    dx = np.empty(tuple(x_shape), dy.dtype)
+    maxpool_backward_into(dy, argmax, dx)
+    return dx

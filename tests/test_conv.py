@@ -1,0 +1,315 @@
+"""Convolution family: the Numba CPU kernels (``fastnet.kernels.conv_cpu``) against the NumPy
+reference (``fastnet.reference.conv``), the reference's gradients against central finite
+differences, dropout, and saturated activations.
+
+Tolerances: float64 rtol 1e-10 / atol 1e-12; float32 rtol 1e-4 / atol 1e-5. Inputs are scaled so
+every compared array is O(1) (weights ~ 1/sqrt(fan-in), upstream gradients ~ 1/sqrt(terms
+summed)), which makes the absolute tolerance meaningful. float32 kernels accumulate in float32
+under fastmath while the reference sums in float64: the worst observed error is 0.14 of the
+tolerance in float32 and 0.001 of it in float64.
+Arrays keep one layout and dtype per kernel so each kernel compiles once per dtype.
+"""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from fastnet.kernels import conv_cpu as K
+from fastnet.kernels.config import LINEAR, RELU, SIGMOID, SOFTPLUS, TANH
+from fastnet.reference import conv as R
+from helpers import assert_close
+
+TOL = {np.float64: dict(rtol=1e-10, atol=1e-12), np.float32: dict(rtol=1e-4, atol=1e-5)}
+DTYPES = [np.float32, np.float64]
+ACTS = [SIGMOID, TANH, RELU, SOFTPLUS, LINEAR]
+
+# (n, c_in, c_out, h, w, kh, kw): batch 1, odd sizes, 1×1 and non-square kernels, a kernel
+# as large as the image, the book's two conv layers (batch 3: uneven thread chunks).
+CONV_SHAPES = [
+    (1, 1, 1, 5, 5, 5, 5),
+    (1, 1, 3, 7, 9, 3, 3),
+    (2, 3, 5, 13, 11, 1, 1),
+    (3, 2, 4, 13, 11, 5, 5),
+    (2, 3, 7, 9, 6, 3, 5),
+    (3, 1, 20, 28, 28, 5, 5),
+    (2, 20, 40, 12, 12, 5, 5),
+]
+# (n, c_in, c_out, h, w, kh, kw, pool): conv outputs not divisible by the pool, (3, 2) pools.
+CONVPOOL_SHAPES = [
+    (1, 1, 3, 7, 9, 3, 3, (2, 2)),
+    (2, 3, 5, 13, 11, 5, 5, (3, 2)),
+    (3, 2, 1, 6, 8, 1, 1, (3, 2)),
+    (3, 1, 20, 28, 28, 5, 5, (2, 2)),
+    (2, 20, 40, 12, 12, 5, 5, (2, 2)),
+]
+POOL_SHAPES = [((1, 1, 4, 4), (2, 2)), ((2, 3, 7, 9), (2, 2)), ((3, 2, 13, 11), (3, 2)),
+               ((1, 20, 24, 24), (2, 2)), ((2, 1, 2, 5), (3, 2))]
+
+
+def conv_inputs(rng, n, c_in, c_out, h, w, kh, kw, dtype):
+    x = rng.standard_normal((n, c_in, h, w)).astype(dtype)
+    wt = (rng.standard_normal((c_out, c_in, kh, kw)) / np.sqrt(c_in * kh * kw)).astype(dtype)
+    b = rng.standard_normal(c_out).astype(dtype)
+    return x, wt, b
+
+
+def upstream(rng, shape, dtype):
+    """An upstream gradient scaled so batch sums of its products stay O(1)."""
+    terms = shape[0] * shape[2] * shape[3]
+    return (rng.standard_normal(shape) / np.sqrt(terms)).astype(dtype)
+
+
+def check_argmax(argmax, expected, conv_ref, dtype):
+    """Winners must agree, except where float32 rounding may reorder near-equal values: there
+    the reference conv values at both winners must be equal within tolerance."""
+    if dtype == np.float64:
+        np.testing.assert_array_equal(argmax, expected)
+        return
+    n, c = argmax.shape[:2]
+    flat = conv_ref.reshape(n, c, -1)
+    at_kernel = np.take_along_axis(flat, argmax.reshape(n, c, -1).astype(np.intp), 2)
+    at_ref = np.take_along_axis(flat, expected.reshape(n, c, -1).astype(np.intp), 2)
+    assert_close(at_kernel, at_ref, **TOL[dtype], name="conv value at argmax")
+
+
+# ---------------------------------------------------------------------------- kernels vs reference
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", CONV_SHAPES)
+def test_conv2d_forward(shape, dtype):
+    x, w, b = conv_inputs(np.random.default_rng(sum(shape)), *shape, dtype)
+    assert_close(K.conv2d_forward(x, w, b), R.conv2d_forward(x, w, b), **TOL[dtype], name="z")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", CONV_SHAPES)
+def test_conv2d_backward(shape, dtype):
+    rng = np.random.default_rng(sum(shape) + 1)
+    x, w, b = conv_inputs(rng, *shape, dtype)
+    dz = upstream(rng, R.conv2d_forward(x, w, b).shape, dtype)
+    dx, dw, db = K.conv2d_backward(x, w, dz)
+    edx, edw, edb = R.conv2d_backward(x, w, dz)
+    assert_close(dx, edx, **TOL[dtype], name="dx")
+    assert_close(dw, edw, **TOL[dtype], name="dw")
+    assert_close(db, edb, **TOL[dtype], name="db")
+    no_dx, dw1, db1 = K.conv2d_backward(x, w, dz, need_dx=False)
+    assert no_dx is None
+    assert_close(dw1, edw, **TOL[dtype], name="dw without dx")
+    assert_close(db1, edb, **TOL[dtype], name="db without dx")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("x_shape,size", POOL_SHAPES)
+def test_maxpool(x_shape, size, dtype):
+    rng = np.random.default_rng(sum(x_shape))
+    x = rng.standard_normal(x_shape).astype(dtype)
+    y, argmax = K.maxpool_forward(x, size)
+    ey, eargmax = R.maxpool_forward(x, size)
+    assert_close(y, ey, rtol=0, atol=0, name="y")
+    assert argmax.dtype == eargmax.dtype == np.int32
+    np.testing.assert_array_equal(argmax, eargmax)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    assert_close(K.maxpool_backward(dy, argmax, x.shape), R.maxpool_backward(dy, eargmax, x.shape),
+                 rtol=0, atol=0, name="dx")
+
+
+@pytest.mark.parametrize("impl", [K, R], ids=["kernel", "reference"])
+def test_maxpool_ties_pick_first_in_row_major_order(impl):
+    x = np.zeros((1, 1, 4, 6))
+    x[0, 0, 1, 0] = x[0, 0, 1, 1] = 5.0        # window (0, 0): two maxima in its second row
+    x[0, 0, 2:4, 2:4] = -1.0                   # window (1, 1): all equal
+    y, argmax = impl.maxpool_forward(x, (2, 2))
+    assert argmax[0, 0, 0, 0] == 1 * 6 + 0
+    assert argmax[0, 0, 1, 1] == 2 * 6 + 2
+    assert argmax[0, 0, 0, 2] == 0 * 6 + 4     # all-zero window: its first element
+    assert y[0, 0, 0, 0] == 5.0 and y[0, 0, 1, 1] == -1.0
+
+
+@pytest.mark.parametrize("pool,w", [((2, 2), 6), ((2, 2), 7), ((3, 2), 6)])
+def test_convpool_ties_pick_first_in_row_major_order(pool, w):
+    """Both pooling paths (2×2 on an even width, and the general scan) break ties like the
+    reference. A 1×1 identity filter makes the conv output equal to the (tied) input."""
+    rng = np.random.default_rng(w)
+    x = rng.integers(0, 3, (2, 1, 6, w)).astype(np.float64)   # many equal values per window
+    one, zero = np.ones((1, 1, 1, 1)), np.zeros(1)
+    a, z, argmax = K.convpool_forward(x, one, zero, pool, LINEAR)
+    ea, ez, eargmax = R.convpool_forward(x, one, zero, pool, LINEAR)
+    np.testing.assert_array_equal(z, ez)
+    np.testing.assert_array_equal(argmax, eargmax)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", CONVPOOL_SHAPES)
+def test_convpool_forward(shape, dtype):
+    *conv_shape, pool = shape
+    x, w, b = conv_inputs(np.random.default_rng(sum(conv_shape)), *conv_shape, dtype)
+    a, z, argmax = K.convpool_forward(x, w, b, pool, SIGMOID)
+    ea, ez, eargmax = R.convpool_forward(x, w, b, pool, SIGMOID)
+    assert_close(z, ez, **TOL[dtype], name="z")
+    assert_close(a, ea, **TOL[dtype], name="a")
+    assert argmax.dtype == np.int32 and argmax.shape == eargmax.shape
+    check_argmax(argmax, eargmax, R.conv2d_forward(x.astype(np.float64), w.astype(np.float64),
+                                                   np.zeros(w.shape[0])), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", CONVPOOL_SHAPES)
+def test_convpool_backward(shape, dtype):
+    *conv_shape, pool = shape
+    rng = np.random.default_rng(sum(conv_shape) + 2)
+    x, w, b = conv_inputs(rng, *conv_shape, dtype)
+    a, z, argmax = R.convpool_forward(x, w, b, pool, SIGMOID)   # both sides see the same winners
+    da = upstream(rng, a.shape, dtype)
+    dx, dw, db = K.convpool_backward(x, w, z, a, argmax, da, SIGMOID)
+    edx, edw, edb = R.convpool_backward(x, w, z, a, argmax, da, SIGMOID)
+    assert_close(dx, edx, **TOL[dtype], name="dx")
+    assert_close(dw, edw, **TOL[dtype], name="dw")
+    assert_close(db, edb, **TOL[dtype], name="db")
+    no_dx, dw1, db1 = K.convpool_backward(x, w, z, a, argmax, da, SIGMOID, need_dx=False)
+    assert no_dx is None
+    assert_close(dw1, edw, **TOL[dtype], name="dw without dx")
+    assert_close(db1, edb, **TOL[dtype], name="db without dx")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", ACTS)
+def test_convpool_activations(act, dtype):
+    rng = np.random.default_rng(act)
+    x, w, b = conv_inputs(rng, 2, 2, 3, 9, 8, 3, 3, dtype)
+    a, z, argmax = K.convpool_forward(x, w, b, (2, 2), act)
+    ea, ez, _ = R.convpool_forward(x, w, b, (2, 2), act)
+    assert_close(a, ea, **TOL[dtype], name="a")
+    da = upstream(rng, a.shape, dtype)
+    for got, expected, name in zip(K.convpool_backward(x, w, z, a, argmax, da, act),
+                                   R.convpool_backward(x, w, z, a, argmax, da, act),
+                                   ["dx", "dw", "db"]):
+        assert_close(got, expected, **TOL[dtype], name=name)
+
+
+@pytest.mark.parametrize("nthreads", [1, 2, 3])
+def test_thread_chunks_agree(nthreads):
+    """Any thread count (even one above the batch's share) gives the reference result."""
+    dtype = np.float64
+    rng = np.random.default_rng(7)
+    x, w, b = conv_inputs(rng, 5, 3, 4, 10, 9, 3, 3, dtype)
+    ea, ez, eargmax = R.convpool_forward(x, w, b, (2, 2), TANH)
+    a, z, argmax = np.empty_like(ea), np.empty_like(ez), np.empty_like(eargmax)
+    K.convpool_forward_into(x, w, b, 2, 2, TANH, a, z, argmax, nthreads)
+    assert_close(a, ea, **TOL[dtype], name="a")
+    da = upstream(rng, a.shape, dtype)
+    dx, dw, db = np.empty_like(x), np.empty_like(w), np.empty(4, dtype)
+    K.convpool_backward_into(x, w, z, a, argmax, da, TANH, dx, dw, db, nthreads)
+    edx, edw, edb = R.convpool_backward(x, w, z, a, argmax, da, TANH)
+    assert_close(dx, edx, **TOL[dtype], name="dx")
+    assert_close(dw, edw, **TOL[dtype], name="dw")
+    assert_close(db, edb, **TOL[dtype], name="db")
+
+
+# ---------------------------------------------------------------------------- finite differences
+def numerical_grad(f, arr, eps=1e-6):
+    """Central differences of the scalar f() with respect to every element of arr (in place)."""
+    g = np.zeros_like(arr)
+    for i in np.ndindex(arr.shape):
+        old = arr[i]
+        arr[i] = old + eps
+        up = f()
+        arr[i] = old - eps
+        down = f()
+        arr[i] = old
+        g[i] = (up - down) / (2 * eps)
+    return g
+
+
+FD_TOL = dict(rtol=1e-6, atol=1e-8)
+
+
+def test_reference_conv2d_gradients():
+    rng = np.random.default_rng(11)
+    x, w, b = conv_inputs(rng, 2, 2, 3, 5, 4, 3, 2, np.float64)
+    g = rng.standard_normal((2, 3, 3, 3))          # C = Σ g ⊙ z
+    cost = lambda: float(np.sum(g * R.conv2d_forward(x, w, b)))  # noqa: E731
+    dx, dw, db = R.conv2d_backward(x, w, g)
+    assert_close(dx, numerical_grad(cost, x), **FD_TOL, name="dx")
+    assert_close(dw, numerical_grad(cost, w), **FD_TOL, name="dw")
+    assert_close(db, numerical_grad(cost, b), **FD_TOL, name="db")
+
+
+def test_reference_maxpool_gradient():
+    rng = np.random.default_rng(12)
+    x = rng.permutation(2 * 2 * 7 * 5).reshape(2, 2, 7, 5) * 0.1   # distinct values: no ties
+    g = rng.standard_normal((2, 2, 2, 2))
+    cost = lambda: float(np.sum(g * R.maxpool_forward(x, (3, 2))[0]))  # noqa: E731
+    _, argmax = R.maxpool_forward(x, (3, 2))
+    assert_close(R.maxpool_backward(g, argmax, x.shape), numerical_grad(cost, x), **FD_TOL,
+                 name="dx")
+
+
+@pytest.mark.parametrize("act", ACTS)
+def test_reference_convpool_gradients(act):
+    rng = np.random.default_rng(13 + act)
+    x, w, b = conv_inputs(rng, 2, 2, 3, 7, 6, 3, 2, np.float64)
+    a, z, argmax = R.convpool_forward(x, w, b, (2, 2), act)
+    g = rng.standard_normal(a.shape)
+    cost = lambda: float(np.sum(g * R.convpool_forward(x, w, b, (2, 2), act)[0]))  # noqa: E731
+    dx, dw, db = R.convpool_backward(x, w, z, a, argmax, g, act)
+    assert_close(dx, numerical_grad(cost, x), **FD_TOL, name="dx")
+    assert_close(dw, numerical_grad(cost, w), **FD_TOL, name="dw")
+    assert_close(db, numerical_grad(cost, b), **FD_TOL, name="db")
+
+
+# ---------------------------------------------------------------------------- dropout
+def test_dropout_mask_statistics():
+    mask = R.dropout_mask((400, 500), 0.3, np.random.default_rng(0))
+    assert mask.shape == (400, 500) and mask.dtype == np.float64
+    assert set(np.unique(mask)) <= {0.0, 1.0}
+    assert abs(mask.mean() - 0.7) < 0.005          # σ of the mean ≈ 0.0007
+    assert R.dropout_mask((3, 4), 0.0, np.random.default_rng(1)).all()
+    assert not R.dropout_mask((3, 4), 1.0, np.random.default_rng(1)).any()
+
+
+def test_dropout_mask_is_reproducible():
+    m1 = R.dropout_mask((50, 60), 0.5, np.random.default_rng(42), np.float32)
+    m2 = R.dropout_mask((50, 60), 0.5, np.random.default_rng(42), np.float32)
+    m3 = R.dropout_mask((50, 60), 0.5, np.random.default_rng(43), np.float32)
+    assert m1.dtype == np.float32
+    np.testing.assert_array_equal(m1, m2)
+    assert (m1 != m3).any()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dropout_train_and_inference(dtype):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((4, 2, 5, 5)).astype(dtype)
+    mask = R.dropout_mask(x.shape, 0.25, rng, dtype)
+    y = R.dropout_forward(x, mask)
+    assert y.dtype == dtype
+    np.testing.assert_array_equal(y, np.where(mask == 1, x, 0))
+    np.testing.assert_array_equal(R.dropout_backward(x, mask), y)
+    assert_close(R.dropout_inference(x, 0.25), (0.75 * x).astype(dtype), **TOL[dtype])
+
+
+# ---------------------------------------------------------------------------- adversarial
+@pytest.mark.parametrize("act", [SIGMOID, TANH, SOFTPLUS])
+def test_convpool_saturated_activations(act):
+    """Pre-activations of ±1e3 give exact saturated values and zero gradients, with no
+    overflow / invalid warnings (exp underflowing to 0 is the intended result)."""
+    x = np.ones((2, 1, 6, 6))
+    w = np.zeros((2, 1, 3, 3))
+    b = np.array([1e3, -1e3])
+    da = np.ones((2, 2, 2, 2))
+    with warnings.catch_warnings(), np.errstate(over="raise", invalid="raise", divide="raise"):
+        warnings.simplefilter("error")
+        for impl in (R, K):
+            a, z, argmax = impl.convpool_forward(x, w, b, (2, 2), act)
+            assert np.isfinite(a).all()
+            if act == SIGMOID:
+                assert (a[:, 0] == 1).all() and (a[:, 1] == 0).all()
+            elif act == TANH:
+                assert (a[:, 0] == 1).all() and (a[:, 1] == -1).all()
+            else:
+                assert (a[:, 0] == 1e3).all() and (a[:, 1] == 0).all()
+            dx, dw, db = impl.convpool_backward(x, w, z, a, argmax, da, act)
+            for g in (dx, dw, db):
+                assert np.isfinite(g).all()
+            if act != SOFTPLUS:
+                assert (dx == 0).all() and (dw == 0).all() and (db == 0).all()
