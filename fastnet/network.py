@@ -1,0 +1,468 @@
+"""Drop-in replacement for ``network.py`` (chapters 1–2) of Michael Nielsen's *Neural Networks
+and Deep Learning*: ``from fastnet import mnist_loader, network`` instead of
+``import mnist_loader, network``, and the book's scripts run unchanged, 20–50× faster.
+
+>>> training_data, validation_data, test_data = mnist_loader.load_data_wrapper()  # doctest: +SKIP
+>>> net = network.Network([784, 30, 10])                                          # doctest: +SKIP
+>>> net.SGD(training_data, 30, 10, 3.0, test_data=test_data)                      # doctest: +SKIP
+Epoch 0: 9071 / 10000
+...
+
+What stays the book's: the names, signatures and printed lines; the initial weights (drawn with
+``np.random.randn`` in the book's order, so ``np.random.seed(s)`` gives the book's network); the
+mini-batches (each epoch ``random.shuffle``s a list as long as the training data, so
+``random.seed(s)`` gives the book's order); the update ``w ← w − (η/m)·Σ∇w`` in float64. The
+weights after training agree with the book's to ~1e-12 relative (the sums are merely taken in
+another order).
+
+What changes: ``SGD`` converts the list of ``(x, y)`` pairs to arrays once, then runs each epoch
+as one call of a compiled kernel (``fastnet.backends``: ``device="cpu"`` by default, or
+``$FASTNET_DEVICE``) on a flat float64 copy of the parameters. ``weights`` and ``biases`` remain
+the source of truth: ``SGD`` reads them when it starts and, after every epoch, replaces them with
+new arrays holding the trained values, as the book's update does after every mini-batch (arrays
+you held before keep their old values; edits between calls are what the next call trains).
+Bad data raises ``ValueError``/``TypeError`` naming the position of the first bad pair and the
+expected shape, before anything changes. ``SGD`` does not shuffle your list in place (the book's
+Python 2 code did; its Python 3 ports copy it first, as here).
+"""
+
+from __future__ import annotations
+
+import numbers
+import os
+import random
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import numpy as np
+
+from fastnet import _checks
+from fastnet.backends import BACKENDS, get_backend
+from fastnet.kernels.config import QUADRATIC, SIGMOID
+from fastnet.reference.dense import layout_for
+
+__all__ = ["Network", "sigmoid", "sigmoid_prime"]
+
+
+# ---------------------------------------------------------------------------- activations
+def sigmoid(z):
+    """The sigmoid function 1/(1 + e^−z), elementwise, without overflow warnings (e^x is only
+    taken of x ≤ 0). Float arrays keep their dtype; anything else becomes float64."""
+    z = np.asarray(z)
+    if z.dtype.kind != "f":
+        z = z.astype(np.float64)
+    e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1 / (1 + e), e / (1 + e)).astype(z.dtype, copy=False)
+
+
+def sigmoid_prime(z):
+    """Derivative of the sigmoid function: σ(z)·(1 − σ(z))."""
+    s = sigmoid(z)
+    return s * (1 - s)
+
+
+# ---------------------------------------------------------------------------- data
+class _Arrays:
+    """A data set of ``(x, y)`` pairs as arrays: ``x: float64[n, n_in]``, ``labels: int64[n]``
+    and, for vector targets (or when asked), ``targets: float64[n, n_out]``."""
+
+    __slots__ = ("x", "targets", "labels")
+
+    def __init__(self, x, targets, labels):
+        self.x, self.targets, self.labels = x, targets, labels
+
+    def __len__(self):
+        return len(self.x)
+
+    def one_hot(self, n_out: int) -> np.ndarray:
+        if self.targets is None:
+            self.targets = np.eye(n_out)[self.labels]
+        return self.targets
+
+
+def _as_array(v, where: str, what: str, expected: str) -> np.ndarray:
+    if isinstance(v, np.ndarray):
+        arr = v
+    else:
+        try:
+            arr = np.asarray(v)
+        except (TypeError, ValueError):
+            arr = None
+    if arr is None or arr.dtype.kind not in "fiub":
+        raise TypeError(f"{where}: {what} must be a real array of shape {expected}, got "
+                        f"{type(v).__name__}")
+    return arr
+
+
+def _is_label(y, n_out: int) -> bool:
+    """An int (Python or NumPy, or a 0-d integer array; not a bool) in ``[0, n_out)``."""
+    if isinstance(y, np.ndarray):
+        if y.ndim != 0 or y.dtype.kind not in "iu":
+            return False
+    elif isinstance(y, (bool, np.bool_)) or not isinstance(y, numbers.Integral):
+        return False
+    return 0 <= int(y) < n_out
+
+
+def _label_error(y, where: str, n_out: int) -> Exception:
+    expected = f"an int label in [0, {n_out})"
+    if isinstance(y, np.ndarray) and y.ndim == 0 and y.dtype.kind in "iu" or \
+            isinstance(y, numbers.Integral) and not isinstance(y, (bool, np.bool_)):
+        return ValueError(f"{where}: y must be {expected}, got {int(y)}")
+    shape = f" of shape {y.shape}" if isinstance(y, np.ndarray) else ""
+    return TypeError(f"{where}: y must be {expected} (test/validation data form), got "
+                     f"{type(y).__name__}{shape}")
+
+
+def to_arrays(data, name: str, n_in: int, n_out: int, *, vectors: bool) -> _Arrays:
+    """Convert ``data`` (a list, tuple or one-shot iterator such as ``zip`` of ``(x, y)`` pairs)
+    to arrays, checking every pair.
+
+    x: a ``(n_in, 1)`` column or ``(n_in,)`` vector of reals (float32 is fine).
+    y: with ``vectors=True`` a ``(n_out, 1)`` (or ``(n_out,)``) vector of reals, e.g.
+    ``vectorized_result(j)``; else an int label in ``[0, n_out)``.
+    Raises TypeError/ValueError naming the position of the first bad pair and the expected form;
+    ValueError for empty data or NaN/inf.
+    """
+    items = data if isinstance(data, (list, tuple)) else list(data)
+    n = len(items)
+    if n == 0:
+        raise ValueError(f"{name} is empty: expected a list of (x, y) pairs")
+    x_col, x_flat = (n_in, 1), (n_in,)
+    y_col, y_flat = (n_out, 1), (n_out,)
+    x_rows = [None] * n
+    ys = [None] * n
+    for i, item in enumerate(items):
+        if type(item) is not tuple or len(item) != 2:
+            if isinstance(item, (str, bytes)) or not hasattr(item, "__len__") or len(item) != 2:
+                raise TypeError(f"{name}[{i}] must be a pair (x, y) with x of shape {x_col}, "
+                                f"got {type(item).__name__}")
+        x, y = item
+        if type(x) is not np.ndarray or x.dtype.kind not in "fiub":
+            x = _as_array(x, f"{name}[{i}]", "x", str(x_col))
+        if x.shape != x_col and x.shape != x_flat:
+            raise ValueError(f"{name}[{i}]: x must have shape {x_col} (or {x_flat}), got "
+                             f"{x.shape}")
+        x_rows[i] = x.reshape(n_in)
+        if vectors:
+            if type(y) is not np.ndarray or y.dtype.kind not in "fiub":
+                y = _as_array(y, f"{name}[{i}]", "y", f"{y_col} (a one-hot column like "
+                              "vectorized_result(j))")
+            if y.shape != y_col and y.shape != y_flat:
+                raise ValueError(f"{name}[{i}]: y must have shape {y_col} (or {y_flat}), a "
+                                 f"target vector like vectorized_result(j); got {y.shape}")
+            ys[i] = y.reshape(n_out)
+        else:
+            ys[i] = y
+    x = np.empty((n, n_in))
+    np.concatenate(x_rows, out=x.reshape(-1))
+    _check_finite(x, name, "x")
+    if vectors:
+        targets = np.empty((n, n_out))
+        np.concatenate(ys, out=targets.reshape(-1))
+        _check_finite(targets, name, "y")
+        return _Arrays(x, targets, targets.argmax(axis=1))
+    try:
+        labels = np.array(ys)
+    except (TypeError, ValueError):  # ragged: some y is not a scalar
+        labels = None
+    if labels is None or labels.shape != (n,) or labels.dtype.kind not in "iu" or \
+            labels.min() < 0 or labels.max() >= n_out:
+        for i, y in enumerate(ys):
+            if not _is_label(y, n_out):
+                raise _label_error(y, f"{name}[{i}]", n_out)
+        labels = np.array([int(y) for y in ys])
+    return _Arrays(x, None, labels.astype(np.int64, copy=False))
+
+
+def _check_finite(a: np.ndarray, name: str, what: str) -> None:
+    ok = np.isfinite(a).all(axis=1)
+    if not ok.all():
+        i = int(np.argmin(ok))
+        raise ValueError(f"{name}[{i}]: {what} contains NaN or inf")
+
+
+def resolve_device(device) -> str:
+    """``device``, or ``$FASTNET_DEVICE`` when it is None, or ``"cpu"``."""
+    if device is None:
+        device = os.environ.get("FASTNET_DEVICE", "") or "cpu"
+    return _checks.choice(device, "device", BACKENDS)
+
+
+# ---------------------------------------------------------------------------- the network
+_HOST_BACKENDS = ("cpu", "numpy")  # compute on the host: safe to call from a worker thread
+
+
+class _InlineExecutor:
+    """``ThreadPoolExecutor``'s ``submit`` run at once in the calling thread."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def submit(self, fn, *args) -> Future:
+        future = Future()
+        try:
+            future.set_result(fn(*args))
+        except BaseException as exc:  # re-raised by future.result(), as from a thread
+            future.set_exception(exc)
+        return future
+
+
+class SigmoidNetwork:
+    """What ``network.Network`` and ``network2.Network`` share: sigmoid layers whose
+    ``weights``/``biases`` lists (the book's shapes) are packed into the flat float64 buffer of
+    docs/design.md for the compiled kernels, and unpacked after them."""
+
+    _loss_code = QUADRATIC
+
+    def _setup(self, sizes, device) -> None:
+        if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__len__"):
+            raise TypeError(f"sizes must be a list of layer sizes like [784, 30, 10], got "
+                            f"{sizes!r}")
+        sizes = [_checks.positive_int(s, f"sizes[{i}]") for i, s in enumerate(sizes)]
+        if len(sizes) < 2:
+            raise ValueError(f"sizes needs an input and an output size at least, got {sizes}")
+        self.num_layers = len(sizes)
+        self.sizes = sizes
+        self.device = resolve_device(device)
+        self._layout = layout_for(sizes)
+        self._acts = np.full(len(sizes) - 1, SIGMOID, dtype=np.int64)
+
+    def _backend(self):
+        return get_backend(self.device)
+
+    # ------------------------------------------------------------------ flat parameters
+    def _pack(self) -> np.ndarray:
+        """The current ``weights``/``biases`` as one new float64 buffer (checked against
+        ``sizes``)."""
+        n_layers = len(self.sizes) - 1
+        if len(self.weights) != n_layers or len(self.biases) != n_layers:
+            raise ValueError(f"the network has {n_layers} layers (sizes {self.sizes}) but "
+                             f"{len(self.weights)} weight and {len(self.biases)} bias arrays")
+        flat = np.empty(int(self._layout[-1, 3] + self._layout[-1, 1]))
+        for l, (n_in, n_out, w_off, b_off) in enumerate(self._layout.tolist()):
+            w, b = np.asarray(self.weights[l]), np.asarray(self.biases[l])
+            if w.shape != (n_out, n_in):
+                raise ValueError(f"weights[{l}] has shape {w.shape}, expected {(n_out, n_in)} "
+                                 f"for sizes {self.sizes}")
+            if b.shape != (n_out, 1) and b.shape != (n_out,):
+                raise ValueError(f"biases[{l}] has shape {b.shape}, expected {(n_out, 1)} "
+                                 f"for sizes {self.sizes}")
+            flat[w_off:w_off + n_out * n_in] = w.reshape(-1)
+            flat[b_off:b_off + n_out] = b.reshape(-1)
+        return flat
+
+    def _unpack(self, flat) -> None:
+        """Replace ``weights``/``biases`` by new arrays holding the values in ``flat``."""
+        flat = np.asarray(flat)
+        self.weights = [flat[w_off:w_off + n_out * n_in].reshape(n_out, n_in).copy()
+                        for n_in, n_out, w_off, _ in self._layout.tolist()]
+        self.biases = [flat[b_off:b_off + n_out].reshape(n_out, 1).copy()
+                       for _, n_out, _, b_off in self._layout.tolist()]
+
+    # ------------------------------------------------------------------ data
+    def _arrays(self, data, name: str, *, vectors: bool) -> _Arrays:
+        return to_arrays(data, name, self.sizes[0], self.sizes[-1], vectors=vectors)
+
+    @staticmethod
+    def _materialize(data, name: str):
+        """Training or test data as a list/tuple (``zip`` objects are consumed once)."""
+        if data is None:
+            return None
+        if isinstance(data, np.ndarray) or isinstance(data, (str, bytes)):
+            raise TypeError(f"{name} must be a list of (x, y) pairs, got {type(data).__name__}")
+        return data if isinstance(data, (list, tuple)) else list(data)
+
+    # ------------------------------------------------------------------ compiled passes
+    def _train(self, backend, dparams, dx, dy, order, mini_batch_size: int, eta: float,
+               decay: float = 1.0) -> None:
+        """One epoch on the backend, in place on ``dparams``: mini-batches are consecutive
+        slices of ``order`` (the last one may be shorter)."""
+        backend.train_epoch(dparams, self._layout, self._acts, self._loss_code, dx, dy,
+                            backend.upload(np.asarray(order, dtype=np.int64)),
+                            mini_batch_size, eta, decay)
+
+    def _run_epochs(self, train: _Arrays, epochs: int, mini_batch_size: int, eta: float,
+                    decay: float, after_epoch) -> None:
+        """Train ``epochs`` epochs from the current ``weights``/``biases``, writing them back
+        after each epoch, then calling ``after_epoch(j, outputs)`` for the monitors and printed
+        lines, where ``outputs(arrays)`` gives the network's outputs ``float64[n, n_out]`` after
+        epoch ``j`` for the ``_Arrays`` ``arrays`` (each data set is uploaded once).
+
+        Each epoch's order is the book's: ``random.shuffle`` of a list of ``n`` indices kept
+        from epoch to epoch (the book shuffles its list of pairs in place), so the same
+        ``random.seed`` gives the same mini-batches. On host backends the next epoch trains
+        in a worker thread (the kernels release the GIL) while this thread shuffles and runs
+        ``after_epoch`` on a copy of the parameters, so on two cores the monitors and the
+        shuffle cost no wall time; the results are the same as running one after the other.
+        """
+        if epochs == 0:
+            return
+        backend = self._backend()
+        dparams = backend.upload(self._pack())
+        dx, dy = backend.upload(train.x), backend.upload(train.targets)
+        order = list(range(len(train)))
+
+        def next_order():
+            random.shuffle(order)
+            return np.asarray(order, dtype=np.int64)
+
+        def epoch(order_j):
+            self._train(backend, dparams, dx, dy, order_j, mini_batch_size, eta, decay)
+
+        # Only backends that compute on the host are driven from a second thread; a device
+        # backend is called from this thread only, one step after the other.
+        pool = ThreadPoolExecutor(1) if backend.name in _HOST_BACKENDS else _InlineExecutor()
+        uploaded = {id(train.x): dx}
+
+        def outputs(arrays: _Arrays) -> np.ndarray:
+            if id(arrays.x) not in uploaded:
+                uploaded[id(arrays.x)] = backend.upload(arrays.x)
+            return self._outputs(backend, snapshot, uploaded[id(arrays.x)])
+
+        with pool:
+            pending = pool.submit(epoch, next_order())
+            # Each order is drawn while the epoch before it trains; the shuffles still come in
+            # the book's sequence, and nothing else draws from `random` in between.
+            upcoming = next_order() if epochs > 1 else None
+            for j in range(epochs):
+                pending.result()
+                params = np.array(backend.download(dparams))  # a copy: training goes on
+                if j + 1 < epochs:
+                    pending = pool.submit(epoch, upcoming)
+                    upcoming = next_order() if j + 2 < epochs else None
+                self._unpack(params)
+                snapshot = backend.upload(params)
+                after_epoch(j, outputs)
+
+    def _outputs(self, backend, dparams, dx) -> np.ndarray:
+        """The network's outputs ``float64[n, n_out]`` (host) for the uploaded inputs."""
+        return np.asarray(backend.predict(dparams, self._layout, self._acts, dx))
+
+    def _update(self, mini_batch, eta: float, decay: float) -> None:
+        """One SGD step on ``mini_batch`` through the compiled kernel."""
+        batch = self._arrays(self._materialize(mini_batch, "mini_batch"), "mini_batch",
+                             vectors=True)
+        eta = _checks.finite_float(eta, "eta")
+        backend = self._backend()
+        dparams = backend.upload(self._pack())
+        self._train(backend, dparams, backend.upload(batch.x), backend.upload(batch.targets),
+                    np.arange(len(batch)), len(batch), eta, decay)
+        self._unpack(backend.download(dparams))
+
+    def _count_correct(self, data, name: str, *, vectors: bool) -> int:
+        arrays = self._arrays(self._materialize(data, name), name, vectors=vectors)
+        backend = self._backend()
+        out = self._outputs(backend, backend.upload(self._pack()), backend.upload(arrays.x))
+        return int(np.count_nonzero(out.argmax(axis=1) == arrays.labels))
+
+    # ------------------------------------------------------------------ the book's methods
+    def feedforward(self, a):
+        """Return the output of the network for the input ``a``: a ``(n_in, 1)`` column gives an
+        ``(n_out, 1)`` column, a batch of columns ``(n_in, k)`` gives ``(n_out, k)``, and a
+        vector ``(n_in,)`` gives ``(n_out,)``. Computed in NumPy from ``weights``/``biases``."""
+        a = np.asarray(a)
+        flat = a.ndim == 1
+        if flat:
+            a = a.reshape(-1, 1)
+        if a.ndim != 2 or a.shape[0] != self.sizes[0]:
+            raise ValueError(f"feedforward expects a ({self.sizes[0]}, 1) column (or a batch "
+                             f"of columns ({self.sizes[0]}, k)), got shape {np.shape(a)}")
+        for b, w in zip(self.biases, self.weights):
+            a = sigmoid(np.dot(w, a) + np.reshape(b, (-1, 1)))
+        return a.reshape(-1) if flat else a
+
+    def backprop(self, x, y):
+        """Return ``(nabla_b, nabla_w)``, the gradient of the cost for the single sample
+        ``(x, y)``: lists of arrays shaped like ``biases`` and ``weights``. The book's per-sample
+        algorithm in NumPy (training itself runs in the compiled kernel)."""
+        activation = np.asarray(x).reshape(-1, 1)
+        activations, zs = [activation], []
+        for b, w in zip(self.biases, self.weights):
+            z = np.dot(w, activation) + np.reshape(b, (-1, 1))
+            zs.append(z)
+            activation = sigmoid(z)
+            activations.append(activation)
+        delta = self._output_delta(zs[-1], activations[-1], np.reshape(y, (-1, 1)))
+        nabla_b = [None] * (self.num_layers - 1)
+        nabla_w = [None] * (self.num_layers - 1)
+        nabla_b[-1] = delta
+        nabla_w[-1] = np.dot(delta, activations[-2].T)
+        for l in range(2, self.num_layers):
+            delta = np.dot(self.weights[-l + 1].T, delta) * sigmoid_prime(zs[-l])
+            nabla_b[-l] = delta
+            nabla_w[-l] = np.dot(delta, activations[-l - 1].T)
+        return nabla_b, nabla_w
+
+    def _output_delta(self, z, a, y):
+        raise NotImplementedError
+
+
+class Network(SigmoidNetwork):
+    """A feed-forward network of sigmoid neurons trained with the quadratic cost, as in the
+    book's chapters 1–2.
+
+    sizes: the number of neurons per layer, e.g. ``[784, 30, 10]``. Biases are drawn first, then
+        weights, all with ``np.random.randn``, exactly as the book does.
+    device: where ``SGD`` runs: ``"cpu"`` (Numba kernels), or another ``fastnet.backends``
+        name; ``None`` reads ``$FASTNET_DEVICE`` (default ``"cpu"``).
+
+    Attributes (the book's): ``num_layers``, ``sizes``, ``biases`` (list of ``(y, 1)``
+    float64 arrays), ``weights`` (list of ``(y, x)`` arrays).
+    """
+
+    def __init__(self, sizes, device: str | None = None):
+        self._setup(sizes, device)
+        self.biases = [np.random.randn(y, 1) for y in self.sizes[1:]]
+        self.weights = [np.random.randn(y, x) for x, y in zip(self.sizes[:-1], self.sizes[1:])]
+
+    def __repr__(self):
+        return f"network.Network({self.sizes}, device={self.device!r})"
+
+    def SGD(self, training_data, epochs, mini_batch_size, eta, test_data=None):
+        """Train by mini-batch stochastic gradient descent.
+
+        training_data: a list (or ``zip``) of pairs ``(x, y)``, ``x`` a ``(n_in, 1)`` column
+            and ``y`` the desired ``(n_out, 1)`` output (e.g. ``vectorized_result(j)``).
+        epochs, mini_batch_size, eta: the number of epochs, the mini-batch size and the learning
+            rate; each epoch shuffles the data (Python's ``random``) and updates
+            ``w ← w − (eta/m)·Σ∇w`` per mini-batch of ``m`` samples.
+        test_data: optional pairs ``(x, label)`` with int labels; when given, the number
+            classified correctly is printed after each epoch (``Epoch 0: 9071 / 10000``), else
+            ``Epoch 0 complete``.
+        """
+        epochs = _checks.positive_int(epochs, "epochs", minimum=0)
+        mini_batch_size = _checks.positive_int(mini_batch_size, "mini_batch_size")
+        eta = _checks.finite_float(eta, "eta")
+        train = self._arrays(self._materialize(training_data, "training_data"),
+                             "training_data", vectors=True)
+        test_data = self._materialize(test_data, "test_data")
+        test = self._arrays(test_data, "test_data", vectors=False) if test_data else None
+
+        def after_epoch(j, outputs):
+            if test is None:
+                print("Epoch {0} complete".format(j))
+            else:
+                correct = int(np.count_nonzero(outputs(test).argmax(axis=1) == test.labels))
+                print("Epoch {0}: {1} / {2}".format(j, correct, len(test)))
+
+        self._run_epochs(train, epochs, mini_batch_size, eta, 1.0, after_epoch)
+
+    def update_mini_batch(self, mini_batch, eta):
+        """One gradient-descent step on ``mini_batch`` (pairs ``(x, y)`` as in ``SGD``):
+        ``w ← w − (eta/len(mini_batch))·Σ∇w``, computed by the compiled kernel."""
+        self._update(mini_batch, eta, 1.0)
+
+    def evaluate(self, test_data):
+        """The number of pairs ``(x, label)`` in ``test_data`` for which the output neuron with
+        the highest activation is ``label``."""
+        return self._count_correct(test_data, "test_data", vectors=False)
+
+    def cost_derivative(self, output_activations, y):
+        """∂C_x/∂a for the quadratic cost: ``output_activations − y``."""
+        return output_activations - y
+
+    def _output_delta(self, z, a, y):
+        return self.cost_derivative(a, y) * sigmoid_prime(z)

@@ -1,0 +1,299 @@
+"""Drop-in replacement for ``network2.py`` (chapter 3) of Michael Nielsen's *Neural Networks and
+Deep Learning*: ``from fastnet import mnist_loader, network2`` instead of
+``import mnist_loader, network2``.
+
+>>> net = network2.Network([784, 30, 10], cost=network2.CrossEntropyCost)    # doctest: +SKIP
+>>> net.SGD(training_data, 30, 10, 0.5, lmbda=5.0, evaluation_data=validation_data,
+...         monitor_evaluation_accuracy=True)                                  # doctest: +SKIP
+
+As in ``fastnet.network``: the book's names, signatures, printed lines, initial weights (for the
+same ``np.random.seed``) and mini-batches (for the same ``random.seed``); training runs one
+compiled kernel call per epoch on a flat float64 copy of ``weights``/``biases``, which are
+replaced by new arrays after every epoch. The update is the book's L2-regularised step
+``w ← (1 − η·λ/n)·w − (η/m)·Σ∇w`` (biases not decayed), ``n`` the size of the training data.
+
+The monitors (``total_cost``, ``accuracy``) run the network over a whole data set in one
+compiled ``predict`` call, then apply the book's formulas to the outputs in NumPy, so they print
+the book's numbers, including where the cross-entropy saturates (``nan_to_num`` turns
+``log(0)`` into 0 or 1.8e308, as in the book). One exception at the extreme: the kernels' sigmoid
+floors e^z at e^−708, so for z < −708 an output is ~1e-308 where the book's is exactly 0.
+
+Two fixes: ``Network(cost=CrossEntropyCost())`` (an instance) saves fine, and ``load`` only
+accepts the two cost names, checks the shapes in the file against ``sizes`` and raises
+``ValueError`` naming what is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+import numpy as np
+
+from fastnet import _checks
+from fastnet.kernels.config import CROSS_ENTROPY, QUADRATIC
+from fastnet.mnist_loader import vectorized_result
+from fastnet.network import SigmoidNetwork, sigmoid, sigmoid_prime
+
+__all__ = ["QuadraticCost", "CrossEntropyCost", "Network", "load", "vectorized_result",
+           "sigmoid", "sigmoid_prime"]
+
+
+# ---------------------------------------------------------------------------- costs
+class QuadraticCost:
+    """C = ½‖a − y‖², with output error δ = (a − y)⊙σ'(z)."""
+
+    @staticmethod
+    def fn(a, y):
+        """The cost of output ``a`` for the desired output ``y``."""
+        return 0.5 * np.linalg.norm(a - y) ** 2
+
+    @staticmethod
+    def delta(z, a, y):
+        """The error δ of the output layer."""
+        return (a - y) * sigmoid_prime(z)
+
+
+class CrossEntropyCost:
+    """C = Σ −y·ln a − (1 − y)·ln(1 − a), with output error δ = a − y."""
+
+    @staticmethod
+    def fn(a, y):
+        """The cost of output ``a`` for the desired output ``y``. As in the book, ``nan_to_num``
+        turns the ``0·log(0)`` of a saturated output into 0 (and ``log(0)`` into 1.8e308)."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.sum(np.nan_to_num(-y * np.log(a) - (1 - y) * np.log(1 - a)))
+
+    @staticmethod
+    def delta(z, a, y):
+        """The error δ of the output layer (``z`` is unused)."""
+        return a - y
+
+
+# The kernels know these costs by code; a cost is recognised by its class name, so the book's
+# own QuadraticCost/CrossEntropyCost classes work too.
+_COSTS = {"QuadraticCost": (QuadraticCost, QUADRATIC),
+          "CrossEntropyCost": (CrossEntropyCost, CROSS_ENTROPY)}
+
+
+def _cost_name(cost) -> str:
+    cls = cost if isinstance(cost, type) else type(cost)
+    if cls.__name__ not in _COSTS:
+        raise ValueError(f"cost must be QuadraticCost or CrossEntropyCost (the class or an "
+                         f"instance), got {cost!r}")
+    return cls.__name__
+
+
+def _per_sample_cost(code: int, a: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The book's ``cost.fn(a, y)`` for every row of ``a, y: float64[n, n_out]``."""
+    if code == QUADRATIC:
+        return 0.5 * np.einsum("ij,ij->i", a - y, a - y)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        return np.nan_to_num(-y * np.log(a) - (1 - y) * np.log(1 - a)).sum(axis=1)
+
+
+# ---------------------------------------------------------------------------- the network
+class Network(SigmoidNetwork):
+    """A feed-forward network of sigmoid neurons, as in the book's chapter 3.
+
+    sizes: neurons per layer, e.g. ``[784, 30, 10]``; the weights are drawn by
+        ``default_weight_initializer`` (the book's order of ``np.random.randn`` calls).
+    cost: ``CrossEntropyCost`` (default) or ``QuadraticCost``, the class or an instance.
+    device: where training and the monitors run: ``"cpu"`` (Numba kernels) or another
+        ``fastnet.backends`` name; ``None`` reads ``$FASTNET_DEVICE`` (default ``"cpu"``).
+    """
+
+    def __init__(self, sizes, cost=CrossEntropyCost, device: str | None = None):
+        _cost_name(cost)  # reject an unknown cost before drawing any weights
+        self._setup(sizes, device)
+        self.default_weight_initializer()
+        self.cost = cost
+
+    @property
+    def _loss_code(self) -> int:
+        return _COSTS[_cost_name(self.cost)][1]  # follows a cost assigned after construction
+
+    def __repr__(self):
+        return (f"network2.Network({self.sizes}, cost={_cost_name(self.cost)}, "
+                f"device={self.device!r})")
+
+    def default_weight_initializer(self):
+        """Biases ~ N(0, 1); weights ~ N(0, 1/n_in) (divided by √n_in of their neuron)."""
+        self.biases = [np.random.randn(y, 1) for y in self.sizes[1:]]
+        self.weights = [np.random.randn(y, x) / np.sqrt(x)
+                        for x, y in zip(self.sizes[:-1], self.sizes[1:])]
+
+    def large_weight_initializer(self):
+        """Biases and weights ~ N(0, 1), as in chapter 1 (for comparison)."""
+        self.biases = [np.random.randn(y, 1) for y in self.sizes[1:]]
+        self.weights = [np.random.randn(y, x)
+                        for x, y in zip(self.sizes[:-1], self.sizes[1:])]
+
+    # ------------------------------------------------------------------ training
+    def SGD(self, training_data, epochs, mini_batch_size, eta, lmbda=0.0, evaluation_data=None,
+            monitor_evaluation_cost=False, monitor_evaluation_accuracy=False,
+            monitor_training_cost=False, monitor_training_accuracy=False):
+        """Train by mini-batch stochastic gradient descent with L2 regularisation ``lmbda``.
+
+        training_data: pairs ``(x, y)``, ``x`` a ``(n_in, 1)`` column and ``y`` the desired
+            ``(n_out, 1)`` output; evaluation_data: optional pairs ``(x, label)`` (int labels),
+            usually the validation or test data. Lists or ``zip`` objects.
+        The ``monitor_*`` flags print and record, after each epoch, the cost (with the L2 term)
+        and the number classified correctly on either data set. Returns the per-epoch lists
+        ``(evaluation_cost, evaluation_accuracy, training_cost, training_accuracy)``; a list is
+        empty when its flag is off.
+        """
+        epochs = _checks.positive_int(epochs, "epochs", minimum=0)
+        mini_batch_size = _checks.positive_int(mini_batch_size, "mini_batch_size")
+        eta = _checks.finite_float(eta, "eta")
+        lmbda = _checks.finite_float(lmbda, "lmbda")
+        train = self._arrays(self._materialize(training_data, "training_data"),
+                             "training_data", vectors=True)
+        evaluation_data = self._materialize(evaluation_data, "evaluation_data")
+        if (monitor_evaluation_cost or monitor_evaluation_accuracy) and not evaluation_data:
+            raise ValueError("monitor_evaluation_cost/monitor_evaluation_accuracy need "
+                             "evaluation_data (pairs (x, label))")
+        evaluation = (self._arrays(evaluation_data, "evaluation_data", vectors=False)
+                      if evaluation_data else None)
+        n = len(train)
+        evaluation_cost, evaluation_accuracy = [], []
+        training_cost, training_accuracy = [], []
+
+        def after_epoch(j, outputs):
+            print("Epoch %s training complete" % j)
+            if monitor_training_cost or monitor_training_accuracy:
+                out = outputs(train)
+                if monitor_training_cost:
+                    cost = self._cost_of(out, train.targets, lmbda)
+                    training_cost.append(cost)
+                    print("Cost on training data: {}".format(cost))
+                if monitor_training_accuracy:
+                    accuracy = int(np.count_nonzero(out.argmax(axis=1) == train.labels))
+                    training_accuracy.append(accuracy)
+                    print("Accuracy on training data: {} / {}".format(accuracy, n))
+            if monitor_evaluation_cost or monitor_evaluation_accuracy:
+                out = outputs(evaluation)
+                if monitor_evaluation_cost:
+                    cost = self._cost_of(out, evaluation.one_hot(self.sizes[-1]), lmbda)
+                    evaluation_cost.append(cost)
+                    print("Cost on evaluation data: {}".format(cost))
+                if monitor_evaluation_accuracy:
+                    accuracy = int(np.count_nonzero(out.argmax(axis=1) == evaluation.labels))
+                    evaluation_accuracy.append(accuracy)
+                    print("Accuracy on evaluation data: {} / {}".format(accuracy,
+                                                                        len(evaluation)))
+            print()
+
+        self._run_epochs(train, epochs, mini_batch_size, eta, 1 - eta * (lmbda / n),
+                         after_epoch)
+        return evaluation_cost, evaluation_accuracy, training_cost, training_accuracy
+
+    def update_mini_batch(self, mini_batch, eta, lmbda, n):
+        """One step on ``mini_batch`` (pairs ``(x, y)``) out of a training set of ``n``:
+        ``w ← (1 − eta·lmbda/n)·w − (eta/len(mini_batch))·Σ∇w``; compiled."""
+        lmbda = _checks.finite_float(lmbda, "lmbda")
+        n = _checks.positive_int(n, "n")
+        self._update(mini_batch, eta, 1 - eta * (lmbda / n))
+
+    def _output_delta(self, z, a, y):
+        return self.cost.delta(z, a, y)
+
+    # ------------------------------------------------------------------ monitors
+    def _cost_of(self, out: np.ndarray, targets: np.ndarray, lmbda: float) -> float:
+        """The book's ``total_cost`` from the outputs ``out`` for ``targets``, both
+        ``float64[n, n_out]``: Σ cost/n + ½·(λ/n)·Σ‖w‖²."""
+        n = len(out)
+        with np.errstate(over="ignore"):  # saturated terms may sum to inf, as in the book
+            cost = float(np.sum(_per_sample_cost(self._loss_code, out, targets) / n))
+        return cost + 0.5 * (lmbda / n) * sum(np.linalg.norm(w) ** 2 for w in self.weights)
+
+    def accuracy(self, data, convert=False):
+        """The number of pairs in ``data`` for which the output neuron with the highest
+        activation is the right digit. ``convert=False``: ``y`` are int labels (validation or
+        test data); ``convert=True``: ``y`` are one-hot vectors (training data)."""
+        return self._count_correct(data, "data", vectors=bool(convert))
+
+    def total_cost(self, data, lmbda, convert=False):
+        """The mean cost over ``data`` plus the L2 term ``½·(lmbda/len(data))·Σ‖w‖²``.
+        ``convert=False``: ``y`` are one-hot vectors (training data); ``convert=True``: ``y``
+        are int labels (validation or test data)."""
+        lmbda = _checks.finite_float(lmbda, "lmbda")
+        arrays = self._arrays(self._materialize(data, "data"), "data", vectors=not convert)
+        backend = self._backend()
+        out = self._outputs(backend, backend.upload(self._pack()), backend.upload(arrays.x))
+        return self._cost_of(out, arrays.one_hot(self.sizes[-1]), lmbda)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, filename):
+        """Write the network to ``filename`` as the book's JSON: ``{"sizes", "weights",
+        "biases", "cost"}`` with nested lists and the cost's class name. The file is replaced
+        atomically (written to a temporary file beside it, then renamed)."""
+        self._pack()  # checks the shapes against sizes
+        data = {"sizes": self.sizes,
+                "weights": [np.asarray(w, dtype=np.float64).tolist() for w in self.weights],
+                "biases": [np.asarray(b, dtype=np.float64).reshape(-1, 1).tolist()
+                           for b in self.biases],
+                "cost": _cost_name(self.cost)}
+        path = os.fspath(filename)
+        fd, tmp = tempfile.mkstemp(prefix=".network2-", suffix=".json",
+                                   dir=os.path.dirname(os.path.abspath(path)))
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(data, f)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+
+def load(filename, device: str | None = None) -> Network:
+    """Read a network saved by ``Network.save`` here or by the book's ``network2.py``.
+
+    As in the book, the network is first built with ``Network(sizes, cost)``, which draws its
+    initial weights from ``np.random`` (so the random stream after ``load`` is the book's), and
+    then given the weights in the file. Raises ValueError for a file that is not valid JSON, an
+    unknown cost name, or weights/biases whose shapes do not match ``sizes``.
+    """
+    path = os.fspath(filename)
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not a network2 JSON file ({exc})") from exc
+    if not isinstance(data, dict) or not {"sizes", "weights", "biases", "cost"} <= data.keys():
+        raise ValueError(f"{path}: expected a JSON object with keys sizes, weights, biases, "
+                         "cost")
+    sizes = data["sizes"]
+    if not isinstance(sizes, list) or len(sizes) < 2 or \
+            not all(type(s) is int and s >= 1 for s in sizes):
+        raise ValueError(f"{path}: sizes must be a list of at least two positive ints, got "
+                         f"{sizes!r}")
+    if not isinstance(data["cost"], str) or data["cost"] not in _COSTS:
+        raise ValueError(f"{path}: unknown cost {data['cost']!r}; expected one of "
+                         f"{sorted(_COSTS)}")
+    n_layers = len(sizes) - 1
+    arrays = {}
+    for key in ("weights", "biases"):
+        if not isinstance(data[key], list) or len(data[key]) != n_layers:
+            raise ValueError(f"{path}: {key} must be a list of {n_layers} arrays for sizes "
+                             f"{sizes}")
+        arrays[key] = []
+        for l, value in enumerate(data[key]):
+            try:
+                arr = np.array(value, dtype=np.float64)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"{path}: {key}[{l}] is not an array of numbers ({exc})") \
+                    from None
+            expected = (sizes[l + 1], sizes[l]) if key == "weights" else (sizes[l + 1], 1)
+            if arr.shape == (sizes[l + 1],) and key == "biases":
+                arr = arr.reshape(expected)
+            if arr.shape != expected:
+                raise ValueError(f"{path}: {key}[{l}] has shape {arr.shape}, expected "
+                                 f"{expected} for sizes {sizes}")
+            arrays[key].append(arr)
+    net = Network(sizes, cost=_COSTS[data["cost"]][0], device=device)
+    net.weights = arrays["weights"]
+    net.biases = arrays["biases"]
+    return net
