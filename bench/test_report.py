@@ -1,0 +1,110 @@
+"""The report renderer on a tiny synthetic pytest-benchmark JSON (no timing, runs in CI)."""
+
+from __future__ import annotations
+
+import builtins
+import json
+
+import pytest
+
+from bench import report
+
+
+def _bench(group, backend, median, minimum, *, rounds=5, **info):
+    return {"group": group, "name": f"test[{backend}]", "params": {"backend": backend},
+            "stats": {"median": median, "min": minimum, "rounds": rounds},
+            "extra_info": {"backend": backend, **info}}
+
+
+@pytest.fixture
+def data():
+    g = "dense_forward B=10 784->30 float32"
+    return {
+        "datetime": "2026-11-22T00:00:00", "commit_info": {"id": "abc", "dirty": True},
+        "machine_info": {"python_version": "3.11", "cpu": {"brand_raw": "Test CPU"},
+                         "fastnet": {"cpu_count": 2, "loadavg_start": [1.0, 1.0, 1.0],
+                                     "loadavg_end": [2.0, 1.0, 1.0],
+                                     "peak_gflops": {"cpu-float32": 999.0},
+                                     "peak_source": "quick"}},
+        "benchmarks": [
+            # group rows listed out of order: the report orders them numpy, cpu, torch_cpu
+            _bench(g, "torch_cpu", 4e-3, 3e-3, flops=4e7, device="cpu", dtype="float32",
+                   peak_comparable=True, threads=2),
+            _bench(g, "numpy", 2e-3, 1e-3, flops=4e7, device="cpu", dtype="float32",
+                   peak_comparable=True, threads=2),
+            _bench(g, "cpu", 1e-4, 5e-5, flops=4e7, device="cpu", dtype="float32",
+                   peak_comparable=True, threads=1),
+            _bench("softmax B=10 n=10 float32", "numpy", 2e-5, 1e-5, flops=None,
+                   bytes=1600.0, dtype="float32"),
+            _bench("softmax B=10 n=10 float32", "cpu", 4e-6, 3e-6, flops=None, bytes=1600.0,
+                   dtype="float32"),
+            _bench("epoch MNIST B=10 float32", "numpy", 2.0, 2.0, rounds=1, scale=50.0,
+                   timed_images=1000, flops=1e10, device="cpu", dtype="float32",
+                   peak_comparable=True),
+            _bench("epoch MNIST B=10 float32", "cpu", 0.5, 0.4, rounds=3, row="cpu (Model.fit)",
+                   via="Model.fit", flops=1e10, device="cpu", dtype="float32",
+                   peak_comparable=True),
+            _bench("peak", "numpy", 1.0, 0.5, flops=2e11, peak_of="cpu-float32",
+                   case="cpu 4096x4096x4096 matmul (numpy)", dtype="float32"),
+        ]}
+
+
+def test_markdown(data):
+    md = report.render_markdown(data)
+    # the peak rows win over machine_info's quick measurement: 2e11 / 0.5 s = 400 GFLOP/s
+    assert "cpu-float32 400" in md and "999" not in md
+    assert "Test CPU" in md and "(dirty)" in md and "[1.0, 1.0, 1.0]" in md
+    lines = md.splitlines()
+    summary = next(ln for ln in lines if ln.startswith("| dense_forward"))
+    # columns numpy, cpu, cpu (Model.fit), torch_cpu; numpy 2 ms is the reference; cpu 100 µs
+    # = 20×, bold as the fastest; torch 0.5×
+    assert "| 2 ms (1×) | **100 µs (20×)** | – | 4 ms (0.5×) |" in summary
+    table = lines[lines.index("## dense_forward B=10 784->30 float32"):]
+    cpu_row = next(ln for ln in table if ln.startswith("| cpu |"))
+    # 4e7 FLOP / 100 µs = 400 GFLOP/s = 100 % of the 400 GFLOP/s peak
+    assert "| 400 | 100.0 % |" in cpu_row
+    assert [ln.split("|")[1].strip() for ln in table[4:7]] == ["numpy", "cpu", "torch_cpu"]
+    soft = lines[lines.index("## softmax B=10 n=10 float32"):]
+    assert "GB/s" in soft[2] and "GFLOP/s" not in soft[2]
+    assert next(ln for ln in soft if ln.startswith("| cpu |")).count("| 0.4 |") == 1
+    # the subset-timed numpy epoch is scaled ×50 (2 s → 100 s) and marked
+    epoch = next(ln for ln in lines if ln.startswith("| epoch MNIST"))
+    assert "100 s (1×)*" in epoch and "500 ms (200×)" in epoch
+    assert "timed on 1000 images, ×50" in md and "cpu (Model.fit)" in md
+
+
+def test_min_statistic(data):
+    md = report.render_markdown(data, stat="min")
+    summary = next(ln for ln in md.splitlines() if ln.startswith("| dense_forward"))
+    assert "| 1 ms (1×) | **50 µs (20×)** | – | 3 ms (0.333×) |" in summary
+
+
+def test_no_reference_and_no_peak(data):
+    data["benchmarks"] = [b for b in data["benchmarks"]
+                          if b["extra_info"]["backend"] != "numpy"]
+    del data["machine_info"]["fastnet"]["peak_gflops"]
+    md = report.render_markdown(data)
+    assert "Measured peak: none" in md
+    # no speed-ups without a numpy row
+    assert "| dense_forward B=10 784->30 float32 | **100 µs** | – | 4 ms |" in md
+
+
+def test_cli_and_png(data, tmp_path, monkeypatch, capsys):
+    src, out, png = tmp_path / "r.json", tmp_path / "r.md", tmp_path / "s.png"
+    src.write_text(json.dumps(data))
+    assert report.main([str(src), "--out", str(out)]) == 0
+    assert out.read_text().startswith("# fastnet benchmarks")
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *args, **kwargs):
+        if name.startswith("matplotlib"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    assert report.main([str(src), "--out", str(out), "--png", str(png)]) == 0
+    assert not png.exists() and "matplotlib is not installed" in capsys.readouterr().err
+    monkeypatch.setattr(builtins, "__import__", real_import)
+    pytest.importorskip("matplotlib")
+    assert report.render_png(data, str(png))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
