@@ -38,6 +38,11 @@ class CudaOps:
     def download(self, a):
         return to_host(a)
 
+    def assign(self, dst, src):
+        """Copy device array ``src`` into the device view ``dst`` (device arrays do not take
+        ``dst[...] = src``)."""
+        dst.copy_to_device(src)
+
     def take(self, x, idx):
         """Rows ``x[idx]`` (the mini-batch gather); ``idx`` is a host int64 array."""
         idx = np.asarray(idx, dtype=np.int64)

@@ -99,7 +99,9 @@ class Dense(Layer):
         """``dout`` is ∂C/∂a, or ∂C/∂z when ``is_dz`` (the output layer's delta)."""
         x, z, a = self._cache
         dz = dout if is_dz else ops.act_backward(z, a, ACTIVATIONS[self.activation], dout)
-        dx, g["w"][...], g["b"][...] = ops.dense_backward(x, p["w"], dz, need_dx)
+        dx, gw, gb = ops.dense_backward(x, p["w"], dz, need_dx)
+        ops.assign(g["w"], gw)
+        ops.assign(g["b"], gb)
         return dx
 
     def __repr__(self):
@@ -164,7 +166,9 @@ class Conv2D(Layer):
         x, z, a = self._cache
         code = ACTIVATIONS[self.activation]
         dz = dout if code == LINEAR else ops.act_backward(z, a, code, dout)
-        dx, g["w"][...], g["b"][...] = ops.conv2d_backward(x, p["w"], dz, need_dx)
+        dx, gw, gb = ops.conv2d_backward(x, p["w"], dz, need_dx)
+        ops.assign(g["w"], gw)
+        ops.assign(g["b"], gb)
         return dx
 
     def __repr__(self):
@@ -271,8 +275,9 @@ class ConvPool:
 
     def backward(self, ops, p, g, dout, need_dx):
         x, z, a, argmax = self._cache
-        dx, g["w"][...], g["b"][...] = ops.convpool_backward(x, p["w"], z, a, argmax, dout,
-                                                             self.code, need_dx)
+        dx, gw, gb = ops.convpool_backward(x, p["w"], z, a, argmax, dout, self.code, need_dx)
+        ops.assign(g["w"], gw)
+        ops.assign(g["b"], gb)
         return dx
 
 

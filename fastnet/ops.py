@@ -29,6 +29,10 @@ class NumpyOps:
     def download(self, a):
         return a
 
+    def assign(self, dst, src):
+        """Copy ``src`` into the existing array ``dst`` (a view into the gradient buffer)."""
+        dst[...] = src
+
     def take(self, x, idx):
         """Rows ``x[idx]`` (the mini-batch gather); ``idx`` is a host int64 array."""
         return x[idx]

@@ -36,9 +36,10 @@ Threads: the drivers split the batch into ``nthreads`` contiguous chunks under `
 each chunk with its own scratch and its own partial dw/db (summed afterwards — never a racing
 ``+=``). Two threads are 1.5–2× faster from batch 10 up (a parallel region costs ~4 µs; one
 28×28 image ~85 µs forward and backward on one thread). Under OpenMP (Numba's default layer
-here) a machine busy with other work can stall a region for whole scheduler ticks (4 ms). Pass ``numba.get_num_threads()`` (the wrappers do):
-calling it inside a kernel would stop Numba from caching the kernel. (A separate serial path
-for nthreads=1 was dropped: it cost ~1.5 s of compile time per kernel and dtype.)
+here) a machine busy with other work can stall a region for whole scheduler ticks (4 ms).
+Pass ``numba.get_num_threads()`` (the wrappers do): calling it inside a kernel would stop Numba
+from caching the kernel. (A separate serial path for nthreads=1 was dropped: it cost ~1.5 s
+of compile time per kernel and dtype.)
 
 Kernels (``*_into``) write into the arrays passed in and allocate only their per-call scratch,
 never inside a loop; they accumulate in the arrays' dtype (float32 or float64) and do not
