@@ -379,33 +379,36 @@ class _LayerwiseRunner:
 
     def train_epoch(self, data, order, batch_size, lr, decay):
         x, y = data
+        with self.ops.running():
+            for k in range(0, len(order), batch_size):
+                self._step(x, y, order[k:k + batch_size], lr, decay)
+
+    def _step(self, x, y, idx, lr, decay):
+        """One SGD step on the mini-batch ``x[idx]``: forward through every stage, the output
+        delta, backward (the first stage computes no input gradient), one update pass."""
         ops, model = self.ops, self.model
         out = model.layers[-1]
-        code = ACTIVATIONS[out.activation]
-        for k in range(0, len(order), batch_size):
-            idx = order[k:k + batch_size]
-            a = self._forward(ops.take(x, idx), True)
-            z = out._cache[1]
-            delta = ops.output_delta(z, a, ops.take(y, idx), model._loss_code, code)
-            for s in range(len(model._stages) - 1, -1, -1):
-                stage, i = model._stages[s]
-                if s == len(model._stages) - 1:
-                    delta = stage.backward(ops, self.views[i], self.gviews[i], delta, s > 0,
-                                           is_dz=True)
-                else:
-                    delta = stage.backward(ops, self.views[i], self.gviews[i], delta, s > 0)
-            ops.sgd_apply(self.params, self.grads, self.decayed, decay, lr / len(idx))
+        a = self._forward(ops.take(x, idx), True)
+        delta = ops.output_delta(out._cache[1], a, ops.take(y, idx), model._loss_code,
+                                 ACTIVATIONS[out.activation])
+        last = len(model._stages) - 1
+        for s in range(last, -1, -1):
+            stage, i = model._stages[s]
+            extra = {"is_dz": True} if s == last else {}
+            delta = stage.backward(ops, self.views[i], self.gviews[i], delta, s > 0, **extra)
+        ops.sgd_apply(self.params, self.grads, self.decayed, decay, lr / len(idx))
 
     def evaluate(self, data):
         x, y = data
         total, correct = 0.0, 0
         out = self.model.layers[-1]
-        for k in range(0, len(x), _EVAL_CHUNK):
-            a = self._forward(x[k:k + _EVAL_CHUNK], False)
-            t, c = self.ops.loss_and_correct(out._cache[1], a, y[k:k + _EVAL_CHUNK],
-                                             self.model._loss_code)
-            total += t
-            correct += c
+        with self.ops.running():
+            for k in range(0, len(x), _EVAL_CHUNK):
+                a = self._forward(x[k:k + _EVAL_CHUNK], False)
+                t, c = self.ops.loss_and_correct(out._cache[1], a, y[k:k + _EVAL_CHUNK],
+                                                 self.model._loss_code)
+                total += t
+                correct += c
         return total, correct
 
     def predict(self, x):

@@ -10,6 +10,9 @@ are C-contiguous and of the model's dtype, and live where the op set computes (`
 
 from __future__ import annotations
 
+import contextlib
+
+import numba
 import numpy as np
 
 _BLAS_FROM_BATCH = 32  # from this batch size on, matrix products go to BLAS (measured crossover)
@@ -23,6 +26,10 @@ class NumpyOps:
         self._dense, self._conv = dense, conv
 
     # data movement ----------------------------------------------------------
+    def running(self):
+        """Context for a run of many op calls (an epoch, an evaluation)."""
+        return contextlib.nullcontext()
+
     def upload(self, a):
         return a
 
@@ -105,6 +112,19 @@ class CpuOps(NumpyOps):
     """Numba kernels; matrix products of large batches go to BLAS."""
 
     name = "cpu"
+
+    @contextlib.contextmanager
+    def running(self):
+        """Numba's kernels run on one thread while a layer-by-layer epoch alternates them with
+        BLAS calls: OpenBLAS's threads spin after each product and starve Numba's OpenMP
+        threads (measured on the 2-core machine, book CNN at mini-batch 10: 13.6 ms per step
+        with both pools at 2 threads, 2.1 ms with Numba's at 1, 2.0 ms with OpenBLAS's at 1)."""
+        before = numba.get_num_threads()
+        numba.set_num_threads(1)
+        try:
+            yield
+        finally:
+            numba.set_num_threads(before)
 
     def __init__(self):
         from fastnet.kernels import conv_cpu, dense_cpu, sgd_cpu
