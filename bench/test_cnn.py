@@ -114,12 +114,6 @@ def _check(backend, x, labels, batch) -> float:
 def test_cnn_epoch(benchmark, mnist, backend, batch):
     require(backend)
     x, labels, _ = mnist
-    if backend == "cuda":
-        try:
-            _model("cuda").fit(x[:batch], labels[:batch], epochs=1, batch_size=batch, lr=LR,
-                               verbose=False)
-        except ValueError as exc:
-            pytest.skip(f"cuda: the CNN does not run through Model(device='cuda') yet: {exc}")
     margin = _check(backend, x, labels, batch)
 
     n_full = len(x)
