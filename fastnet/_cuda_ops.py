@@ -23,9 +23,10 @@ import contextlib
 import numpy as np
 
 from fastnet._cuda import require_cuda, to_device, to_host
+from fastnet.ops import ConvFamilyOps
 
 
-class CudaOps:
+class CudaOps(ConvFamilyOps):
     name = "cuda"
 
     def __init__(self):
@@ -95,21 +96,3 @@ class CudaOps:
         params − scale·grads (biases); in place on the device."""
         self._k.sgd_apply(params, grads, decayed, decay, scale)
 
-    # convolution family ----------------------------------------------------
-    def conv2d_forward(self, x, w, b):
-        return self._conv.conv2d_forward(x, w, b)
-
-    def conv2d_backward(self, x, w, dz, need_dx):
-        return self._conv.conv2d_backward(x, w, dz, need_dx)
-
-    def maxpool_forward(self, x, size):
-        return self._conv.maxpool_forward(x, size)
-
-    def maxpool_backward(self, dy, argmax, x_shape):
-        return self._conv.maxpool_backward(dy, argmax, x_shape)
-
-    def convpool_forward(self, x, w, b, pool, code):
-        return self._conv.convpool_forward(x, w, b, pool, code)
-
-    def convpool_backward(self, x, w, z, a, argmax, da, code, need_dx):
-        return self._conv.convpool_backward(x, w, z, a, argmax, da, code, need_dx)

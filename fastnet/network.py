@@ -397,7 +397,8 @@ class SigmoidNetwork:
         return nabla_b, nabla_w
 
     def _output_delta(self, z, a, y):
-        raise NotImplementedError
+        """δᴸ for one sample (the book's ``backprop``); each network class defines its own."""
+        raise TypeError(f"{type(self).__name__} does not define its output delta")
 
 
 class Network(SigmoidNetwork):

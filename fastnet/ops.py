@@ -18,7 +18,31 @@ import numpy as np
 _BLAS_FROM_BATCH = 32  # from this batch size on, matrix products go to BLAS (measured crossover)
 
 
-class NumpyOps:
+class ConvFamilyOps:
+    """The convolution family's ops, shared by every op set: each passes straight through to
+    the op set's ``_conv`` module (``fastnet.reference.conv``, ``kernels/conv_cpu.py`` or
+    ``kernels/conv_cuda.py``, which share these signatures)."""
+
+    def conv2d_forward(self, x, w, b):
+        return self._conv.conv2d_forward(x, w, b)
+
+    def conv2d_backward(self, x, w, dz, need_dx):
+        return self._conv.conv2d_backward(x, w, dz, need_dx)
+
+    def maxpool_forward(self, x, size):
+        return self._conv.maxpool_forward(x, size)
+
+    def maxpool_backward(self, dy, argmax, x_shape):
+        return self._conv.maxpool_backward(dy, argmax, x_shape)
+
+    def convpool_forward(self, x, w, b, pool, code):
+        return self._conv.convpool_forward(x, w, b, pool, code)
+
+    def convpool_backward(self, x, w, z, a, argmax, da, code, need_dx):
+        return self._conv.convpool_backward(x, w, z, a, argmax, da, code, need_dx)
+
+
+class NumpyOps(ConvFamilyOps):
     name = "numpy"
 
     def __init__(self):
@@ -87,25 +111,6 @@ class NumpyOps:
         if decay != 1.0:
             params[decayed] *= decay
         params -= scale * grads
-
-    # convolution family ----------------------------------------------------
-    def conv2d_forward(self, x, w, b):
-        return self._conv.conv2d_forward(x, w, b)
-
-    def conv2d_backward(self, x, w, dz, need_dx):
-        return self._conv.conv2d_backward(x, w, dz, need_dx)
-
-    def maxpool_forward(self, x, size):
-        return self._conv.maxpool_forward(x, size)
-
-    def maxpool_backward(self, dy, argmax, x_shape):
-        return self._conv.maxpool_backward(dy, argmax, x_shape)
-
-    def convpool_forward(self, x, w, b, pool, code):
-        return self._conv.convpool_forward(x, w, b, pool, code)
-
-    def convpool_backward(self, x, w, z, a, argmax, da, code, need_dx):
-        return self._conv.convpool_backward(x, w, z, a, argmax, da, code, need_dx)
 
 
 class CpuOps(NumpyOps):

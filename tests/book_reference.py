@@ -192,3 +192,29 @@ def book_load(filename):
     net.weights = [np.array(w) for w in data["weights"]]
     net.biases = [np.array(b) for b in data["biases"]]
     return net
+
+
+# ---------------------------------------------------------------------------- test helpers
+def seeded(cls, seed, *args, **kwargs):
+    """``cls(*args, **kwargs)`` built right after ``random.seed(seed)`` and
+    ``np.random.seed(seed)``, as a book script would."""
+    random.seed(seed)
+    np.random.seed(seed)
+    return cls(*args, **kwargs)
+
+
+def assert_same_params(net, book, rtol):
+    """Weights and biases elementwise relative, with an absolute floor far below the O(1)
+    weights for the few entries that happen to sit near zero."""
+    from helpers import assert_close
+    for l in range(len(book.weights)):
+        assert_close(net.weights[l], book.weights[l], rtol=rtol, atol=1e-12, name=f"weights[{l}]")
+        assert_close(net.biases[l], book.biases[l], rtol=rtol, atol=1e-12, name=f"biases[{l}]")
+
+
+def tiny_data(n=23, n_in=4, n_out=3, seed=0):
+    """(training pairs with one-hot columns, test pairs with int labels) of random data."""
+    rng = np.random.default_rng(seed)
+    xs = rng.random((n, n_in, 1))
+    labels = rng.integers(0, n_out, n)
+    return list(zip(xs, np.eye(n_out)[labels].reshape(n, n_out, 1))), list(zip(xs, labels))

@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import pytest
 
-from book_reference import BookNetwork
+from book_reference import BookNetwork, assert_same_params, seeded, tiny_data
 from fastnet import network
 from helpers import assert_close
 
@@ -23,27 +23,6 @@ def pairs(mnist):
     training = list(zip(x.reshape(-1, 784, 1), np.eye(10)[y].reshape(-1, 10, 1)))
     test = list(zip(xt.reshape(-1, 784, 1), yt))
     return training, test
-
-
-def seeded(cls, seed, *args, **kwargs):
-    random.seed(seed)
-    np.random.seed(seed)
-    return cls(*args, **kwargs)
-
-
-def assert_same_params(net, book, rtol):
-    # Elementwise relative, with an absolute floor far below the O(1) weights for the few
-    # entries that happen to sit near zero.
-    for l in range(len(book.weights)):
-        assert_close(net.weights[l], book.weights[l], rtol=rtol, atol=1e-12, name=f"weights[{l}]")
-        assert_close(net.biases[l], book.biases[l], rtol=rtol, atol=1e-12, name=f"biases[{l}]")
-
-
-def tiny_data(n=23, n_in=4, n_out=3, seed=0):
-    rng = np.random.default_rng(seed)
-    xs = rng.random((n, n_in, 1))
-    labels = rng.integers(0, n_out, n)
-    return list(zip(xs, np.eye(n_out)[labels].reshape(n, n_out, 1))), list(zip(xs, labels))
 
 
 # ---------------------------------------------------------------------------- parity

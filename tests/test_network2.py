@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from book_reference import (BookCrossEntropyCost, BookNetwork2, BookQuadraticCost, book_load,
-                            vectorized_result)
+                            vectorized_result, assert_same_params, seeded, tiny_data)
 from fastnet import network2
 from fastnet.backends import get_backend
 from fastnet.kernels.config import CROSS_ENTROPY
@@ -26,25 +26,6 @@ def pairs(mnist):
     training = list(zip(x.reshape(-1, 784, 1), np.eye(10)[y].reshape(-1, 10, 1)))
     validation = list(zip(xv.reshape(-1, 784, 1), yv))
     return training, validation
-
-
-def seeded(cls, seed, *args, **kwargs):
-    random.seed(seed)
-    np.random.seed(seed)
-    return cls(*args, **kwargs)
-
-
-def assert_same_params(net, book, rtol):
-    for l in range(len(book.weights)):
-        assert_close(net.weights[l], book.weights[l], rtol=rtol, atol=1e-12, name=f"weights[{l}]")
-        assert_close(net.biases[l], book.biases[l], rtol=rtol, atol=1e-12, name=f"biases[{l}]")
-
-
-def tiny_data(n=23, n_in=4, n_out=3, seed=0):
-    rng = np.random.default_rng(seed)
-    xs = rng.random((n, n_in, 1))
-    labels = rng.integers(0, n_out, n)
-    return list(zip(xs, np.eye(n_out)[labels].reshape(n, n_out, 1))), list(zip(xs, labels))
 
 
 # ---------------------------------------------------------------------------- parity

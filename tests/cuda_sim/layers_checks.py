@@ -61,8 +61,8 @@ def check_method_set():
     from fastnet.ops import NumpyOps
 
     def methods(cls):
-        return {n: list(inspect.signature(f).parameters) for n, f in vars(cls).items()
-                if callable(f) and not n.startswith("_")}
+        return {n: list(inspect.signature(getattr(cls, n)).parameters) for n in dir(cls)
+                if callable(getattr(cls, n)) and not n.startswith("_")}
     assert methods(CudaOps) == methods(NumpyOps)
     assert CudaOps.name == "cuda"
 
