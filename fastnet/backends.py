@@ -67,7 +67,10 @@ class CpuBackend(NumpyBackend):
         self._k = dense_cpu
 
     def train_epoch(self, params, layout, acts, loss, x, y, order, batch_size, lr, decay):
-        self._k.train_epoch(params, layout, acts, loss, x, y, order, batch_size, lr, decay)
+        """One epoch on ``dense_cpu.epoch_threads`` threads (2 on the 2-core machine for the
+        book's networks; 1 for small layers or with ``NUMBA_NUM_THREADS=1``)."""
+        self._k.train_epoch_threaded(params, layout, acts, loss, x, y, order, batch_size, lr,
+                                     decay, self._k.epoch_threads(layout, batch_size))
 
     def evaluate(self, params, layout, acts, loss, x, y):
         total, correct = self._k.evaluate(params, layout, acts, loss, x, y, _EVAL_CHUNK)

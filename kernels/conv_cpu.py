@@ -55,13 +55,13 @@ from numba import get_num_threads, njit, prange
 from . import config
 from .config import LINEAR, RELU, SIGMOID, SOFTPLUS, TANH
 
-_jit = njit(cache=config.CACHE, fastmath=config.FASTMATH, nogil=True)
+_jit = njit(**config.CPU_JIT)
 # Only explicit prange loops run in parallel: np.zeros and array expressions stay serial
 # (each would otherwise be a parallel region of its own).
 _PRANGE_ONLY = {"comprehension": False, "reduction": False, "inplace_binop": False,
                 "setitem": False, "numpy": False, "stencil": False, "fusion": False,
                 "prange": True}
-_pjit = njit(cache=config.CACHE, fastmath=config.FASTMATH, nogil=True, parallel=_PRANGE_ONLY)
+_pjit = njit(**config.CPU_JIT, parallel=_PRANGE_ONLY)
 
 
 # ---------------------------------------------------------------------------- scalar helpers

@@ -27,29 +27,43 @@ figures are minima / CPU times of single-threaded runs, ±10%):
   then stream through the 32 KB L1 for every row pair, which costs more than re-reading w from
   L2. Rows outer / samples inner: ~same forward, update 15.5 vs 13.7 µs. One row × ten samples
   update: 17.8 µs (load-bound).
-- Threads (``_layer0_step_par``, ``_LAYER0_CHUNKS`` > 1): layer 0's update(t) + forward(t+1)
-  split into row ranges, one parallel region per step (~1.5-2.5 µs each here). Not the
-  default: on this shared 2-core machine it never measured faster (best-window estimate fp32
-  bs 10 0.197 s vs 0.199 s single) and under load it collapses (1.3-7 s per epoch: every
-  region waits for a descheduled thread). Re-measure on an idle machine before enabling.
+- v3 (default on 2+ cores): ``train_epoch_threaded``, the same epoch on OS threads that stay
+  inside one compiled call for the whole epoch: thread t owns a range of layer 0's rows (its
+  update of step t and forward of step t+1), thread 0 alone runs the small layers above
+  (``_step_upper``), two spin barriers per step (``sync_cpu.barrier``, ~0.13 µs). Layer 0's
+  z, a and δ live in rows padded to whole cache lines, each thread writing whole lines of its
+  own (the unpadded first try lost ~3.5 µs per step to false sharing). Bit-identical to the
+  one-thread epoch. Idle machine, 2026-11-22, min of 5: fp32 bs 10 0.128 s (1 thread 0.190 s),
+  bs 100 0.109 s (0.174 s); fp64 bs 10 0.21-0.23 s (0.355 s), bs 100 0.204 s (0.345 s).
+  With another process spinning on one core the 2-thread epoch takes 0.28-0.41 s (fp32) — the
+  waits yield their core after ~4,000 spins, so it degrades instead of stalling; set
+  ``NUMBA_NUM_THREADS=1`` on a busy machine.
+- Tried, not kept: one OpenMP ``prange`` region per step for layer 0 (the previous threaded
+  variant): 1.5-10 µs per region to open and close, against ~35 µs of work per step, and an
+  epoch measured 0.189 s vs 0.212 s single (fp32 bs 10); under load every region waited for a
+  descheduled thread (1.3-7 s per epoch).
+- ``error_model="numpy"`` (``config.CPU_JIT``): without it every float division carries a
+  ZeroDivisionError branch that keeps the sigmoid loop scalar (1.15 µs for 10×10, now 0.45).
 All kernels use ``config.FASTMATH`` (reassociation and contraction only, no ``nnan``/``ninf``):
 the tests pass with margin under it, and NaN/inf checks stay meaningful.
 """
 
 import math
+import threading
 
+import numba
 import numpy as np
 from llvmlite import ir
-from numba import njit, prange, types
+from numba import njit, types
 from numba.extending import intrinsic
 
 from . import config
+from . import sync_cpu as _sync
 from .config import CROSS_ENTROPY, QUADRATIC, RELU, SIGMOID, SOFTMAX, SOFTPLUS, TANH
 
-_jit = njit(cache=config.CACHE, fastmath=config.FASTMATH, nogil=True)
+_jit = njit(**config.CPU_JIT)
 _NO_ROWS = np.empty(0, dtype=np.int64)
-_PAR_MIN_WORK = 100_000  # batch·n_in·n_out of layer 0 from which train_epoch uses threads
-_LAYER0_CHUNKS = 1  # >1: layer-0 row ranges run in parallel (2 = the 2-core target); see header  # "rows i = 0..m-1": read x in place
+_PAR_MIN_WORK = 100_000  # batch·n_in·n_out of layer 0 from which an epoch uses threads
 
 
 # ---------------------------------------------------------------------------- scalar helpers
@@ -163,6 +177,14 @@ def activate(z, a, code):
         for i in range(B):
             for j in range(n):
                 a[i, j] = z[i, j]
+
+
+@_jit
+def activate_flat(z, a, code):
+    """``activate`` for C-contiguous z, a[B, n] and an element-wise code (not softmax), as one
+    run of B·n elements: short rows (n = 10) otherwise leave the vector loop mostly idle."""
+    B, n = z.shape
+    activate(z.reshape((1, B * n)), a.reshape((1, B * n)), code)
 
 
 @_jit
@@ -280,8 +302,9 @@ def _xrow(x, rows, i):
 def _rows_forward(x, rows, m, w, b, z, j_lo, j_hi):
     """z[i, j] (overwritten) = x_i·w[j] + b[j] for j in [j_lo, j_hi), i < m, where x_i is
     ``_xrow(x, rows, i)``. Sample groups outside, rows inside: the five x rows of a group stay
-    in L1 while the weight rows stream past (x traffic, not w, is what limits this loop)."""
-    n = x.shape[1]
+    in L1 while the weight rows stream past (x traffic, not w, is what limits this loop). The
+    first n_in = w.shape[1] elements of each x row are read (rows may be longer)."""
+    n = w.shape[1]
     i = 0
     while i < m:
         if i + 5 <= m:
@@ -316,8 +339,8 @@ def _rows_forward(x, rows, m, w, b, z, j_lo, j_hi):
 def _rows_update(x, rows, m, delta, w, b, scale, decay, j_lo, j_hi):
     """w[j] ← decay·w[j] − scale·Σ_{i<m} δ[i, j]·x_i, b[j] −= scale·Σ_{i<m} δ[i, j], for j in
     [j_lo, j_hi), x_i = ``_xrow(x, rows, i)``; scale and decay are of w's dtype. Sample groups
-    outside, rows inside, as in ``_rows_forward``."""
-    n = x.shape[1]
+    outside, rows inside, as in ``_rows_forward``; x rows may be longer than w's."""
+    n = w.shape[1]
     for j in range(j_lo, j_hi):
         s = w.dtype.type(0)
         for i in range(m):
@@ -511,108 +534,213 @@ def _output_delta_rows(z, a, y, rows, loss, act, delta):
 
 
 @_jit
-def _layer0_step(x, rows_u, delta, rows_f, z, w, b, scale, decay, j_lo, j_hi):
-    """Layer 0, rows [j_lo, j_hi): the SGD update with mini-batch t (samples x[rows_u], its
-    deltas) then the forward of mini-batch t+1 (samples x[rows_f], into z). Rows are
-    independent, so this is step t's update followed by step t+1's forward, exactly, and
-    disjoint row ranges can run on different threads. Either part is skipped when its rows are
-    empty."""
+def _layer0_part(x, rows_u, delta, rows_f, z, a, w, b, scale, decay, act, j_lo, j_hi):
+    """Layer 0, rows [j_lo, j_hi) of w (columns of z, a, delta): the SGD update with mini-batch
+    t (samples x[rows_u], its deltas), then mini-batch t+1's forward (samples x[rows_f], into z)
+    and activation (into a). Rows are independent, so this is step t's update followed by step
+    t+1's forward, exactly, and disjoint row ranges can run on different threads. Either part
+    is skipped when its rows are empty."""
     if rows_u.shape[0] > 0:
         _rows_update(x, rows_u, rows_u.shape[0], delta, w, b, scale, decay, j_lo, j_hi)
-    if rows_f.shape[0] > 0:
+    if rows_f.shape[0] > 0 and j_hi > j_lo:
         _rows_forward(x, rows_f, rows_f.shape[0], w, b, z, j_lo, j_hi)
-
-
-@njit(cache=config.CACHE, fastmath=config.FASTMATH, nogil=True, parallel=True)
-def _layer0_step_par(x, rows_u, delta, rows_f, z, w, b, scale, decay, nchunks):
-    """``_layer0_step`` over all rows of w, split into ``nchunks`` row ranges run in parallel
-    (each range a multiple of 2 rows, the micro-kernels' block)."""
-    n_out = w.shape[0]
-    per = ((n_out + nchunks - 1) // nchunks + 1) // 2 * 2
-    for c in prange(nchunks):
-        lo = min(c * per, n_out)
-        hi = min(lo + per, n_out)
-        _layer0_step(x, rows_u, delta, rows_f, z, w, b, scale, decay, lo, hi)
+        if act != SOFTMAX:  # softmax needs whole rows: the caller applies it
+            # the last range runs on into the rows' padding (zeros): whole vectors, no tail
+            a_hi = z.shape[1] if j_hi == w.shape[0] else j_hi
+            if j_lo == 0 and a_hi == z.shape[1]:
+                activate_flat(z, a, act)
+            else:
+                activate(z[:, j_lo:a_hi], a[:, j_lo:a_hi], act)
 
 
 @_jit
-def _layer0(x, rows_u, delta, rows_f, z, w, b, scale, decay, nchunks):
-    if nchunks > 1:
-        _layer0_step_par(x, rows_u, delta, rows_f, z, w, b, scale, decay, nchunks)
-    else:
-        _layer0_step(x, rows_u, delta, rows_f, z, w, b, scale, decay, 0, w.shape[0])
+def _layer_offsets(layout, batch_size):
+    """offs[L+1]: layer l's rows in the flat workspaces start at offs[l]; offs[L] is their size."""
+    L = layout.shape[0]
+    offs = np.zeros(L + 1, dtype=np.int64)
+    for l in range(L):
+        offs[l + 1] = offs[l] + batch_size * layout[l, 1]
+    return offs
+
+
+_LINE = 64  # bytes per cache line
+
+
+@_jit
+def workspaces(layout, batch_size, x):
+    """The scratch arrays of an epoch, of x's dtype: ``(zs, activations, deltas)``, flat, with
+    layer l's (batch, n_out) rows at ``_layer_offsets(...)[l]``, and ``l0: (3, batch, stride)``,
+    layer 0's z, a and δ again with rows padded to whole cache lines and 64-byte aligned, where
+    threads write their own columns (so that two threads never write to one cache line)."""
+    size = _layer_offsets(layout, batch_size)[-1]
+    zs = np.empty(size, dtype=x.dtype)
+    acts_buf = np.empty(size, dtype=x.dtype)
+    deltas = np.empty(size, dtype=x.dtype)
+    per_line = _LINE // x.itemsize
+    stride = (layout[0, 1] + per_line - 1) // per_line * per_line
+    n = 3 * batch_size * stride
+    raw = np.zeros(n + per_line, dtype=x.dtype)
+    skip = ((-raw.ctypes.data) % _LINE) // x.itemsize
+    l0 = raw[skip:skip + n].reshape((3, batch_size, stride))
+    return zs, acts_buf, deltas, l0
+
+
+@_jit
+def _copy_cols(src, dst):
+    """dst[i, j] = src[i, j] for the rows of dst and the columns of the narrower of the two."""
+    n = min(src.shape[1], dst.shape[1])
+    for i in range(dst.shape[0]):
+        for j in range(n):
+            dst[i, j] = src[i, j]
+
+
+@_jit
+def _step_upper(params, layout, acts, loss, y, rows, offs, ws, lr, decay):
+    """One mini-batch (samples ``rows``) above layer 0, whose z and a are already in the
+    workspaces ``ws = (zs, activations, deltas)``: the forward of layers 1.., every layer's delta
+    (layer 0's included), each taken before any weight changes, then the SGD updates of layers
+    1.. (layer 0's update is ``_layer0_part``'s)."""
+    zs, acts_buf, deltas, _ = ws
+    L = layout.shape[0]
+    m = rows.shape[0]
+    no_rows = rows[:0]
+    for l in range(1, L):
+        n_in, n_out, w_off, b_off = layout[l, 0], layout[l, 1], layout[l, 2], layout[l, 3]
+        o, op = offs[l], offs[l - 1]
+        z = zs[o:o + m * n_out].reshape((m, n_out))
+        ap = acts_buf[op:op + m * n_in].reshape((m, n_in))
+        w = params[w_off:w_off + n_out * n_in].reshape((n_out, n_in))
+        _rows_forward(ap, no_rows, m, w, params[b_off:b_off + n_out], z, 0, n_out)
+        a = acts_buf[o:o + m * n_out].reshape((m, n_out))
+        if acts[l] == SOFTMAX:
+            activate(z, a, SOFTMAX)
+        else:
+            activate_flat(z, a, acts[l])
+    for l in range(L - 1, -1, -1):
+        n_in, n_out, w_off = layout[l, 0], layout[l, 1], layout[l, 2]
+        o = offs[l]
+        z = zs[o:o + m * n_out].reshape((m, n_out))
+        a = acts_buf[o:o + m * n_out].reshape((m, n_out))
+        d = deltas[o:o + m * n_out].reshape((m, n_out))
+        if l == L - 1:
+            _output_delta_rows(z, a, y, rows, loss, acts[l], d)
+        if l > 0:
+            op = offs[l - 1]
+            w = params[w_off:w_off + n_out * n_in].reshape((n_out, n_in))
+            hidden_delta(d, w, zs[op:op + m * n_in].reshape((m, n_in)),
+                         acts_buf[op:op + m * n_in].reshape((m, n_in)), acts[l - 1],
+                         deltas[op:op + m * n_in].reshape((m, n_in)))
+    scale = params.dtype.type(lr / m)
+    for l in range(1, L):
+        n_in, n_out, w_off, b_off = layout[l, 0], layout[l, 1], layout[l, 2], layout[l, 3]
+        op, o = offs[l - 1], offs[l]
+        _rows_update(acts_buf[op:op + m * n_in].reshape((m, n_in)), no_rows, m,
+                     deltas[o:o + m * n_out].reshape((m, n_out)),
+                     params[w_off:w_off + n_out * n_in].reshape((n_out, n_in)),
+                     params[b_off:b_off + n_out], scale, decay, 0, n_out)
+
+
+@_jit
+def _epoch_worker(tid, nthreads, sync, params, layout, acts, loss, x, y, order, batch_size, lr,
+                  decay, ws):
+    """Thread ``tid`` of ``nthreads`` running one epoch together (``train_epoch`` is the case
+    nthreads = 1). Thread t owns an even-sized range of layer 0's rows (the wide layer: its
+    update and forward are most of the work) and runs ``_layer0_part`` on it; thread 0 alone
+    runs ``_step_upper``. Two barriers per mini-batch: after layer 0's forward (thread 0 needs
+    all of a⁰) and after the deltas (every thread needs its columns of δ⁰)."""
+    N = order.shape[0]
+    T = params.dtype.type
+    dec = T(decay)
+    offs = _layer_offsets(layout, batch_size)
+    zs, acts_buf, deltas, l0 = ws
+    z0p, a0p, d0p = l0[0], l0[1], l0[2]  # layer 0 in padded rows: threads write columns here
+    n0, h0, w0_off, b0_off = layout[0, 0], layout[0, 1], layout[0, 2], layout[0, 3]
+    w0 = params[w0_off:w0_off + h0 * n0].reshape((h0, n0))
+    b0 = params[b0_off:b0_off + h0]
+    per = (h0 + nthreads - 1) // nthreads
+    if nthreads > 1:  # whole cache lines of the padded rows, else the micro-kernels' 2-row blocks
+        per_line = _LINE // x.itemsize
+        per = (per + per_line - 1) // per_line * per_line
+    per = (per + 1) // 2 * 2
+    lo = min(tid * per, h0)
+    hi = min(lo + per, h0)
+    no_rows = order[:0]
+    gen = 0
+    m = min(batch_size, N)  # step 0's layer-0 forward; later ones follow the previous update
+    _layer0_part(x, no_rows, d0p[:m], order[:m], z0p[:m], a0p[:m], w0, b0, T(0), dec, acts[0],
+                 lo, hi)
+    for k in range(0, N, batch_size):
+        m = min(batch_size, N - k)
+        gen = _sync.barrier(sync, nthreads, gen)  # a⁰ of this step complete
+        if _sync.aborted(sync):
+            return
+        if tid == 0:
+            z0 = zs[:m * h0].reshape((m, h0))
+            a0 = acts_buf[:m * h0].reshape((m, h0))
+            _copy_cols(z0p, z0)
+            if acts[0] == SOFTMAX:
+                activate(z0, a0, SOFTMAX)
+            else:
+                _copy_cols(a0p, a0)
+            _step_upper(params, layout, acts, loss, y, order[k:k + m], offs, ws, lr, dec)
+            _copy_cols(deltas[:m * h0].reshape((m, h0)), d0p[:m])
+        gen = _sync.barrier(sync, nthreads, gen)  # δ⁰ complete, layers 1.. updated
+        if _sync.aborted(sync):
+            return
+        kn = k + m
+        mn = min(batch_size, N - kn) if kn < N else 0
+        _layer0_part(x, order[k:k + m], d0p[:m], order[kn:kn + mn], z0p[:mn], a0p[:mn], w0, b0,
+                     T(lr / m), dec, acts[0], lo, hi)
 
 
 @_jit
 def train_epoch(params, layout, acts, loss, x, y, order, batch_size, lr, decay):
-    """One epoch of mini-batch SGD in place on ``params`` (see docs/design.md): mini-batches are
-    consecutive slices of ``order``; the last one may be shorter. x[N, n0], y[N, nL].
+    """One epoch of mini-batch SGD in place on ``params`` (see docs/design.md), on this thread:
+    mini-batches are consecutive slices of ``order``; the last one may be shorter. x[N, n0],
+    y[N, nL]. Samples are read from x through ``order`` (no gather); layer 0's update of step
+    t and forward of step t+1 run as one pass (``_layer0_part``)."""
+    ws = workspaces(layout, batch_size, x)
+    _epoch_worker(0, 1, np.zeros(_sync.SYNC_SIZE, dtype=np.int64), params, layout, acts, loss,
+                  x, y, order, batch_size, lr, decay, ws)
 
-    Samples are read from x through ``order`` (no gather). Layer 0 (the wide one) runs as
-    ``_layer0_step``: step t's update and step t+1's forward in one call (one parallel region
-    when threaded); the other layers run forward, then all deltas, then their updates."""
-    N = order.shape[0]  # as the reference: len(order) samples (normally N, a permutation)
-    L = layout.shape[0]
-    T = params.dtype.type
-    dec = T(decay)
-    offs = np.zeros(L + 1, dtype=np.int64)  # layer l's rows in the workspaces start here
-    for l in range(L):
-        offs[l + 1] = offs[l] + batch_size * layout[l, 1]
-    zs = np.empty(offs[L], dtype=x.dtype)
-    acts_buf = np.empty(offs[L], dtype=x.dtype)
-    deltas = np.empty(offs[L], dtype=x.dtype)
-    n0, h0, w0_off, b0_off = layout[0, 0], layout[0, 1], layout[0, 2], layout[0, 3]
-    w0 = params[w0_off:w0_off + h0 * n0].reshape((h0, n0))
-    b0 = params[b0_off:b0_off + h0]
-    no_rows = order[:0]
-    # threads for layer 0 when a step's layer-0 work (~2·batch·n0·h0 flops) pays for a
-    # parallel region (~2 µs); chunks of at least two rows
-    nchunks = min(_LAYER0_CHUNKS, h0 // 2)
+
+def epoch_threads(layout, batch_size):
+    """How many threads ``train_epoch_threaded`` should use: Numba's thread count (the cores,
+    or ``NUMBA_NUM_THREADS``), at most one per two rows of layer 0, and 1 when a mini-batch's
+    layer-0 work is too small to pay for two barriers per step."""
+    n0, h0 = int(layout[0, 0]), int(layout[0, 1])
     if batch_size * n0 * h0 < _PAR_MIN_WORK:
-        nchunks = 1
-    # step 0's layer-0 forward; later ones are fused with the previous update
-    m = min(batch_size, N)
-    _layer0(x, no_rows, deltas[:h0 * m].reshape((m, h0)), order[:m],
-            zs[:m * h0].reshape((m, h0)), w0, b0, T(0), dec, nchunks)
-    for k in range(0, N, batch_size):
-        m = min(batch_size, N - k)
-        # forward from layer 0's z, computed by the previous step
-        for l in range(L):
-            n_in, n_out, w_off, b_off = layout[l, 0], layout[l, 1], layout[l, 2], layout[l, 3]
-            o = offs[l]
-            z = zs[o:o + m * n_out].reshape((m, n_out))
-            a = acts_buf[o:o + m * n_out].reshape((m, n_out))
-            if l > 0:
-                op = offs[l - 1]
-                ap = acts_buf[op:op + m * n_in].reshape((m, n_in))
-                w = params[w_off:w_off + n_out * n_in].reshape((n_out, n_in))
-                _rows_forward(ap, no_rows, m, w, params[b_off:b_off + n_out], z, 0, n_out)
-            activate(z, a, acts[l])
-        # all deltas, each taken before any weight changes
-        for l in range(L - 1, -1, -1):
-            n_in, n_out, w_off = layout[l, 0], layout[l, 1], layout[l, 2]
-            o = offs[l]
-            z = zs[o:o + m * n_out].reshape((m, n_out))
-            a = acts_buf[o:o + m * n_out].reshape((m, n_out))
-            d = deltas[o:o + m * n_out].reshape((m, n_out))
-            if l == L - 1:
-                _output_delta_rows(z, a, y, order[k:k + m], loss, acts[l], d)
-            if l > 0:
-                op = offs[l - 1]
-                w = params[w_off:w_off + n_out * n_in].reshape((n_out, n_in))
-                hidden_delta(d, w, zs[op:op + m * n_in].reshape((m, n_in)),
-                             acts_buf[op:op + m * n_in].reshape((m, n_in)), acts[l - 1],
-                             deltas[op:op + m * n_in].reshape((m, n_in)))
-        # updates of layers 1.., then layer 0 fused with the next step's layer-0 forward
-        scale = T(lr / m)
-        for l in range(1, L):
-            n_in, n_out, w_off, b_off = layout[l, 0], layout[l, 1], layout[l, 2], layout[l, 3]
-            op, o = offs[l - 1], offs[l]
-            _rows_update(acts_buf[op:op + m * n_in].reshape((m, n_in)), no_rows, m,
-                         deltas[o:o + m * n_out].reshape((m, n_out)),
-                         params[w_off:w_off + n_out * n_in].reshape((n_out, n_in)),
-                         params[b_off:b_off + n_out], scale, dec, 0, n_out)
-        kn = k + m
-        mn = min(batch_size, N - kn) if kn < N else 0
-        _layer0(x, order[k:k + m], deltas[:m * h0].reshape((m, h0)), order[kn:kn + mn],
-                zs[:mn * h0].reshape((mn, h0)), w0, b0, scale, dec, nchunks)
+        return 1
+    return max(1, min(numba.get_num_threads(), h0 // 2))
+
+
+def train_epoch_threaded(params, layout, acts, loss, x, y, order, batch_size, lr, decay,
+                         nthreads):
+    """``train_epoch`` on ``nthreads`` OS threads (this one and nthreads − 1 started here),
+    synchronised by ``sync_cpu.barrier``; the same arithmetic, so the same result as
+    ``train_epoch`` up to the order of a few vectorised sums. The kernels release the GIL. An
+    exception in any thread stops the others and is raised here."""
+    if nthreads <= 1:
+        train_epoch(params, layout, acts, loss, x, y, order, batch_size, lr, decay)
+        return
+    ws = workspaces(layout, batch_size, x)
+    sync = np.zeros(_sync.SYNC_SIZE, dtype=np.int64)
+    errors = []
+
+    def run(tid):
+        try:
+            _epoch_worker(tid, nthreads, sync, params, layout, acts, loss, x, y, order,
+                          batch_size, lr, decay, ws)
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller below
+            sync[_sync.ABORT] = 1
+            errors.append(e)
+
+    helpers = [threading.Thread(target=run, args=(t,), name=f"fastnet-epoch-{t}", daemon=True)
+               for t in range(1, nthreads)]
+    for t in helpers:
+        t.start()
+    run(0)
+    for t in helpers:
+        t.join()
+    if errors:
+        raise errors[0]

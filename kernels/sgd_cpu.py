@@ -9,7 +9,7 @@ from numba import njit
 from . import config
 
 
-@njit(cache=config.CACHE, fastmath=config.FASTMATH, nogil=True)
+@njit(**config.CPU_JIT)
 def sgd_apply(params, grads, decayed, decay, scale):
     """params[P] (updated in place) ← decay·params − scale·grads where decayed[P] (bool:
     weights), params − scale·grads elsewhere (biases); one pass over the buffer."""

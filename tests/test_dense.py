@@ -115,6 +115,7 @@ NETS = [  # sizes, activations, loss
     ([6, 7, 5, 3], [TANH, RELU, SOFTMAX], LOG_LIKELIHOOD),
     ([3, 9, 2], [SOFTPLUS, SIGMOID], CROSS_ENTROPY),
     ([4, 3], [LINEAR], QUADRATIC),
+    ([7, 5], [SOFTMAX], LOG_LIKELIHOOD),
     ([784, 30, 10], [SIGMOID, SIGMOID], QUADRATIC),
 ]
 
@@ -163,23 +164,50 @@ def test_evaluate_and_predict(sizes, acts, loss, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("m_u,m_f,n_out,nchunks", [(10, 10, 30, 2), (3, 7, 9, 3), (0, 5, 4, 2),
-                                                    (6, 0, 5, 2)])
-def test_layer0_step_parallel_matches_serial(m_u, m_f, n_out, nchunks, dtype):
-    """The threaded layer-0 step (row ranges in parallel) equals the serial one exactly."""
-    rng = np.random.default_rng(m_u * 100 + m_f * 10 + n_out)
-    x = rand(rng, (40, 13), dtype)
-    order = rng.permutation(40).astype(np.int64)
-    rows_u, rows_f = order[:m_u], order[m_u:m_u + m_f]
-    w, b = rand(rng, (n_out, 13), dtype), rand(rng, n_out, dtype)
-    d = rand(rng, (max(m_u, 1), n_out), dtype)
-    z1, z2 = np.zeros((m_f, n_out), dtype), np.zeros((m_f, n_out), dtype)
-    w2, b2 = w.copy(), b.copy()
-    K._layer0_step(x, rows_u, d, rows_f, z1, w, b, dtype(0.1), dtype(0.99), 0, n_out)
-    K._layer0_step_par(x, rows_u, d, rows_f, z2, w2, b2, dtype(0.1), dtype(0.99), nchunks)
-    assert_close(w2, w, rtol=0, atol=0, name="w")
-    assert_close(b2, b, rtol=0, atol=0, name="b")
-    assert_close(z2, z1, rtol=0, atol=0, name="z")
+@pytest.mark.parametrize("sizes,acts,loss", NETS)
+@pytest.mark.parametrize("batch_size,nthreads", [(1, 2), (3, 2), (10, 3), (4, 8)])
+def test_train_epoch_threaded_matches_one_thread(sizes, acts, loss, batch_size, nthreads, dtype):
+    """The threaded epoch (layer-0 rows split over OS threads, two barriers per step) gives
+    the same parameters as the one-thread epoch, bit for bit: each element is computed by the
+    same code in the same order. nthreads = 8 leaves some threads without rows (and softmax
+    on layer 0, in the one-layer nets, must still see whole rows)."""
+    layout, params, rng = make_net(sizes, dtype, 11 + batch_size)
+    acts = np.array(acts, dtype=np.int64)
+    N = 29
+    x = rand(rng, (N, sizes[0]), dtype)
+    y = one_hot(rng.integers(0, sizes[-1], N), sizes[-1], dtype)
+    order = rng.permutation(N)
+    one = params.copy()
+    K.train_epoch(one, layout, acts, loss, x, y, order, batch_size, 0.5, 0.99)
+    K.train_epoch_threaded(params, layout, acts, loss, x, y, order, batch_size, 0.5, 0.99,
+                           nthreads)
+    assert_close(params, one, rtol=0, atol=0, name="params")
+
+
+def test_epoch_threads_choice():
+    """Threads only where a step's layer-0 work pays for two barriers, at most one per two
+    layer-0 rows, and never more than Numba's thread count."""
+    import numba
+    big, small = R.layout_for([784, 30, 10]), R.layout_for([20, 6, 3])
+    assert K.epoch_threads(small, 10) == 1
+    assert K.epoch_threads(big, 10) == min(numba.get_num_threads(), 15)
+    assert K.epoch_threads(R.layout_for([784, 2, 10]), 100) == 1
+    numba.set_num_threads(1)
+    try:
+        assert K.epoch_threads(big, 10) == 1
+    finally:
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+
+
+def test_threaded_epoch_error_reaches_caller():
+    """A failure in the compiled epoch (here a type error at dispatch, in every thread) is
+    raised in the caller, and no thread is left waiting at a barrier."""
+    layout = R.layout_for([784, 30, 10])
+    params = np.zeros(R.n_params(layout), np.float32)
+    x, y = np.zeros((20, 784), np.float32), np.zeros((20, 10), np.float32)
+    with pytest.raises(Exception):
+        K.train_epoch_threaded(params, layout, np.ones(2, np.int64), 0, x, y,
+                               np.arange(20.0), 10, 0.5, 1.0, 2)  # float order: no such kernel
 
 
 # ---------------------------------------------------------------------------- reference
