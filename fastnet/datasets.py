@@ -423,3 +423,30 @@ def load_mnist_pickle(path: PathLike) -> tuple[Split, Split, Split]:
             raise ValueError(f"{name}: {label} labels must be integers in 0..9")
         out.append((np.ascontiguousarray(x, np.float32), np.ascontiguousarray(y, np.int64)))
     return out[0], out[1], out[2]
+
+
+def expand_by_shifts(x, y, *, seed: int | None = 0) -> Split:
+    """The book's ``expand_mnist.py``: each 28×28 image, then its four copies shifted by one
+    pixel (down, up, right, left; the pixels shifted in are 0), all the pairs shuffled once.
+
+    ``x``: float (n, 784) images, ``y``: (n,) labels. Returns ``(x5, y5)`` with 5n rows, the
+    same dtypes. ``seed`` seeds the shuffle (NumPy's generator; ``None``: fresh entropy). The
+    book shuffles with Python's ``random``, so the order differs from a book run; the set of
+    images is the same."""
+    x = np.asarray(x)
+    y = np.asarray(y)
+    if x.ndim != 2 or x.shape[1] != 784:
+        raise ValueError(f"x must be MNIST images of shape (n, 784), got {x.shape}")
+    if y.shape != (x.shape[0],):
+        raise ValueError(f"y must be labels of shape ({x.shape[0]},), got {y.shape}")
+    img = x.reshape(-1, 28, 28)
+    out = np.zeros((x.shape[0], 5, 28, 28), dtype=x.dtype)
+    out[:, 0] = img
+    out[:, 1, 1:, :] = img[:, :-1, :]  # down: row 0 is new
+    out[:, 2, :-1, :] = img[:, 1:, :]  # up: row 27 is new
+    out[:, 3, :, 1:] = img[:, :, :-1]  # right: column 0 is new
+    out[:, 4, :, :-1] = img[:, :, 1:]  # left: column 27 is new
+    x5 = out.reshape(-1, 784)
+    y5 = np.repeat(y, 5)
+    perm = np.random.default_rng(seed).permutation(len(y5))
+    return x5[perm], y5[perm]

@@ -534,3 +534,23 @@ def test_pickle_loader_truncated_and_malformed(tmp_path):
     f.write_bytes(pickle.dumps(((x, np.zeros(2, np.int64)),) * 3, protocol=2))
     with pytest.raises(ValueError, match=r"train split has shapes \(2, 10\)"):
         load_mnist_pickle(f)
+
+
+def test_expand_by_shifts():
+    """Five rows per image: the image and its four one-pixel shifts, zeros shifted in."""
+    from fastnet.datasets import expand_by_shifts
+    rng = np.random.default_rng(0)
+    x = rng.random((3, 784)).astype(np.float32)
+    y = np.array([4, 7, 1])
+    x5, y5 = expand_by_shifts(x, y, seed=1)
+    assert x5.shape == (15, 784) and x5.dtype == np.float32 and sorted(y5) == [1] * 5 + [4] * 5 + [7] * 5
+    img = x[1].reshape(28, 28)
+    got = {tuple(np.round(r, 6)) for r, lab in zip(x5, y5) if lab == 7}
+    down = np.zeros((28, 28), np.float32)
+    down[1:] = img[:-1]
+    left = np.zeros((28, 28), np.float32)
+    left[:, :-1] = img[:, 1:]
+    for want in (img, down, left):
+        assert tuple(np.round(want.ravel(), 6)) in got
+    with pytest.raises(ValueError, match="784"):
+        expand_by_shifts(x[:, :100], y)
