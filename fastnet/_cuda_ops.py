@@ -84,8 +84,8 @@ class CudaOps(ConvFamilyOps):
     def output_delta(self, z, a, y, loss, code):
         return self._k.output_delta(z, a, y, loss, code)
 
-    def dense_backward(self, x, w, dz, need_dx):
-        """(dx or None, Σ∇w, Σ∇b) for z = x @ w.T + b."""
+    def dense_backward(self, x, w, dz, need_dx, out=None):
+        """(dx or None, Σ∇w, Σ∇b) for z = x @ w.T + b (``out`` is ignored: new arrays)."""
         return self._k.dense_backward(x, w, dz, need_dx)
 
     def loss_and_correct(self, z, a, y, loss):

@@ -99,9 +99,10 @@ class Dense(Layer):
         """``dout`` is ∂C/∂a, or ∂C/∂z when ``is_dz`` (the output layer's delta)."""
         x, z, a = self._cache
         dz = dout if is_dz else ops.act_backward(z, a, ACTIVATIONS[self.activation], dout)
-        dx, gw, gb = ops.dense_backward(x, p["w"], dz, need_dx)
-        ops.assign(g["w"], gw)
-        ops.assign(g["b"], gb)
+        dx, gw, gb = ops.dense_backward(x, p["w"], dz, need_dx, out=(g["w"], g["b"]))
+        if gw is not g["w"]:
+            ops.assign(g["w"], gw)
+            ops.assign(g["b"], gb)
         return dx
 
     def __repr__(self):

@@ -54,7 +54,7 @@ import threading
 import numba
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import njit, prange, types
 from numba.extending import intrinsic
 
 from . import config
@@ -440,6 +440,84 @@ def dense_update(x, delta, w, b, scale, decay):
     b ← b − scale·Σ_b δ, for x[B, n_in], delta[B, n_out]; scale = lr/m."""
     _rows_update(x, _NO_ROWS, x.shape[0], delta, w, b, w.dtype.type(scale),
                  w.dtype.type(decay), 0, w.shape[0])
+
+
+# ---------------------------------------------------------------------------- layer by layer
+# The layer-by-layer path (models with conv layers) calls these once per layer and step; they
+# split the work into ``nthreads`` row or column ranges under ``prange`` (one parallel region
+# per call: ~2-10 µs, against 100 µs-5 ms of work for the book's 2880→100 layer).
+_pjit = njit(**config.CPU_JIT, parallel={"comprehension": False, "reduction": False,
+                                         "inplace_binop": False, "setitem": False,
+                                         "numpy": False, "stencil": False, "fusion": False,
+                                         "prange": True})
+
+
+@_jit
+def _split(n, nthreads, c, align):
+    """Range c of n items cut into nthreads ranges, each a multiple of ``align`` long."""
+    per = ((n + nthreads - 1) // nthreads + align - 1) // align * align
+    lo = min(c * per, n)
+    return lo, min(lo + per, n)
+
+
+@_jit
+def _axpy_4(d, a0, a1, a2, a3, w0, w1, w2, w3):
+    """d[k] += a0·w0[k] + a1·w1[k] + a2·w2[k] + a3·w3[k] over d's length (1-D slices: a
+    loop over range(lo, hi) with signed indices would not vectorise)."""
+    for k in range(d.shape[0]):
+        d[k] += a0 * w0[k] + a1 * w1[k] + a2 * w2[k] + a3 * w3[k]
+
+
+@_jit
+def _rows_backprop(dz, w, dx, k_lo, k_hi):
+    """dx[i, k] (overwritten) = Σ_j dz[i, j]·w[j, k] for k in [k_lo, k_hi) and every row i of
+    dz: dx = dz @ w on a column range. Tiles of 512 columns keep w's tile in L2 and the dx
+    row in L1; four w rows per pass over a row (5 loads, 4 FMAs per vector)."""
+    m, n_out = dz.shape
+    for t in range(k_lo, k_hi, 512):
+        te = min(t + 512, k_hi)
+        for i in range(m):
+            d = dx[i, t:te]
+            d[:] = 0
+            j = 0
+            while j + 4 <= n_out:
+                _axpy_4(d, dz[i, j], dz[i, j + 1], dz[i, j + 2], dz[i, j + 3], w[j, t:te],
+                        w[j + 1, t:te], w[j + 2, t:te], w[j + 3, t:te])
+                j += 4
+            while j < n_out:
+                _axpy_1x1(d, -dz[i, j], w[j, t:te], te - t)
+                j += 1
+
+
+@_pjit
+def dense_forward_par(x, w, b, z, nthreads):
+    """``dense_forward`` with w's rows split over ``nthreads`` threads."""
+    for c in prange(nthreads):
+        lo, hi = _split(w.shape[0], nthreads, c, 2)
+        if hi > lo:
+            _rows_forward(x, _NO_ROWS, x.shape[0], w, b, z, lo, hi)
+
+
+@_pjit
+def dense_backward_par(x, w, dz, dx, gw, gb, need_dx, nthreads):
+    """The gradients of z = x @ w.T + b: gw[n_out, n_in] (overwritten) = dzᵀ @ x, gb[n_out]
+    (overwritten) = Σ_i dz[i], and, when ``need_dx``, dx[B, n_in] (overwritten) = dz @ w.
+    Thread c takes a range of w's rows for gw, gb and a range of its columns for dx."""
+    m = x.shape[0]
+    zero, minus_one = gw.dtype.type(0), gw.dtype.type(-1)
+    for c in prange(nthreads):
+        lo, hi = _split(w.shape[0], nthreads, c, 2)
+        for j in range(lo, hi):
+            gb[j] = zero
+            gj = gw[j]
+            for k in range(gj.shape[0]):
+                gj[k] = zero
+        if hi > lo:  # g ← 1·g − (−1)·Σ dz·x: the update kernel, accumulating the gradient
+            _rows_update(x, _NO_ROWS, m, dz, gw, gb, minus_one, gw.dtype.type(1), lo, hi)
+        if need_dx:
+            k_lo, k_hi = _split(w.shape[1], nthreads, c, 16)
+            if k_hi > k_lo:
+                _rows_backprop(dz, w, dx, k_lo, k_hi)
 
 
 # ---------------------------------------------------------------------------- costs

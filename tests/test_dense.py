@@ -110,6 +110,30 @@ def test_dense_update(B, n_in, n_out, decay, dtype):
     assert_close(b, eb.astype(dtype), **TOL[dtype], name="b")
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("B,n_in,n_out", SHAPES + [(10, 2880, 100), (3, 1000, 7)])
+@pytest.mark.parametrize("nthreads", [1, 2, 3])
+def test_dense_forward_backward_par(B, n_in, n_out, nthreads, dtype):
+    """The layer-by-layer path's threaded kernels: z = x·wᵀ + b; dx = dz·w, gw = dzᵀ·x,
+    gb = Σdz (the outputs start as garbage: they must be overwritten, not accumulated)."""
+    rng = np.random.default_rng(B * 7 + n_in + n_out)
+    x, w, b = rand(rng, (B, n_in), dtype), rand(rng, (n_out, n_in), dtype), rand(rng, n_out, dtype)
+    dz = rand(rng, (B, n_out), dtype)
+    z = np.full((B, n_out), np.nan, dtype)
+    K.dense_forward_par(x, w, b, z, nthreads)
+    x64, w64, dz64 = x.astype(np.float64), w.astype(np.float64), dz.astype(np.float64)
+    assert_close(z, (x64 @ w64.T + b).astype(dtype), **TOL[dtype], name="z")
+    dx, gw, gb = (np.full(s, np.nan, dtype) for s in ((B, n_in), (n_out, n_in), n_out))
+    K.dense_backward_par(x, w, dz, dx, gw, gb, True, nthreads)
+    tol = TOL[dtype] if dtype == np.float64 else dict(rtol=5e-4, atol=5e-5)  # sums of 2880
+    assert_close(dx, (dz64 @ w64).astype(dtype), **tol, name="dx")
+    assert_close(gw, (dz64.T @ x64).astype(dtype), **tol, name="gw")
+    assert_close(gb, dz64.sum(0).astype(dtype), **tol, name="gb")
+    dx_untouched = np.full((B, n_in), 7.0, dtype)
+    K.dense_backward_par(x, w, dz, dx_untouched, gw, gb, False, nthreads)
+    assert (dx_untouched == 7.0).all()
+
+
 NETS = [  # sizes, activations, loss
     ([5, 4, 3], [SIGMOID, SIGMOID], QUADRATIC),
     ([6, 7, 5, 3], [TANH, RELU, SOFTMAX], LOG_LIKELIHOOD),

@@ -137,7 +137,8 @@ def test_wrong_image_shape_is_rejected():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("decay", [1.0, 0.99])
-def test_sgd_apply(dtype, decay):
+@pytest.mark.parametrize("nthreads", [1, 2, 5])
+def test_sgd_apply(dtype, decay, nthreads):
     from fastnet.kernels.sgd_cpu import sgd_apply
     from fastnet.ops import get_ops
     rng = np.random.default_rng(0)
@@ -145,5 +146,5 @@ def test_sgd_apply(dtype, decay):
     mask = rng.random(37) > 0.5
     expected = p.copy()
     get_ops("numpy").sgd_apply(expected, g, mask, decay, 0.1)
-    sgd_apply(p, g, mask, dtype(decay), dtype(0.1))
+    sgd_apply(p, g, mask, dtype(decay), dtype(0.1), nthreads)
     assert_close(p, expected, rtol=1e-6 if dtype == np.float32 else 1e-15, atol=1e-7)
