@@ -3,10 +3,11 @@ path (the fused dense epoch applies its update inside ``dense_cpu.dense_update``
 
 Twin: ``fastnet.ops.NumpyOps.sgd_apply``. Tests: ``tests/test_layers.py``.
 
-One pass over the buffer, split into ``nthreads`` contiguous ranges under ``prange``: the pass
-is memory-bound (the book CNN's 290,000 parameters: 0.30 ms per step on one thread, float32,
-mini-batch 10, read back from the other core's cache after the threaded backward), and two
-threads move about twice the bytes.
+One pass over the buffer, split into ``nthreads`` contiguous ranges under ``prange``. Each
+range's loop runs over slices: ``for i in range(lo, hi)`` indexes with a signed integer that
+might be negative, Numba's wraparound check then stays in the loop and LLVM leaves it scalar
+(the book CNN's 290,000 float32 parameters: 322 µs on one thread that way, 57-65 µs with
+slices; 39 µs on two threads).
 """
 
 from numba import njit, prange
@@ -28,10 +29,11 @@ def sgd_apply(params, grads, decayed, decay, scale, nthreads):
     for c in prange(nthreads):
         lo = min(c * per, n)
         hi = min(lo + per, n)
+        p, g, d = params[lo:hi], grads[lo:hi], decayed[lo:hi]  # slices: the loops vectorise
         if decay == 1:
-            for i in range(lo, hi):
-                params[i] -= scale * grads[i]
+            for i in range(p.shape[0]):
+                p[i] -= scale * g[i]
         else:
-            for i in range(lo, hi):
-                p = params[i] * decay if decayed[i] else params[i]
-                params[i] = p - scale * grads[i]
+            for i in range(p.shape[0]):
+                v = p[i] * decay if d[i] else p[i]
+                p[i] = v - scale * g[i]
