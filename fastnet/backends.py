@@ -17,6 +17,7 @@ Nothing here compiles or touches a GPU at import.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 BACKENDS = ("numpy", "cpu", "cuda")
@@ -37,6 +38,10 @@ class NumpyBackend:
 
     def download(self, a):
         return a
+
+    def epoch_threads(self, layout, batch_size) -> int:
+        """How many cores ``train_epoch`` keeps busy."""
+        return 1
 
     def train_epoch(self, params, layout, acts, loss, x, y, order, batch_size, lr, decay):
         self._ref.train_epoch(params, layout, acts, loss, x, y, order, batch_size, lr, decay)
@@ -66,19 +71,23 @@ class CpuBackend(NumpyBackend):
         from fastnet.kernels import dense_cpu
         self._k = dense_cpu
 
+    def epoch_threads(self, layout, batch_size) -> int:
+        """``dense_cpu.epoch_threads``: 2 on the 2-core machine for the book's networks; 1 for
+        small layers or with ``NUMBA_NUM_THREADS=1``."""
+        return self._k.epoch_threads(layout, batch_size)
+
     def train_epoch(self, params, layout, acts, loss, x, y, order, batch_size, lr, decay):
-        """One epoch on ``dense_cpu.epoch_threads`` threads (2 on the 2-core machine for the
-        book's networks; 1 for small layers or with ``NUMBA_NUM_THREADS=1``)."""
         self._k.train_epoch_threaded(params, layout, acts, loss, x, y, order, batch_size, lr,
                                      decay, self._k.epoch_threads(layout, batch_size))
 
     def evaluate(self, params, layout, acts, loss, x, y):
-        total, correct = self._k.evaluate(params, layout, acts, loss, x, y, _EVAL_CHUNK)
+        total, correct = self._k.evaluate(params, layout, acts, loss, x, y, _EVAL_CHUNK,
+                                          numba.get_num_threads())
         return float(total), int(correct)
 
     def predict(self, params, layout, acts, x):
         out = np.empty((x.shape[0], int(layout[-1, 1])), dtype=x.dtype)
-        self._k.predict(params, layout, acts, x, out, _EVAL_CHUNK)
+        self._k.predict(params, layout, acts, x, out, _EVAL_CHUNK, numba.get_num_threads())
         return out
 
 

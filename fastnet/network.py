@@ -192,6 +192,16 @@ def resolve_device(device) -> str:
 _HOST_BACKENDS = ("cpu", "numpy")  # compute on the host: safe to call from a worker thread
 
 
+def _book_shuffle(order: np.ndarray) -> None:
+    """``random.shuffle(order)`` for an int64 array, compiled (``kernels/shuffle_cpu.py``):
+    the same permutation, and ``random``'s state moves on exactly as the call would move it."""
+    from fastnet.kernels.shuffle_cpu import mt_shuffle
+    version, state, gauss_next = random.getstate()
+    mt = np.array(state[:-1], dtype=np.uint32)
+    pos = mt_shuffle(order, mt, state[-1])
+    random.setstate((version, tuple(mt.tolist()) + (int(pos),), gauss_next))
+
+
 class _InlineExecutor:
     """``ThreadPoolExecutor``'s ``submit`` run at once in the calling thread."""
 
@@ -293,28 +303,33 @@ class SigmoidNetwork:
 
         Each epoch's order is the book's: ``random.shuffle`` of a list of ``n`` indices kept
         from epoch to epoch (the book shuffles its list of pairs in place), so the same
-        ``random.seed`` gives the same mini-batches. On host backends the next epoch trains
-        in a worker thread (the kernels release the GIL) while this thread shuffles and runs
-        ``after_epoch`` on a copy of the parameters, so on two cores the monitors and the
-        shuffle cost no wall time; the results are the same as running one after the other.
+        ``random.seed`` gives the same mini-batches; the shuffle itself is compiled
+        (``_book_shuffle``). When the epoch runs on one thread of a host backend, the next
+        epoch trains in a worker thread (the kernels release the GIL) while this thread
+        shuffles and runs ``after_epoch`` on a copy of the parameters, so the monitors cost no
+        wall time on a second core; when the epoch already uses every core (the threaded CPU
+        epoch), they run in turn instead: a third busy thread would stall the epoch's
+        barriers. The results are the same either way.
         """
         if epochs == 0:
             return
         backend = self._backend()
         dparams = backend.upload(self._pack())
         dx, dy = backend.upload(train.x), backend.upload(train.targets)
-        order = list(range(len(train)))
+        order = np.arange(len(train), dtype=np.int64)
 
         def next_order():
-            random.shuffle(order)
-            return np.asarray(order, dtype=np.int64)
+            _book_shuffle(order)
+            return order.copy()
 
         def epoch(order_j):
             self._train(backend, dparams, dx, dy, order_j, mini_batch_size, eta, decay)
 
         # Only backends that compute on the host are driven from a second thread; a device
         # backend is called from this thread only, one step after the other.
-        pool = ThreadPoolExecutor(1) if backend.name in _HOST_BACKENDS else _InlineExecutor()
+        overlap = backend.name in _HOST_BACKENDS and \
+            backend.epoch_threads(self._layout, mini_batch_size) == 1
+        pool = ThreadPoolExecutor(1) if overlap else _InlineExecutor()
         uploaded = {id(train.x): dx}
 
         def outputs(arrays: _Arrays) -> np.ndarray:

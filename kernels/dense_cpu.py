@@ -559,43 +559,55 @@ def loss_and_correct(z, a, y, loss):
     return total, correct
 
 
-@_jit
-def evaluate(params, layout, acts, loss, x, y, batch_size):
-    """Σ cost and the number correct over a whole data set, in chunks of ``batch_size`` rows."""
+@_pjit
+def evaluate(params, layout, acts, loss, x, y, batch_size, nthreads):
+    """Σ cost and the number correct over a whole data set: ``nthreads`` ranges of rows in
+    parallel, each in chunks of ``batch_size`` rows (the sums are added in range order)."""
     N = x.shape[0]
     width = 0
     for l in range(layout.shape[0]):
         width += layout[l, 1]
-    zs = np.empty(batch_size * width, dtype=x.dtype)
-    acts_buf = np.empty(batch_size * width, dtype=x.dtype)
+    nL = layout[layout.shape[0] - 1, 1]
+    totals = np.zeros(nthreads)
+    counts = np.zeros(nthreads, dtype=np.int64)
+    for c in prange(nthreads):
+        lo, hi = _split(N, nthreads, c, 1)
+        zs = np.empty(batch_size * width, dtype=x.dtype)
+        acts_buf = np.empty(batch_size * width, dtype=x.dtype)
+        for k in range(lo, hi, batch_size):
+            m = min(batch_size, hi - k)
+            off = forward(params, layout, acts, x[k:k + m], zs, acts_buf)
+            z = zs[off:off + m * nL].reshape((m, nL))
+            a = acts_buf[off:off + m * nL].reshape((m, nL))
+            t, n_ok = loss_and_correct(z, a, y[k:k + m], loss)
+            totals[c] += t
+            counts[c] += n_ok
     total = 0.0
     correct = 0
-    nL = layout[layout.shape[0] - 1, 1]
-    for k in range(0, N, batch_size):
-        m = min(batch_size, N - k)
-        off = forward(params, layout, acts, x[k:k + m], zs, acts_buf)
-        z = zs[off:off + m * nL].reshape((m, nL))
-        a = acts_buf[off:off + m * nL].reshape((m, nL))
-        t, c = loss_and_correct(z, a, y[k:k + m], loss)
-        total += t
-        correct += c
+    for c in range(nthreads):
+        total += totals[c]
+        correct += counts[c]
     return total, correct
 
 
-@_jit
-def predict(params, layout, acts, x, out, batch_size):
-    """out[N, nL] (overwritten) = the network's output for x[N, n0], in chunks."""
+@_pjit
+def predict(params, layout, acts, x, out, batch_size, nthreads):
+    """out[N, nL] (overwritten) = the network's output for x[N, n0]: ``nthreads`` ranges of
+    rows in parallel, each in chunks of ``batch_size`` rows."""
     N = x.shape[0]
     width = 0
     for l in range(layout.shape[0]):
         width += layout[l, 1]
-    zs = np.empty(batch_size * width, dtype=x.dtype)
-    acts_buf = np.empty(batch_size * width, dtype=x.dtype)
     nL = layout[layout.shape[0] - 1, 1]
-    for k in range(0, N, batch_size):
-        m = min(batch_size, N - k)
-        off = forward(params, layout, acts, x[k:k + m], zs, acts_buf)
-        out[k:k + m] = acts_buf[off:off + m * nL].reshape((m, nL))
+    for c in prange(nthreads):
+        lo, hi = _split(N, nthreads, c, 1)
+        zs = np.empty(batch_size * width, dtype=x.dtype)
+        acts_buf = np.empty(batch_size * width, dtype=x.dtype)
+        for k in range(lo, hi, batch_size):
+            m = min(batch_size, hi - k)
+            off = forward(params, layout, acts, x[k:k + m], zs, acts_buf)
+            o = out[k:k + m]
+            _copy_cols(acts_buf[off:off + m * nL].reshape((m, nL)), o)
 
 
 # ---------------------------------------------------------------------------- fused epoch

@@ -171,18 +171,19 @@ def test_train_epoch(sizes, acts, loss, batch_size, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("sizes,acts,loss", NETS)
-def test_evaluate_and_predict(sizes, acts, loss, dtype):
+@pytest.mark.parametrize("nthreads", [1, 2, 3])
+def test_evaluate_and_predict(sizes, acts, loss, nthreads, dtype):
     layout, params, rng = make_net(sizes, dtype, 7)
     acts = np.array(acts, dtype=np.int64)
     x = rand(rng, (17, sizes[0]), dtype)
     y = one_hot(rng.integers(0, sizes[-1], 17), sizes[-1], dtype)
-    total, correct = K.evaluate(params, layout, acts, loss, x, y, 5)
+    total, correct = K.evaluate(params, layout, acts, loss, x, y, 5, nthreads)
     e_total, e_correct = R.loss_and_correct(params.astype(np.float64), layout, acts, loss,
                                             x.astype(np.float64), y.astype(np.float64))
     assert total == pytest.approx(e_total, rel=10 * TOL[dtype]["rtol"])
     assert correct == e_correct
     out = np.empty((17, sizes[-1]), dtype)
-    K.predict(params, layout, acts, x, out, 4)
+    K.predict(params, layout, acts, x, out, 4, nthreads)
     _, activations = R.forward(params.astype(np.float64), layout, acts, x.astype(np.float64))
     assert_close(out, activations[-1].astype(dtype), **TOL[dtype])
 

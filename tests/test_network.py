@@ -281,3 +281,24 @@ def test_pipelined_and_inline_epochs_agree(monkeypatch, capsys):
     assert out_a == out_b and out_a.count("\n") == 4
     for x, y in zip(a.weights + a.biases, b.weights + b.biases):
         assert np.array_equal(x, y)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 10, 997, 50_000])
+def test_compiled_shuffle_is_random_shuffle(n):
+    """The drop-ins' compiled shuffle gives random.shuffle's permutation from the same seed,
+    twice in a row, and leaves `random` in the state random.shuffle would."""
+    import random
+
+    from fastnet.network import _book_shuffle
+    for seed in (0, 1, 12345):
+        random.seed(seed)
+        expected = list(range(n))
+        random.shuffle(expected)
+        random.shuffle(expected)
+        after = (random.random(), random.gauss(0, 1))
+        random.seed(seed)
+        got = np.arange(n, dtype=np.int64)
+        _book_shuffle(got)
+        _book_shuffle(got)
+        assert got.tolist() == expected
+        assert (random.random(), random.gauss(0, 1)) == after
