@@ -43,7 +43,8 @@ class NumpyBackend:
         """How many cores ``train_epoch`` keeps busy."""
         return 1
 
-    def train_epoch(self, params, layout, acts, loss, x, y, order, batch_size, lr, decay):
+    def train_epoch(self, params, layout, acts, loss, x, y, order, batch_size, lr, decay,
+                    threads=None):
         self._ref.train_epoch(params, layout, acts, loss, x, y, order, batch_size, lr, decay)
 
     def evaluate(self, params, layout, acts, loss, x, y):
@@ -76,9 +77,13 @@ class CpuBackend(NumpyBackend):
         small layers or with ``NUMBA_NUM_THREADS=1``."""
         return self._k.epoch_threads(layout, batch_size)
 
-    def train_epoch(self, params, layout, acts, loss, x, y, order, batch_size, lr, decay):
+    def train_epoch(self, params, layout, acts, loss, x, y, order, batch_size, lr, decay,
+                    threads=None):
+        """``threads``: None for ``epoch_threads``' choice, or a count (1: this thread only)."""
+        if threads is None:
+            threads = self._k.epoch_threads(layout, batch_size)
         self._k.train_epoch_threaded(params, layout, acts, loss, x, y, order, batch_size, lr,
-                                     decay, self._k.epoch_threads(layout, batch_size))
+                                     decay, threads)
 
     def evaluate(self, params, layout, acts, loss, x, y):
         total, correct = self._k.evaluate(params, layout, acts, loss, x, y, _EVAL_CHUNK,

@@ -185,8 +185,10 @@ class Network(SigmoidNetwork):
                                                                         len(evaluation)))
             print()
 
+        monitored = (n if monitor_training_cost or monitor_training_accuracy else 0) + \
+            (len(evaluation) if monitor_evaluation_cost or monitor_evaluation_accuracy else 0)
         self._run_epochs(train, epochs, mini_batch_size, eta, 1 - eta * (lmbda / n),
-                         after_epoch)
+                         after_epoch, monitored=monitored)
         return evaluation_cost, evaluation_accuracy, training_cost, training_accuracy
 
     def update_mini_batch(self, mini_batch, eta, lmbda, n):

@@ -268,27 +268,29 @@ def _dot_1x1(w0, x0, n):
 
 
 @_jit
-def _axpy_2x5(w0, w1, c0, c1, x0, x1, x2, x3, x4, n):
-    """w0 −= Σ_i c0[i]·x_i, w1 −= Σ_i c1[i]·x_i over five rows x0..x4 (c0, c1: 5-tuples)."""
+def _axpy_2x5(w0, w1, c0, c1, x0, x1, x2, x3, x4, n, d):
+    """w0 ← d·w0 − Σ_i c0[i]·x_i, w1 ← d·w1 − Σ_i c1[i]·x_i over five rows x0..x4 (c0, c1:
+    5-tuples); d is the weight decay on the first pass over a row, else 1 (d·w − s is one FMA,
+    so the decay costs no pass of its own)."""
     a0, a1, a2, a3, a4 = c0
     b0, b1, b2, b3, b4 = c1
     for k in range(n):
         v0, v1, v2, v3, v4 = x0[k], x1[k], x2[k], x3[k], x4[k]
-        w0[k] -= a0 * v0 + a1 * v1 + a2 * v2 + a3 * v3 + a4 * v4
-        w1[k] -= b0 * v0 + b1 * v1 + b2 * v2 + b3 * v3 + b4 * v4
+        w0[k] = d * w0[k] - (a0 * v0 + a1 * v1 + a2 * v2 + a3 * v3 + a4 * v4)
+        w1[k] = d * w1[k] - (b0 * v0 + b1 * v1 + b2 * v2 + b3 * v3 + b4 * v4)
 
 
 @_jit
-def _axpy_1x5(w0, c0, x0, x1, x2, x3, x4, n):
+def _axpy_1x5(w0, c0, x0, x1, x2, x3, x4, n, d):
     a0, a1, a2, a3, a4 = c0
     for k in range(n):
-        w0[k] -= a0 * x0[k] + a1 * x1[k] + a2 * x2[k] + a3 * x3[k] + a4 * x4[k]
+        w0[k] = d * w0[k] - (a0 * x0[k] + a1 * x1[k] + a2 * x2[k] + a3 * x3[k] + a4 * x4[k])
 
 
 @_jit
-def _axpy_1x1(w0, c0, x0, n):
+def _axpy_1x1(w0, c0, x0, n, d):
     for k in range(n):
-        w0[k] -= c0 * x0[k]
+        w0[k] = d * w0[k] - c0 * x0[k]
 
 
 @_jit
@@ -346,12 +348,10 @@ def _rows_update(x, rows, m, delta, w, b, scale, decay, j_lo, j_hi):
         for i in range(m):
             s += delta[i, j]
         b[j] -= scale * s
-        if decay != 1:
-            wj = w[j]
-            for k in range(n):
-                wj[k] *= decay
+    one = w.dtype.type(1)
     i = 0
     while i < m:
+        d = decay if i == 0 else one  # the decay rides on each row's first pass
         if i + 5 <= m:
             x0, x1, x2 = _xrow(x, rows, i), _xrow(x, rows, i + 1), _xrow(x, rows, i + 2)
             x3, x4 = _xrow(x, rows, i + 3), _xrow(x, rows, i + 4)
@@ -363,16 +363,16 @@ def _rows_update(x, rows, m, delta, w, b, scale, decay, j_lo, j_hi):
                     c1 = (scale * delta[i, j + 1], scale * delta[i + 1, j + 1],
                           scale * delta[i + 2, j + 1], scale * delta[i + 3, j + 1],
                           scale * delta[i + 4, j + 1])
-                    _axpy_2x5(w[j], w[j + 1], c0, c1, x0, x1, x2, x3, x4, n)
+                    _axpy_2x5(w[j], w[j + 1], c0, c1, x0, x1, x2, x3, x4, n, d)
                     j += 2
                 else:
-                    _axpy_1x5(w[j], c0, x0, x1, x2, x3, x4, n)
+                    _axpy_1x5(w[j], c0, x0, x1, x2, x3, x4, n, d)
                     j += 1
             i += 5
         else:
             x0 = _xrow(x, rows, i)
             for j in range(j_lo, j_hi):
-                _axpy_1x1(w[j], scale * delta[i, j], x0, n)
+                _axpy_1x1(w[j], scale * delta[i, j], x0, n, d)
             i += 1
 
 
@@ -485,7 +485,7 @@ def _rows_backprop(dz, w, dx, k_lo, k_hi):
                         w[j + 1, t:te], w[j + 2, t:te], w[j + 3, t:te])
                 j += 4
             while j < n_out:
-                _axpy_1x1(d, -dz[i, j], w[j, t:te], te - t)
+                _axpy_1x1(d, -dz[i, j], w[j, t:te], te - t, dx.dtype.type(1))
                 j += 1
 
 
