@@ -559,29 +559,41 @@ def loss_and_correct(z, a, y, loss):
     return total, correct
 
 
+@_jit
+def _forward_rows(params, layout, acts, loss, x, y, out, lo, hi, batch_size):
+    """The forward pass over rows [lo, hi) of x, in chunks of ``batch_size`` rows: the network's
+    outputs go to out[lo:hi] unless out is empty; when y is not empty, returns the rows' summed
+    cost and number correct (else zeros)."""
+    nL = layout[layout.shape[0] - 1, 1]
+    size = _layer_offsets(layout, batch_size)[-1]
+    zs = np.empty(size, dtype=x.dtype)
+    acts_buf = np.empty(size, dtype=x.dtype)
+    total = 0.0
+    correct = 0
+    for k in range(lo, hi, batch_size):
+        m = min(batch_size, hi - k)
+        off = forward(params, layout, acts, x[k:k + m], zs, acts_buf)
+        a = acts_buf[off:off + m * nL].reshape((m, nL))
+        if out.shape[0] > 0:
+            _copy_cols(a, out[k:k + m])
+        if y.shape[0] > 0:
+            t, n_ok = loss_and_correct(zs[off:off + m * nL].reshape((m, nL)), a, y[k:k + m],
+                                       loss)
+            total += t
+            correct += n_ok
+    return total, correct
+
+
 @_pjit
 def evaluate(params, layout, acts, loss, x, y, batch_size, nthreads):
     """Σ cost and the number correct over a whole data set: ``nthreads`` ranges of rows in
     parallel, each in chunks of ``batch_size`` rows (the sums are added in range order)."""
-    N = x.shape[0]
-    width = 0
-    for l in range(layout.shape[0]):
-        width += layout[l, 1]
-    nL = layout[layout.shape[0] - 1, 1]
     totals = np.zeros(nthreads)
     counts = np.zeros(nthreads, dtype=np.int64)
     for c in prange(nthreads):
-        lo, hi = _split(N, nthreads, c, 1)
-        zs = np.empty(batch_size * width, dtype=x.dtype)
-        acts_buf = np.empty(batch_size * width, dtype=x.dtype)
-        for k in range(lo, hi, batch_size):
-            m = min(batch_size, hi - k)
-            off = forward(params, layout, acts, x[k:k + m], zs, acts_buf)
-            z = zs[off:off + m * nL].reshape((m, nL))
-            a = acts_buf[off:off + m * nL].reshape((m, nL))
-            t, n_ok = loss_and_correct(z, a, y[k:k + m], loss)
-            totals[c] += t
-            counts[c] += n_ok
+        lo, hi = _split(x.shape[0], nthreads, c, 1)
+        totals[c], counts[c] = _forward_rows(params, layout, acts, loss, x, y, x[:0], lo, hi,
+                                             batch_size)
     total = 0.0
     correct = 0
     for c in range(nthreads):
@@ -594,20 +606,9 @@ def evaluate(params, layout, acts, loss, x, y, batch_size, nthreads):
 def predict(params, layout, acts, x, out, batch_size, nthreads):
     """out[N, nL] (overwritten) = the network's output for x[N, n0]: ``nthreads`` ranges of
     rows in parallel, each in chunks of ``batch_size`` rows."""
-    N = x.shape[0]
-    width = 0
-    for l in range(layout.shape[0]):
-        width += layout[l, 1]
-    nL = layout[layout.shape[0] - 1, 1]
     for c in prange(nthreads):
-        lo, hi = _split(N, nthreads, c, 1)
-        zs = np.empty(batch_size * width, dtype=x.dtype)
-        acts_buf = np.empty(batch_size * width, dtype=x.dtype)
-        for k in range(lo, hi, batch_size):
-            m = min(batch_size, hi - k)
-            off = forward(params, layout, acts, x[k:k + m], zs, acts_buf)
-            o = out[k:k + m]
-            _copy_cols(acts_buf[off:off + m * nL].reshape((m, nL)), o)
+        lo, hi = _split(x.shape[0], nthreads, c, 1)
+        _forward_rows(params, layout, acts, 0, x, x[:0], out, lo, hi, batch_size)
 
 
 # ---------------------------------------------------------------------------- fused epoch
