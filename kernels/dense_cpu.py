@@ -38,6 +38,11 @@ figures are minima / CPU times of single-threaded runs, ±10%):
   With another process spinning on one core the 2-thread epoch takes 0.28-0.41 s (fp32) — the
   waits yield their core after ~4,000 spins, so it degrades instead of stalling; set
   ``NUMBA_NUM_THREADS=1`` on a busy machine.
+- Tried, not kept: every thread computing its own columns of δ⁰ (from a copy of layer 1's
+  weights) while thread 0 updates the layers above, to shorten the one-thread section between
+  the barriers (~4 µs per step): 0.146 s vs 0.135 s fp32 bs 10 in the same conditions, and the
+  one-thread epoch 0.223 s vs 0.207 s — the per-row column slices and the extra copies cost
+  more than the overlap gains at these sizes.
 - Tried, not kept: one OpenMP ``prange`` region per step for layer 0 (the previous threaded
   variant): 1.5-10 µs per region to open and close, against ~35 µs of work per step, and an
   epoch measured 0.189 s vs 0.212 s single (fp32 bs 10); under load every region waited for a
