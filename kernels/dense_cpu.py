@@ -802,12 +802,13 @@ def train_epoch(params, layout, acts, loss, x, y, order, batch_size, lr, decay):
 
 def epoch_threads(layout, batch_size):
     """How many threads ``train_epoch_threaded`` should use: Numba's thread count (the cores,
-    or ``NUMBA_NUM_THREADS``), at most one per two rows of layer 0, and 1 when a mini-batch's
-    layer-0 work is too small to pay for two barriers per step."""
+    or ``NUMBA_NUM_THREADS``), at most one per 16 rows of layer 0 (a thread's share must be
+    whole cache lines of the padded rows and worth two barriers: [784, 30, 10] gets 2), and 1
+    when a mini-batch's layer-0 work is too small to pay for the barriers."""
     n0, h0 = int(layout[0, 0]), int(layout[0, 1])
     if batch_size * n0 * h0 < _PAR_MIN_WORK:
         return 1
-    return max(1, min(numba.get_num_threads(), h0 // 2))
+    return max(1, min(numba.get_num_threads(), -(-h0 // 16)))
 
 
 def train_epoch_threaded(params, layout, acts, loss, x, y, order, batch_size, lr, decay,

@@ -210,12 +210,13 @@ def test_train_epoch_threaded_matches_one_thread(sizes, acts, loss, batch_size, 
 
 
 def test_epoch_threads_choice():
-    """Threads only where a step's layer-0 work pays for two barriers, at most one per two
+    """Threads only where a step's layer-0 work pays for two barriers, at most one per 16
     layer-0 rows, and never more than Numba's thread count."""
     import numba
     big, small = R.layout_for([784, 30, 10]), R.layout_for([20, 6, 3])
     assert K.epoch_threads(small, 10) == 1
-    assert K.epoch_threads(big, 10) == min(numba.get_num_threads(), 15)
+    assert K.epoch_threads(big, 10) == min(numba.get_num_threads(), 2)
+    assert K.epoch_threads(R.layout_for([784, 100, 10]), 10) == min(numba.get_num_threads(), 7)
     assert K.epoch_threads(R.layout_for([784, 2, 10]), 100) == 1
     numba.set_num_threads(1)
     try:
