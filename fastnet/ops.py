@@ -17,7 +17,6 @@ import numpy as np
 import threadpoolctl
 
 
-
 class ConvFamilyOps:
     """The convolution family's ops, shared by every op set: each passes straight through to
     the op set's ``_conv`` module (``fastnet.reference.conv``, ``kernels/conv_cpu.py`` or
