@@ -90,8 +90,8 @@ def synchronizer(backend: str) -> Callable[[], None]:
 
 
 def threads(backend: str) -> int:
-    """Threads the backend's CPU work may use, recorded per row (the dense Numba kernels are
-    single-threaded whatever this says; BLAS, PyTorch and the conv kernels use them all)."""
+    """Threads the backend's CPU work may use, recorded per row (a row that runs on fewer,
+    such as the one-thread epoch, overwrites ``extra_info["threads"]``)."""
     if backend == "torch_cpu":
         import torch
         return torch.get_num_threads()

@@ -173,6 +173,35 @@ def test_epoch(benchmark, mnist, backend, dtype, batch):
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("batch", BATCHES, ids=[f"bs{b}" for b in BATCHES])
+def test_epoch_cpu_one_thread(benchmark, mnist, batch, dtype):
+    """The CPU backend's epoch on this thread only (``train_epoch(..., threads=1)``), beside
+    the ``cpu`` row (Numba's thread count), so the report shows what the second core buys."""
+    from fastnet.backends import get_backend
+    be = get_backend("cpu")
+    x, _, targets = mnist
+    dt = np.dtype(dtype)
+    x, y = x.astype(dt), targets.astype(dt)
+
+    def build(params, layout, acts, xs, ys, order, batch):
+        host = params.copy()
+
+        def call():
+            be.train_epoch(host, layout, acts, QUADRATIC, xs, ys, order, batch, LR, 1.0,
+                           threads=1)
+        return Runner(call, lambda: host)
+
+    margin = _check_epoch(build, dt, batch, x, y, "cpu, 1 thread")
+    params, layout, acts = _init(dt)
+    order = np.random.default_rng(SEED + 2).permutation(len(x)).astype(np.int64)
+    runner = build(params, layout, acts, x, y, order, batch)
+    _label_epoch(benchmark, "cpu", dtype, batch, len(x), margin, via="backend.train_epoch",
+                 row="cpu (1 thread)")
+    benchmark.extra_info["threads"] = 1
+    run_timed(benchmark, runner.call, rounds=ROUNDS)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("batch", BATCHES, ids=[f"bs{b}" for b in BATCHES])
 def test_epoch_model_fit(benchmark, mnist, batch, dtype):
     """One epoch through ``fastnet.Model(...).fit`` on the CPU backend, end to end."""
     import fastnet
