@@ -15,10 +15,11 @@ a spinner. Setting the abort flag (``abort(sync)``, or ``sync[ABORT] = 1`` from 
 releases every waiter; loops check ``aborted(sync)`` after each barrier and return.
 
 Everything is ``@njit(cache=True)``-compatible: the intrinsics emit LLVM atomics and a call to
-the C library's ``sched_yield``, which the JIT links by name.
+the C library's ``sched_yield`` (``SwitchToThread`` on Windows), which the JIT links by name.
 """
 
 import platform
+import sys
 
 from llvmlite import ir
 from numba import njit, types
@@ -89,10 +90,13 @@ def _spin_hint(typingctx):
 
 @intrinsic
 def _sched_yield(typingctx):
-    """Give this thread's core to another runnable thread (the C library's sched_yield)."""
+    """Give this thread's core to another runnable thread: the C library's ``sched_yield``
+    (POSIX), ``SwitchToThread`` from kernel32 on Windows."""
+    name = "SwitchToThread" if sys.platform == "win32" else "sched_yield"
+
     def codegen(context, builder, sig, args):
         fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(32), []),
-                                            "sched_yield")
+                                            name)
         builder.call(fn, [])
         return context.get_dummy_value()
 
