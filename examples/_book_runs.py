@@ -54,6 +54,21 @@ def _warm_up(data) -> None:
                                         monitor_evaluation_accuracy=True)
 
 
+def add_init_option(parser) -> None:
+    """``--init large|default``: the chapter-3 runs' initial weights."""
+    parser.add_argument("--init", choices=("large", "default"), default="large",
+                        help="initial weights (default: large, as in the book's run)")
+
+
+def cross_entropy_network(sizes, init: str):
+    """network2's ``Network(sizes, cost=CrossEntropyCost)``, after
+    ``large_weight_initializer()`` when ``init == "large"`` (the book's chapter-3 runs)."""
+    net = network2.Network(sizes, cost=network2.CrossEntropyCost)
+    if init == "large":
+        net.large_weight_initializer()
+    return net
+
+
 def main(doc: str, book_figure, run, *, default_epochs: int, add_options=None) -> None:
     """Parse ``--runs --seed --epochs --data --quiet`` (plus the script's own options, added by
     ``add_options(parser)``), load MNIST, compile the kernels, then for each seed: seed both

@@ -8,25 +8,16 @@ weights, after ``net.large_weight_initializer()``; that is this script's default
     python examples/ch3_cross_entropy.py [--runs 3] [--init large|default]
 """
 
-from _book_runs import main
-
-from fastnet import network2
-
-
-def options(parser):
-    parser.add_argument("--init", choices=("large", "default"), default="large",
-                        help="initial weights (default: large, as in the book's run)")
+from _book_runs import add_init_option, cross_entropy_network, main
 
 
 def run(data, args):
     training_data, validation_data, test_data = data
-    net = network2.Network([784, 30, 10], cost=network2.CrossEntropyCost)
-    if args.init == "large":
-        net.large_weight_initializer()
+    net = cross_entropy_network([784, 30, 10], args.init)
     _, accuracy, _, _ = net.SGD(training_data, args.epochs, 10, 0.5, lmbda=5.0,
                                 evaluation_data=test_data, monitor_evaluation_accuracy=True)
     return [100 * a / len(test_data) for a in accuracy]
 
 
 if __name__ == "__main__":
-    main(__doc__, "96.49% test", run, default_epochs=30, add_options=options)
+    main(__doc__, "96.49% test", run, default_epochs=30, add_options=add_init_option)

@@ -8,9 +8,7 @@ As in the book's overfitting experiment (its fig/overfitting.py), the network st
     python examples/ch3_overfitting_1000.py [--runs 3] [--lmbda 0.1] [--init large|default]
 """
 
-from _book_runs import main
-
-from fastnet import network2
+from _book_runs import add_init_option, cross_entropy_network, main
 
 BOOK = {0.1: "87.1% test", 0.0: "82.27% test"}
 
@@ -18,15 +16,12 @@ BOOK = {0.1: "87.1% test", 0.0: "82.27% test"}
 def options(parser):
     parser.add_argument("--lmbda", type=float, default=0.1,
                         help="L2 regularisation (default 0.1; the book also runs 0)")
-    parser.add_argument("--init", choices=("large", "default"), default="large",
-                        help="initial weights (default: large, as in the book's run)")
+    add_init_option(parser)
 
 
 def run(data, args):
     training_data, validation_data, test_data = data
-    net = network2.Network([784, 30, 10], cost=network2.CrossEntropyCost)
-    if args.init == "large":
-        net.large_weight_initializer()
+    net = cross_entropy_network([784, 30, 10], args.init)
     _, accuracy, _, _ = net.SGD(training_data[:1000], args.epochs, 10, 0.5, lmbda=args.lmbda,
                                 evaluation_data=test_data,
                                 monitor_evaluation_cost=True, monitor_evaluation_accuracy=True,
