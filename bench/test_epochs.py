@@ -3,7 +3,12 @@ quadratic cost, lr 3.0) at mini-batch 10 and 100, float32 (and float64 on the CP
 
 Rows of a group (one batch size × dtype):
 - ``numpy`` / ``cpu`` / ``cuda``: the backend's ``train_epoch`` (``fastnet.backends``), the
-  data already where the backend computes: the kernel time of an epoch;
+  data already where the backend computes (``backend.inputs``: on the CPU, MNIST's inputs in
+  sparse form, so the ``cpu`` row is the sparse epoch, ``kernels/sparse_cpu.py``): the kernel
+  time of an epoch;
+- ``cpu (1 thread)``: the same on one thread; ``cpu (dense epoch)``: the dense-input epoch
+  (``kernels/dense_cpu.py``) on Numba's threads, what inputs with more than
+  ``SPARSE_MAX_DENSITY`` nonzeros get;
 - ``cuda_xfer``: the same plus moving params, data and order to the GPU and params back;
 - ``torch_cpu`` / ``torch_cuda``: PyTorch eager doing the same SGD (no autograd; the update
   fused into ``addmm_``), one Python step per mini-batch;
@@ -73,11 +78,12 @@ def _backend_runner(name, params, layout, acts, x, y, order, batch):
     if name == "cuda_xfer":
         def call():
             d = be.upload(host)
-            be.train_epoch(d, layout, acts, QUADRATIC, be.upload(x), be.upload(y),
+            be.train_epoch(d, layout, acts, QUADRATIC, be.inputs(x), be.upload(y),
                            be.upload(order), batch, LR, 1.0)
             host[...] = be.download(d)
         return Runner(call, lambda: host)
-    d_params, dx, dy, d_order = (be.upload(a) for a in (host, x, y, order))
+    d_params, dy, d_order = (be.upload(a) for a in (host, y, order))
+    dx = be.inputs(x)
 
     def call():
         be.train_epoch(d_params, layout, acts, QUADRATIC, dx, dy, d_order, batch, LR, 1.0)
@@ -173,30 +179,35 @@ def test_epoch(benchmark, mnist, backend, dtype, batch):
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("batch", BATCHES, ids=[f"bs{b}" for b in BATCHES])
-def test_epoch_cpu_one_thread(benchmark, mnist, batch, dtype):
-    """The CPU backend's epoch on this thread only (``train_epoch(..., threads=1)``), beside
-    the ``cpu`` row (Numba's thread count), so the report shows what the second core buys."""
+@pytest.mark.parametrize("variant", ["1 thread", "dense epoch"])
+def test_epoch_cpu_variant(benchmark, mnist, batch, dtype, variant):
+    """Beside the ``cpu`` row: the CPU backend's epoch on this thread only
+    (``train_epoch(..., threads=1)``: what the second core buys), and the dense-input epoch
+    on x as an array (what the sparse form buys)."""
     from fastnet.backends import get_backend
     be = get_backend("cpu")
     x, _, targets = mnist
     dt = np.dtype(dtype)
     x, y = x.astype(dt), targets.astype(dt)
+    threads = 1 if variant == "1 thread" else None
 
     def build(params, layout, acts, xs, ys, order, batch):
         host = params.copy()
+        data = be.inputs(xs) if variant == "1 thread" else xs
 
         def call():
-            be.train_epoch(host, layout, acts, QUADRATIC, xs, ys, order, batch, LR, 1.0,
-                           threads=1)
+            be.train_epoch(host, layout, acts, QUADRATIC, data, ys, order, batch, LR, 1.0,
+                           threads=threads)
         return Runner(call, lambda: host)
 
-    margin = _check_epoch(build, dt, batch, x, y, "cpu, 1 thread")
+    margin = _check_epoch(build, dt, batch, x, y, f"cpu, {variant}")
     params, layout, acts = _init(dt)
     order = np.random.default_rng(SEED + 2).permutation(len(x)).astype(np.int64)
     runner = build(params, layout, acts, x, y, order, batch)
     _label_epoch(benchmark, "cpu", dtype, batch, len(x), margin, via="backend.train_epoch",
-                 row="cpu (1 thread)")
-    benchmark.extra_info["threads"] = 1
+                 row=f"cpu ({variant})")
+    if threads:
+        benchmark.extra_info["threads"] = threads
     run_timed(benchmark, runner.call, rounds=ROUNDS)
 
 

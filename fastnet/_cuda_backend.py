@@ -25,6 +25,9 @@ class CudaBackend:
     def download(self, a):
         return to_host(a)
 
+    def inputs(self, x):
+        return to_device(x)
+
     def train_epoch(self, params, layout, acts, loss, x, y, order, batch_size, lr, decay):
         self._k.train_epoch(params, layout, acts, loss, x, y, order, batch_size, lr, decay)
 

@@ -228,7 +228,7 @@ class Model:
         n = len(xs)
         decay = 1.0 - lr * lmbda / n
         history = History()
-        train = runner.data(xs, ys)
+        train = runner.data(xs, ys, training=True)
         valid = runner.data(*val) if val else None
         try:
             for epoch in range(epochs):
@@ -333,8 +333,10 @@ class _FusedRunner:
         self.params = self.backend.upload(model.params)
         self.args = (model._layout, model._acts)
 
-    def data(self, x, y):
-        return (self.backend.upload(x), None if y is None else self.backend.upload(y))
+    def data(self, x, y, training=False):
+        """x and y on the backend; training data in the form its epochs read best."""
+        x = self.backend.inputs(x) if training else self.backend.upload(x)
+        return (x, None if y is None else self.backend.upload(y))
 
     def train_epoch(self, data, order, batch_size, lr, decay):
         self.backend.train_epoch(self.params, *self.args, self.model._loss_code, *data,
@@ -367,7 +369,7 @@ class _LayerwiseRunner:
     def _views(flat, entry):
         return {k: flat[o:o + int(np.prod(s))].reshape(s) for k, (o, s) in entry.items()}
 
-    def data(self, x, y):
+    def data(self, x, y, training=False):
         x = self.ops.upload(x.reshape((len(x),) + self.model.input_shape))
         return (x, None if y is None else self.ops.upload(y))
 

@@ -338,7 +338,7 @@ class SigmoidNetwork:
             return
         backend = self._backend()
         dparams = backend.upload(self._pack())
-        dx, dy = backend.upload(train.x), backend.upload(train.targets)
+        dx, dy = backend.inputs(train.x), backend.upload(train.targets)
         order = np.arange(len(train), dtype=np.int64)
 
         def next_order():

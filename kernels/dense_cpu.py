@@ -54,7 +54,6 @@ the tests pass with margin under it, and NaN/inf checks stay meaningful.
 """
 
 import math
-import threading
 
 import numba
 import numpy as np
@@ -737,6 +736,24 @@ def _step_upper(params, layout, acts, loss, y, rows, offs, ws, lr, decay):
 
 
 @_jit
+def upper_phase(params, layout, acts, loss, y, rows, offs, ws, lr, decay, zp, ap, dp):
+    """The one-thread part of a threaded step: layer 0's z and a, computed by the threads in
+    the padded rows zp, ap[m, stride], go into the workspaces (softmax on layer 0 needs whole
+    rows, so it is applied here), ``_step_upper`` runs, and layer 0's δ comes back in dp."""
+    zs, acts_buf, deltas, _ = ws
+    m, h0 = rows.shape[0], layout[0, 1]
+    z0 = zs[:m * h0].reshape((m, h0))
+    a0 = acts_buf[:m * h0].reshape((m, h0))
+    _copy_cols(zp, z0)
+    if acts[0] == SOFTMAX:
+        activate(z0, a0, SOFTMAX)
+    else:
+        _copy_cols(ap, a0)
+    _step_upper(params, layout, acts, loss, y, rows, offs, ws, lr, decay)
+    _copy_cols(deltas[:m * h0].reshape((m, h0)), dp)
+
+
+@_jit
 def _epoch_worker(tid, nthreads, sync, params, layout, acts, loss, x, y, order, batch_size, lr,
                   decay, ws):
     """Thread ``tid`` of ``nthreads`` running one epoch together (``train_epoch`` is the case
@@ -748,7 +765,7 @@ def _epoch_worker(tid, nthreads, sync, params, layout, acts, loss, x, y, order, 
     T = params.dtype.type
     dec = T(decay)
     offs = _layer_offsets(layout, batch_size)
-    zs, acts_buf, deltas, l0 = ws
+    l0 = ws[3]
     z0p, a0p, d0p = l0[0], l0[1], l0[2]  # layer 0 in padded rows: threads write columns here
     n0, h0, w0_off, b0_off = layout[0, 0], layout[0, 1], layout[0, 2], layout[0, 3]
     w0 = params[w0_off:w0_off + h0 * n0].reshape((h0, n0))
@@ -771,15 +788,8 @@ def _epoch_worker(tid, nthreads, sync, params, layout, acts, loss, x, y, order, 
         if _sync.aborted(sync):
             return
         if tid == 0:
-            z0 = zs[:m * h0].reshape((m, h0))
-            a0 = acts_buf[:m * h0].reshape((m, h0))
-            _copy_cols(z0p, z0)
-            if acts[0] == SOFTMAX:
-                activate(z0, a0, SOFTMAX)
-            else:
-                _copy_cols(a0p, a0)
-            _step_upper(params, layout, acts, loss, y, order[k:k + m], offs, ws, lr, dec)
-            _copy_cols(deltas[:m * h0].reshape((m, h0)), d0p[:m])
+            upper_phase(params, layout, acts, loss, y, order[k:k + m], offs, ws, lr, dec,
+                        z0p[:m], a0p[:m], d0p[:m])
         gen = _sync.barrier(sync, nthreads, gen)  # δ⁰ complete, layers 1.. updated
         if _sync.aborted(sync):
             return
@@ -822,22 +832,6 @@ def train_epoch_threaded(params, layout, acts, loss, x, y, order, batch_size, lr
         return
     ws = workspaces(layout, batch_size, x)
     sync = np.zeros(_sync.SYNC_SIZE, dtype=np.int64)
-    errors = []
-
-    def run(tid):
-        try:
-            _epoch_worker(tid, nthreads, sync, params, layout, acts, loss, x, y, order,
-                          batch_size, lr, decay, ws)
-        except BaseException as e:  # noqa: BLE001 - re-raised in the caller below
-            sync[_sync.ABORT] = 1
-            errors.append(e)
-
-    helpers = [threading.Thread(target=run, args=(t,), name=f"fastnet-epoch-{t}", daemon=True)
-               for t in range(1, nthreads)]
-    for t in helpers:
-        t.start()
-    run(0)
-    for t in helpers:
-        t.join()
-    if errors:
-        raise errors[0]
+    _sync.run_threads(lambda tid: _epoch_worker(tid, nthreads, sync, params, layout, acts, loss,
+                                                x, y, order, batch_size, lr, decay, ws),
+                      nthreads, sync)

@@ -133,3 +133,29 @@ def barrier(sync, nthreads, generation):
                 else:
                     _sched_yield()
     return generation + 1
+
+
+def run_threads(worker, nthreads, sync):
+    """Call ``worker(tid)`` for tid in 0..nthreads-1: tid 0 on this thread, the others on OS
+    threads started here (compiled workers release the GIL). An exception in any of them sets
+    the abort flag in ``sync`` (releasing every barrier) and is raised here after all return."""
+    import threading
+
+    errors = []
+
+    def run(tid):
+        try:
+            worker(tid)
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller below
+            sync[ABORT] = 1
+            errors.append(e)
+
+    helpers = [threading.Thread(target=run, args=(t,), name=f"fastnet-worker-{t}", daemon=True)
+               for t in range(1, nthreads)]
+    for t in helpers:
+        t.start()
+    run(0)
+    for t in helpers:
+        t.join()
+    if errors:
+        raise errors[0]

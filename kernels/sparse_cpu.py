@@ -1,0 +1,481 @@
+"""The fused dense-network epoch for inputs that are mostly zeros (MNIST: 19% of the pixels are
+nonzero), on the CPU: layer 0's forward and update touch only the weights of each sample's
+nonzero inputs.
+
+Twin: ``dense_cpu.train_epoch`` (the same epoch on dense x; the same math, sums in another
+order) and, through it, ``fastnet.reference.dense.train_epoch``. Tests: ``tests/test_sparse.py``.
+Benchmark: ``pytest bench/ --benchmark-only -k epoch``.
+
+Why: in a [784, 30, 10] epoch layer 0 is ~97% of the arithmetic, and x's zeros contribute
+nothing to it: z⁰ = b + Σ_{k: x_k ≠ 0} x_k·W[:, k], and the update W[:, k] −= (η/m)·Σ_i x_ik·δ_i
+changes only the columns k where some x_ik ≠ 0. For the epoch, layer 0's weights are held
+transposed (``wt[n_in, h_pad]``: column k of W is row k of wt, contiguous, padded with zeros to
+whole cache lines), so a nonzero input costs one row of vector FMAs in the forward (a gather:
+accumulators in registers) and one in the update (a scatter: read, FMA, write the row). The
+transposes in and out cost ~0.1 ms an epoch. x is read in CSR form (``sparse_inputs``, built
+once per data set, not per epoch). Weight decay (λ > 0) scales all of wt once a step
+(w ← decay·w − update, the book's order). The layers above layer 0 are
+``dense_cpu._step_upper``, as in the dense epoch.
+
+Two parts, two threads: the inputs split at k_split into part 0 (k < k_split, ``_PART0_SHARE``
+of the data set's nonzeros) and part 1. z⁰ is summed per part (part 0 from the biases) and the
+parts added; each part updates only its own rows of wt. Thread 0 runs part 0 and then, alone,
+the layers above (``_upper``); thread 1 runs part 1 (one thread runs both). Two ``sync_cpu``
+barriers a step, as in ``dense_cpu._epoch_worker``. The sums are the same whatever the thread
+count, so the result is too, bit for bit. Splitting by inputs rather than by columns of wt (as
+the dense epoch splits its rows) halves each thread's nonzeros instead of each nonzero's width:
+per-nonzero costs (index, value, address) halve too. Measured, 2 threads, mini-batch 10: split
+by columns 0.117 s float32 and 0.22 s float64; by inputs 0.108-0.123 s and 0.151-0.18 s.
+
+Measured, [784, 30, 10] sigmoid, mini-batch 10, float32, one thread (2026-11-22, the 2-core
+machine, ms per epoch; docs/performance.md has the end-to-end figures): gather forward 45
+(26 in data order: the rest is waiting for the CSR data of randomly ordered samples), scatter
+update 65, the layers above and layer 0's sigmoid 34.
+Tried, not kept:
+- LLVM's own vectorisation of the row loops (``_axpy_4``-style slices): ~60 instructions of
+  alias checks and set-up per call against 16 of work; 85 ms forward, 110 ms update. Numba
+  leaves the SLP vectoriser off, so 32 scalar accumulators stay scalar. Hence the intrinsics.
+- The mini-batch regrouped by column (CSC, built each step) so that each touched weight row is
+  read and written once a step instead of once per nonzero: the update fell to 42 ms, but the
+  regrouping cost 87-134 ms (scalar bookkeeping per nonzero), and a forward over it (scatter
+  into z) 55 ms.
+- 16-byte vectors: the same times. The scatter is bound by its stores (128 bytes a nonzero);
+  loading two or four rows before the first store (``_make_scatter``'s unroll) took it from
+  62 to 45 ms on a synthetic run.
+"""
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from . import config
+from . import dense_cpu as _dense
+from . import sync_cpu as _sync
+
+_jit = njit(**config.CPU_JIT)
+
+# Inputs with more nonzeros than this fraction train on the dense path: one-thread epochs of
+# [784, 30, 10] at mini-batch 10 cross over at density 0.42-0.44 (float32: sparse 72 / 98 ms
+# against dense 87 / 89 ms at densities 0.35 / 0.50; float64 139 / 187 against 158 ms).
+SPARSE_MAX_DENSITY = 0.4
+_VBYTES = 32  # one AVX vector
+_PART0_SHARE = 0.4  # of the nonzeros: thread 0 also runs the layers above (module doc)
+_LINE = 64
+
+
+@_jit
+def nonzero_pattern(x):
+    """``(indptr int64[N+1], indices int32[nnz], values[nnz])``, x[N, n] in CSR form: row i's
+    nonzero columns, ascending, are ``indices[indptr[i]:indptr[i + 1]]``, their values
+    ``values[...]`` (x's dtype). NaN counts as nonzero."""
+    N, n = x.shape
+    indptr = np.zeros(N + 1, dtype=np.int64)
+    for i in range(N):
+        c = 0
+        xi = x[i]
+        for k in range(n):
+            if xi[k] != 0:
+                c += 1
+        indptr[i + 1] = indptr[i] + c
+    indices = np.empty(indptr[N], dtype=np.int32)
+    values = np.empty(indptr[N], dtype=x.dtype)
+    for i in range(N):
+        p = indptr[i]
+        xi = x[i]
+        for k in range(n):
+            if xi[k] != 0:
+                indices[p] = k
+                values[p] = xi[k]
+                p += 1
+    return indptr, indices, values
+
+
+# ---------------------------------------------------------------------------- vector intrinsics
+def _fma(builder, a, b, c):
+    """a·b + c on LLVM vectors (llvm.fma; llvmlite's ``builder.fma`` takes scalars only)."""
+    t = a.type
+    name = f"llvm.fma.v{t.count}f{32 if t.element == ir.FloatType() else 64}"
+    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(t, [t, t, t]), name)
+    return builder.call(fn, [a, b, c])
+
+
+def _typing_ok(vals, indices, wt, vec):
+    return (isinstance(vals, types.Array) and vals.ndim == 1 and vals.layout == "C"
+            and vals.dtype in (types.float32, types.float64)
+            and isinstance(indices, types.Array) and indices.dtype == types.int32
+            and indices.layout == "C" and isinstance(wt, types.Array) and wt.ndim == 2
+            and wt.layout == "C" and wt.dtype in (types.float32, types.float64)
+            and isinstance(vec, types.Array) and vec.ndim == 1 and vec.dtype == wt.dtype
+            and vec.layout == "C")
+
+
+class _Rows:
+    """What both intrinsics' code needs: the arrays' data, the vector type, and for nonzero
+    number p the broadcast value and a pointer to the block of wt's row."""
+
+    def __init__(self, context, builder, sig, args):
+        self.builder = builder
+        vals_t, idx_t, wt_t, vec_t = sig.args[0], sig.args[1], sig.args[4], sig.args[6]
+        self.context, self.vals_dtype, self.dtype = context, vals_t.dtype, wt_t.dtype
+        self.vals = context.make_array(vals_t)(context, builder, args[0])
+        self.idx = context.make_array(idx_t)(context, builder, args[1])
+        self.wt = context.make_array(wt_t)(context, builder, args[4])
+        et = context.get_data_type(wt_t.dtype)
+        self.size = context.get_abi_sizeof(et)
+        self.vt = ir.VectorType(et, _VBYTES // self.size)
+        self.ncols = cgutils.unpack_tuple(builder, self.wt.shape, 2)[1]
+        self.c0 = args[5]
+        vec = context.make_array(vec_t)(context, builder, args[6])
+        self.vec = builder.bitcast(builder.gep(vec.data, [self.c0]), self.vt.as_pointer())
+
+    def const(self, q):
+        return ir.Constant(self.ncols.type, q)
+
+    def nonzero(self, p):
+        b = self.builder
+        k = b.sext(b.load(b.gep(self.idx.data, [p])), self.ncols.type)
+        v = self.context.cast(b, b.load(b.gep(self.vals.data, [p])), self.vals_dtype, self.dtype)
+        v = b.insert_element(ir.Constant(self.vt, ir.Undefined), v, ir.Constant(ir.IntType(32), 0))
+        v = b.shuffle_vector(v, ir.Constant(self.vt, ir.Undefined),
+                             ir.Constant(ir.VectorType(ir.IntType(32), self.vt.count), None))
+        row = b.add(b.mul(k, self.ncols), self.c0)
+        return v, b.bitcast(b.gep(self.wt.data, [row]), self.vt.as_pointer())
+
+
+def _make_gather(nvec):
+    @intrinsic
+    def gather(typingctx, vals, indices, s, e, wt, c0, out):
+        """out[c0:c0+B] += Σ_{p ∈ [s, e)} vals[p]·wt[indices[p], c0:c0+B], B = nvec vectors."""
+        if not _typing_ok(vals, indices, wt, out):
+            return None
+
+        def codegen(context, builder, sig, args):
+            g = _Rows(context, builder, sig, args)
+            slots = [cgutils.alloca_once_value(
+                builder, builder.load(builder.gep(g.vec, [g.const(q)]), align=g.size))
+                for q in range(nvec)]
+            with cgutils.for_range_slice(builder, args[2], args[3], g.const(1)) as (p, _):
+                v, row = g.nonzero(p)
+                for q in range(nvec):
+                    w = builder.load(builder.gep(row, [g.const(q)]), align=g.size)
+                    builder.store(_fma(builder, v, w, builder.load(slots[q])), slots[q])
+            for q in range(nvec):
+                builder.store(builder.load(slots[q]), builder.gep(g.vec, [g.const(q)]),
+                              align=g.size)
+            return context.get_dummy_value()
+
+        return types.void(vals, indices, s, e, wt, c0, out), codegen
+    return gather
+
+
+def _make_scatter(nvec):
+    unroll = min(4, 8 // nvec)  # rows loaded before the first store: ≤ 8 vectors in flight
+
+    @intrinsic
+    def scatter(typingctx, vals, indices, s, e, wt, c0, coef):
+        """wt[indices[p], c0:c0+B] += vals[p]·coef[c0:c0+B] for p in [s, e), B = nvec vectors
+        (the indices distinct)."""
+        if not _typing_ok(vals, indices, wt, coef):
+            return None
+
+        def codegen(context, builder, sig, args):
+            g = _Rows(context, builder, sig, args)
+            cs = [builder.load(builder.gep(g.vec, [g.const(q)]), align=g.size)
+                  for q in range(nvec)]
+
+            def rows(p, count):
+                # all loads first: the stores of one row cannot delay the next row's loads
+                got = [g.nonzero(builder.add(p, g.const(u))) for u in range(count)]
+                ptrs = [[builder.gep(row, [g.const(q)]) for q in range(nvec)] for _, row in got]
+                old = [[builder.load(ptr, align=g.size) for ptr in pu] for pu in ptrs]
+                for (v, _), pu, ou in zip(got, ptrs, old):
+                    for ptr, o, c in zip(pu, ou, cs):
+                        builder.store(_fma(builder, v, c, o), ptr, align=g.size)
+
+            s, e = args[2], args[3]
+            n = builder.sub(e, s)
+            with cgutils.for_range(builder, builder.sdiv(n, g.const(unroll))) as loop:
+                rows(builder.add(s, builder.mul(loop.index, g.const(unroll))), unroll)
+            rest = builder.sub(e, builder.srem(n, g.const(unroll)))
+            with cgutils.for_range_slice(builder, rest, e, g.const(1)) as (p, _):
+                rows(p, 1)
+            return context.get_dummy_value()
+
+        return types.void(vals, indices, s, e, wt, c0, coef), codegen
+    return scatter
+
+
+@intrinsic
+def _prefetch(typingctx, arr, i):
+    """A hint to bring the cache line of arr[i] towards L1 (llvm.prefetch: read, high
+    locality); no effect on results."""
+    if not (isinstance(arr, types.Array) and arr.ndim == 1 and isinstance(i, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        a = context.make_array(sig.args[0])(context, builder, args[0])
+        ptr = builder.bitcast(builder.gep(a.data, [args[1]]), ir.IntType(8).as_pointer())
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32]),
+            "llvm.prefetch.p0i8")
+        builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return types.void(arr, i), codegen
+
+
+@_jit
+def _prefetch_rows(csr, rows):
+    """Prefetch the CSR data (indices and values) of the samples ``rows``: in random order
+    each sample's nonzeros are a fresh stretch of memory, a DRAM round trip if not asked for
+    ahead."""
+    indptr, indices, values = csr[0], csr[1], csr[2]
+    for i in range(rows.shape[0]):
+        r = rows[i]
+        s, e = indptr[r], indptr[r + 1]
+        for p in range(s, e, _LINE // 4):
+            _prefetch(indices, p)
+        for p in range(s, e, _LINE // values.itemsize):
+            _prefetch(values, p)
+
+
+_gather4, _gather2, _gather1 = _make_gather(4), _make_gather(2), _make_gather(1)
+_scatter4, _scatter2, _scatter1 = _make_scatter(4), _make_scatter(2), _make_scatter(1)
+
+
+@_jit
+def gather_cols(vals, indices, s, e, wt, lo, hi, out):
+    """out[lo:hi] += Σ_{p ∈ [s, e)} vals[p]·wt[indices[p], lo:hi]; hi − lo whole vectors."""
+    v = _VBYTES // wt.itemsize
+    c0 = lo
+    while c0 + 4 * v <= hi:
+        _gather4(vals, indices, s, e, wt, c0, out)
+        c0 += 4 * v
+    if c0 + 2 * v <= hi:
+        _gather2(vals, indices, s, e, wt, c0, out)
+        c0 += 2 * v
+    if c0 + v <= hi:
+        _gather1(vals, indices, s, e, wt, c0, out)
+
+
+@_jit
+def scatter_cols(vals, indices, s, e, wt, lo, hi, coef):
+    """wt[indices[p], lo:hi] += vals[p]·coef[lo:hi] for p in [s, e); hi − lo whole vectors."""
+    v = _VBYTES // wt.itemsize
+    c0 = lo
+    while c0 + 4 * v <= hi:
+        _scatter4(vals, indices, s, e, wt, c0, coef)
+        c0 += 4 * v
+    if c0 + 2 * v <= hi:
+        _scatter2(vals, indices, s, e, wt, c0, coef)
+        c0 += 2 * v
+    if c0 + v <= hi:
+        _scatter1(vals, indices, s, e, wt, c0, coef)
+
+
+# ---------------------------------------------------------------------------- the epoch
+@_jit
+def sparse_inputs(x):
+    """x[N, n] for the sparse epoch: ``(indptr, indices, values, mid)``, ``nonzero_pattern(x)``
+    and mid[N], where each row's nonzeros split into two parts: inputs k < k_split
+    (``indices[indptr[i]:mid[i]]``) and the rest. k_split puts ``_PART0_SHARE`` of all the
+    nonzeros in part 0 (the part of thread 0, which also runs the layers above)."""
+    indptr, indices, values = nonzero_pattern(x)
+    N, n = x.shape
+    per_col = np.zeros(n + 1, dtype=np.int64)
+    for p in range(indices.shape[0]):
+        per_col[indices[p]] += 1
+    k_split, acc = 0, 0
+    while k_split < n and acc + per_col[k_split] <= _PART0_SHARE * indices.shape[0]:
+        acc += per_col[k_split]
+        k_split += 1
+    mid = np.empty(N, dtype=np.int64)
+    for i in range(N):
+        p = indptr[i]
+        while p < indptr[i + 1] and indices[p] < k_split:
+            p += 1
+        mid[i] = p
+    return indptr, indices, values, mid, k_split
+
+
+@_jit
+def _aligned_zeros(shape, like):
+    """zeros of ``shape`` (a tuple) and like's dtype, starting on a 64-byte boundary."""
+    n = 1
+    for s in shape:
+        n *= s
+    per_line = _LINE // like.itemsize
+    raw = np.zeros(n + per_line, dtype=like.dtype)
+    skip = ((-raw.ctypes.data) % _LINE) // like.itemsize
+    return raw[skip:skip + n].reshape(shape)
+
+
+@_jit
+def padded_width(h, itemsize):
+    """h rounded up to whole 64-byte cache lines of ``itemsize``-byte elements."""
+    per = _LINE // itemsize
+    return (h + per - 1) // per * per
+
+
+@_jit
+def workspaces(params, layout, batch_size):
+    """The epoch's arrays: ``(wt, bt, zq, c)`` — layer 0's weights transposed and its biases,
+    padded to whole cache lines; zq[2, batch, h_pad], the two parts' sums of layer 0's z; c,
+    the update's coefficients −(η/m)·δ⁰ — and the dense epoch's ``dense_cpu.workspaces``.
+    wt and bt start as layer 0's weights and biases."""
+    n0, h0, w_off, b_off = layout[0, 0], layout[0, 1], layout[0, 2], layout[0, 3]
+    hp = padded_width(h0, params.itemsize)
+    w0 = params[w_off:w_off + h0 * n0].reshape((h0, n0))
+    wt = _aligned_zeros((n0, hp), params)
+    for j in range(h0):
+        for k in range(n0):
+            wt[k, j] = w0[j, k]
+    bt = np.zeros(hp, dtype=params.dtype)
+    bt[:h0] = params[b_off:b_off + h0]
+    zq = _aligned_zeros((2, batch_size, hp), params)
+    c = _aligned_zeros((batch_size, hp), params)
+    return (wt, bt, zq, c), _dense.workspaces(layout, batch_size, bt)
+
+
+@_jit
+def write_back(params, layout, sp):
+    """Layer 0's weights and biases from the epoch's wt, bt into params."""
+    wt, bt = sp[0], sp[1]
+    n0, h0, w_off, b_off = layout[0, 0], layout[0, 1], layout[0, 2], layout[0, 3]
+    w0 = params[w_off:w_off + h0 * n0].reshape((h0, n0))
+    for j in range(h0):
+        for k in range(n0):
+            w0[j, k] = wt[k, j]
+    params[b_off:b_off + h0] = bt[:h0]
+
+
+@_jit
+def _layer0_part(csr, rows_u, rows_f, sp, decay, part):
+    """Layer 0 over one part of the inputs (the weight rows k < k_split, or the rest): the SGD
+    update with mini-batch t (samples rows_u; coefficients c from ``_upper``), then mini-batch
+    t+1's sum over the part (samples rows_f, into zq[part]; part 0's starts from the biases).
+    The parts touch disjoint rows of wt, so they can run on different threads."""
+    indptr, indices, values, mid, k_split = csr
+    wt, bt, zq, c = sp
+    hp = wt.shape[1]
+    if rows_u.shape[0] > 0:
+        if decay != 1:
+            k_lo, k_hi = (0, k_split) if part == 0 else (k_split, wt.shape[0])
+            for k in range(k_lo, k_hi):
+                row = wt[k]
+                for j in range(hp):
+                    row[j] *= decay
+        for i in range(rows_u.shape[0]):
+            r = rows_u[i]
+            s, e = (indptr[r], mid[r]) if part == 0 else (mid[r], indptr[r + 1])
+            scatter_cols(values, indices, s, e, wt, 0, hp, c[i])
+    z = zq[part]
+    for i in range(rows_f.shape[0]):
+        zi = z[i]
+        if part == 0:
+            zi[:] = bt
+        else:
+            zi[:] = 0
+        r = rows_f[i]
+        s, e = (indptr[r], mid[r]) if part == 0 else (mid[r], indptr[r + 1])
+        gather_cols(values, indices, s, e, wt, 0, hp, zi)
+
+
+@_jit
+def _upper(params, layout, acts, loss, y, rows, offs, sp, ws, lr, decay):
+    """The one-thread part of a step: layer 0's z = the two parts' sums, its activation, the
+    layers above (``dense_cpu._step_upper``), then from δ⁰ layer 0's bias update and the
+    coefficients c of its weight update."""
+    wt, bt, zq, c = sp
+    zs, acts_buf, deltas = ws[0], ws[1], ws[2]
+    m, h0 = rows.shape[0], layout[0, 1]
+    z0 = zs[:m * h0].reshape((m, h0))
+    for i in range(m):
+        for j in range(h0):
+            z0[i, j] = zq[0, i, j] + zq[1, i, j]
+    a0 = acts_buf[:m * h0].reshape((m, h0))
+    if acts[0] == config.SOFTMAX:
+        _dense.activate(z0, a0, config.SOFTMAX)
+    else:
+        _dense.activate_flat(z0, a0, acts[0])
+    _dense._step_upper(params, layout, acts, loss, y, rows, offs, ws, lr, decay)
+    d0 = deltas[:m * h0].reshape((m, h0))
+    scale = params.dtype.type(lr / m)
+    for j in range(h0):
+        s = params.dtype.type(0)
+        for i in range(m):
+            s += d0[i, j]
+        bt[j] -= scale * s
+    for i in range(m):
+        for j in range(h0):
+            c[i, j] = -scale * d0[i, j]  # columns from h0 on stay zero
+
+
+@_jit
+def epoch_worker(tid, nthreads, sync, params, layout, acts, loss, csr, y, order, batch_size, lr,
+                 decay, sp, ws):
+    """Thread ``tid`` of ``nthreads`` running one epoch (see the module doc): thread 0 runs
+    part 0 of layer 0 and the layers above, thread 1 part 1 (one thread runs both); ``sp, ws
+    = workspaces(...)``, and ``write_back`` after every thread has returned."""
+    N = order.shape[0]
+    dec = params.dtype.type(decay)
+    offs = _dense._layer_offsets(layout, batch_size)
+    p_lo = 0 if tid == 0 else 1
+    p_hi = 2 if nthreads == 1 else (1 if tid == 0 else (2 if tid == 1 else 1))
+    no_rows = order[:0]
+    gen = 0
+    m = min(batch_size, N)
+    for part in range(p_lo, p_hi):
+        _layer0_part(csr, no_rows, order[:m], sp, dec, part)
+    for k in range(0, N, batch_size):
+        m = min(batch_size, N - k)
+        gen = _sync.barrier(sync, nthreads, gen)  # both parts of z⁰ complete
+        if _sync.aborted(sync):
+            return
+        if tid == 0:
+            _upper(params, layout, acts, loss, y, order[k:k + m], offs, sp, ws, lr, dec)
+        gen = _sync.barrier(sync, nthreads, gen)  # δ⁰ and c ready, layers 1.. updated
+        if _sync.aborted(sync):
+            return
+        kn = k + m
+        mn = min(batch_size, N - kn) if kn < N else 0
+        if tid == nthreads - 1:
+            _prefetch_rows(csr, order[kn + mn:kn + mn + batch_size])  # the step after next
+        for part in range(p_lo, p_hi):
+            _layer0_part(csr, order[k:k + m], order[kn:kn + mn], sp, dec, part)
+
+
+@_jit
+def train_epoch(params, layout, acts, loss, csr, y, order, batch_size, lr, decay):
+    """One epoch of mini-batch SGD in place on ``params``, on this thread, x given as ``csr =
+    sparse_inputs(x)``: ``dense_cpu.train_epoch``'s epoch (mini-batches are consecutive
+    slices of ``order``; the last one may be shorter)."""
+    sp, ws = workspaces(params, layout, batch_size)
+    epoch_worker(0, 1, np.zeros(_sync.SYNC_SIZE, dtype=np.int64), params, layout, acts, loss,
+                 csr, y, order, batch_size, lr, decay, sp, ws)
+    write_back(params, layout, sp)
+
+
+def epoch_threads(layout, batch_size):
+    """How many threads ``train_epoch_threaded`` should use: 2 (one per part) where
+    ``dense_cpu.epoch_threads`` would use threads, else 1."""
+    return min(2, _dense.epoch_threads(layout, batch_size))
+
+
+def train_epoch_threaded(params, layout, acts, loss, csr, y, order, batch_size, lr, decay,
+                         nthreads):
+    """``train_epoch`` on ``min(nthreads, 2)`` OS threads (``sync_cpu.run_threads``); the same
+    result, bit for bit, for any thread count."""
+    nthreads = min(nthreads, 2)
+    if nthreads <= 1:
+        train_epoch(params, layout, acts, loss, csr, y, order, batch_size, lr, decay)
+        return
+    sp, ws = workspaces(params, layout, batch_size)
+    sync = np.zeros(_sync.SYNC_SIZE, dtype=np.int64)
+    _sync.run_threads(lambda tid: epoch_worker(tid, nthreads, sync, params, layout, acts, loss,
+                                               csr, y, order, batch_size, lr, decay, sp, ws),
+                      nthreads, sync)
+    write_back(params, layout, sp)

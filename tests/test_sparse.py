@@ -1,0 +1,183 @@
+"""The sparse-input epoch (kernels/sparse_cpu.py) against the NumPy reference, its vector
+intrinsics against NumPy, and the CPU backend's choice between the sparse and dense epochs.
+
+Tolerances as in tests/test_dense.py: an epoch in float64 rtol 1e-10 / atol 1e-12; float32
+rtol 1e-3 / atol 1e-4 (the epoch compounds the reordered sums of every step); single kernels
+float32 rtol 2e-5 / atol 1e-6 (sums of at most ~60 terms).
+"""
+
+import numpy as np
+import pytest
+
+from fastnet import Model
+from fastnet.backends import CpuBackend, SparseInputs
+from fastnet.kernels import sparse_cpu as S
+from fastnet.kernels.config import (CROSS_ENTROPY, LINEAR, LOG_LIKELIHOOD, QUADRATIC, RELU,
+                                    SIGMOID, SOFTMAX, SOFTPLUS, TANH)
+from fastnet.reference import dense as R
+from helpers import assert_close
+
+DTYPES = [np.float32, np.float64]
+NETS = [  # sizes, activations, loss (as in test_dense, plus a layer 0 wider than 4 vectors)
+    ([5, 4, 3], [SIGMOID, SIGMOID], QUADRATIC),
+    ([6, 7, 5, 3], [TANH, RELU, SOFTMAX], LOG_LIKELIHOOD),
+    ([3, 9, 2], [SOFTPLUS, SIGMOID], CROSS_ENTROPY),
+    ([4, 3], [LINEAR], QUADRATIC),
+    ([7, 5], [SOFTMAX], LOG_LIKELIHOOD),
+    ([40, 37, 10], [SIGMOID, SIGMOID], QUADRATIC),
+    ([784, 30, 10], [SIGMOID, SIGMOID], QUADRATIC),
+]
+
+
+def sparse_x(rng, n, n_in, dtype, density=0.3):
+    """Random inputs with about ``density`` nonzeros, and some all-zero rows."""
+    x = rng.standard_normal((n, n_in)) * (rng.random((n, n_in)) < density)
+    x[::7] = 0.0
+    return x.astype(dtype)
+
+
+def one_hot(labels, n, dtype):
+    return np.eye(n, dtype=dtype)[labels]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n,n_in", [(1, 1), (1, 9), (13, 5), (40, 784)])
+def test_sparse_inputs(n, n_in, dtype):
+    rng = np.random.default_rng(n + n_in)
+    x = sparse_x(rng, n, n_in, dtype)
+    indptr, indices, values, mid, k_split = S.sparse_inputs(x)
+    rows, cols = np.nonzero(x)
+    assert indices.dtype == np.int32 and values.dtype == dtype
+    assert (np.diff(indptr) == np.count_nonzero(x, axis=1)).all()
+    assert (indices == cols).all() and (values == x[rows, cols]).all()
+    for i in range(n):
+        seg = indices[indptr[i]:indptr[i + 1]]
+        assert (seg[:mid[i] - indptr[i]] < k_split).all()
+        assert (seg[mid[i] - indptr[i]:] >= k_split).all()
+    in_part0 = np.count_nonzero(cols < k_split)
+    assert in_part0 <= S._PART0_SHARE * len(cols)
+    assert k_split == n_in or in_part0 + np.count_nonzero(cols == k_split) > \
+        S._PART0_SHARE * len(cols)
+
+
+def test_sparse_inputs_all_zero_and_nan():
+    x = np.zeros((4, 6), np.float32)
+    indptr, indices, values, mid, k_split = S.sparse_inputs(x)
+    assert indptr.tolist() == [0] * 5 and len(indices) == 0 and (mid == 0).all()
+    x[1, 2] = np.nan  # NaN is not zero: kept, so that it shows up in the results
+    _, indices, values, _, _ = S.sparse_inputs(x)
+    assert indices.tolist() == [2] and np.isnan(values[0])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gather_and_scatter_cols(dtype):
+    """Every width from one vector to beyond four (the 4-, 2- and 1-vector blocks and their
+    combinations), column ranges that start past 0, and duplicates-free random rows."""
+    rng = np.random.default_rng(5)
+    v = 32 // np.dtype(dtype).itemsize
+    n_rows = 50
+    for nvec in range(1, 8):
+        width = nvec * v
+        wt = S._aligned_zeros((n_rows, width + 2 * v), np.zeros(1, dtype))
+        wt[:] = rng.standard_normal(wt.shape)
+        idx = np.sort(rng.choice(n_rows, 17, replace=False)).astype(np.int32)
+        vals = rng.standard_normal(17).astype(dtype)
+        lo, hi = v, v + width
+        out = rng.standard_normal(width + 2 * v).astype(dtype)
+        expected = out.copy()
+        expected[lo:hi] += vals[2:15].astype(np.float64) @ wt[idx[2:15], lo:hi]
+        S.gather_cols(vals, idx, 2, 15, wt, lo, hi, out)
+        tol = dict(rtol=2e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-13)
+        assert_close(out, expected.astype(dtype), **tol, name="gather")
+        coef = rng.standard_normal(width + 2 * v).astype(dtype)
+        new = wt.astype(np.float64)
+        new[idx[2:15], lo:hi] += np.outer(vals[2:15], coef[lo:hi])
+        S.scatter_cols(vals, idx, 2, 15, wt, lo, hi, coef)
+        assert_close(wt, new.astype(dtype), **tol, name="scatter")
+
+
+def make_net(sizes, dtype, seed):
+    rng = np.random.default_rng(seed)
+    layout = R.layout_for(sizes)
+    params = (0.5 * rng.standard_normal(R.n_params(layout))).astype(dtype)
+    return layout, params, rng
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("sizes,acts,loss", NETS)
+@pytest.mark.parametrize("batch_size", [1, 3, 10])
+def test_sparse_epoch_against_reference(sizes, acts, loss, batch_size, dtype):
+    layout, params, rng = make_net(sizes, dtype, len(sizes) + batch_size)
+    acts = np.array(acts, dtype=np.int64)
+    N = 23  # not a multiple of the batch size: the last mini-batch is short
+    x = sparse_x(rng, N, sizes[0], dtype)
+    y = one_hot(rng.integers(0, sizes[-1], N), sizes[-1], dtype)
+    order = rng.permutation(N)
+    expected = params.astype(np.float64)
+    R.train_epoch(expected, layout, acts, loss, x.astype(np.float64), y.astype(np.float64),
+                  order, batch_size, 0.5, 0.99)
+    S.train_epoch(params, layout, acts, loss, S.sparse_inputs(x), y, order, batch_size, 0.5,
+                  0.99)
+    tol = dict(rtol=1e-10, atol=1e-12) if dtype == np.float64 else dict(rtol=1e-3, atol=1e-4)
+    assert_close(params, expected.astype(dtype), **tol, name="params")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("sizes,acts,loss", NETS)
+@pytest.mark.parametrize("batch_size,nthreads", [(1, 2), (4, 2), (10, 3)])
+def test_sparse_epoch_threads_bit_identical(sizes, acts, loss, batch_size, nthreads, dtype):
+    """Two threads (three asks for two) give the one-thread result bit for bit: the sums are
+    split into the same two parts whatever the thread count. Weight decay on."""
+    layout, params, rng = make_net(sizes, dtype, 11 + batch_size)
+    acts = np.array(acts, dtype=np.int64)
+    N = 29
+    x = sparse_x(rng, N, sizes[0], dtype)
+    y = one_hot(rng.integers(0, sizes[-1], N), sizes[-1], dtype)
+    order = rng.permutation(N)
+    csr = S.sparse_inputs(x)
+    one = params.copy()
+    S.train_epoch(one, layout, acts, loss, csr, y, order, batch_size, 0.5, 0.99)
+    S.train_epoch_threaded(params, layout, acts, loss, csr, y, order, batch_size, 0.5, 0.99,
+                           nthreads)
+    assert_close(params, one, rtol=0, atol=0, name="params")
+
+
+def test_sparse_epoch_error_reaches_caller():
+    layout = R.layout_for([784, 30, 10])
+    params = np.zeros(R.n_params(layout), np.float32)
+    csr = S.sparse_inputs(np.zeros((20, 784), np.float32))
+    with pytest.raises(Exception):
+        S.train_epoch_threaded(params, layout, np.ones(2, np.int64), 0, csr,
+                               np.zeros((20, 10), np.float32), np.arange(20.0), 10, 0.5, 1.0, 2)
+
+
+def test_backend_chooses_by_density():
+    backend = CpuBackend()
+    rng = np.random.default_rng(0)
+    sparse = sparse_x(rng, 30, 50, np.float32, density=0.2)
+    dense = rng.standard_normal((30, 50)).astype(np.float32)
+    got = backend.inputs(sparse)
+    assert isinstance(got, SparseInputs) and got.dense is sparse and len(got) == 30
+    assert backend.inputs(dense) is dense
+    empty = np.zeros((0, 50), np.float32)
+    assert backend.inputs(empty) is empty
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_model_fit_sparse_matches_dense_path(dtype, monkeypatch):
+    """Model.fit on mostly-zero inputs (the sparse epoch) ends where the dense epoch does, up
+    to the order of sums; evaluate and predict read the dense copy."""
+    rng = np.random.default_rng(3)
+    x = sparse_x(rng, 200, 64, dtype, density=0.2)
+    y = rng.integers(0, 10, 200)
+    results = []
+    for limit in (S.SPARSE_MAX_DENSITY, -1.0):  # -1: every input counts as dense
+        monkeypatch.setattr(S, "SPARSE_MAX_DENSITY", limit)
+        model = Model([64, 20, 10], dtype=dtype, seed=1)
+        history = model.fit(x, y, epochs=2, batch_size=10, lr=0.5, lmbda=0.1, verbose=False,
+                            validation_data=(x[:50], y[:50]))
+        results.append((model.params.copy(), history.loss, history.val_accuracy))
+    tol = dict(rtol=1e-10, atol=1e-12) if dtype == "float64" else dict(rtol=1e-3, atol=1e-4)
+    assert_close(results[0][0], results[1][0], **tol, name="params")
+    assert results[0][1] == pytest.approx(results[1][1], rel=1e-3)
+    assert results[0][2] == results[1][2]
