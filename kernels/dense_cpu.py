@@ -103,26 +103,44 @@ def _exp_floor(typingctx, z):
     return z(z), codegen
 
 
+@intrinsic
+def _is_float32(typingctx, z):
+    """True (a compile-time constant) when z is a float32: lets a kernel pick a cheaper
+    formula for float32 with the branch folded away."""
+    if z not in (types.float64, types.float32):
+        return None
+    flag = z == types.float32
+
+    def codegen(context, builder, signature, args):
+        return ir.Constant(ir.IntType(1), int(flag))
+
+    return types.boolean(z), codegen
+
+
 @_jit
 def _sigmoid(z):
     """σ(z) = 1/(1 + e^−z) without branches or libm calls, so loops over it vectorise.
 
     e = exp(−|z|) ∈ (0, 1] (no overflow for any z) by range reduction t = n·ln2 + r, |r| ≤ ln2/2,
-    and a degree-12 Taylor polynomial (relative error < 2e-16), scaled by 2**n built from bits;
-    −|z| is clamped where e^t would leave the normal range (σ there is < 1e-38 or 1 − 1e-38).
-    σ = 1/(1 + e) for z ≥ 0, e/(1 + e) otherwise. NaN stays NaN."""
+    and a Taylor polynomial, scaled by 2**n built from bits: degree 12 in float64 (relative
+    error < 2e-16), degree 7 in float32 (< 6e-9, below float32's rounding; 5 fewer FMAs per
+    element); −|z| is clamped where e^t would leave the normal range (σ there is < 1e-38 or
+    1 − 1e-38). σ = 1/(1 + e) for z ≥ 0, e/(1 + e) otherwise. NaN stays NaN."""
     T = type(z)
     t = -abs(z)
     lo = _exp_floor(z)
     t = lo if t < lo else t  # NaN passes through to the final select
     n = np.floor(t * T(1.4426950408889634) + T(0.5))
     r = t - n * T(0.6931471803691238) - n * T(1.9082149292705877e-10)
-    p = T(1.0 / 479001600.0)
-    p = p * r + T(1.0 / 39916800.0)
-    p = p * r + T(1.0 / 3628800.0)
-    p = p * r + T(1.0 / 362880.0)
-    p = p * r + T(1.0 / 40320.0)
-    p = p * r + T(1.0 / 5040.0)
+    if _is_float32(z):
+        p = T(1.0 / 5040.0)
+    else:
+        p = T(1.0 / 479001600.0)
+        p = p * r + T(1.0 / 39916800.0)
+        p = p * r + T(1.0 / 3628800.0)
+        p = p * r + T(1.0 / 362880.0)
+        p = p * r + T(1.0 / 40320.0)
+        p = p * r + T(1.0 / 5040.0)
     p = p * r + T(1.0 / 720.0)
     p = p * r + T(1.0 / 120.0)
     p = p * r + T(1.0 / 24.0)

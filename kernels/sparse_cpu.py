@@ -61,7 +61,7 @@ _jit = njit(**config.CPU_JIT)
 # against dense 87 / 89 ms at densities 0.35 / 0.50; float64 139 / 187 against 158 ms).
 SPARSE_MAX_DENSITY = 0.4
 _VBYTES = 32  # one AVX vector
-_PART0_SHARE = 0.4  # of the nonzeros: thread 0 also runs the layers above (module doc)
+_PART0_SHARE = 0.5  # of the nonzeros (module doc)
 _LINE = 64
 
 
@@ -323,8 +323,9 @@ def padded_width(h, itemsize):
 @_jit
 def workspaces(params, layout, batch_size):
     """The epoch's arrays: ``(wt, bt, zq, c)`` — layer 0's weights transposed and its biases,
-    padded to whole cache lines; zq[2, batch, h_pad], the two parts' sums of layer 0's z; c,
-    the update's coefficients −(η/m)·δ⁰ — and the dense epoch's ``dense_cpu.workspaces``.
+    padded to whole cache lines; zq[2, batch, h_pad], the two parts' sums of layer 0's z;
+    c[2, batch, h_pad], each part's copy of the update's coefficients −(η/m)·δ⁰ — and the
+    dense epoch's ``dense_cpu.workspaces``.
     wt and bt start as layer 0's weights and biases."""
     n0, h0, w_off, b_off = layout[0, 0], layout[0, 1], layout[0, 2], layout[0, 3]
     hp = padded_width(h0, params.itemsize)
@@ -336,7 +337,7 @@ def workspaces(params, layout, batch_size):
     bt = np.zeros(hp, dtype=params.dtype)
     bt[:h0] = params[b_off:b_off + h0]
     zq = _aligned_zeros((2, batch_size, hp), params)
-    c = _aligned_zeros((batch_size, hp), params)
+    c = _aligned_zeros((2, batch_size, hp), params)
     return (wt, bt, zq, c), _dense.workspaces(layout, batch_size, bt)
 
 
@@ -353,22 +354,34 @@ def write_back(params, layout, sp):
 
 
 @_jit
-def _layer0_part(csr, rows_u, rows_f, sp, decay, part):
+def _layer0_part(csr, rows_u, rows_f, sp, d0, scale, decay, part):
     """Layer 0 over one part of the inputs (the weight rows k < k_split, or the rest): the SGD
-    update with mini-batch t (samples rows_u; coefficients c from ``_upper``), then mini-batch
-    t+1's sum over the part (samples rows_f, into zq[part]; part 0's starts from the biases).
-    The parts touch disjoint rows of wt, so they can run on different threads."""
+    update with mini-batch t (samples rows_u, δ⁰ in d0[m, h0]; part 0 also updates the
+    biases), then mini-batch t+1's sum over the part (samples rows_f, into zq[part]; part 0's
+    starts from the biases). The parts touch disjoint rows of wt, so they can run on
+    different threads."""
     indptr, indices, values, mid, k_split = csr
-    wt, bt, zq, c = sp
+    wt, bt, zq, cq = sp
     hp = wt.shape[1]
     if rows_u.shape[0] > 0:
+        m, h0 = d0.shape
+        c = cq[part]
+        for i in range(m):
+            for j in range(h0):
+                c[i, j] = -scale * d0[i, j]  # columns from h0 on stay zero
+        if part == 0:
+            for j in range(h0):
+                s = wt.dtype.type(0)
+                for i in range(m):
+                    s += d0[i, j]
+                bt[j] -= scale * s
         if decay != 1:
             k_lo, k_hi = (0, k_split) if part == 0 else (k_split, wt.shape[0])
             for k in range(k_lo, k_hi):
                 row = wt[k]
                 for j in range(hp):
                     row[j] *= decay
-        for i in range(rows_u.shape[0]):
+        for i in range(m):
             r = rows_u[i]
             s, e = (indptr[r], mid[r]) if part == 0 else (mid[r], indptr[r + 1])
             scatter_cols(values, indices, s, e, wt, 0, hp, c[i])
@@ -385,12 +398,10 @@ def _layer0_part(csr, rows_u, rows_f, sp, decay, part):
 
 
 @_jit
-def _upper(params, layout, acts, loss, y, rows, offs, sp, ws, lr, decay):
-    """The one-thread part of a step: layer 0's z = the two parts' sums, its activation, the
-    layers above (``dense_cpu._step_upper``), then from δ⁰ layer 0's bias update and the
-    coefficients c of its weight update."""
-    wt, bt, zq, c = sp
-    zs, acts_buf, deltas = ws[0], ws[1], ws[2]
+def _upper(params, layout, acts, loss, y, rows, offs, zq, ws, lr, decay):
+    """The one-thread part of a step: layer 0's z = the two parts' sums, its activation, and
+    the layers above (``dense_cpu._step_upper``, which leaves δ⁰ in the workspaces)."""
+    zs, acts_buf = ws[0], ws[1]
     m, h0 = rows.shape[0], layout[0, 1]
     z0 = zs[:m * h0].reshape((m, h0))
     for i in range(m):
@@ -402,16 +413,6 @@ def _upper(params, layout, acts, loss, y, rows, offs, sp, ws, lr, decay):
     else:
         _dense.activate_flat(z0, a0, acts[0])
     _dense._step_upper(params, layout, acts, loss, y, rows, offs, ws, lr, decay)
-    d0 = deltas[:m * h0].reshape((m, h0))
-    scale = params.dtype.type(lr / m)
-    for j in range(h0):
-        s = params.dtype.type(0)
-        for i in range(m):
-            s += d0[i, j]
-        bt[j] -= scale * s
-    for i in range(m):
-        for j in range(h0):
-            c[i, j] = -scale * d0[i, j]  # columns from h0 on stay zero
 
 
 @_jit
@@ -428,24 +429,27 @@ def epoch_worker(tid, nthreads, sync, params, layout, acts, loss, csr, y, order,
     no_rows = order[:0]
     gen = 0
     m = min(batch_size, N)
+    h0 = layout[0, 1]
+    T = params.dtype.type
     for part in range(p_lo, p_hi):
-        _layer0_part(csr, no_rows, order[:m], sp, dec, part)
+        _layer0_part(csr, no_rows, order[:m], sp, ws[2][:0].reshape((0, h0)), T(0), dec, part)
     for k in range(0, N, batch_size):
         m = min(batch_size, N - k)
         gen = _sync.barrier(sync, nthreads, gen)  # both parts of z⁰ complete
         if _sync.aborted(sync):
             return
         if tid == 0:
-            _upper(params, layout, acts, loss, y, order[k:k + m], offs, sp, ws, lr, dec)
-        gen = _sync.barrier(sync, nthreads, gen)  # δ⁰ and c ready, layers 1.. updated
+            _upper(params, layout, acts, loss, y, order[k:k + m], offs, sp[2], ws, lr, dec)
+        gen = _sync.barrier(sync, nthreads, gen)  # δ⁰ ready, layers 1.. updated
         if _sync.aborted(sync):
             return
         kn = k + m
         mn = min(batch_size, N - kn) if kn < N else 0
         if tid == nthreads - 1:
             _prefetch_rows(csr, order[kn + mn:kn + mn + batch_size])  # the step after next
+        d0 = ws[2][:m * h0].reshape((m, h0))
         for part in range(p_lo, p_hi):
-            _layer0_part(csr, order[k:k + m], order[kn:kn + mn], sp, dec, part)
+            _layer0_part(csr, order[k:k + m], order[kn:kn + mn], sp, d0, T(lr / m), dec, part)
 
 
 @_jit
