@@ -122,12 +122,20 @@ class CpuBackend(NumpyBackend):
                                          lr, decay, threads)
 
     def evaluate(self, params, layout, acts, loss, x, y):
-        total, correct = self._k.evaluate(params, layout, acts, loss, _dense(x), y, _EVAL_CHUNK,
-                                          numba.get_num_threads())
+        if isinstance(x, SparseInputs):
+            total, correct = self._sparse.evaluate(params, layout, acts, loss, x.csr, y,
+                                                   _EVAL_CHUNK, numba.get_num_threads())
+        else:
+            total, correct = self._k.evaluate(params, layout, acts, loss, x, y, _EVAL_CHUNK,
+                                              numba.get_num_threads())
         return float(total), int(correct)
 
     def predict(self, params, layout, acts, x):
-        x = _dense(x)
+        if isinstance(x, SparseInputs):
+            out = np.empty((len(x), int(layout[-1, 1])), dtype=x.dense.dtype)
+            self._sparse.predict(params, layout, acts, x.csr, out, _EVAL_CHUNK,
+                                 numba.get_num_threads())
+            return out
         out = np.empty((x.shape[0], int(layout[-1, 1])), dtype=x.dtype)
         self._k.predict(params, layout, acts, x, out, _EVAL_CHUNK, numba.get_num_threads())
         return out

@@ -229,7 +229,7 @@ class Model:
         decay = 1.0 - lr * lmbda / n
         history = History()
         train = runner.data(xs, ys, training=True)
-        valid = runner.data(*val) if val else None
+        valid = runner.data(*val, training=True) if val else None  # read every epoch
         try:
             for epoch in range(epochs):
                 order = self._rng.permutation(n) if shuffle else np.arange(n)
@@ -334,7 +334,8 @@ class _FusedRunner:
         self.args = (model._layout, model._acts)
 
     def data(self, x, y, training=False):
-        """x and y on the backend; training data in the form its epochs read best."""
+        """x and y on the backend; ``training``: data read every epoch, in the form the
+        backend reads best (``backend.inputs``)."""
         x = self.backend.inputs(x) if training else self.backend.upload(x)
         return (x, None if y is None else self.backend.upload(y))
 

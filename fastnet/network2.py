@@ -223,7 +223,8 @@ class Network(SigmoidNetwork):
         lmbda = _checks.finite_float(lmbda, "lmbda")
         arrays = self._arrays(self._materialize(data, "data"), "data", vectors=not convert)
         backend = self._backend()
-        out = self._outputs(backend, backend.upload(self._pack()), backend.upload(arrays.x))
+        # inputs(): the form the monitors of SGD read, so that the results agree bit for bit
+        out = self._outputs(backend, backend.upload(self._pack()), backend.inputs(arrays.x))
         return self._cost_of(out, arrays.one_hot(self.sizes[-1]), lmbda)
 
     # ------------------------------------------------------------------ persistence

@@ -274,7 +274,7 @@ class Network:
         decay = 1.0 - eta * lmbda / num_training_batches  # the book scales L2 by batches
         self._push()
         runner = self.model._runner(None)
-        dtrain, dvalid = runner.data(*train, training=True), runner.data(*valid)
+        dtrain, dvalid = runner.data(*train, training=True), runner.data(*valid, training=True)
         dtest = runner.data(*test) if test else None
         best_validation_accuracy, best_iteration, test_accuracy = 0.0, 0, 0.0
         try:

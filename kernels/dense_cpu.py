@@ -410,18 +410,25 @@ def forward(params, layout, acts, x, zs, activations):
     """Forward pass through all layers. ``zs``/``activations`` are flat workspaces of at least
     B·Σn_out elements; layer l's arrays start at B·(Σ_{k<l} n_out_k). Returns the offset of the
     last layer's outputs in them."""
-    B = x.shape[0]
-    inp = x
+    return forward_from(params, layout, acts, x, zs, activations, 0)
+
+
+@_jit
+def forward_from(params, layout, acts, inp, zs, activations, first):
+    """``forward`` from layer ``first`` on, ``inp[B, n_in of first]`` being its input (layer
+    first − 1's activations, or x); earlier layers' workspace rows are left as they are."""
+    B = inp.shape[0]
     off = 0
     for l in range(layout.shape[0]):
         n_in, n_out, w_off, b_off = layout[l, 0], layout[l, 1], layout[l, 2], layout[l, 3]
-        w = params[w_off:w_off + n_out * n_in].reshape((n_out, n_in))
-        b = params[b_off:b_off + n_out]
-        z = zs[off:off + B * n_out].reshape((B, n_out))
-        a = activations[off:off + B * n_out].reshape((B, n_out))
-        dense_forward(inp, w, b, z)
-        activate(z, a, acts[l])
-        inp = a
+        if l >= first:
+            w = params[w_off:w_off + n_out * n_in].reshape((n_out, n_in))
+            b = params[b_off:b_off + n_out]
+            z = zs[off:off + B * n_out].reshape((B, n_out))
+            a = activations[off:off + B * n_out].reshape((B, n_out))
+            dense_forward(inp, w, b, z)
+            activate(z, a, acts[l])
+            inp = a
         if l < layout.shape[0] - 1:
             off += B * n_out
     return off

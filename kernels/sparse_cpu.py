@@ -46,7 +46,7 @@ Tried, not kept:
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
@@ -55,6 +55,10 @@ from . import dense_cpu as _dense
 from . import sync_cpu as _sync
 
 _jit = njit(**config.CPU_JIT)
+_pjit = njit(**config.CPU_JIT, parallel={"comprehension": False, "reduction": False,
+                                         "inplace_binop": False, "setitem": False,
+                                         "numpy": False, "stencil": False, "fusion": False,
+                                         "prange": True})
 
 # Inputs with more nonzeros than this fraction train on the dense path: one-thread epochs of
 # [784, 30, 10] at mini-batch 10 cross over at density 0.42-0.44 (float32: sparse 72 / 98 ms
@@ -483,3 +487,71 @@ def train_epoch_threaded(params, layout, acts, loss, csr, y, order, batch_size, 
                                                csr, y, order, batch_size, lr, decay, sp, ws),
                       nthreads, sync)
     write_back(params, layout, sp)
+
+
+# ---------------------------------------------------------------------------- inference
+@_jit
+def _forward_rows(params, layout, acts, loss, csr, wt, bt, y, out, lo, hi, batch_size):
+    """``dense_cpu._forward_rows`` with layer 0 gathered over the nonzeros (``wt, bt``: layer
+    0 transposed and padded, as in ``workspaces``): the outputs for rows [lo, hi) go to
+    out[lo:hi] unless out is empty; with y not empty, returns their summed cost and number
+    correct."""
+    indptr, indices, values = csr[0], csr[1], csr[2]
+    L, h0, hp = layout.shape[0], layout[0, 1], wt.shape[1]
+    nL = layout[L - 1, 1]
+    size = _dense._layer_offsets(layout, batch_size)[-1]
+    zs = np.empty(size, dtype=params.dtype)
+    acts_buf = np.empty(size, dtype=params.dtype)
+    zp = _aligned_zeros((batch_size, hp), params)
+    total = 0.0
+    correct = 0
+    for k in range(lo, hi, batch_size):
+        m = min(batch_size, hi - k)
+        for i in range(m):
+            zi = zp[i]
+            zi[:] = bt
+            gather_cols(values, indices, indptr[k + i], indptr[k + i + 1], wt, 0, hp, zi)
+        z0 = zs[:m * h0].reshape((m, h0))
+        a0 = acts_buf[:m * h0].reshape((m, h0))
+        _dense._copy_cols(zp[:m], z0)
+        _dense.activate(z0, a0, acts[0])
+        off = _dense.forward_from(params, layout, acts, a0, zs, acts_buf, 1)
+        a = acts_buf[off:off + m * nL].reshape((m, nL))
+        if out.shape[0] > 0:
+            _dense._copy_cols(a, out[k:k + m])
+        if y.shape[0] > 0:
+            t, n_ok = _dense.loss_and_correct(zs[off:off + m * nL].reshape((m, nL)), a,
+                                              y[k:k + m], loss)
+            total += t
+            correct += n_ok
+    return total, correct
+
+
+@_pjit
+def evaluate(params, layout, acts, loss, csr, y, batch_size, nthreads):
+    """``dense_cpu.evaluate`` on x given as ``sparse_inputs(x)``."""
+    sp = workspaces(params, layout, 1)[0]
+    N = csr[0].shape[0] - 1
+    totals = np.zeros(nthreads)
+    counts = np.zeros(nthreads, dtype=np.int64)
+    for c in prange(nthreads):
+        lo, hi = _dense._split(N, nthreads, c, 1)
+        totals[c], counts[c] = _forward_rows(params, layout, acts, loss, csr, sp[0], sp[1], y,
+                                             y[:0], lo, hi, batch_size)
+    total = 0.0
+    correct = 0
+    for c in range(nthreads):
+        total += totals[c]
+        correct += counts[c]
+    return total, correct
+
+
+@_pjit
+def predict(params, layout, acts, csr, out, batch_size, nthreads):
+    """``dense_cpu.predict`` on x given as ``sparse_inputs(x)``."""
+    sp = workspaces(params, layout, 1)[0]
+    N = csr[0].shape[0] - 1
+    for c in prange(nthreads):
+        lo, hi = _dense._split(N, nthreads, c, 1)
+        _forward_rows(params, layout, acts, 0, csr, sp[0], sp[1], out[:0], out, lo, hi,
+                      batch_size)

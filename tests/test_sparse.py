@@ -181,3 +181,27 @@ def test_model_fit_sparse_matches_dense_path(dtype, monkeypatch):
     assert_close(results[0][0], results[1][0], **tol, name="params")
     assert results[0][1] == pytest.approx(results[1][1], rel=1e-3)
     assert results[0][2] == results[1][2]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("sizes,acts,loss", NETS)
+@pytest.mark.parametrize("nthreads", [1, 2, 3])
+def test_sparse_evaluate_and_predict(sizes, acts, loss, nthreads, dtype):
+    """Inference over the nonzeros against the reference's forward pass (chunks of 4 and 5
+    rows: a short last chunk)."""
+    layout, params, rng = make_net(sizes, dtype, 7)
+    acts = np.array(acts, dtype=np.int64)
+    x = sparse_x(rng, 17, sizes[0], dtype)
+    y = one_hot(rng.integers(0, sizes[-1], 17), sizes[-1], dtype)
+    csr = S.sparse_inputs(x)
+    total, correct = S.evaluate(params, layout, acts, loss, csr, y, 5, nthreads)
+    e_total, e_correct = R.loss_and_correct(params.astype(np.float64), layout, acts, loss,
+                                            x.astype(np.float64), y.astype(np.float64))
+    rtol = 1e-9 if dtype == np.float64 else 2e-3
+    assert total == pytest.approx(e_total, rel=rtol)
+    assert correct == e_correct
+    out = np.empty((17, sizes[-1]), dtype)
+    S.predict(params, layout, acts, csr, out, 4, nthreads)
+    _, activations = R.forward(params.astype(np.float64), layout, acts, x.astype(np.float64))
+    tol = dict(rtol=1e-10, atol=1e-12) if dtype == np.float64 else dict(rtol=2e-4, atol=2e-5)
+    assert_close(out, activations[-1].astype(dtype), **tol)
