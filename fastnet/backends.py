@@ -70,7 +70,7 @@ class NumpyBackend:
 
 class SparseInputs:
     """A data set's inputs kept twice: ``dense`` (the array) and ``csr``
-    (``sparse_cpu.sparse_inputs(dense)``: the nonzeros by row) for the sparse epoch. About
+    (``sparse_cpu.sparse_inputs``: the nonzeros by row) for the sparse epoch. About
     1.2× the dense array's memory at MNIST's density (19% nonzero, float32)."""
 
     def __init__(self, dense, csr):
@@ -98,9 +98,11 @@ class CpuBackend(NumpyBackend):
         """x, or a ``SparseInputs`` when x is a 2-D batch with at most
         ``sparse_cpu.SPARSE_MAX_DENSITY`` of its entries nonzero (measured crossover: there
         the sparse epoch overtakes the dense one)."""
-        if (isinstance(x, np.ndarray) and x.ndim == 2 and x.size
-                and np.count_nonzero(x) <= self._sparse.SPARSE_MAX_DENSITY * x.size):
-            return SparseInputs(x, self._sparse.sparse_inputs(x))
+        if isinstance(x, np.ndarray) and x.ndim == 2 and x.size:
+            threads = numba.get_num_threads()
+            indptr = self._sparse.row_pointers(x, threads)
+            if indptr[-1] <= self._sparse.SPARSE_MAX_DENSITY * x.size:
+                return SparseInputs(x, self._sparse.sparse_inputs(x, indptr, threads))
         return x
 
     def epoch_threads(self, layout, batch_size) -> int:

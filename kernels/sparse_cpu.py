@@ -69,30 +69,46 @@ _PART0_SHARE = 0.5  # of the nonzeros (module doc)
 _LINE = 64
 
 
-@_jit
-def nonzero_pattern(x):
-    """``(indptr int64[N+1], indices int32[nnz], values[nnz])``, x[N, n] in CSR form: row i's
-    nonzero columns, ascending, are ``indices[indptr[i]:indptr[i + 1]]``, their values
-    ``values[...]`` (x's dtype). NaN counts as nonzero."""
+@_pjit
+def row_pointers(x, nthreads):
+    """indptr[N+1] of x[N, n]'s CSR form: indptr[i + 1] − indptr[i] = row i's nonzeros (NaN
+    counts as nonzero); indptr[N] = all of them. Rows split over ``nthreads`` threads."""
     N, n = x.shape
+    counts = np.zeros(N, dtype=np.int64)
+    for t in prange(nthreads):
+        lo, hi = _dense._split(N, nthreads, t, 1)
+        for i in range(lo, hi):
+            xi = x[i]
+            c = 0
+            for k in range(n):
+                c += np.int64(xi[k] != 0)
+            counts[i] = c
     indptr = np.zeros(N + 1, dtype=np.int64)
     for i in range(N):
-        c = 0
-        xi = x[i]
-        for k in range(n):
-            if xi[k] != 0:
-                c += 1
-        indptr[i + 1] = indptr[i] + c
+        indptr[i + 1] = indptr[i] + counts[i]
+    return indptr
+
+
+@_pjit
+def nonzero_pattern(x, indptr, nthreads):
+    """``(indptr, indices int32[nnz], values[nnz])``, x[N, n] in CSR form (indptr from
+    ``row_pointers``): row i's nonzero columns, ascending, are
+    ``indices[indptr[i]:indptr[i + 1]]``, their values ``values[...]`` (x's dtype). Rows split
+    over ``nthreads`` threads. The fill branches on each element: 66 ms for MNIST on one
+    thread, against 141 ms branch-free (which writes every element)."""
+    N, n = x.shape
     indices = np.empty(indptr[N], dtype=np.int32)
     values = np.empty(indptr[N], dtype=x.dtype)
-    for i in range(N):
-        p = indptr[i]
-        xi = x[i]
-        for k in range(n):
-            if xi[k] != 0:
-                indices[p] = k
-                values[p] = xi[k]
-                p += 1
+    for t in prange(nthreads):
+        lo, hi = _dense._split(N, nthreads, t, 1)
+        for i in range(lo, hi):
+            p = indptr[i]
+            xi = x[i]
+            for k in range(n):
+                if xi[k] != 0:
+                    indices[p] = k
+                    values[p] = xi[k]
+                    p += 1
     return indptr, indices, values
 
 
@@ -281,27 +297,49 @@ def scatter_cols(vals, indices, s, e, wt, lo, hi, coef):
 
 
 # ---------------------------------------------------------------------------- the epoch
-@_jit
-def sparse_inputs(x):
-    """x[N, n] for the sparse epoch: ``(indptr, indices, values, mid)``, ``nonzero_pattern(x)``
-    and mid[N], where each row's nonzeros split into two parts: inputs k < k_split
-    (``indices[indptr[i]:mid[i]]``) and the rest. k_split puts ``_PART0_SHARE`` of all the
-    nonzeros in part 0 (the part of thread 0, which also runs the layers above)."""
-    indptr, indices, values = nonzero_pattern(x)
+@_pjit
+def _split_points(x, indptr, indices, nthreads):
+    """(mid[N], k_split) for ``sparse_inputs``: the columns' nonzero counts come from x (rows
+    split over threads, a vectorised compare), mid by binary search in each row's columns."""
     N, n = x.shape
-    per_col = np.zeros(n + 1, dtype=np.int64)
-    for p in range(indices.shape[0]):
-        per_col[indices[p]] += 1
+    per_col = np.zeros((nthreads, n), dtype=np.int64)
+    for t in prange(nthreads):
+        lo, hi = _dense._split(N, nthreads, t, 1)
+        pc = per_col[t]
+        for i in range(lo, hi):
+            xi = x[i]
+            for k in range(n):
+                pc[k] += np.int64(xi[k] != 0)
     k_split, acc = 0, 0
-    while k_split < n and acc + per_col[k_split] <= _PART0_SHARE * indices.shape[0]:
-        acc += per_col[k_split]
+    while k_split < n:
+        c = 0
+        for t in range(nthreads):
+            c += per_col[t, k_split]
+        if acc + c > _PART0_SHARE * indices.shape[0]:
+            break
+        acc += c
         k_split += 1
     mid = np.empty(N, dtype=np.int64)
     for i in range(N):
-        p = indptr[i]
-        while p < indptr[i + 1] and indices[p] < k_split:
-            p += 1
-        mid[i] = p
+        a, b = indptr[i], indptr[i + 1]  # first position in [a, b) whose column ≥ k_split
+        while a < b:
+            h = (a + b) // 2
+            if indices[h] < k_split:
+                a = h + 1
+            else:
+                b = h
+        mid[i] = a
+    return mid, k_split
+
+
+@_jit
+def sparse_inputs(x, indptr, nthreads):
+    """x[N, n] for the sparse epoch: ``(indptr, indices, values, mid, k_split)``:
+    ``nonzero_pattern(x, indptr, nthreads)``, and mid[N], where each row's nonzeros split into
+    two parts: inputs k < k_split (``indices[indptr[i]:mid[i]]``) and the rest. k_split puts
+    ``_PART0_SHARE`` of all the nonzeros in part 0 (thread 0's part)."""
+    indptr, indices, values = nonzero_pattern(x, indptr, nthreads)
+    mid, k_split = _split_points(x, indptr, indices, nthreads)
     return indptr, indices, values, mid, k_split
 
 

@@ -36,16 +36,20 @@ def sparse_x(rng, n, n_in, dtype, density=0.3):
     return x.astype(dtype)
 
 
+def csr_of(x, nthreads=2):
+    return S.sparse_inputs(x, S.row_pointers(x, nthreads), nthreads)
+
+
 def one_hot(labels, n, dtype):
     return np.eye(n, dtype=dtype)[labels]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("n,n_in", [(1, 1), (1, 9), (13, 5), (40, 784)])
-def test_sparse_inputs(n, n_in, dtype):
+@pytest.mark.parametrize("n,n_in,nthreads", [(1, 1, 1), (1, 9, 2), (13, 5, 3), (40, 784, 2)])
+def test_sparse_inputs(n, n_in, nthreads, dtype):
     rng = np.random.default_rng(n + n_in)
     x = sparse_x(rng, n, n_in, dtype)
-    indptr, indices, values, mid, k_split = S.sparse_inputs(x)
+    indptr, indices, values, mid, k_split = csr_of(x, nthreads)
     rows, cols = np.nonzero(x)
     assert indices.dtype == np.int32 and values.dtype == dtype
     assert (np.diff(indptr) == np.count_nonzero(x, axis=1)).all()
@@ -62,10 +66,10 @@ def test_sparse_inputs(n, n_in, dtype):
 
 def test_sparse_inputs_all_zero_and_nan():
     x = np.zeros((4, 6), np.float32)
-    indptr, indices, values, mid, k_split = S.sparse_inputs(x)
+    indptr, indices, values, mid, k_split = csr_of(x)
     assert indptr.tolist() == [0] * 5 and len(indices) == 0 and (mid == 0).all()
     x[1, 2] = np.nan  # NaN is not zero: kept, so that it shows up in the results
-    _, indices, values, _, _ = S.sparse_inputs(x)
+    _, indices, values, _, _ = csr_of(x)
     assert indices.tolist() == [2] and np.isnan(values[0])
 
 
@@ -116,7 +120,7 @@ def test_sparse_epoch_against_reference(sizes, acts, loss, batch_size, dtype):
     expected = params.astype(np.float64)
     R.train_epoch(expected, layout, acts, loss, x.astype(np.float64), y.astype(np.float64),
                   order, batch_size, 0.5, 0.99)
-    S.train_epoch(params, layout, acts, loss, S.sparse_inputs(x), y, order, batch_size, 0.5,
+    S.train_epoch(params, layout, acts, loss, csr_of(x), y, order, batch_size, 0.5,
                   0.99)
     tol = dict(rtol=1e-10, atol=1e-12) if dtype == np.float64 else dict(rtol=1e-3, atol=1e-4)
     assert_close(params, expected.astype(dtype), **tol, name="params")
@@ -134,7 +138,7 @@ def test_sparse_epoch_threads_bit_identical(sizes, acts, loss, batch_size, nthre
     x = sparse_x(rng, N, sizes[0], dtype)
     y = one_hot(rng.integers(0, sizes[-1], N), sizes[-1], dtype)
     order = rng.permutation(N)
-    csr = S.sparse_inputs(x)
+    csr = csr_of(x)
     one = params.copy()
     S.train_epoch(one, layout, acts, loss, csr, y, order, batch_size, 0.5, 0.99)
     S.train_epoch_threaded(params, layout, acts, loss, csr, y, order, batch_size, 0.5, 0.99,
@@ -145,7 +149,7 @@ def test_sparse_epoch_threads_bit_identical(sizes, acts, loss, batch_size, nthre
 def test_sparse_epoch_error_reaches_caller():
     layout = R.layout_for([784, 30, 10])
     params = np.zeros(R.n_params(layout), np.float32)
-    csr = S.sparse_inputs(np.zeros((20, 784), np.float32))
+    csr = csr_of(np.zeros((20, 784), np.float32))
     with pytest.raises(Exception):
         S.train_epoch_threaded(params, layout, np.ones(2, np.int64), 0, csr,
                                np.zeros((20, 10), np.float32), np.arange(20.0), 10, 0.5, 1.0, 2)
@@ -193,7 +197,7 @@ def test_sparse_evaluate_and_predict(sizes, acts, loss, nthreads, dtype):
     acts = np.array(acts, dtype=np.int64)
     x = sparse_x(rng, 17, sizes[0], dtype)
     y = one_hot(rng.integers(0, sizes[-1], 17), sizes[-1], dtype)
-    csr = S.sparse_inputs(x)
+    csr = csr_of(x)
     total, correct = S.evaluate(params, layout, acts, loss, csr, y, 5, nthreads)
     e_total, e_correct = R.loss_and_correct(params.astype(np.float64), layout, acts, loss,
                                             x.astype(np.float64), y.astype(np.float64))
