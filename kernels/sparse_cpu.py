@@ -17,20 +17,25 @@ once per data set, not per epoch). Weight decay (λ > 0) scales all of wt once a
 (w ← decay·w − update, the book's order). The layers above layer 0 are
 ``dense_cpu._step_upper``, as in the dense epoch.
 
-Two parts, two threads: the inputs split at k_split into part 0 (k < k_split, ``_PART0_SHARE``
-of the data set's nonzeros) and part 1. z⁰ is summed per part (part 0 from the biases) and the
-parts added; each part updates only its own rows of wt. Thread 0 runs part 0 and then, alone,
-the layers above (``_upper``); thread 1 runs part 1 (one thread runs both). Two ``sync_cpu``
+Two parts, two threads: the inputs split at k_split into part 0 (k < k_split, half of the
+data set's nonzeros) and part 1. z⁰ is summed per part (part 0 from the biases) and the parts
+added; each part updates only its own rows of wt. Thread 0 runs part 0 and then, alone, the
+layers above (``_upper``); thread 1 runs part 1 (one thread runs both). Two ``sync_cpu``
 barriers a step, as in ``dense_cpu._epoch_worker``. The sums are the same whatever the thread
-count, so the result is too, bit for bit. Splitting by inputs rather than by columns of wt (as
-the dense epoch splits its rows) halves each thread's nonzeros instead of each nonzero's width:
-per-nonzero costs (index, value, address) halve too. Measured, 2 threads, mini-batch 10: split
-by columns 0.117 s float32 and 0.22 s float64; by inputs 0.108-0.123 s and 0.151-0.18 s.
+count, so the result is too, bit for bit. The split is even although thread 0 has the layers
+above too: those run after both parts, not beside them (0.4/0.6 measured 0.108 s float32 and
+0.18 s float64 against 0.085 s and 0.135 s for 0.5/0.5). Splitting by inputs rather than by
+columns of wt (as the dense epoch splits its rows) halves each thread's nonzeros instead of
+each nonzero's width, so the per-nonzero costs (index, value, address) halve too: split by
+columns the 2-thread epoch took 0.117 s float32 and 0.22 s float64.
 
-Measured, [784, 30, 10] sigmoid, mini-batch 10, float32, one thread (2026-11-22, the 2-core
-machine, ms per epoch; docs/performance.md has the end-to-end figures): gather forward 45
-(26 in data order: the rest is waiting for the CSR data of randomly ordered samples), scatter
-update 65, the layers above and layer 0's sigmoid 34.
+Measured, [784, 30, 10] sigmoid, mini-batch 10 (2026-11-22, the 2-core machine; the suite's
+figures are in docs/performance.md). One thread, float32, ms per epoch: gather forward 45 (26
+with the samples in data order: the rest is waiting for the CSR data of randomly ordered
+samples; ``_prefetch_rows`` asks for it two steps ahead), scatter update 65, the layers above
+with layer 0's sigmoid 34; the whole epoch 0.12 s float32, 0.21 s float64 (dense: 0.22 s,
+0.39 s). Two threads, quiet host: 0.085 s and 0.135 s; the second vCPU is often busy with
+other work on the host, and then 0.11-0.13 s and 0.14-0.18 s.
 Tried, not kept:
 - LLVM's own vectorisation of the row loops (``_axpy_4``-style slices): ~60 instructions of
   alias checks and set-up per call against 16 of work; 85 ms forward, 110 ms update. Numba
