@@ -570,31 +570,34 @@ def _forward_rows(params, layout, acts, loss, csr, wt, bt, y, out, lo, hi, batch
     return total, correct
 
 
-@_pjit
-def evaluate(params, layout, acts, loss, csr, y, batch_size, nthreads):
-    """``dense_cpu.evaluate`` on x given as ``sparse_inputs(x)``."""
+def _on_threads(params, layout, acts, loss, csr, y, out, batch_size, nthreads):
+    """``_forward_rows`` over all rows, in ``nthreads`` ranges on OS threads (one compiled
+    function for evaluate and predict: a ``prange`` kernel each compiled for ~10-15 s);
+    returns the ranges' (cost, correct) added in range order."""
     sp = workspaces(params, layout, 1)[0]
     N = csr[0].shape[0] - 1
-    totals = np.zeros(nthreads)
-    counts = np.zeros(nthreads, dtype=np.int64)
-    for c in prange(nthreads):
-        lo, hi = _dense._split(N, nthreads, c, 1)
-        totals[c], counts[c] = _forward_rows(params, layout, acts, loss, csr, sp[0], sp[1], y,
-                                             y[:0], lo, hi, batch_size)
-    total = 0.0
-    correct = 0
-    for c in range(nthreads):
-        total += totals[c]
-        correct += counts[c]
+    nthreads = max(1, min(nthreads, -(-N // batch_size)))
+    per = -(-N // nthreads)
+    results = [(0.0, 0)] * nthreads
+
+    def work(t):
+        lo, hi = min(t * per, N), min((t + 1) * per, N)
+        results[t] = _forward_rows(params, layout, acts, loss, csr, sp[0], sp[1], y, out, lo,
+                                   hi, batch_size)
+
+    _sync.run_threads(work, nthreads, np.zeros(_sync.SYNC_SIZE, dtype=np.int64))
+    total, correct = 0.0, 0
+    for t, c in results:
+        total += t
+        correct += c
     return total, correct
 
 
-@_pjit
+def evaluate(params, layout, acts, loss, csr, y, batch_size, nthreads):
+    """``dense_cpu.evaluate`` on x given as ``sparse_inputs(x)``: (Σ cost, number correct)."""
+    return _on_threads(params, layout, acts, loss, csr, y, y[:0], batch_size, nthreads)
+
+
 def predict(params, layout, acts, csr, out, batch_size, nthreads):
-    """``dense_cpu.predict`` on x given as ``sparse_inputs(x)``."""
-    sp = workspaces(params, layout, 1)[0]
-    N = csr[0].shape[0] - 1
-    for c in prange(nthreads):
-        lo, hi = _dense._split(N, nthreads, c, 1)
-        _forward_rows(params, layout, acts, 0, csr, sp[0], sp[1], out[:0], out, lo, hi,
-                      batch_size)
+    """``dense_cpu.predict`` on x given as ``sparse_inputs(x)``: out[N, nL] (overwritten)."""
+    _on_threads(params, layout, acts, 0, csr, out[:0], out, batch_size, nthreads)
