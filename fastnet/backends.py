@@ -80,6 +80,15 @@ class SparseInputs:
         return len(self.dense)
 
 
+def _sparse_for(x, layout):
+    """x's CSR form when the sparse kernels can read it for this network, else None: x must be
+    a ``SparseInputs`` exactly as wide as layer 0 (the dense kernels read only the first n_in
+    columns of a wider x; the CSR form would index weight rows that do not exist)."""
+    if isinstance(x, SparseInputs) and x.dense.shape[1] == int(layout[0, 0]):
+        return x.csr
+    return None
+
+
 def _dense(x):
     return x.dense if isinstance(x, SparseInputs) else x
 
@@ -116,29 +125,32 @@ class CpuBackend(NumpyBackend):
         x: an array, or ``inputs(x)``'s ``SparseInputs`` for the sparse epoch."""
         if threads is None:
             threads = self._k.epoch_threads(layout, batch_size)
-        if isinstance(x, SparseInputs):
-            self._sparse.train_epoch_threaded(params, layout, acts, loss, x.csr, y, order,
+        csr = _sparse_for(x, layout)
+        if csr is not None:
+            self._sparse.train_epoch_threaded(params, layout, acts, loss, csr, y, order,
                                               batch_size, lr, decay, threads)
         else:
-            self._k.train_epoch_threaded(params, layout, acts, loss, x, y, order, batch_size,
-                                         lr, decay, threads)
+            self._k.train_epoch_threaded(params, layout, acts, loss, _dense(x), y, order,
+                                         batch_size, lr, decay, threads)
 
     def evaluate(self, params, layout, acts, loss, x, y):
-        if isinstance(x, SparseInputs):
-            total, correct = self._sparse.evaluate(params, layout, acts, loss, x.csr, y,
+        csr = _sparse_for(x, layout)
+        if csr is not None:
+            total, correct = self._sparse.evaluate(params, layout, acts, loss, csr, y,
                                                    _EVAL_CHUNK, numba.get_num_threads())
         else:
-            total, correct = self._k.evaluate(params, layout, acts, loss, x, y, _EVAL_CHUNK,
-                                              numba.get_num_threads())
+            total, correct = self._k.evaluate(params, layout, acts, loss, _dense(x), y,
+                                              _EVAL_CHUNK, numba.get_num_threads())
         return float(total), int(correct)
 
     def predict(self, params, layout, acts, x):
-        if isinstance(x, SparseInputs):
-            out = np.empty((len(x), int(layout[-1, 1])), dtype=x.dense.dtype)
-            self._sparse.predict(params, layout, acts, x.csr, out, _EVAL_CHUNK,
+        csr = _sparse_for(x, layout)
+        x = _dense(x)
+        out = np.empty((x.shape[0], int(layout[-1, 1])), dtype=x.dtype)
+        if csr is not None:
+            self._sparse.predict(params, layout, acts, csr, out, _EVAL_CHUNK,
                                  numba.get_num_threads())
             return out
-        out = np.empty((x.shape[0], int(layout[-1, 1])), dtype=x.dtype)
         self._k.predict(params, layout, acts, x, out, _EVAL_CHUNK, numba.get_num_threads())
         return out
 

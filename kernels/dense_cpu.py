@@ -619,8 +619,8 @@ def evaluate(params, layout, acts, loss, x, y, batch_size, nthreads):
     parallel, each in chunks of ``batch_size`` rows (the sums are added in range order)."""
     totals = np.zeros(nthreads)
     counts = np.zeros(nthreads, dtype=np.int64)
-    for c in prange(nthreads):
-        lo, hi = _split(x.shape[0], nthreads, c, 1)
+    for c in prange(nthreads):  # ranges of whole chunks: the same sums for any thread count
+        lo, hi = _split(x.shape[0], nthreads, c, batch_size)
         totals[c], counts[c] = _forward_rows(params, layout, acts, loss, x, y, x[:0], lo, hi,
                                              batch_size)
     total = 0.0
@@ -635,8 +635,8 @@ def evaluate(params, layout, acts, loss, x, y, batch_size, nthreads):
 def predict(params, layout, acts, x, out, batch_size, nthreads):
     """out[N, nL] (overwritten) = the network's output for x[N, n0]: ``nthreads`` ranges of
     rows in parallel, each in chunks of ``batch_size`` rows."""
-    for c in prange(nthreads):
-        lo, hi = _split(x.shape[0], nthreads, c, 1)
+    for c in prange(nthreads):  # ranges of whole chunks: the same outputs for any thread count
+        lo, hi = _split(x.shape[0], nthreads, c, batch_size)
         _forward_rows(params, layout, acts, 0, x, x[:0], out, lo, hi, batch_size)
 
 

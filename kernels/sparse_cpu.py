@@ -504,6 +504,7 @@ def train_epoch(params, layout, acts, loss, csr, y, order, batch_size, lr, decay
     """One epoch of mini-batch SGD in place on ``params``, on this thread, x given as ``csr =
     sparse_inputs(x)``: ``dense_cpu.train_epoch``'s epoch (mini-batches are consecutive
     slices of ``order``; the last one may be shorter)."""
+    batch_size = max(1, min(batch_size, order.shape[0]))  # one batch of them all is the same
     sp, ws = workspaces(params, layout, batch_size)
     epoch_worker(0, 1, np.zeros(_sync.SYNC_SIZE, dtype=np.int64), params, layout, acts, loss,
                  csr, y, order, batch_size, lr, decay, sp, ws)
@@ -524,6 +525,7 @@ def train_epoch_threaded(params, layout, acts, loss, csr, y, order, batch_size, 
     if nthreads <= 1:
         train_epoch(params, layout, acts, loss, csr, y, order, batch_size, lr, decay)
         return
+    batch_size = max(1, min(batch_size, len(order)))  # scratch for no more rows than exist
     sp, ws = workspaces(params, layout, batch_size)
     sync = np.zeros(_sync.SYNC_SIZE, dtype=np.int64)
     _sync.run_threads(lambda tid: epoch_worker(tid, nthreads, sync, params, layout, acts, loss,
@@ -571,13 +573,16 @@ def _forward_rows(params, layout, acts, loss, csr, wt, bt, y, out, lo, hi, batch
 
 
 def _on_threads(params, layout, acts, loss, csr, y, out, batch_size, nthreads):
-    """``_forward_rows`` over all rows, in ``nthreads`` ranges on OS threads (one compiled
-    function for evaluate and predict: a ``prange`` kernel each compiled for ~10-15 s);
-    returns the ranges' (cost, correct) added in range order."""
+    """``_forward_rows`` over all rows, in ``nthreads`` ranges of whole ``batch_size`` chunks on
+    OS threads (one compiled function for evaluate and predict: a ``prange`` kernel each
+    compiled for ~10-15 s); returns the ranges' (cost, correct) added in range order. The
+    chunks do not depend on the thread count, so neither do the outputs (the summed cost's
+    last bits do: it is added range by range)."""
     sp = workspaces(params, layout, 1)[0]
     N = csr[0].shape[0] - 1
-    nthreads = max(1, min(nthreads, -(-N // batch_size)))
-    per = -(-N // nthreads)
+    chunks = -(-N // batch_size)
+    nthreads = max(1, min(nthreads, chunks))
+    per = -(-chunks // nthreads) * batch_size  # whole chunks: the same sums for any count
     results = [(0.0, 0)] * nthreads
 
     def work(t):

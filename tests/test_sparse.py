@@ -169,18 +169,22 @@ def test_backend_chooses_by_density():
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_model_fit_sparse_matches_dense_path(dtype, monkeypatch):
-    """Model.fit on mostly-zero inputs (the sparse epoch) ends where the dense epoch does, up
-    to the order of sums; evaluate and predict read the dense copy."""
+    """Model.fit on mostly-zero inputs (the sparse epoch, and the sparse evaluation of the
+    training and validation sets) ends where the dense path does, up to the order of sums."""
     rng = np.random.default_rng(3)
     x = sparse_x(rng, 200, 64, dtype, density=0.2)
     y = rng.integers(0, 10, 200)
     results = []
+    calls = []
+    real_epoch = S.train_epoch_threaded
+    monkeypatch.setattr(S, "train_epoch_threaded", lambda *a: calls.append(1) or real_epoch(*a))
     for limit in (S.SPARSE_MAX_DENSITY, -1.0):  # -1: every input counts as dense
         monkeypatch.setattr(S, "SPARSE_MAX_DENSITY", limit)
         model = Model([64, 20, 10], dtype=dtype, seed=1)
         history = model.fit(x, y, epochs=2, batch_size=10, lr=0.5, lmbda=0.1, verbose=False,
                             validation_data=(x[:50], y[:50]))
         results.append((model.params.copy(), history.loss, history.val_accuracy))
+        assert len(calls) == (2 if limit > 0 else 2)  # two sparse epochs, then none
     tol = dict(rtol=1e-10, atol=1e-12) if dtype == "float64" else dict(rtol=1e-3, atol=1e-4)
     assert_close(results[0][0], results[1][0], **tol, name="params")
     assert results[0][1] == pytest.approx(results[1][1], rel=1e-3)
@@ -209,3 +213,111 @@ def test_sparse_evaluate_and_predict(sizes, acts, loss, nthreads, dtype):
     _, activations = R.forward(params.astype(np.float64), layout, acts, x.astype(np.float64))
     tol = dict(rtol=1e-10, atol=1e-12) if dtype == np.float64 else dict(rtol=2e-4, atol=2e-5)
     assert_close(out, activations[-1].astype(dtype), **tol)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sparse_inference_does_not_depend_on_thread_count(dtype):
+    """Threads take whole chunks of rows, so every thread count forms the same chunks and gives
+    the same outputs, bit for bit (the drop-ins' monitors run on one thread, their
+    accuracy()/total_cost() on all; both score from the outputs), and the same count correct;
+    the summed cost is added range by range, so only its last bits may differ."""
+    layout, params, rng = make_net([30, 9, 4], dtype, 2)
+    acts = np.array([SIGMOID, SOFTMAX], dtype=np.int64)
+    x = sparse_x(rng, 37, 30, dtype)
+    y = one_hot(rng.integers(0, 4, 37), 4, dtype)
+    csr = csr_of(x)
+    outs, sums = [], []
+    for nthreads in (1, 2, 3, 8):
+        out = np.empty((37, 4), dtype)
+        S.predict(params, layout, acts, csr, out, 5, nthreads)
+        outs.append(out)
+        sums.append(S.evaluate(params, layout, acts, LOG_LIKELIHOOD, csr, y, 5, nthreads))
+    for out, s in zip(outs[1:], sums[1:]):
+        assert np.array_equal(out, outs[0]) and s[1] == sums[0][1]
+        assert s[0] == pytest.approx(sums[0][0], rel=1e-12 if dtype == np.float64 else 1e-6)
+
+
+def test_backend_float32_inputs_float64_params():
+    """float32 images with float64 weights: the CSR values are float32, the kernels widen them
+    and compute in the weights' dtype (the reference's float64 result); the outputs take x's
+    dtype, as on the dense path. (The dense path's scratch takes x's dtype instead, so it is
+    not the yardstick here; the drop-ins pass float64 x.)"""
+    backend = CpuBackend()
+    layout, params, rng = make_net([40, 12, 10], np.float64, 4)
+    acts = np.array([SIGMOID, SIGMOID], dtype=np.int64)
+    x = sparse_x(rng, 50, 40, np.float32)
+    y = one_hot(rng.integers(0, 10, 50), 10, np.float64)
+    order = rng.permutation(50)
+    sparse_in = backend.inputs(x)
+    assert isinstance(sparse_in, SparseInputs) and sparse_in.csr[2].dtype == np.float32
+    got, expected = params.copy(), params.copy()
+    backend.train_epoch(got, layout, acts, QUADRATIC, sparse_in, y, order, 7, 0.5, 0.99)
+    R.train_epoch(expected, layout, acts, QUADRATIC, x.astype(np.float64), y, order, 7, 0.5,
+                  0.99)
+    assert_close(got, expected, rtol=1e-10, atol=1e-12, name="params")
+    out = backend.predict(got, layout, acts, sparse_in)
+    _, activations = R.forward(got, layout, acts, x.astype(np.float64))
+    assert out.dtype == np.float32 and out.shape == (50, 10)
+    assert_close(out, activations[-1].astype(np.float32), rtol=1e-6, atol=1e-7)
+    total, correct = backend.evaluate(got, layout, acts, QUADRATIC, sparse_in, y)
+    e_total, e_correct = R.loss_and_correct(got, layout, acts, QUADRATIC, x.astype(np.float64),
+                                            y)
+    assert total == pytest.approx(e_total, rel=1e-10) and correct == e_correct
+
+
+def test_backend_inputs_wider_than_layer0_use_the_dense_path():
+    """The dense kernels read the first n_in columns of a wider x; the CSR form would index
+    weight rows that do not exist, so such inputs train on the dense path (same result)."""
+    backend = CpuBackend()
+    layout, params, rng = make_net([20, 6, 3], np.float64, 5)
+    acts = np.array([SIGMOID, SIGMOID], dtype=np.int64)
+    x = sparse_x(rng, 30, 50, np.float64, density=0.1)
+    x[:, 40:45] = 1.0  # nonzeros beyond layer 0's 20 inputs
+    y = one_hot(rng.integers(0, 3, 30), 3, np.float64)
+    order = rng.permutation(30)
+    a, b = params.copy(), params.copy()
+    backend.train_epoch(a, layout, acts, QUADRATIC, backend.inputs(x), y, order, 4, 0.5, 1.0)
+    backend.train_epoch(b, layout, acts, QUADRATIC, x, y, order, 4, 0.5, 1.0)
+    assert np.array_equal(a, b)
+    assert np.array_equal(backend.predict(a, layout, acts, backend.inputs(x)),
+                          backend.predict(a, layout, acts, x))
+
+
+def test_batch_larger_than_the_data():
+    layout, params, rng = make_net([30, 8, 4], np.float64, 6)
+    acts = np.array([SIGMOID, SIGMOID], dtype=np.int64)
+    x = sparse_x(rng, 13, 30, np.float64)
+    y = one_hot(rng.integers(0, 4, 13), 4, np.float64)
+    order = rng.permutation(13)
+    expected = params.copy()
+    R.train_epoch(expected, layout, acts, QUADRATIC, x, y, order, 1000, 0.5, 1.0)
+    for nthreads in (1, 2):
+        got = params.copy()
+        S.train_epoch_threaded(got, layout, acts, QUADRATIC, csr_of(x), y, order, 1000, 0.5,
+                               1.0, nthreads)
+        assert_close(got, expected, rtol=1e-10, atol=1e-12, name="params")
+
+
+def test_network3_fully_connected_net_trains_on_the_sparse_path(monkeypatch, capsys):
+    """network3 with fully connected layers only (the chapter-6 `fc` row) runs the fused dense
+    stack, so its training set goes through the sparse epoch; the result matches the dense
+    path up to the order of sums."""
+    from fastnet import network3
+    rng = np.random.default_rng(8)
+    x = sparse_x(rng, 120, 784, np.float32, density=0.2)
+    y = rng.integers(0, 10, 120)
+    calls = []
+    real_epoch = S.train_epoch_threaded
+    monkeypatch.setattr(S, "train_epoch_threaded", lambda *a: calls.append(1) or real_epoch(*a))
+    weights = []
+    for limit in (S.SPARSE_MAX_DENSITY, -1.0):
+        monkeypatch.setattr(S, "SPARSE_MAX_DENSITY", limit)
+        np.random.seed(0)
+        net = network3.Network([network3.FullyConnectedLayer(n_in=784, n_out=20),
+                                network3.SoftmaxLayer(n_in=20, n_out=10)], 10)
+        net.SGD((x, y), 2, 10, 0.5, (x[:40], y[:40]), (x[:40], y[:40]))
+        weights.append([np.array(layer.w) for layer in net.layers])
+    capsys.readouterr()
+    assert len(calls) == 2  # the two epochs of the first run
+    for a, b in zip(*weights):
+        assert_close(a, b, rtol=1e-4, atol=1e-5, name="w")  # network3 trains in float32
