@@ -715,11 +715,11 @@ def _copy_cols(src, dst):
 
 
 @_jit
-def _step_upper(params, layout, acts, loss, y, rows, offs, ws, lr, decay):
+def _step_upper(params, layout, acts, loss, y, rows, offs, ws, lr, decay, update=True):
     """One mini-batch (samples ``rows``) above layer 0, whose z and a are already in the
     workspaces ``ws = (zs, activations, deltas)``: the forward of layers 1.., every layer's delta
-    (layer 0's included), each taken before any weight changes, then the SGD updates of layers
-    1.. (layer 0's update is ``_layer0_part``'s)."""
+    (layer 0's included), each taken before any weight changes, then (``update``) the SGD
+    updates of layers 1.. (``upper_updates``; layer 0's update is ``_layer0_part``'s)."""
     zs, acts_buf, deltas, _ = ws
     L = layout.shape[0]
     m = rows.shape[0]
@@ -750,11 +750,20 @@ def _step_upper(params, layout, acts, loss, y, rows, offs, ws, lr, decay):
             hidden_delta(d, w, zs[op:op + m * n_in].reshape((m, n_in)),
                          acts_buf[op:op + m * n_in].reshape((m, n_in)), acts[l - 1],
                          deltas[op:op + m * n_in].reshape((m, n_in)))
+    if update:
+        upper_updates(params, layout, offs, ws, m, lr, decay)
+
+
+@_jit
+def upper_updates(params, layout, offs, ws, m, lr, decay):
+    """The SGD updates of layers 1.. for a mini-batch of m samples whose activations and
+    deltas are in the workspaces (``_step_upper``'s last part; nothing of layer 0)."""
+    acts_buf, deltas = ws[1], ws[2]
     scale = params.dtype.type(lr / m)
-    for l in range(1, L):
+    for l in range(1, layout.shape[0]):
         n_in, n_out, w_off, b_off = layout[l, 0], layout[l, 1], layout[l, 2], layout[l, 3]
         op, o = offs[l - 1], offs[l]
-        _rows_update(acts_buf[op:op + m * n_in].reshape((m, n_in)), no_rows, m,
+        _rows_update(acts_buf[op:op + m * n_in].reshape((m, n_in)), _NO_ROWS, m,
                      deltas[o:o + m * n_out].reshape((m, n_out)),
                      params[w_off:w_off + n_out * n_in].reshape((n_out, n_in)),
                      params[b_off:b_off + n_out], scale, decay, 0, n_out)

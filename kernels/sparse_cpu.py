@@ -447,7 +447,8 @@ def _layer0_part(csr, rows_u, rows_f, sp, d0, scale, decay, part):
 @_jit
 def _upper(params, layout, acts, loss, y, rows, offs, zq, ws, lr, decay):
     """The one-thread part of a step: layer 0's z = the two parts' sums, its activation, and
-    the layers above (``dense_cpu._step_upper``, which leaves δ⁰ in the workspaces)."""
+    the forward and deltas of the layers above (``dense_cpu._step_upper`` without the updates,
+    which ``epoch_worker`` runs beside layer 0's part 0); δ⁰ is left in the workspaces."""
     zs, acts_buf = ws[0], ws[1]
     m, h0 = rows.shape[0], layout[0, 1]
     z0 = zs[:m * h0].reshape((m, h0))
@@ -459,15 +460,16 @@ def _upper(params, layout, acts, loss, y, rows, offs, zq, ws, lr, decay):
         _dense.activate(z0, a0, config.SOFTMAX)
     else:
         _dense.activate_flat(z0, a0, acts[0])
-    _dense._step_upper(params, layout, acts, loss, y, rows, offs, ws, lr, decay)
+    _dense._step_upper(params, layout, acts, loss, y, rows, offs, ws, lr, decay, False)
 
 
 @_jit
 def epoch_worker(tid, nthreads, sync, params, layout, acts, loss, csr, y, order, batch_size, lr,
                  decay, sp, ws):
     """Thread ``tid`` of ``nthreads`` running one epoch (see the module doc): thread 0 runs
-    part 0 of layer 0 and the layers above, thread 1 part 1 (one thread runs both); ``sp, ws
-    = workspaces(...)``, and ``write_back`` after every thread has returned."""
+    part 0 of layer 0 and the forward and deltas of the layers above, thread 1 part 1 and the
+    updates of the layers above (one thread runs it all); ``sp, ws = workspaces(...)``, and
+    ``write_back`` after every thread has returned."""
     N = order.shape[0]
     dec = params.dtype.type(decay)
     offs = _dense._layer_offsets(layout, batch_size)
@@ -487,13 +489,15 @@ def epoch_worker(tid, nthreads, sync, params, layout, acts, loss, csr, y, order,
             return
         if tid == 0:
             _upper(params, layout, acts, loss, y, order[k:k + m], offs, sp[2], ws, lr, dec)
-        gen = _sync.barrier(sync, nthreads, gen)  # δ⁰ ready, layers 1.. updated
+        gen = _sync.barrier(sync, nthreads, gen)  # δ⁰ ready
         if _sync.aborted(sync):
             return
         kn = k + m
         mn = min(batch_size, N - kn) if kn < N else 0
         if tid == nthreads - 1:
             _prefetch_rows(csr, order[kn + mn:kn + mn + batch_size])  # the step after next
+        if tid == nthreads - 1:  # the layers above: no part of layer 0 reads them
+            _dense.upper_updates(params, layout, offs, ws, m, lr, dec)
         d0 = ws[2][:m * h0].reshape((m, h0))
         for part in range(p_lo, p_hi):
             _layer0_part(csr, order[k:k + m], order[kn:kn + mn], sp, d0, T(lr / m), dec, part)
