@@ -371,6 +371,8 @@ class _LayerwiseRunner:
         return {k: flat[o:o + int(np.prod(s))].reshape(s) for k, (o, s) in entry.items()}
 
     def data(self, x, y, training=False):
+        """x (in the model's input shape) and y on the backend; ``training`` changes nothing
+        here: the layer-by-layer kernels read arrays."""
         x = self.ops.upload(x.reshape((len(x),) + self.model.input_shape))
         return (x, None if y is None else self.ops.upload(y))
 
