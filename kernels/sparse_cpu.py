@@ -253,13 +253,14 @@ def _prefetch(typingctx, arr, i):
 
 
 @_jit
-def _prefetch_rows(csr, rows):
-    """Prefetch the CSR data (indices and values) of the samples ``rows``: in random order
-    each sample's nonzeros are a fresh stretch of memory, a DRAM round trip if not asked for
-    ahead."""
+def _prefetch_rows(csr, y, rows):
+    """Prefetch the CSR data (indices and values) and the targets y of the samples ``rows``:
+    in random order each sample's nonzeros are a fresh stretch of memory, a DRAM round trip if
+    not asked for ahead."""
     indptr, indices, values = csr[0], csr[1], csr[2]
     for i in range(rows.shape[0]):
         r = rows[i]
+        _prefetch(y[r], 0)
         s, e = indptr[r], indptr[r + 1]
         for p in range(s, e, _LINE // 4):
             _prefetch(indices, p)
@@ -376,7 +377,7 @@ def workspaces(params, layout, batch_size):
     wt and bt start as layer 0's weights and biases."""
     n0, h0, w_off, b_off = layout[0, 0], layout[0, 1], layout[0, 2], layout[0, 3]
     hp = padded_width(h0, params.itemsize)
-    w0 = params[w_off:w_off + h0 * n0].reshape((h0, n0))
+    w0 = _dense.rows_of(params, w_off, h0, n0)
     wt = _aligned_zeros((n0, hp), params)
     for j in range(h0):
         for k in range(n0):
@@ -393,7 +394,7 @@ def write_back(params, layout, sp):
     """Layer 0's weights and biases from the epoch's wt, bt into params."""
     wt, bt = sp[0], sp[1]
     n0, h0, w_off, b_off = layout[0, 0], layout[0, 1], layout[0, 2], layout[0, 3]
-    w0 = params[w_off:w_off + h0 * n0].reshape((h0, n0))
+    w0 = _dense.rows_of(params, w_off, h0, n0)
     for j in range(h0):
         for k in range(n0):
             w0[j, k] = wt[k, j]
@@ -445,22 +446,27 @@ def _layer0_part(csr, rows_u, rows_f, sp, d0, scale, decay, part):
 
 
 @_jit
-def _upper(params, layout, acts, loss, y, rows, offs, zq, ws, lr, decay):
-    """The one-thread part of a step: layer 0's z = the two parts' sums, its activation, and
-    the forward and deltas of the layers above (``dense_cpu._step_upper`` without the updates,
-    which ``epoch_worker`` runs beside layer 0's part 0); δ⁰ is left in the workspaces."""
+def _upper(params, layout, acts, loss, y, rows, first, offs, zq, ws, lr, decay):
+    """Samples ``rows`` = rows first.. of the mini-batch above layer 0: layer 0's z = the two
+    parts' sums, its activation, and the forward and deltas of the layers above
+    (``dense_cpu._step_upper`` without the updates, which ``epoch_worker`` runs beside layer
+    0's part 0); their δ⁰ is left in the workspaces. Row by row, so the two halves of a
+    mini-batch run on the two threads."""
+    m = rows.shape[0]
+    if m == 0:
+        return
     zs, acts_buf = ws[0], ws[1]
-    m, h0 = rows.shape[0], layout[0, 1]
-    z0 = zs[:m * h0].reshape((m, h0))
+    h0 = layout[0, 1]
+    z0 = _dense.rows_of(zs, first * h0, m, h0)
     for i in range(m):
         for j in range(h0):
-            z0[i, j] = zq[0, i, j] + zq[1, i, j]
-    a0 = acts_buf[:m * h0].reshape((m, h0))
+            z0[i, j] = zq[0, first + i, j] + zq[1, first + i, j]
+    a0 = _dense.rows_of(acts_buf, first * h0, m, h0)
     if acts[0] == config.SOFTMAX:
         _dense.activate(z0, a0, config.SOFTMAX)
     else:
         _dense.activate_flat(z0, a0, acts[0])
-    _dense._step_upper(params, layout, acts, loss, y, rows, offs, ws, lr, decay, False)
+    _dense._step_upper(params, layout, acts, loss, y, rows, offs, ws, lr, decay, False, first)
 
 
 @_jit
@@ -481,25 +487,28 @@ def epoch_worker(tid, nthreads, sync, params, layout, acts, loss, csr, y, order,
     h0 = layout[0, 1]
     T = params.dtype.type
     for part in range(p_lo, p_hi):
-        _layer0_part(csr, no_rows, order[:m], sp, ws[2][:0].reshape((0, h0)), T(0), dec, part)
+        _layer0_part(csr, no_rows, order[:m], sp, _dense.rows_of(ws[2], 0, 0, h0), T(0), dec, part)
     for k in range(0, N, batch_size):
         m = min(batch_size, N - k)
         gen = _sync.barrier(sync, nthreads, gen)  # both parts of z⁰ complete
         if _sync.aborted(sync):
             return
-        if tid == 0:
-            _upper(params, layout, acts, loss, y, order[k:k + m], offs, sp[2], ws, lr, dec)
+        h = (m + 1) // 2  # the halves of the mini-batch above layer 0: thread 0's, thread 1's
+        for half in range(p_lo, p_hi):
+            lo, hi = (0, h) if half == 0 else (h, m)
+            _upper(params, layout, acts, loss, y, order[k + lo:k + hi], lo, offs, sp[2], ws,
+                   lr, dec)
         gen = _sync.barrier(sync, nthreads, gen)  # δ⁰ ready
         if _sync.aborted(sync):
             return
         kn = k + m
         mn = min(batch_size, N - kn) if kn < N else 0
         if tid == nthreads - 1:
-            _prefetch_rows(csr, order[kn + mn:kn + mn + batch_size])  # the step after next
-        if tid == nthreads - 1:  # the layers above: no part of layer 0 reads them
-            _dense.upper_updates(params, layout, offs, ws, m, lr, dec)
-        d0 = ws[2][:m * h0].reshape((m, h0))
+            _prefetch_rows(csr, y, order[kn + mn:kn + mn + batch_size])  # the step after next
+        d0 = _dense.rows_of(ws[2], 0, m, h0)
         for part in range(p_lo, p_hi):
+            # the layers above, half their rows each (no part of layer 0 reads them)
+            _dense.upper_updates(params, layout, offs, ws, m, lr, dec, part, 2)
             _layer0_part(csr, order[k:k + m], order[kn:kn + mn], sp, d0, T(lr / m), dec, part)
 
 
@@ -560,16 +569,16 @@ def _forward_rows(params, layout, acts, loss, csr, wt, bt, y, out, lo, hi, batch
             zi = zp[i]
             zi[:] = bt
             gather_cols(values, indices, indptr[k + i], indptr[k + i + 1], wt, 0, hp, zi)
-        z0 = zs[:m * h0].reshape((m, h0))
-        a0 = acts_buf[:m * h0].reshape((m, h0))
+        z0 = _dense.rows_of(zs, 0, m, h0)
+        a0 = _dense.rows_of(acts_buf, 0, m, h0)
         _dense._copy_cols(zp[:m], z0)
         _dense.activate(z0, a0, acts[0])
         off = _dense.forward_from(params, layout, acts, a0, zs, acts_buf, 1)
-        a = acts_buf[off:off + m * nL].reshape((m, nL))
+        a = _dense.rows_of(acts_buf, off, m, nL)
         if out.shape[0] > 0:
             _dense._copy_cols(a, out[k:k + m])
         if y.shape[0] > 0:
-            t, n_ok = _dense.loss_and_correct(zs[off:off + m * nL].reshape((m, nL)), a,
+            t, n_ok = _dense.loss_and_correct(_dense.rows_of(zs, off, m, nL), a,
                                               y[k:k + m], loss)
             total += t
             correct += n_ok
