@@ -68,6 +68,14 @@ from . import sync_cpu as _sync
 from .config import CROSS_ENTROPY, QUADRATIC, RELU, SIGMOID, SOFTMAX, SOFTPLUS, TANH
 
 _jit = njit(**config.CPU_JIT)
+# Kernels that allocate nothing and return no array are compiled without Numba's reference
+# counting: each array view a function makes or passes otherwise costs two atomic updates of
+# a reference count (~10 ns each here), and a fused step makes dozens of views per sample.
+# Such a function may call ``_jit`` functions (they count their own references), but an array
+# it creates must not reach one that counts. Numba compiles what a ``_lite`` function calls
+# without counting too, and refuses a function that returns a new view there: such helpers
+# (``rows_of``, ``_xrow``) are inlined instead.
+_lite = njit(**config.CPU_JIT, _nrt=False)
 _NO_ROWS = np.empty(0, dtype=np.int64)
 _PAR_MIN_WORK = 100_000  # batch·n_in·n_out of layer 0 from which an epoch uses threads
 
@@ -145,10 +153,11 @@ def _rows_of(typingctx, a, start, m, n):
     return ret(a, start, m, n), codegen
 
 
-@_jit
+@njit(**config.CPU_JIT, inline="always")
 def rows_of(a, start, m, n):
     """``a.reshape(-1)[start:start + m * n].reshape((m, n))`` for a C-contiguous a (1-D or
-    2-D), without the reshape's helper call; IndexError outside a."""
+    2-D), without the reshape's helper call; IndexError outside a. Inlined where it is used
+    (Numba IR), so ``_lite`` functions can call it: they cannot return a new view."""
     if start < 0 or m < 0 or n < 0 or start + m * n > a.size:
         raise IndexError("rows_of: the rows run outside the array")
     return _rows_of(a, start, m, n)
@@ -197,7 +206,7 @@ def _softplus(z):
 
 
 # ---------------------------------------------------------------------------- activations
-@_jit
+@_lite
 def activate(z, a, code):
     """a[B, n] (overwritten) = act(z[B, n]); softmax is row-wise with the row max subtracted.
     The code is tested outside the loops so each loop is branch-free and vectorises."""
@@ -238,7 +247,7 @@ def activate(z, a, code):
                 a[i, j] = z[i, j]
 
 
-@_jit
+@_lite
 def activate_flat(z, a, code):
     """``activate`` for C-contiguous z, a[B, n] and an element-wise code (not softmax), as one
     run of B·n elements: short rows (n = 10) otherwise leave the vector loop mostly idle."""
@@ -246,7 +255,7 @@ def activate_flat(z, a, code):
     activate(rows_of(z, 0, 1, B * n), rows_of(a, 0, 1, B * n), code)
 
 
-@_jit
+@_lite
 def activation_prime(z, a, code, out):
     """out[B, n] (multiplied in place) *= σ'(z), using the stored activation a where cheaper."""
     B, n = z.shape
@@ -352,7 +361,7 @@ def _axpy_1x1(w0, c0, x0, n, d):
         w0[k] = d * w0[k] - c0 * x0[k]
 
 
-@_jit
+@njit(**config.CPU_JIT, inline="always")
 def _xrow(x, rows, i):
     """Sample i of a mini-batch: row rows[i] of x, or row i when rows is empty (no gather)."""
     r = rows[i] if rows.shape[0] > 0 else i
@@ -678,7 +687,7 @@ def predict(params, layout, acts, x, out, batch_size, nthreads):
 
 
 # ---------------------------------------------------------------------------- fused epoch
-@_jit
+@_lite
 def _output_delta_rows(z, a, y, rows, loss, act, delta):
     """output_delta with targets y[rows[i]] read in place."""
     B, n = z.shape

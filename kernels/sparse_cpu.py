@@ -60,6 +60,7 @@ from . import dense_cpu as _dense
 from . import sync_cpu as _sync
 
 _jit = njit(**config.CPU_JIT)
+_lite = _dense._lite  # no reference counting (dense_cpu): the per-step kernels
 _pjit = njit(**config.CPU_JIT, parallel={"comprehension": False, "reduction": False,
                                          "inplace_binop": False, "setitem": False,
                                          "numpy": False, "stencil": False, "fusion": False,
@@ -252,7 +253,7 @@ def _prefetch(typingctx, arr, i):
     return types.void(arr, i), codegen
 
 
-@_jit
+@_lite
 def _prefetch_rows(csr, y, rows):
     """Prefetch the CSR data (indices and values) and the targets y of the samples ``rows``:
     in random order each sample's nonzeros are a fresh stretch of memory, a DRAM round trip if
@@ -272,7 +273,7 @@ _gather4, _gather2, _gather1 = _make_gather(4), _make_gather(2), _make_gather(1)
 _scatter4, _scatter2, _scatter1 = _make_scatter(4), _make_scatter(2), _make_scatter(1)
 
 
-@_jit
+@_lite
 def gather_cols(vals, indices, s, e, wt, lo, hi, out):
     """out[lo:hi] += Σ_{p ∈ [s, e)} vals[p]·wt[indices[p], lo:hi]; hi − lo whole vectors."""
     v = _VBYTES // wt.itemsize
@@ -287,7 +288,7 @@ def gather_cols(vals, indices, s, e, wt, lo, hi, out):
         _gather1(vals, indices, s, e, wt, c0, out)
 
 
-@_jit
+@_lite
 def scatter_cols(vals, indices, s, e, wt, lo, hi, coef):
     """wt[indices[p], lo:hi] += vals[p]·coef[lo:hi] for p in [s, e); hi − lo whole vectors."""
     v = _VBYTES // wt.itemsize
@@ -402,6 +403,141 @@ def write_back(params, layout, sp):
 
 
 @_jit
+def fused_upper(layout, acts):
+    """True when one layer sits above layer 0 (the book's [n, h, c] networks) and layer 0's
+    activation is element-wise: the epoch then runs that layer on padded copies of its weights
+    (``upper_workspaces``, ``_upper_one``) instead of the generic ``dense_cpu._step_upper``."""
+    return layout.shape[0] == 2 and acts[0] != config.SOFTMAX
+
+
+@_jit
+def upper_workspaces(params, layout, acts, batch_size):
+    """For ``fused_upper`` networks (else all empty): ``(w1p, w1t, b1p, z0p, a0p, z1p, a1p,
+    d1p, c1p, dtp, ar)``. Layer 1's weights W[n1, h0] twice, padded to whole cache lines:
+    w1p[n1, hp] (rows of W: δ⁰ is a gather over them) and w1t[h0, n1p] (columns of W: z¹ is a
+    gather over them); both take the same update, so they stay equal bit for bit. b1p[n1p]: its
+    biases. Per sample of the mini-batch, rows padded the same way: layer 0's z and a (z0p,
+    a0p[batch, hp]), layer 1's z, a and δ (z1p, a1p, d1p[batch, n1p]), −(η/m)·δ¹ (c1p) and
+    the unscaled δ⁰ (dtp[batch, hp]). ar = 0, 1, 2, … (int32): the gather and scatter
+    intrinsics' indices for dense rows. c1T[n1, batch_pad], a0T[h0, batch_pad]: c1p and a0p
+    transposed, for the update. Every pad stays zero all epoch."""
+    fused = fused_upper(layout, acts)
+    h0, n1 = layout[0, 1], layout[layout.shape[0] - 1, 1]
+    hp = padded_width(h0, params.itemsize) if fused else 0
+    n1p = padded_width(n1, params.itemsize) if fused else 0
+    rows = n1 if fused else 0
+    w1p = _aligned_zeros((rows, hp), params)
+    w1t = _aligned_zeros((h0 if fused else 0, n1p), params)
+    b1p = _aligned_zeros((n1p,), params)
+    if fused:
+        w_off, b_off = layout[1, 2], layout[1, 3]
+        w1 = _dense.rows_of(params, w_off, n1, h0)
+        for j in range(n1):
+            for k in range(h0):
+                w1p[j, k] = w1[j, k]
+                w1t[k, j] = w1[j, k]
+            b1p[j] = params[b_off + j]
+    b = batch_size if fused else 0
+    ar = np.arange(max(h0, n1, b) if fused else 0).astype(np.int32)
+    bp = padded_width(b, params.itemsize)
+    return (w1p, w1t, b1p, _aligned_zeros((b, hp), params), _aligned_zeros((b, hp), params),
+            _aligned_zeros((b, n1p), params), _aligned_zeros((b, n1p), params),
+            _aligned_zeros((b, n1p), params), _aligned_zeros((b, n1p), params),
+            _aligned_zeros((b, hp), params), ar, _aligned_zeros((rows, bp), params),
+            _aligned_zeros((h0 if fused else 0, bp), params))
+
+
+@_lite
+def _upper_one(acts, loss, y, rows, first, zq, up, d0, scale):
+    """``_upper`` for ``fused_upper`` networks on the padded copies ``up``: for samples
+    ``rows`` = rows first.. of the mini-batch, layer 0's z = the parts' sums and its a, layer
+    1's z = b + a⁰·Wᵀ (a gather over w1t's rows: the row vectors scaled by a⁰ and summed, no
+    dot products to reduce), a and δ¹, c1p = −scale·δ¹, and δ⁰ = δ¹·W ⊙ σ'(z⁰) (a gather
+    over w1p's rows) into d0[first + q, :h0]. No shape-dependent set-up per call: the rows are
+    whole vectors."""
+    w1p, w1t, b1p, z0p, a0p, z1p, a1p, d1p, c1p, dtp, ar = up[:11]
+    n1, hp = w1p.shape
+    h0, n1p = w1t.shape
+    for q in range(rows.shape[0]):
+        i = first + q
+        z0, a0, z1, c1, dt = z0p[i], a0p[i], z1p[i], c1p[i], dtp[i]
+        for j in range(hp):
+            z0[j] = zq[0, i, j] + zq[1, i, j]
+        z0v, a0v = _dense.rows_of(z0p, i * hp, 1, hp), _dense.rows_of(a0p, i * hp, 1, hp)
+        _dense.activate(z0v, a0v, acts[0])  # whole vectors; the pads are zeroed next
+        for j in range(h0, hp):
+            a0[j] = 0
+        for j in range(n1p):
+            z1[j] = b1p[j]
+        gather_cols(a0, ar, 0, h0, w1t, 0, n1p, z1)
+        z1v, a1v = _dense.rows_of(z1p, i * n1p, 1, n1), _dense.rows_of(a1p, i * n1p, 1, n1)
+        d1v = _dense.rows_of(d1p, i * n1p, 1, n1)
+        _dense.activate(z1v, a1v, acts[1])
+        _dense._output_delta_rows(z1v, a1v, y, rows[q:q + 1], loss, acts[1], d1v)
+        for j in range(n1):
+            c1[j] = -scale * d1p[i, j]
+        for j in range(hp):
+            dt[j] = 0
+        gather_cols(d1p[i], ar, 0, n1, w1p, 0, hp, dt)
+        _dense.activation_prime(z0v, a0v, acts[0], _dense.rows_of(dtp, i * hp, 1, hp))
+        d0i = d0[i]
+        for j in range(h0):
+            d0i[j] = dt[j]
+
+
+@_lite
+def _upper_update_one(up, m, scale, decay, part, nparts):
+    """Layer 1's SGD step for ``fused_upper`` networks, on both copies: range ``part`` of
+    ``nparts`` of w1p's rows and of w1t's rows (whole cache lines each: the parts can run on
+    different threads); part 0 also updates the biases. Row by row, the mini-batch's terms
+    summed into the row in registers (a gather over the samples' rows: the next sample's
+    load does not wait for this one's store). The same products in the same order reach
+    W[j, k] in both copies (fma(c, a, w) = fma(a, c, w)), so they stay equal."""
+    w1p, w1t, b1p, z0p, a0p, z1p, a1p, d1p, c1p, dtp, ar, c1T, a0T = up
+    n1, hp = w1p.shape
+    h0, n1p = w1t.shape
+    j_lo, j_hi = _dense._split(n1, nparts, part, 1)
+    k_lo, k_hi = _dense._split(h0, nparts, part, 1)
+    if part == 0:
+        for j in range(n1):
+            s = b1p.dtype.type(0)
+            for i in range(m):
+                s += d1p[i, j]
+            b1p[j] -= scale * s
+    for j in range(j_lo, j_hi):
+        wj, cj = w1p[j], c1T[j]
+        for i in range(m):
+            cj[i] = c1p[i, j]
+        if decay != 1:
+            for k in range(hp):
+                wj[k] *= decay
+        gather_cols(cj, ar, 0, m, a0p, 0, hp, wj)
+    for k in range(k_lo, k_hi):
+        wk, ak = w1t[k], a0T[k]
+        for i in range(m):
+            ak[i] = a0p[i, k]
+        if decay != 1:
+            for j in range(n1p):
+                wk[j] *= decay
+        gather_cols(ak, ar, 0, m, c1p, 0, n1p, wk)
+
+
+@_jit
+def upper_write_back(params, layout, up):
+    """Layer 1's weights and biases from ``upper_workspaces``' copies into params (nothing for
+    networks that are not ``fused_upper``)."""
+    w1p, b1p = up[0], up[2]
+    if w1p.shape[0] == 0:
+        return
+    n1, h0 = layout[1, 1], layout[1, 0]
+    w1 = _dense.rows_of(params, layout[1, 2], n1, h0)
+    for j in range(n1):
+        for k in range(h0):
+            w1[j, k] = w1p[j, k]
+        params[layout[1, 3] + j] = b1p[j]
+
+
+@_lite
 def _layer0_part(csr, rows_u, rows_f, sp, d0, scale, decay, part):
     """Layer 0 over one part of the inputs (the weight rows k < k_split, or the rest): the SGD
     update with mini-batch t (samples rows_u, δ⁰ in d0[m, h0]; part 0 also updates the
@@ -436,10 +572,8 @@ def _layer0_part(csr, rows_u, rows_f, sp, d0, scale, decay, part):
     z = zq[part]
     for i in range(rows_f.shape[0]):
         zi = z[i]
-        if part == 0:
-            zi[:] = bt
-        else:
-            zi[:] = 0
+        for j in range(hp):
+            zi[j] = bt[j] if part == 0 else 0
         r = rows_f[i]
         s, e = (indptr[r], mid[r]) if part == 0 else (mid[r], indptr[r + 1])
         gather_cols(values, indices, s, e, wt, 0, hp, zi)
@@ -469,16 +603,16 @@ def _upper(params, layout, acts, loss, y, rows, first, offs, zq, ws, lr, decay):
     _dense._step_upper(params, layout, acts, loss, y, rows, offs, ws, lr, decay, False, first)
 
 
-@_jit
+@_lite
 def epoch_worker(tid, nthreads, sync, params, layout, acts, loss, csr, y, order, batch_size, lr,
-                 decay, sp, ws):
+                 decay, sp, ws, up, offs):
     """Thread ``tid`` of ``nthreads`` running one epoch (see the module doc): thread 0 runs
     part 0 of layer 0 and the forward and deltas of the layers above, thread 1 part 1 and the
-    updates of the layers above (one thread runs it all); ``sp, ws = workspaces(...)``, and
+    updates of the layers above (one thread runs it all); ``sp, ws = workspaces(...)``, ``up
+    = upper_workspaces(...)``, offs = ``dense_cpu._layer_offsets(layout, batch_size)``, and
     ``write_back`` after every thread has returned."""
     N = order.shape[0]
     dec = params.dtype.type(decay)
-    offs = _dense._layer_offsets(layout, batch_size)
     p_lo = 0 if tid == 0 else 1
     p_hi = 2 if nthreads == 1 else (1 if tid == 0 else (2 if tid == 1 else 1))
     no_rows = order[:0]
@@ -486,6 +620,7 @@ def epoch_worker(tid, nthreads, sync, params, layout, acts, loss, csr, y, order,
     m = min(batch_size, N)
     h0 = layout[0, 1]
     T = params.dtype.type
+    fused = up[0].shape[0] > 0
     for part in range(p_lo, p_hi):
         _layer0_part(csr, no_rows, order[:m], sp, _dense.rows_of(ws[2], 0, 0, h0), T(0), dec, part)
     for k in range(0, N, batch_size):
@@ -494,10 +629,14 @@ def epoch_worker(tid, nthreads, sync, params, layout, acts, loss, csr, y, order,
         if _sync.aborted(sync):
             return
         h = (m + 1) // 2  # the halves of the mini-batch above layer 0: thread 0's, thread 1's
+        d0 = _dense.rows_of(ws[2], 0, m, h0)
         for half in range(p_lo, p_hi):
             lo, hi = (0, h) if half == 0 else (h, m)
-            _upper(params, layout, acts, loss, y, order[k + lo:k + hi], lo, offs, sp[2], ws,
-                   lr, dec)
+            if fused:
+                _upper_one(acts, loss, y, order[k + lo:k + hi], lo, sp[2], up, d0, T(lr / m))
+            else:
+                _upper(params, layout, acts, loss, y, order[k + lo:k + hi], lo, offs, sp[2],
+                       ws, lr, dec)
         gen = _sync.barrier(sync, nthreads, gen)  # δ⁰ ready
         if _sync.aborted(sync):
             return
@@ -505,10 +644,12 @@ def epoch_worker(tid, nthreads, sync, params, layout, acts, loss, csr, y, order,
         mn = min(batch_size, N - kn) if kn < N else 0
         if tid == nthreads - 1:
             _prefetch_rows(csr, y, order[kn + mn:kn + mn + batch_size])  # the step after next
-        d0 = _dense.rows_of(ws[2], 0, m, h0)
         for part in range(p_lo, p_hi):
             # the layers above, half their rows each (no part of layer 0 reads them)
-            _dense.upper_updates(params, layout, offs, ws, m, lr, dec, part, 2)
+            if fused:
+                _upper_update_one(up, m, T(lr / m), dec, part, 2)
+            else:
+                _dense.upper_updates(params, layout, offs, ws, m, lr, dec, part, 2)
             _layer0_part(csr, order[k:k + m], order[kn:kn + mn], sp, d0, T(lr / m), dec, part)
 
 
@@ -519,9 +660,12 @@ def train_epoch(params, layout, acts, loss, csr, y, order, batch_size, lr, decay
     slices of ``order``; the last one may be shorter)."""
     batch_size = max(1, min(batch_size, order.shape[0]))  # one batch of them all is the same
     sp, ws = workspaces(params, layout, batch_size)
+    up = upper_workspaces(params, layout, acts, batch_size)
     epoch_worker(0, 1, np.zeros(_sync.SYNC_SIZE, dtype=np.int64), params, layout, acts, loss,
-                 csr, y, order, batch_size, lr, decay, sp, ws)
+                 csr, y, order, batch_size, lr, decay, sp, ws, up,
+                 _dense._layer_offsets(layout, batch_size))
     write_back(params, layout, sp)
+    upper_write_back(params, layout, up)
 
 
 def epoch_threads(layout, batch_size):
@@ -540,11 +684,15 @@ def train_epoch_threaded(params, layout, acts, loss, csr, y, order, batch_size, 
         return
     batch_size = max(1, min(batch_size, len(order)))  # scratch for no more rows than exist
     sp, ws = workspaces(params, layout, batch_size)
+    up = upper_workspaces(params, layout, acts, batch_size)
+    offs = _dense._layer_offsets(layout, batch_size)
     sync = np.zeros(_sync.SYNC_SIZE, dtype=np.int64)
     _sync.run_threads(lambda tid: epoch_worker(tid, nthreads, sync, params, layout, acts, loss,
-                                               csr, y, order, batch_size, lr, decay, sp, ws),
+                                               csr, y, order, batch_size, lr, decay, sp, ws,
+                                               up, offs),
                       nthreads, sync)
     write_back(params, layout, sp)
+    upper_write_back(params, layout, up)
 
 
 # ---------------------------------------------------------------------------- inference

@@ -26,6 +26,10 @@ NETS = [  # sizes, activations, loss (as in test_dense, plus a layer 0 wider tha
     ([7, 5], [SOFTMAX], LOG_LIKELIHOOD),
     ([40, 37, 10], [SIGMOID, SIGMOID], QUADRATIC),
     ([784, 30, 10], [SIGMOID, SIGMOID], QUADRATIC),
+    # one layer above layer 0 (``S.fused_upper``): other activations, and layers wider than
+    # four vectors
+    ([9, 6, 4], [RELU, SOFTMAX], LOG_LIKELIHOOD),
+    ([12, 70, 33], [TANH, SIGMOID], QUADRATIC),
 ]
 
 
@@ -144,6 +148,78 @@ def test_sparse_epoch_threads_bit_identical(sizes, acts, loss, batch_size, nthre
     S.train_epoch_threaded(params, layout, acts, loss, csr, y, order, batch_size, 0.5, 0.99,
                            nthreads)
     assert_close(params, one, rtol=0, atol=0, name="params")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fused_upper_copies_stay_equal_and_pads_zero(dtype):
+    """The fused layer above layer 0 keeps its weights twice (rows and columns); after an
+    epoch with weight decay both copies are equal bit for bit, every pad is still zero, and
+    the weights written back are the copies'."""
+    sizes = [40, 37, 10]
+    layout, params, rng = make_net(sizes, dtype, 5)
+    acts = np.array([SIGMOID, SIGMOID], dtype=np.int64)
+    assert S.fused_upper(layout, acts)
+    N, batch = 31, 4
+    x = sparse_x(rng, N, sizes[0], dtype)
+    y = one_hot(rng.integers(0, sizes[-1], N), sizes[-1], dtype)
+    order = rng.permutation(N).astype(np.int64)
+    sp, ws = S.workspaces(params, layout, batch)
+    up = S.upper_workspaces(params, layout, acts, batch)
+    S.epoch_worker(0, 1, np.zeros(S._sync.SYNC_SIZE, dtype=np.int64), params, layout, acts,
+                   QUADRATIC, csr_of(x), y, order, batch, 0.5, 0.99, sp, ws, up,
+                   S._dense._layer_offsets(layout, batch))
+    w1p, w1t, b1p, z0p, a0p, z1p, a1p, d1p, c1p, dtp, ar, c1T, a0T = up
+    h0, n1 = sizes[1], sizes[2]
+    assert np.array_equal(w1p[:, :h0], w1t[:h0, :n1].T)
+    for a, lo in [(w1p, h0), (w1t, n1), (a0p, h0), (z1p, n1), (d1p, n1), (c1p, n1), (dtp, h0)]:
+        assert not a[:, lo:].any()
+    assert not b1p[n1:].any()
+    before = params.copy()
+    S.upper_write_back(params, layout, up)
+    w_off, b_off = layout[1, 2], layout[1, 3]
+    assert np.array_equal(params[w_off:w_off + n1 * h0].reshape(n1, h0), w1p[:, :h0])
+    assert np.array_equal(params[b_off:b_off + n1], b1p[:n1])
+    assert not np.array_equal(params, before)  # the epoch changed layer 1
+
+
+def test_fused_upper_is_for_one_layer_above_an_elementwise_layer_0():
+    def fused(sizes, acts):
+        return S.fused_upper(R.layout_for(sizes), np.array(acts, dtype=np.int64))
+    assert fused([784, 30, 10], [SIGMOID, SIGMOID])
+    assert fused([9, 6, 4], [RELU, SOFTMAX])
+    assert not fused([6, 7, 5, 3], [TANH, RELU, SOFTMAX])
+    assert not fused([7, 5], [SOFTMAX])
+    layout = R.layout_for([6, 7, 5, 3])
+    up = S.upper_workspaces(np.zeros(R.n_params(layout)), layout,
+                            np.array([TANH, RELU, SOFTMAX], dtype=np.int64), 4)
+    assert all(a.size == 0 for a in up)
+
+
+def test_epoch_frees_what_it_allocates():
+    """The per-step kernels count no references (``dense_cpu._lite``); the epochs around them
+    still free every array they allocate, exactly once."""
+    _nrt = pytest.importorskip("numba.core.runtime._nrt_python")
+    from numba.core.runtime import rtsys
+    _nrt.memsys_enable_stats()
+    layout, params, rng = make_net([40, 37, 10], np.float32, 3)
+    acts = np.array([SIGMOID, SIGMOID], dtype=np.int64)
+    x = sparse_x(rng, 50, 40, np.float32)
+    y = one_hot(rng.integers(0, 10, 50), 10, np.float32)
+    order = rng.permutation(50)
+    csr = csr_of(x)
+
+    def epochs():
+        S.train_epoch(params, layout, acts, QUADRATIC, csr, y, order, 10, 0.5, 0.99)
+        S.train_epoch_threaded(params, layout, acts, QUADRATIC, csr, y, order, 10, 0.5, 0.99,
+                               2)
+
+    epochs()  # compiled
+    s0 = rtsys.get_allocation_stats()
+    epochs()
+    s1 = rtsys.get_allocation_stats()
+    assert s1.alloc - s0.alloc > 0 and s1.mi_alloc - s0.mi_alloc > 0
+    assert s1.alloc - s0.alloc == s1.free - s0.free
+    assert s1.mi_alloc - s0.mi_alloc == s1.mi_free - s0.mi_free
 
 
 def test_sparse_epoch_error_reaches_caller():
