@@ -14,28 +14,38 @@ whole cache lines), so a nonzero input costs one row of vector FMAs in the forwa
 accumulators in registers) and one in the update (a scatter: read, FMA, write the row). The
 transposes in and out cost ~0.1 ms an epoch. x is read in CSR form (``sparse_inputs``, built
 once per data set, not per epoch). Weight decay (λ > 0) scales all of wt once a step
-(w ← decay·w − update, the book's order). The layers above layer 0 are
-``dense_cpu._step_upper``, as in the dense epoch.
+(w ← decay·w − update, the book's order).
+
+The layers above layer 0: for the book's networks (one layer above layer 0, ``fused_upper``)
+that layer runs on padded copies of its weights (``upper_workspaces``): as rows (δ⁰ = δ¹·W is
+a gather over them) and as columns (z¹ = b + W·a⁰ is a gather over the columns, held as
+rows), whole vectors with no shape-dependent set-up; both copies take the same update, so they
+stay equal bit for bit. Deeper networks run ``dense_cpu._step_upper``, as the dense epoch does.
 
 Two parts, two threads: the inputs split at k_split into part 0 (k < k_split, half of the
 data set's nonzeros) and part 1. z⁰ is summed per part (part 0 from the biases) and the parts
-added; each part updates only its own rows of wt. Thread 0 runs part 0 and then, alone, the
-layers above (``_upper``); thread 1 runs part 1 (one thread runs both). Two ``sync_cpu``
-barriers a step, as in ``dense_cpu._epoch_worker``. The sums are the same whatever the thread
-count, so the result is too, bit for bit. The split is even although thread 0 has the layers
-above too: those run after both parts, not beside them (0.4/0.6 measured 0.108 s float32 and
-0.18 s float64 against 0.085 s and 0.135 s for 0.5/0.5). Splitting by inputs rather than by
-columns of wt (as the dense epoch splits its rows) halves each thread's nonzeros instead of
-each nonzero's width, so the per-nonzero costs (index, value, address) halve too: split by
-columns the 2-thread epoch took 0.117 s float32 and 0.22 s float64.
+added; each part updates only its own rows of wt. The forward and deltas above layer 0 are
+row by row, so each thread runs them for half of the mini-batch's samples, and each updates
+half of the rows of the layers above; thread t then runs part t of layer 0 (one thread runs
+both halves and both parts, in the same order). Two ``sync_cpu`` barriers a step, as in
+``dense_cpu._epoch_worker``. The sums are the same whatever the thread count, so the result
+is too, bit for bit. Splitting by inputs rather than by columns of wt (as the dense epoch
+splits its rows) halves each thread's nonzeros instead of each nonzero's width, so the
+per-nonzero costs (index, value, address) halve too: split by columns the 2-thread epoch took
+0.117 s float32 and 0.22 s float64 (against 0.085 s and 0.135 s then).
 
-Measured, [784, 30, 10] sigmoid, mini-batch 10 (2026-11-22, the 2-core machine; the suite's
-figures are in docs/performance.md). One thread, float32, ms per epoch: gather forward 45 (26
-with the samples in data order: the rest is waiting for the CSR data of randomly ordered
-samples; ``_prefetch_rows`` asks for it two steps ahead), scatter update 65, the layers above
-with layer 0's sigmoid 34; the whole epoch 0.12 s float32, 0.21 s float64 (dense: 0.22 s,
-0.39 s). Two threads, quiet host: 0.085 s and 0.135 s; the second vCPU is often busy with
-other work on the host, and then 0.11-0.13 s and 0.14-0.18 s.
+The per-step kernels are ``dense_cpu._lite``: compiled without reference counting, which
+cost two atomic updates (~10 ns each) for every array view a function made or passed.
+
+Measured, [784, 30, 10] sigmoid, mini-batch 10 (2026-11-22/23, the 2-core machine; the suite's
+figures are in docs/performance.md). One thread, float32, ms per epoch (2026-11-22): gather
+forward 45 (26 with the samples in data order: the rest is waiting for the CSR data of randomly
+ordered samples; ``_prefetch_rows`` asks for it two steps ahead), scatter update 65, the layers
+above with layer 0's sigmoid 34. 2026-11-23, A/B against the previous commit at quiet moments:
+the layers above split across the threads and without ``reshape`` calls, 0.086 → 0.074 s
+(2 threads, float32); on padded copies and without reference counting, 1 thread 0.122-0.127 →
+0.114-0.117 s, 2 threads 0.075 → 0.069 s. The second vCPU is often busy with other work on
+the host, and then the 2-thread figures rise by 10-50%.
 Tried, not kept:
 - LLVM's own vectorisation of the row loops (``_axpy_4``-style slices): ~60 instructions of
   alias checks and set-up per call against 16 of work; 85 ms forward, 110 ms update. Numba
