@@ -38,6 +38,22 @@ DEVICE = {"numpy": "cpu", "cpu": "cpu", "torch_cpu": "cpu",
 HEAVY_FLOPS = 2e9
 HEAVY_ROUNDS = 3
 
+
+def rounds_from_env(default: int) -> int:
+    """``FASTNET_BENCH_ROUNDS`` (a whole number ≥ 1) if set, else ``default``: the rounds of
+    the fixed-round rows (more rounds give the min a better chance of a quiet moment on a
+    shared machine)."""
+    raw = os.environ.get("FASTNET_BENCH_ROUNDS", "")
+    if raw == "":
+        return default
+    try:
+        n = int(raw)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ValueError(f"FASTNET_BENCH_ROUNDS must be a whole number >= 1, got {raw!r}")
+    return n
+
 # Normwise tolerances of ``check``: max|got − want| ≤ rtol · max|want|. The reference is float64;
 # float32 kernels accumulate in float32 (dot products of up to 4,096 terms here), fastmath may
 # reassociate, and TF32 (10-bit mantissa) must fail the float32 test.

@@ -19,7 +19,8 @@ Plus the drop-in ``fastnet.network`` run of the book's chapter 1 (30 epochs with
 Each row is checked once before timing: one epoch over the first 1,005 images (so the last
 mini-batch is short) in a shuffled order, compared with ``fastnet.reference.dense.train_epoch``
 in float64 from the same start (the parameter change, normwise, ``EPOCH_RTOL``). The numpy
-row is timed over one round (a full epoch takes seconds); the others over ``ROUNDS``.
+row is timed over one round (a full epoch takes seconds); the others over ``ROUNDS`` (3, or
+``FASTNET_BENCH_ROUNDS``).
 
 The CNN epoch rows are in ``bench/test_cnn.py``.
 """
@@ -32,7 +33,8 @@ import re
 import numpy as np
 import pytest
 
-from bench.harness import BACKENDS, SEED, SMALL, check, label, require, run_timed, synchronizer
+from bench.harness import (BACKENDS, SEED, SMALL, check, label, require, rounds_from_env,
+                           run_timed, synchronizer)
 from bench.registry import Runner, to_host, to_torch, torch_env
 from fastnet.kernels.config import QUADRATIC, SIGMOID
 from fastnet.reference import dense as ref
@@ -40,7 +42,7 @@ from fastnet.reference import dense as ref
 SIZES = [784, 30, 10]
 LR = 3.0
 BATCHES = (10, 100)
-ROUNDS = 3
+ROUNDS = rounds_from_env(3)
 CHECK_N = 1005
 # After ~100 SGD steps at lr 3.0 float32 trajectories drift from float64 by ~1e-5 of the
 # parameter change (measured); a wrong kernel changes it by O(1).

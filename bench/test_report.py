@@ -108,3 +108,15 @@ def test_cli_and_png(data, tmp_path, monkeypatch, capsys):
     pytest.importorskip("matplotlib")
     assert report.render_png(data, str(png))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_rounds_from_env(monkeypatch):
+    from bench.harness import rounds_from_env
+    monkeypatch.delenv("FASTNET_BENCH_ROUNDS", raising=False)
+    assert rounds_from_env(3) == 3
+    monkeypatch.setenv("FASTNET_BENCH_ROUNDS", "9")
+    assert rounds_from_env(3) == 9
+    for bad in ("0", "-2", "many", "2.5"):
+        monkeypatch.setenv("FASTNET_BENCH_ROUNDS", bad)
+        with pytest.raises(ValueError, match="FASTNET_BENCH_ROUNDS"):
+            rounds_from_env(3)
