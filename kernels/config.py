@@ -23,7 +23,10 @@ FASTMATH = {"contract", "reassoc", "nsz", "arcp"}
 # division, and it keeps LLVM from vectorising any loop holding one (the sigmoid: 12 ns per
 # element with it, 3 ns without, float32). Kernels never divide by zero on valid input: the
 # Python layer validates first.
-CPU_JIT = dict(cache=CACHE, fastmath=FASTMATH, nogil=True, error_model="numpy")
+# _nrt=True (Numba's reference counting, its default) is explicit: a function compiled without
+# it (dense_cpu._lite) would otherwise have every function it calls compiled without it too,
+# and a later counting caller would reuse that build.
+CPU_JIT = dict(cache=CACHE, fastmath=FASTMATH, nogil=True, error_model="numpy", _nrt=True)
 
 # CUDA launch configuration.
 THREADS_PER_BLOCK = int(os.environ.get("FASTNET_CUDA_TPB", "256"))

@@ -68,14 +68,15 @@ from . import sync_cpu as _sync
 from .config import CROSS_ENTROPY, QUADRATIC, RELU, SIGMOID, SOFTMAX, SOFTPLUS, TANH
 
 _jit = njit(**config.CPU_JIT)
-# Kernels that allocate nothing and return no array are compiled without Numba's reference
-# counting: each array view a function makes or passes otherwise costs two atomic updates of
-# a reference count (~10 ns each here), and a fused step makes dozens of views per sample.
-# Such a function may call ``_jit`` functions (they count their own references), but an array
-# it creates must not reach one that counts. Numba compiles what a ``_lite`` function calls
-# without counting too, and refuses a function that returns a new view there: such helpers
-# (``rows_of``, ``_xrow``) are inlined instead.
-_lite = njit(**config.CPU_JIT, _nrt=False)
+# Kernels that allocate nothing and return no array (nor a tuple holding one) are compiled
+# without Numba's reference counting: each array view a function makes or passes otherwise
+# costs two atomic updates of a reference count (~10 ns each here), and a fused step makes
+# dozens of views per sample. A ``_lite`` function may call ``_jit`` ones (``config.CPU_JIT``
+# asks for counting explicitly, so they count their own references whoever calls them; the
+# views passed in are borrowed). Numba refuses a call that returns a new array inside a
+# ``_lite`` function: helpers that return a view (``rows_of``, ``_xrow``) are inlined instead.
+# tests/test_sparse.py checks that no ``_lite`` function returns an array.
+_lite = njit(**dict(config.CPU_JIT, _nrt=False))
 _NO_ROWS = np.empty(0, dtype=np.int64)
 _PAR_MIN_WORK = 100_000  # batch·n_in·n_out of layer 0 from which an epoch uses threads
 
@@ -135,7 +136,7 @@ def _rows_of(typingctx, a, start, m, n):
     if not (isinstance(a, types.Array) and a.layout == "C" and a.ndim in (1, 2)
             and all(isinstance(t, types.Integer) for t in (start, m, n))):
         return None
-    ret = types.Array(a.dtype, 2, "C")
+    ret = a.copy(ndim=2, layout="C")  # keeps a read-only array read-only
 
     def codegen(context, builder, sig, args):
         src = context.make_array(sig.args[0])(context, builder, args[0])

@@ -45,7 +45,8 @@ above with layer 0's sigmoid 34. 2026-11-23, A/B against the previous commit at 
 the layers above split across the threads and without ``reshape`` calls, 0.086 → 0.074 s
 (2 threads, float32); on padded copies and without reference counting, 1 thread 0.122-0.127 →
 0.114-0.117 s, 2 threads 0.075 → 0.069 s. The second vCPU is often busy with other work on
-the host, and then the 2-thread figures rise by 10-50%.
+the host, and then the 2-thread figures rise by 35-90% (0.11-0.13 s float32, 0.17-0.2 s
+float64).
 Tried, not kept:
 - LLVM's own vectorisation of the row loops (``_axpy_4``-style slices): ~60 instructions of
   alias checks and set-up per call against 16 of work; 85 ms forward, 110 ms update. Numba
@@ -423,14 +424,15 @@ def fused_upper(layout, acts):
 @_jit
 def upper_workspaces(params, layout, acts, batch_size):
     """For ``fused_upper`` networks (else all empty): ``(w1p, w1t, b1p, z0p, a0p, z1p, a1p,
-    d1p, c1p, dtp, ar)``. Layer 1's weights W[n1, h0] twice, padded to whole cache lines:
+    d1p, c1p, dtp, ar, c1T, a0T)``. Layer 1's weights W[n1, h0] twice, padded to whole cache lines:
     w1p[n1, hp] (rows of W: δ⁰ is a gather over them) and w1t[h0, n1p] (columns of W: z¹ is a
     gather over them); both take the same update, so they stay equal bit for bit. b1p[n1p]: its
     biases. Per sample of the mini-batch, rows padded the same way: layer 0's z and a (z0p,
     a0p[batch, hp]), layer 1's z, a and δ (z1p, a1p, d1p[batch, n1p]), −(η/m)·δ¹ (c1p) and
     the unscaled δ⁰ (dtp[batch, hp]). ar = 0, 1, 2, … (int32): the gather and scatter
     intrinsics' indices for dense rows. c1T[n1, batch_pad], a0T[h0, batch_pad]: c1p and a0p
-    transposed, for the update. Every pad stays zero all epoch."""
+    transposed, for the update. Every pad stays zero all epoch (while the values are
+    finite)."""
     fused = fused_upper(layout, acts)
     h0, n1 = layout[0, 1], layout[layout.shape[0] - 1, 1]
     hp = padded_width(h0, params.itemsize) if fused else 0
@@ -458,13 +460,13 @@ def upper_workspaces(params, layout, acts, batch_size):
 
 
 @_lite
-def _upper_one(acts, loss, y, rows, first, zq, up, d0, scale):
+def _upper_one(acts, loss, y, rows, first, zq, up, scale):
     """``_upper`` for ``fused_upper`` networks on the padded copies ``up``: for samples
     ``rows`` = rows first.. of the mini-batch, layer 0's z = the parts' sums and its a, layer
     1's z = b + a⁰·Wᵀ (a gather over w1t's rows: the row vectors scaled by a⁰ and summed, no
     dot products to reduce), a and δ¹, c1p = −scale·δ¹, and δ⁰ = δ¹·W ⊙ σ'(z⁰) (a gather
-    over w1p's rows) into d0[first + q, :h0]. No shape-dependent set-up per call: the rows are
-    whole vectors."""
+    over w1p's rows) into dtp (padded rows, so the two threads' halves never share a cache
+    line). No shape-dependent set-up per call: the rows are whole vectors."""
     w1p, w1t, b1p, z0p, a0p, z1p, a1p, d1p, c1p, dtp, ar = up[:11]
     n1, hp = w1p.shape
     h0, n1p = w1t.shape
@@ -490,9 +492,6 @@ def _upper_one(acts, loss, y, rows, first, zq, up, d0, scale):
             dt[j] = 0
         gather_cols(d1p[i], ar, 0, n1, w1p, 0, hp, dt)
         _dense.activation_prime(z0v, a0v, acts[0], _dense.rows_of(dtp, i * hp, 1, hp))
-        d0i = d0[i]
-        for j in range(h0):
-            d0i[j] = dt[j]
 
 
 @_lite
@@ -550,21 +549,21 @@ def upper_write_back(params, layout, up):
 @_lite
 def _layer0_part(csr, rows_u, rows_f, sp, d0, scale, decay, part):
     """Layer 0 over one part of the inputs (the weight rows k < k_split, or the rest): the SGD
-    update with mini-batch t (samples rows_u, δ⁰ in d0[m, h0]; part 0 also updates the
-    biases), then mini-batch t+1's sum over the part (samples rows_f, into zq[part]; part 0's
+    update with mini-batch t (samples rows_u, δ⁰ in d0[m, h] with h0 ≤ h ≤ h_pad, any columns
+    past h0 zero; part 0 also updates the biases), then mini-batch t+1's sum over the part (samples rows_f, into zq[part]; part 0's
     starts from the biases). The parts touch disjoint rows of wt, so they can run on
     different threads."""
     indptr, indices, values, mid, k_split = csr
     wt, bt, zq, cq = sp
     hp = wt.shape[1]
     if rows_u.shape[0] > 0:
-        m, h0 = d0.shape
+        m, h = d0.shape
         c = cq[part]
         for i in range(m):
-            for j in range(h0):
+            for j in range(h):
                 c[i, j] = -scale * d0[i, j]  # columns from h0 on stay zero
         if part == 0:
-            for j in range(h0):
+            for j in range(h):
                 s = wt.dtype.type(0)
                 for i in range(m):
                     s += d0[i, j]
@@ -593,8 +592,8 @@ def _layer0_part(csr, rows_u, rows_f, sp, d0, scale, decay, part):
 def _upper(params, layout, acts, loss, y, rows, first, offs, zq, ws, lr, decay):
     """Samples ``rows`` = rows first.. of the mini-batch above layer 0: layer 0's z = the two
     parts' sums, its activation, and the forward and deltas of the layers above
-    (``dense_cpu._step_upper`` without the updates, which ``epoch_worker`` runs beside layer
-    0's part 0); their δ⁰ is left in the workspaces. Row by row, so the two halves of a
+    (``dense_cpu._step_upper`` without the updates, which ``epoch_worker`` splits by rows
+    after the barrier); their δ⁰ is left in the workspaces. Row by row, so the two halves of a
     mini-batch run on the two threads."""
     m = rows.shape[0]
     if m == 0:
@@ -616,11 +615,12 @@ def _upper(params, layout, acts, loss, y, rows, first, offs, zq, ws, lr, decay):
 @_lite
 def epoch_worker(tid, nthreads, sync, params, layout, acts, loss, csr, y, order, batch_size, lr,
                  decay, sp, ws, up, offs):
-    """Thread ``tid`` of ``nthreads`` running one epoch (see the module doc): thread 0 runs
-    part 0 of layer 0 and the forward and deltas of the layers above, thread 1 part 1 and the
-    updates of the layers above (one thread runs it all); ``sp, ws = workspaces(...)``, ``up
-    = upper_workspaces(...)``, offs = ``dense_cpu._layer_offsets(layout, batch_size)``, and
-    ``write_back`` after every thread has returned."""
+    """Thread ``tid`` of ``nthreads`` running one epoch (see the module doc): thread t runs
+    the forward and deltas above layer 0 for half t of each mini-batch's samples, then half t
+    of the upper layers' rows and part t of layer 0 (one thread runs both halves and both
+    parts, in the same order); ``sp, ws = workspaces(...)``, ``up = upper_workspaces(...)``,
+    offs = ``dense_cpu._layer_offsets(layout, batch_size)``, then ``write_back`` and
+    ``upper_write_back`` after every thread has returned."""
     N = order.shape[0]
     dec = params.dtype.type(decay)
     p_lo = 0 if tid == 0 else 1
@@ -639,11 +639,10 @@ def epoch_worker(tid, nthreads, sync, params, layout, acts, loss, csr, y, order,
         if _sync.aborted(sync):
             return
         h = (m + 1) // 2  # the halves of the mini-batch above layer 0: thread 0's, thread 1's
-        d0 = _dense.rows_of(ws[2], 0, m, h0)
         for half in range(p_lo, p_hi):
             lo, hi = (0, h) if half == 0 else (h, m)
             if fused:
-                _upper_one(acts, loss, y, order[k + lo:k + hi], lo, sp[2], up, d0, T(lr / m))
+                _upper_one(acts, loss, y, order[k + lo:k + hi], lo, sp[2], up, T(lr / m))
             else:
                 _upper(params, layout, acts, loss, y, order[k + lo:k + hi], lo, offs, sp[2],
                        ws, lr, dec)
@@ -654,6 +653,9 @@ def epoch_worker(tid, nthreads, sync, params, layout, acts, loss, csr, y, order,
         mn = min(batch_size, N - kn) if kn < N else 0
         if tid == nthreads - 1:
             _prefetch_rows(csr, y, order[kn + mn:kn + mn + batch_size])  # the step after next
+        # δ⁰: padded rows (zero pads: zero coefficients) for the fused layer, else h0 wide
+        d0 = _dense.rows_of(up[9], 0, m, up[9].shape[1]) if fused else _dense.rows_of(ws[2], 0,
+                                                                                        m, h0)
         for part in range(p_lo, p_hi):
             # the layers above, half their rows each (no part of layer 0 reads them)
             if fused:

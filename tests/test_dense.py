@@ -285,3 +285,29 @@ def test_reference_sigmoid_no_overflow():
     with np.errstate(over="raise", invalid="raise", divide="raise"):
         s = R.sigmoid(np.array([-1e4, -50.0, 0.0, 50.0, 1e4]))
     assert s[0] == 0.0 and s[2] == 0.5 and s[-1] == 1.0
+
+
+def test_rows_of_views_and_checks():
+    """``rows_of``: an (m, n) view of a flat run of a C array, bounds checked, read-only kept."""
+    from numba import njit
+    from numba.core.errors import TypingError
+    a = np.arange(24.0)
+    v = K.rows_of(a, 2, 3, 4)
+    assert v.shape == (3, 4) and v.flags.c_contiguous
+    assert np.array_equal(v, a[2:14].reshape(3, 4))
+    v[0, 0] = -1.0  # a view: writes reach a
+    assert a[2] == -1.0
+    b = np.arange(12, dtype=np.float32).reshape(3, 4)
+    assert np.array_equal(K.rows_of(b, 4, 2, 4), b[1:])  # 2-D taken flat
+    for start, m, n in [(21, 1, 4), (-1, 1, 2), (0, -1, 2), (0, 5, 5)]:
+        with pytest.raises(IndexError, match="rows_of"):
+            K.rows_of(a, start, m, n)
+
+    @njit
+    def write(x):
+        K.rows_of(x, 0, 1, 2)[0, 0] = 1.0
+
+    ro = np.zeros(4)
+    ro.flags.writeable = False
+    with pytest.raises(TypingError):
+        write(ro)

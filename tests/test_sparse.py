@@ -197,7 +197,8 @@ def test_fused_upper_is_for_one_layer_above_an_elementwise_layer_0():
 
 def test_epoch_frees_what_it_allocates():
     """The per-step kernels count no references (``dense_cpu._lite``); the epochs around them
-    still free every array they allocate, exactly once."""
+    still free every array they allocate (a leaked reference would show here; one freed too
+    early is what ``test_lite_kernels_return_no_arrays`` guards against)."""
     _nrt = pytest.importorskip("numba.core.runtime._nrt_python")
     from numba.core.runtime import rtsys
     _nrt.memsys_enable_stats()
@@ -220,6 +221,38 @@ def test_epoch_frees_what_it_allocates():
     assert s1.alloc - s0.alloc > 0 and s1.mi_alloc - s0.mi_alloc > 0
     assert s1.alloc - s0.alloc == s1.free - s0.free
     assert s1.mi_alloc - s0.mi_alloc == s1.mi_free - s0.mi_free
+
+
+def test_lite_kernels_return_no_arrays():
+    """Kernels compiled without reference counting (``dense_cpu._lite``) must not hand an array
+    (or a tuple holding one) to a caller that counts: it would be freed too early. Every
+    compiled overload of every ``_lite`` kernel, after both epochs, evaluation and the dense
+    epoch have run, returns no array."""
+    from numba import types
+    from numba.core.registry import CPUDispatcher
+    from fastnet.kernels import dense_cpu, sync_cpu
+    for sizes, acts, loss in NETS:
+        layout, params, rng = make_net(sizes, np.float32, 2)
+        acts = np.array(acts, dtype=np.int64)
+        x = sparse_x(rng, 12, sizes[0], np.float32)
+        y = one_hot(rng.integers(0, sizes[-1], 12), sizes[-1], np.float32)
+        order = rng.permutation(12)
+        S.train_epoch_threaded(params, layout, acts, loss, csr_of(x), y, order, 4, 0.1, 1.0, 2)
+        S.evaluate(params, layout, acts, loss, csr_of(x), y, 4, 2)
+        dense_cpu.train_epoch_threaded(params, layout, acts, loss, x, y, order, 4, 0.1, 1.0, 2)
+
+    def holds_array(t):
+        return isinstance(t, types.Array) or (
+            isinstance(t, types.BaseTuple) and any(holds_array(e) for e in t.types))
+
+    lite = 0
+    for mod in (dense_cpu, S, sync_cpu):
+        for name, disp in vars(mod).items():
+            if isinstance(disp, CPUDispatcher) and disp.targetoptions.get("_nrt") is False:
+                for sig, cres in disp.overloads.items():
+                    lite += 1
+                    assert not holds_array(cres.signature.return_type), (name, sig)
+    assert lite >= 10  # the kernels of the step were compiled and looked at
 
 
 def test_sparse_epoch_error_reaches_caller():
