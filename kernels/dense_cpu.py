@@ -74,7 +74,8 @@ _jit = njit(**config.CPU_JIT)
 # dozens of views per sample. A ``_lite`` function may call ``_jit`` ones (``config.CPU_JIT``
 # asks for counting explicitly, so they count their own references whoever calls them; the
 # views passed in are borrowed). Numba refuses a call that returns a new array inside a
-# ``_lite`` function: helpers that return a view (``rows_of``, ``_xrow``) are inlined instead.
+# ``_lite`` function: the helpers that return a view are an intrinsic (``rows_of``) or
+# inlined (``_xrow``).
 # tests/test_sparse.py checks that no ``_lite`` function returns an array.
 _lite = njit(**dict(config.CPU_JIT, _nrt=False))
 _NO_ROWS = np.empty(0, dtype=np.int64)
@@ -129,19 +130,32 @@ def _is_float32(typingctx, z):
 
 
 @intrinsic
-def _rows_of(typingctx, a, start, m, n):
-    """a's elements [start, start + m·n) (a C-contiguous, 1-D or 2-D, taken flat) as an (m, n)
-    C array sharing a's memory: ``reshape`` without Numba's helper call (~20 ns, ~20 of them a
-    step in the fused epochs). Unchecked: ``rows_of`` checks the bounds."""
+def rows_of(typingctx, a, start, m, n):
+    """``a.reshape(-1)[start:start + m * n].reshape((m, n))`` for a C-contiguous a (1-D or
+    2-D), sharing a's memory (read-only stays read-only); IndexError when the rows run outside
+    a. ``reshape`` without Numba's helper call (~20 ns, ~20 of them a step in the fused
+    epochs). An intrinsic, so ``_lite`` functions can use it (they cannot call a function that
+    returns a new view) and it costs no compile time of its own (an ``inline="always"``
+    function is typed again at every call site: ~8 s more on a cold cache)."""
     if not (isinstance(a, types.Array) and a.layout == "C" and a.ndim in (1, 2)
             and all(isinstance(t, types.Integer) for t in (start, m, n))):
         return None
-    ret = a.copy(ndim=2, layout="C")  # keeps a read-only array read-only
+    ret = a.copy(ndim=2, layout="C")
 
     def codegen(context, builder, sig, args):
         src = context.make_array(sig.args[0])(context, builder, args[0])
         start, m, n = (context.cast(builder, v, t, types.intp)
                        for v, t in zip(args[1:], sig.args[1:]))
+        zero = context.get_constant(types.intp, 0)
+        bad = builder.or_(builder.or_(builder.icmp_signed("<", start, zero),
+                                      builder.icmp_signed("<", m, zero)),
+                          builder.or_(builder.icmp_signed("<", n, zero),
+                                      builder.icmp_signed(">", builder.add(start,
+                                                                           builder.mul(m, n)),
+                                                          src.nitems)))
+        with cgutils.if_unlikely(builder, bad):
+            context.call_conv.return_user_exc(builder, IndexError,
+                                              ("rows_of: the rows run outside the array",))
         out = context.make_array(ret)(context, builder)
         item = context.get_constant(types.intp,
                                     context.get_abi_sizeof(context.get_data_type(a.dtype)))
@@ -152,16 +166,6 @@ def _rows_of(typingctx, a, start, m, n):
         return impl_ret_borrowed(context, builder, ret, out._getvalue())
 
     return ret(a, start, m, n), codegen
-
-
-@njit(**config.CPU_JIT, inline="always")
-def rows_of(a, start, m, n):
-    """``a.reshape(-1)[start:start + m * n].reshape((m, n))`` for a C-contiguous a (1-D or
-    2-D), without the reshape's helper call; IndexError outside a. Inlined where it is used
-    (Numba IR), so ``_lite`` functions can call it: they cannot return a new view."""
-    if start < 0 or m < 0 or n < 0 or start + m * n > a.size:
-        raise IndexError("rows_of: the rows run outside the array")
-    return _rows_of(a, start, m, n)
 
 
 @_jit

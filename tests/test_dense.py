@@ -291,17 +291,23 @@ def test_rows_of_views_and_checks():
     """``rows_of``: an (m, n) view of a flat run of a C array, bounds checked, read-only kept."""
     from numba import njit
     from numba.core.errors import TypingError
+
+    @njit
+    def rows_of(a, start, m, n):
+        return K.rows_of(a, start, m, n)
+
     a = np.arange(24.0)
-    v = K.rows_of(a, 2, 3, 4)
+    v = rows_of(a, 2, 3, 4)
     assert v.shape == (3, 4) and v.flags.c_contiguous
     assert np.array_equal(v, a[2:14].reshape(3, 4))
     v[0, 0] = -1.0  # a view: writes reach a
     assert a[2] == -1.0
     b = np.arange(12, dtype=np.float32).reshape(3, 4)
-    assert np.array_equal(K.rows_of(b, 4, 2, 4), b[1:])  # 2-D taken flat
+    assert np.array_equal(rows_of(b, 4, 2, 4), b[1:])  # 2-D taken flat
+    assert rows_of(a, 24, 0, 4).shape == (0, 4)
     for start, m, n in [(21, 1, 4), (-1, 1, 2), (0, -1, 2), (0, 5, 5)]:
         with pytest.raises(IndexError, match="rows_of"):
-            K.rows_of(a, start, m, n)
+            rows_of(a, start, m, n)
 
     @njit
     def write(x):
