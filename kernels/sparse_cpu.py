@@ -503,8 +503,7 @@ def _upper_update_one(up, m, scale, decay, part, nparts):
     load does not wait for this one's store). The same products in the same order reach
     W[j, k] in both copies (fma(c, a, w) = fma(a, c, w)), so they stay equal."""
     w1p, w1t, b1p, z0p, a0p, z1p, a1p, d1p, c1p, dtp, ar, c1T, a0T = up
-    n1, hp = w1p.shape
-    h0, n1p = w1t.shape
+    n1, h0 = w1p.shape[0], w1t.shape[0]
     j_lo, j_hi = _dense._split(n1, nparts, part, 1)
     k_lo, k_hi = _dense._split(h0, nparts, part, 1)
     if part == 0:
@@ -513,22 +512,23 @@ def _upper_update_one(up, m, scale, decay, part, nparts):
             for i in range(m):
                 s += d1p[i, j]
             b1p[j] -= scale * s
-    for j in range(j_lo, j_hi):
-        wj, cj = w1p[j], c1T[j]
+    _rows_update_from(w1p, j_lo, j_hi, c1p, a0p, c1T, ar, m, decay)
+    _rows_update_from(w1t, k_lo, k_hi, a0p, c1p, a0T, ar, m, decay)
+
+
+@_lite
+def _rows_update_from(w, lo, hi, src, coef, scratch, ar, m, decay):
+    """w[r] ← decay·w[r] + Σ_{i<m} src[i, r]·coef[i] for rows r in [lo, hi) (whole vectors of
+    w's width): column r of src goes to scratch[r], then one gather per row."""
+    width = w.shape[1]
+    for r in range(lo, hi):
+        wr, vr = w[r], scratch[r]
         for i in range(m):
-            cj[i] = c1p[i, j]
+            vr[i] = src[i, r]
         if decay != 1:
-            for k in range(hp):
-                wj[k] *= decay
-        gather_cols(cj, ar, 0, m, a0p, 0, hp, wj)
-    for k in range(k_lo, k_hi):
-        wk, ak = w1t[k], a0T[k]
-        for i in range(m):
-            ak[i] = a0p[i, k]
-        if decay != 1:
-            for j in range(n1p):
-                wk[j] *= decay
-        gather_cols(ak, ar, 0, m, c1p, 0, n1p, wk)
+            for k in range(width):
+                wr[k] *= decay
+        gather_cols(vr, ar, 0, m, coef, 0, width, wr)
 
 
 @_jit
