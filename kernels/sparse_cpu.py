@@ -507,13 +507,19 @@ def _upper_update_one(up, m, scale, decay, part, nparts):
     j_lo, j_hi = _dense._split(n1, nparts, part, 1)
     k_lo, k_hi = _dense._split(h0, nparts, part, 1)
     if part == 0:
-        for j in range(n1):
-            s = b1p.dtype.type(0)
-            for i in range(m):
-                s += d1p[i, j]
-            b1p[j] -= scale * s
+        _bias_step(b1p, d1p, m, n1, scale)
     _rows_update_from(w1p, j_lo, j_hi, c1p, a0p, c1T, ar, m, decay)
     _rows_update_from(w1t, k_lo, k_hi, a0p, c1p, a0T, ar, m, decay)
+
+
+@_lite
+def _bias_step(b, d, m, n, scale):
+    """b[j] −= scale·Σ_{i<m} d[i, j] for j < n (the SGD step of a layer's biases)."""
+    for j in range(n):
+        s = b.dtype.type(0)
+        for i in range(m):
+            s += d[i, j]
+        b[j] -= scale * s
 
 
 @_lite
@@ -563,11 +569,7 @@ def _layer0_part(csr, rows_u, rows_f, sp, d0, scale, decay, part):
             for j in range(h):
                 c[i, j] = -scale * d0[i, j]  # columns from h0 on stay zero
         if part == 0:
-            for j in range(h):
-                s = wt.dtype.type(0)
-                for i in range(m):
-                    s += d0[i, j]
-                bt[j] -= scale * s
+            _bias_step(bt, d0, m, h, scale)
         if decay != 1:
             k_lo, k_hi = (0, k_split) if part == 0 else (k_split, wt.shape[0])
             for k in range(k_lo, k_hi):
