@@ -3,7 +3,7 @@ of a run is the test accuracy at the epoch of best validation accuracy, as netwo
 ("Corresponding test accuracy"); the book reports the best of three runs.
 
     python examples/ch6_table.py --net fc|conv1|conv2|relu|expanded|dropout [--runs 3]
-        [--epochs N] [--seed 0] [--data DIR] [--quiet]
+        [--epochs N] [--seed 0] [--data DIR] [--quiet] [--checkpoint-dir DIR]
 
 | --net | network (sigmoid unless noted) | epochs, eta, lmbda | book |
 | --- | --- | --- | --- |
@@ -17,6 +17,11 @@ of a run is the test accuracy at the epoch of best validation accuracy, as netwo
 Each run seeds NumPy's global generator with its seed before building the network (the book's
 initialisation draws come from it); the expanded set is shuffled with the run's seed
 (``fastnet.datasets.expand_by_shifts``).
+
+The longer rows take hours per run on two cores: with ``--checkpoint-dir DIR`` every run saves
+itself after each epoch (``DIR/ch6-<net>-seed<seed>.npz``, ``Network.SGD(checkpoint=...)``), and
+the same command, run again, resumes where it stopped and ends as the uninterrupted run would;
+finished runs just report their figures.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import os
 import sys
 import time
 
@@ -69,6 +75,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="default: the book's")
     parser.add_argument("--data", default=None, help="MNIST directory or mnist.pkl.gz")
     parser.add_argument("--quiet", action="store_true", help="hide network3's own lines")
+    parser.add_argument("--checkpoint-dir", default=None,
+                        help="save each run after every epoch there, and resume from it")
     args = parser.parse_args()
     epochs, eta, lmbda, book = BOOK[args.net]
     epochs = args.epochs or epochs
@@ -82,13 +90,19 @@ def main() -> None:
             train = expand_by_shifts(*training_data, seed=seed)
         np.random.seed(seed)
         net = Network(layers(args.net), MB)
+        checkpoint = None
+        if args.checkpoint_dir:
+            os.makedirs(args.checkpoint_dir, exist_ok=True)
+            checkpoint = os.path.join(args.checkpoint_dir, f"ch6-{args.net}-seed{seed}.npz")
         t0 = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO() if args.quiet else sys.stdout):
-            net.SGD(train, epochs, MB, eta, validation_data, test_data, lmbda=lmbda)
+            net.SGD(train, epochs, MB, eta, validation_data, test_data, lmbda=lmbda,
+                    checkpoint=checkpoint)
         walls.append(time.perf_counter() - t0)
         figures.append(100 * net.test_accuracy)
         print(f"seed {seed}: test {figures[-1]:.2f}% at best validation "
-              f"{100 * net.best_validation_accuracy:.2f}%, wall {walls[-1]:.0f} s", flush=True)
+              f"{100 * net.best_validation_accuracy:.2f}%, wall {walls[-1]:.0f} s (this process)",
+              flush=True)
     print(f"--net {args.net}: best of {args.runs} {max(figures):.2f}% (spread "
           f"{min(figures):.2f}–{max(figures):.2f}%), book {book}; wall per run "
           f"{min(walls):.0f}–{max(walls):.0f} s")

@@ -307,18 +307,25 @@ class Model:
     def save(self, path) -> None:
         """Write the model to ``path`` (an ``.npz``: the flat parameters plus the architecture
         as JSON text; no pickle). The file is written atomically."""
-        path = os.fspath(path)
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".fastnet-", suffix=".npz", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, params=self.params,
-                         architecture=np.array(json.dumps(self.architecture())))
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        save_npz_atomic(path, params=self.params,
+                        architecture=np.array(json.dumps(self.architecture())))
+
+
+def save_npz_atomic(path, **arrays) -> None:
+    """``np.savez(path, **arrays)`` through a temporary file beside ``path``, renamed over it
+    when complete: a reader never sees a half-written file, and an interrupted write leaves the
+    old one."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".fastnet-", suffix=".npz", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 _EVAL_CHUNK = 1000  # samples per forward pass when scoring or predicting layer by layer
@@ -348,6 +355,10 @@ class _FusedRunner:
 
     def predict(self, x):
         return np.asarray(self.backend.predict(self.params, *self.args, x))
+
+    def host_params(self):
+        """A host copy of the parameters being trained."""
+        return np.array(self.backend.download(self.params))
 
     def close(self, changed=True):
         if changed and self.params is not self.model.params:
@@ -419,6 +430,10 @@ class _LayerwiseRunner:
     def predict(self, x):
         return np.concatenate([self.ops.download(self._forward(x[k:k + _EVAL_CHUNK], False))
                                for k in range(0, len(x), _EVAL_CHUNK)])
+
+    def host_params(self):
+        """A host copy of the parameters being trained."""
+        return np.array(self.ops.download(self.params))
 
     def close(self, changed=True):
         if changed and self.params is not self.model.params:

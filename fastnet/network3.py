@@ -19,18 +19,21 @@ the dropout masks come from NumPy's generator, not Theano's, so runs with dropou
 their random draws; layer weights are exposed as NumPy arrays (``layer.w``, ``layer.b``) in the
 book's orientation: ``ConvPoolLayer.w`` is a true-convolution filter bank (fastnet computes a
 cross-correlation and stores the flipped filters), ``FullyConnectedLayer.w`` is
-``(n_in, n_out)``. ``device`` (``"cpu"`` or ``"numpy"``; ``FASTNET_DEVICE``) picks the backend.
+``(n_in, n_out)``. ``device`` (``"cpu"`` or ``"numpy"``; ``FASTNET_DEVICE``) picks the backend. ``SGD(..., checkpoint=path)``
+saves the run after every epoch and resumes it from there (the book's longest runs take hours).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 
 import numpy as np
 
 from fastnet import _checks
 from fastnet.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D
-from fastnet.model import Model
+from fastnet.model import Model, save_npz_atomic
 from fastnet.reference.dense import sigmoid as _sigmoid
 
 __all__ = ["Network", "ConvPoolLayer", "FullyConnectedLayer", "SoftmaxLayer",
@@ -183,6 +186,60 @@ def _dropout(p, layer):
     return p
 
 
+# ---------------------------------------------------------------------------- checkpoints
+class _Checkpoint:
+    """One run's checkpoint file: an ``.npz`` of the flat parameters and a JSON ``state``
+    (format, version, the run's fingerprint, epochs done, best figures, dropout generator)."""
+
+    FORMAT, VERSION = "fastnet-network3-checkpoint", 1
+
+    def __init__(self, path, fingerprint: dict):
+        try:
+            self.path = os.fspath(path)
+        except TypeError:
+            raise TypeError(f"checkpoint must be a file path, got {path!r}") from None
+        self.fingerprint = json.loads(json.dumps(fingerprint))   # as it reads back
+
+    def load(self):
+        """The saved state (params, epochs_done, best, dropout_rng), or None when there is no
+        file yet; ValueError when the file is not a checkpoint of this run."""
+        if not os.path.exists(self.path):
+            return None
+        try:
+            with np.load(self.path, allow_pickle=False) as f:
+                state = json.loads(str(f["state"]))
+                params = np.array(f["params"])
+        except (KeyError, ValueError, json.JSONDecodeError, OSError) as exc:
+            raise ValueError(f"checkpoint {self.path} is not a network3 checkpoint: "
+                             f"{exc}") from exc
+        if not isinstance(state, dict) or state.get("format") != self.FORMAT:
+            raise ValueError(f"checkpoint {self.path} is not a network3 checkpoint")
+        if state.get("version", 0) > self.VERSION:
+            raise ValueError(f"checkpoint {self.path} was written by a newer fastnet")
+        saved = state.get("fingerprint", {})
+        if saved != self.fingerprint:
+            differ = sorted(k for k in set(saved) | set(self.fingerprint)
+                            if saved.get(k) != self.fingerprint.get(k))
+            raise ValueError(f"checkpoint {self.path} is from another run (differs in: "
+                             f"{', '.join(differ)}); remove it or pass another path")
+        state["params"] = params
+        return state
+
+    def save(self, params, epochs_done, best, rng_state):
+        state = {"format": self.FORMAT, "version": self.VERSION,
+                 "fingerprint": self.fingerprint, "epochs_done": epochs_done,
+                 "best": list(best), "dropout_rng": rng_state}
+        save_npz_atomic(self.path, params=params, state=np.array(json.dumps(state)))
+
+
+def _digest(*arrays) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    for a in arrays:
+        h.update(str((a.dtype.str, a.shape)).encode())
+        h.update(np.ascontiguousarray(a).data)
+    return h.hexdigest()
+
+
 # ---------------------------------------------------------------------------- network
 class Network:
     """``Network(layers, mini_batch_size)``: the layers must chain (image shapes, mini-batch
@@ -229,6 +286,13 @@ class Network:
         self.model = Model(fl_layers, loss="log_likelihood", dtype=dtype, device=device,
                            input_shape=self.input_shape, seed=0)
 
+    def _fingerprint(self, mbs, eta, lmbda, train, valid, test) -> dict:
+        """What makes a checkpoint this run's: architecture, hyper-parameters, data digests."""
+        return {"architecture": self.model.architecture(), "mini_batch_size": mbs,
+                "eta": eta, "lmbda": lmbda, "training_data": _digest(*train),
+                "validation_data": _digest(*valid),
+                "test_data": _digest(*test) if test else None}
+
     def _views(self, layer):
         return [self.model.params_of(i) for i in range(*layer._span)]
 
@@ -256,9 +320,19 @@ class Network:
                                       self.model.dtype)
 
     def SGD(self, training_data, epochs, mini_batch_size, eta, validation_data, test_data,  # noqa: N802
-            lmbda=0.0):
+            lmbda=0.0, *, checkpoint=None):
         """Train with plain mini-batch SGD over whole mini-batches in data order, print the
-        book's progress lines, and return the best validation accuracy."""
+        book's progress lines, and return the best validation accuracy.
+
+        checkpoint (fastnet's addition): a file path. After every epoch the run's state (the
+        parameters, the epochs done, the best validation accuracy with its iteration and test
+        accuracy, the dropout generator) is written there atomically; a call that finds the
+        file resumes after its last epoch, printing one extra line first, and ends exactly as
+        the uninterrupted run would (same parameters, same lines). The file must come from
+        the same run: same layers, mini-batch size, eta, lmbda and data (checked by digest),
+        else ValueError; ``epochs`` may grow. A finished run's file just reprints its result.
+        No pickle is written or read.
+        """
         epochs = _checks.positive_int(epochs, "epochs")
         mbs = _checks.positive_int(mini_batch_size, "mini_batch_size")
         if mbs != self.mini_batch_size:
@@ -272,13 +346,23 @@ class Network:
 
         num_training_batches = len(train[0]) // mbs
         decay = 1.0 - eta * lmbda / num_training_batches  # the book scales L2 by batches
+        ckpt = None
+        if checkpoint is not None:
+            ckpt = _Checkpoint(checkpoint, self._fingerprint(mbs, eta, lmbda, train, valid, test))
+        resumed = ckpt.load() if ckpt is not None else None   # checked before any change
         self._push()
+        start, best = 0, (0.0, 0, 0.0)
+        if resumed is not None:
+            start, best = resumed["epochs_done"], tuple(resumed["best"])
+            self.model.params[...] = resumed["params"]
+            self.model._dropout_rng.bit_generator.state = resumed["dropout_rng"]
+            print(f"Resuming from {os.fspath(checkpoint)}: {start} epochs done")
         runner = self.model._runner(None)
         dtrain, dvalid = runner.data(*train, training=True), runner.data(*valid, training=True)
         dtest = runner.data(*test) if test else None
-        best_validation_accuracy, best_iteration, test_accuracy = 0.0, 0, 0.0
+        best_validation_accuracy, best_iteration, test_accuracy = best
         try:
-            for epoch in range(epochs):
+            for epoch in range(start, epochs):
                 mb = 0
                 while mb < num_training_batches:  # in runs that end where the book prints
                     iteration = num_training_batches * epoch + mb
@@ -297,6 +381,10 @@ class Network:
                     if dtest is not None:
                         test_accuracy = runner.evaluate(dtest)[1] / len(test[0])
                         print(f"The corresponding test accuracy is {test_accuracy:.2%}")
+                if ckpt is not None:
+                    ckpt.save(runner.host_params(), epoch + 1,
+                              (best_validation_accuracy, best_iteration, test_accuracy),
+                              self.model._dropout_rng.bit_generator.state)
         finally:
             runner.close()
             self._pull()

@@ -142,3 +142,77 @@ def test_books_first_cnn_after_one_epoch(mnist_dir, capsys):
     out = capsys.readouterr().out
     assert "Training mini-batch number 4000" in out
     assert net.test_accuracy >= 0.93, out
+
+
+def fc_net(p=0.0):
+    """Fully connected only (p is ignored: no dropout), so it trains through the model's
+    fused runner."""
+    return Network([FullyConnectedLayer(n_in=64, n_out=7), SoftmaxLayer(n_in=7, n_out=2)], 4,
+                   dtype="float64")
+
+
+@pytest.mark.parametrize("make", [tiny_net, fc_net], ids=["convpool", "fc"])
+def test_checkpoint_resumes_exactly(tmp_path, capsys, make):
+    """Two epochs, then a resumed third, end where three uninterrupted epochs do: same
+    parameters bit for bit (dropout's generator included), same final lines."""
+    data = tiny_data()
+    np.random.seed(3)
+    whole = make(p=0.3)
+    whole.SGD(data, 3, 4, 0.5, data, data, lmbda=0.1)
+    lines = capsys.readouterr().out.splitlines()
+
+    path = tmp_path / "run.npz"
+    np.random.seed(3)
+    first = make(p=0.3)
+    first.SGD(data, 2, 4, 0.5, data, data, lmbda=0.1, checkpoint=path)
+    assert path.exists()
+    capsys.readouterr()
+    np.random.seed(99)                    # another initialisation: the checkpoint wins
+    second = make(p=0.3)
+    second.SGD(data, 3, 4, 0.5, data, data, lmbda=0.1, checkpoint=path)
+    resumed = capsys.readouterr().out.splitlines()
+    assert resumed[0] == f"Resuming from {path}: 2 epochs done"
+    assert resumed[1:] == lines[-len(resumed) + 1:]
+    assert np.array_equal(second.model.params, whole.model.params)
+    for a, b in zip(second.layers, whole.layers):
+        assert np.array_equal(a.w, b.w) and np.array_equal(a.b, b.b)
+    assert second.test_accuracy == whole.test_accuracy
+
+    # a finished run's file only reprints the result
+    third = make(p=0.3)
+    third.SGD(data, 3, 4, 0.5, data, data, lmbda=0.1, checkpoint=path)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"Resuming from {path}: 3 epochs done" and out[1:] == lines[-3:]
+    assert np.array_equal(third.model.params, whole.model.params)
+
+
+@pytest.mark.parametrize("change,field", [
+    (dict(eta=0.4), "eta"), (dict(lmbda=0.0), "lmbda"), (dict(data=tiny_data(seed=1)),
+                                                         "training_data"),
+    (dict(net=lambda: tiny_net(p=0.0, act=network3.ReLU)), "architecture")])
+def test_checkpoint_of_another_run_is_refused(tmp_path, capsys, change, field):
+    data = tiny_data()
+    path = tmp_path / "run.npz"
+    np.random.seed(0)
+    tiny_net(p=0.3).SGD(data, 1, 4, 0.5, data, data, lmbda=0.1, checkpoint=path)
+    net = change.get("net", lambda: tiny_net(p=0.3))()
+    before = net.model.params.copy()
+    d = change.get("data", data)
+    with pytest.raises(ValueError, match=f"another run.*{field}"):
+        net.SGD(d, 2, 4, change.get("eta", 0.5), data, data, lmbda=change.get("lmbda", 0.1),
+                checkpoint=path)
+    assert np.array_equal(net.model.params, before)
+
+
+def test_checkpoint_that_is_not_one(tmp_path):
+    data = tiny_data()
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="not a network3 checkpoint"):
+        tiny_net().SGD(data, 1, 4, 0.5, data, data, checkpoint=bad)
+    other = tmp_path / "other.npz"
+    np.savez(other, params=np.zeros(3), state=np.array('{"format": "something"}'))
+    with pytest.raises(ValueError, match="not a network3 checkpoint"):
+        tiny_net().SGD(data, 1, 4, 0.5, data, data, checkpoint=other)
+    with pytest.raises(TypeError, match="checkpoint must be a file path"):
+        tiny_net().SGD(data, 1, 4, 0.5, data, data, checkpoint=3.5)
