@@ -2,8 +2,9 @@
 conv 20@5×5 + sigmoid + 2×2 max-pool → dense 2,880 → 100 sigmoid → softmax 10, log-likelihood,
 lr 0.1) at mini-batch 10 and 100, float32.
 
-Rows: ``cpu`` and ``numpy`` through ``fastnet.Model(...).fit`` (the layer-by-layer path; the
-numpy row is the reference, timed on a subset and scaled, see ``NUMPY_IMAGES``); ``cuda``
+Rows: ``cpu`` and ``numpy`` through ``fastnet.Model(...).fit(..., training_metrics=False)``
+(the layer-by-layer path, training alone like the PyTorch rows; the numpy row is the
+reference, timed on a subset and scaled, see ``NUMPY_IMAGES``); ``cuda``
 through ``Model(device="cuda")`` (skipped with the model's own message until the CUDA conv path
 exists); ``torch_cpu`` / ``torch_cuda``: PyTorch eager with autograd doing the same SGD.
 
@@ -128,7 +129,7 @@ def test_cnn_epoch(benchmark, mnist, backend, batch):
           backend=backend, dtype="float32", batch=batch, flops=cnn_flops(n_full),
           images=n_full, timed_images=n, scale=scale, check_margin=margin,
           via="Model.fit" if not backend.startswith("torch") else "PyTorch eager (autograd)",
-          note="includes fit's per-epoch evaluation of the training set"
+          note="fit(training_metrics=False): training alone, as in the torch rows"
           if not backend.startswith("torch") else "")
     if backend.startswith("torch"):
         epoch, _ = _torch_trainer(backend, _model("cpu"), xs, ls, batch)
@@ -137,5 +138,5 @@ def test_cnn_epoch(benchmark, mnist, backend, batch):
     else:
         m = _model(backend)
         call = lambda: m.fit(xs, ls, epochs=1, batch_size=batch, lr=LR,  # noqa: E731
-                             verbose=False)
+                             verbose=False, training_metrics=False)
     run_timed(benchmark, call, rounds=1 if backend == "numpy" else 2)

@@ -34,9 +34,9 @@ FORMAT_VERSION = 1
 class History:
     """Per-epoch metrics from ``Model.fit``. ``loss`` is the mean cost over the training data
     (without the L2 term), ``accuracy`` the fraction classified correctly (argmax of output vs
-    argmax of target), both measured after the epoch; ``val_*`` the same on
-    ``validation_data`` (empty lists when none was given); ``seconds`` the training time of
-    each epoch (excluding the metrics)."""
+    argmax of target), both measured after the epoch (empty lists with
+    ``training_metrics=False``); ``val_*`` the same on ``validation_data`` (empty lists when
+    none was given); ``seconds`` the training time of each epoch (excluding the metrics)."""
 
     loss: list[float] = field(default_factory=list)
     accuracy: list[float] = field(default_factory=list)
@@ -198,7 +198,7 @@ class Model:
     # ------------------------------------------------------------------ training
     def fit(self, x, y, *, epochs: int, batch_size: int, lr: float, lmbda: float = 0.0,
             validation_data=None, shuffle: bool = True, verbose: bool = True,
-            device: str | None = None) -> History:
+            device: str | None = None, training_metrics: bool = True) -> History:
         """Train by mini-batch SGD: ``w ← (1 − lr·lmbda/n)·w − (lr/m)·Σ∇w``.
 
         x: ``(n, n_in)`` real array; y: ``(n,)`` integer labels in ``[0, n_out)`` or
@@ -206,7 +206,10 @@ class Model:
         after every epoch. shuffle: draw a new order every epoch from the model's seeded
         generator (else the data order). The last mini-batch of an epoch may be shorter.
         device: run this fit on another backend than the model's (``"cpu"``, ``"cuda"``,
-        ``"numpy"``). Returns a ``History``.
+        ``"numpy"``). training_metrics: score the whole training set after every epoch
+        (``history.loss``, ``history.accuracy``); False skips that pass, as the book's
+        ``monitor_training_*=False`` does (for a CNN it costs about a third of an epoch), and
+        checks only that the parameters stay finite. Returns a ``History``.
         """
         epochs = _checks.positive_int(epochs, "epochs")
         batch_size = _checks.positive_int(batch_size, "batch_size")
@@ -214,6 +217,9 @@ class Model:
         lmbda = _checks.finite_float(lmbda, "lmbda", nonnegative=True)
         if not isinstance(shuffle, bool):
             raise TypeError(f"shuffle must be True or False, got {shuffle!r}")
+        if not isinstance(training_metrics, bool):
+            raise TypeError(f"training_metrics must be True or False, got "
+                            f"{training_metrics!r}")
         xs = self._samples(x, "x")
         ys = _checks.targets(y, "y", len(xs), self.n_out, self.dtype)
         val = None
@@ -236,17 +242,22 @@ class Model:
                 t0 = time.perf_counter()
                 runner.train_epoch(train, order.astype(np.int64), batch_size, lr, decay)
                 history.seconds.append(time.perf_counter() - t0)
-                total, correct = runner.evaluate(train)
-                history.loss.append(total / n)
-                history.accuracy.append(correct / n)
+                if training_metrics:
+                    total, correct = runner.evaluate(train)
+                    history.loss.append(total / n)
+                    history.accuracy.append(correct / n)
                 if valid is not None:
                     total, correct = runner.evaluate(valid)
                     history.val_loss.append(total / len(val[0]))
                     history.val_accuracy.append(correct / len(val[0]))
-                if not np.isfinite(history.loss[-1]):
+                if training_metrics and not np.isfinite(history.loss[-1]):
                     raise FloatingPointError(
                         f"training diverged in epoch {epoch + 1}: the loss is "
                         f"{history.loss[-1]}; lower lr (now {lr})")
+                if not (training_metrics or np.isfinite(runner.host_params()).all()):
+                    raise FloatingPointError(
+                        f"training diverged in epoch {epoch + 1}: the parameters are no "
+                        f"longer finite; lower lr (now {lr})")
                 if verbose:
                     print(self._epoch_line(epoch, epochs, history), flush=True)
         finally:
@@ -268,11 +279,13 @@ class Model:
 
     @staticmethod
     def _epoch_line(epoch, epochs, h: History) -> str:
-        line = (f"Epoch {epoch + 1}/{epochs}: loss {h.loss[-1]:.4f} - "
-                f"accuracy {h.accuracy[-1]:.4f}")
+        parts = []
+        if len(h.loss) > epoch:
+            parts.append(f"loss {h.loss[-1]:.4f} - accuracy {h.accuracy[-1]:.4f}")
         if h.val_loss:
-            line += f" - val_loss {h.val_loss[-1]:.4f} - val_accuracy {h.val_accuracy[-1]:.4f}"
-        return line + f" ({h.seconds[-1]:.3f} s)"
+            parts.append(f"val_loss {h.val_loss[-1]:.4f} - val_accuracy "
+                         f"{h.val_accuracy[-1]:.4f}")
+        return f"Epoch {epoch + 1}/{epochs}: " + " - ".join(parts + [f"{h.seconds[-1]:.3f} s"])
 
     # ------------------------------------------------------------------ inference
     def predict(self, x) -> np.ndarray:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import fastnet
-from fastnet import Dense, Model
+from fastnet import Conv2D, Dense, Flatten, MaxPool2D, Model
 from helpers import assert_close
 
 
@@ -91,11 +91,38 @@ def test_no_shuffle_follows_data_order():
     assert_close(m.params, expected, rtol=1e-10, atol=1e-12)
 
 
-def test_divergence_is_an_error_not_nan():
+@pytest.mark.parametrize("training_metrics", [True, False])
+def test_divergence_is_an_error_not_nan(training_metrics):
     x, y = toy_data()
     m = Model([6, 4, 3], activation="linear", dtype="float64", seed=0)
-    with pytest.raises(FloatingPointError, match="diverged"):
-        m.fit(x * 1e3, y, epochs=3, batch_size=4, lr=1e3, verbose=False)
+    what = "the loss is" if training_metrics else "the parameters are no longer finite"
+    with pytest.raises(FloatingPointError, match=f"diverged in epoch .*: {what}"):
+        m.fit(x * 1e3, y, epochs=3, batch_size=4, lr=1e3, verbose=False,
+              training_metrics=training_metrics)
+
+
+@pytest.mark.parametrize("sizes_or_layers", [
+    [6, 16, 3],
+    [Conv2D(1, 2, 1, activation="relu"), MaxPool2D(2), Flatten(), Dense(2, 3, "sigmoid")]],
+    ids=["fused", "layerwise"])
+def test_training_metrics_off_trains_the_same(capsys, sizes_or_layers):
+    """training_metrics=False skips the training-set pass and nothing else: same weights,
+    same validation figures, a shorter epoch line."""
+    x, y = toy_data(n=60)
+    shape = None if isinstance(sizes_or_layers[0], int) else (1, 2, 3)
+    runs = []
+    for metrics in (True, False):
+        m = Model(sizes_or_layers, loss="cross_entropy", seed=3, input_shape=shape)
+        h = m.fit(x, y, epochs=2, batch_size=8, lr=0.5, validation_data=(x[:20], y[:20]),
+                  training_metrics=metrics)
+        runs.append((m.params.copy(), h))
+    (p_on, h_on), (p_off, h_off) = runs
+    assert np.array_equal(p_on, p_off)
+    assert h_off.loss == [] and h_off.accuracy == [] and len(h_on.loss) == 2
+    assert h_off.val_loss == h_on.val_loss and h_off.val_accuracy == h_on.val_accuracy
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("Epoch 1/2: loss ") and " - val_loss " in out[0]
+    assert out[2].startswith("Epoch 1/2: val_loss ") and out[2].endswith(" s")
 
 
 # ---------------------------------------------------------------------------- save / load
@@ -148,6 +175,7 @@ GOOD = dict(epochs=1, batch_size=5, lr=0.5)
     (dict(validation_data=(np.zeros((3, 5)), np.zeros(3, int))), ValueError,
      r"validation_data\[0\]"),
     (dict(shuffle="yes"), TypeError, "shuffle"),
+    (dict(training_metrics=1), TypeError, "training_metrics"),
     (dict(device="tpu"), ValueError, "device"),
 ])
 def test_bad_fit_arguments(kwargs, exc, pattern):
