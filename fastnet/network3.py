@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import numbers
 import os
+import zipfile
 
 import numpy as np
 
@@ -198,30 +200,61 @@ class _Checkpoint:
             self.path = os.fspath(path)
         except TypeError:
             raise TypeError(f"checkpoint must be a file path, got {path!r}") from None
+        if not isinstance(self.path, str):
+            raise TypeError(f"checkpoint must be a str or os.PathLike path, got {path!r}")
+        directory = os.path.dirname(os.path.abspath(self.path))
+        if not os.path.isdir(directory) or not os.access(directory, os.W_OK):
+            raise ValueError(f"checkpoint {self.path}: its directory {directory} does not "
+                             f"exist or is not writable")
         self.fingerprint = json.loads(json.dumps(fingerprint))   # as it reads back
 
-    def load(self):
+    def load(self, params_like: np.ndarray, epochs: int):
         """The saved state (params, epochs_done, best, dropout_rng), or None when there is no
-        file yet; ValueError when the file is not a checkpoint of this run."""
+        file yet; ValueError when the file is not a checkpoint of this run (its parameters must
+        match ``params_like`` in shape and dtype) or has more epochs done than ``epochs``.
+        Everything is checked before the caller applies any of it."""
         if not os.path.exists(self.path):
             return None
+        bad = f"checkpoint {self.path} is not a network3 checkpoint"
         try:
             with np.load(self.path, allow_pickle=False) as f:
                 state = json.loads(str(f["state"]))
                 params = np.array(f["params"])
-        except (KeyError, ValueError, json.JSONDecodeError, OSError) as exc:
-            raise ValueError(f"checkpoint {self.path} is not a network3 checkpoint: "
-                             f"{exc}") from exc
+        except (KeyError, ValueError, json.JSONDecodeError, OSError, EOFError,
+                zipfile.BadZipFile) as exc:
+            raise ValueError(f"{bad}: {exc}") from exc
         if not isinstance(state, dict) or state.get("format") != self.FORMAT:
-            raise ValueError(f"checkpoint {self.path} is not a network3 checkpoint")
-        if state.get("version", 0) > self.VERSION:
-            raise ValueError(f"checkpoint {self.path} was written by a newer fastnet")
-        saved = state.get("fingerprint", {})
+            raise ValueError(bad)
+        version = state.get("version")
+        if not isinstance(version, int) or version > self.VERSION:
+            raise ValueError(f"checkpoint {self.path} has version {version!r}; this fastnet "
+                             f"reads up to {self.VERSION}")
+        saved = state.get("fingerprint")
+        if not isinstance(saved, dict):
+            raise ValueError(f"{bad}: no run fingerprint")
         if saved != self.fingerprint:
             differ = sorted(k for k in set(saved) | set(self.fingerprint)
                             if saved.get(k) != self.fingerprint.get(k))
             raise ValueError(f"checkpoint {self.path} is from another run (differs in: "
                              f"{', '.join(differ)}); remove it or pass another path")
+        done, best, rng = state.get("epochs_done"), state.get("best"), state.get("dropout_rng")
+        if not (isinstance(done, int) and not isinstance(done, bool) and done >= 0):
+            raise ValueError(f"{bad}: epochs_done is {done!r}")
+        if done > epochs:
+            raise ValueError(f"checkpoint {self.path} has {done} epochs done, more than the "
+                             f"{epochs} asked for; ask for at least {done} or pass another path")
+        if not (isinstance(best, list) and len(best) == 3 and
+                all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in best)):
+            raise ValueError(f"{bad}: best is {best!r}")
+        if not (isinstance(rng, dict) and rng.get("bit_generator") == "PCG64"):
+            raise ValueError(f"{bad}: dropout_rng is not a PCG64 state")
+        try:
+            np.random.PCG64().state = rng
+        except (TypeError, ValueError, KeyError) as exc:
+            raise ValueError(f"{bad}: dropout_rng: {exc}") from exc
+        if params.shape != params_like.shape or params.dtype != params_like.dtype:
+            raise ValueError(f"{bad}: parameters {params.dtype} {params.shape}, the network "
+                             f"has {params_like.dtype} {params_like.shape}")
         state["params"] = params
         return state
 
@@ -328,10 +361,11 @@ class Network:
         parameters, the epochs done, the best validation accuracy with its iteration and test
         accuracy, the dropout generator) is written there atomically; a call that finds the
         file resumes after its last epoch, printing one extra line first, and ends exactly as
-        the uninterrupted run would (same parameters, same lines). The file must come from
-        the same run: same layers, mini-batch size, eta, lmbda and data (checked by digest),
-        else ValueError; ``epochs`` may grow. A finished run's file just reprints its result.
-        No pickle is written or read.
+        the uninterrupted run would (same parameters, same lines) on the same device. The file
+        must come from the same run: same layers, mini-batch size, eta, lmbda and data
+        (checked by digest), else ValueError; ``epochs`` may grow, not shrink. A finished
+        run's file just reprints its result. No pickle is written or read. The path's
+        directory must exist (checked before training).
         """
         epochs = _checks.positive_int(epochs, "epochs")
         mbs = _checks.positive_int(mini_batch_size, "mini_batch_size")
@@ -349,7 +383,7 @@ class Network:
         ckpt = None
         if checkpoint is not None:
             ckpt = _Checkpoint(checkpoint, self._fingerprint(mbs, eta, lmbda, train, valid, test))
-        resumed = ckpt.load() if ckpt is not None else None   # checked before any change
+        resumed = ckpt.load(self.model.params, epochs) if ckpt is not None else None
         self._push()
         start, best = 0, (0.0, 0, 0.0)
         if resumed is not None:

@@ -122,7 +122,7 @@ def test_training_metrics_off_trains_the_same(capsys, sizes_or_layers):
     assert h_off.val_loss == h_on.val_loss and h_off.val_accuracy == h_on.val_accuracy
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("Epoch 1/2: loss ") and " - val_loss " in out[0]
-    assert out[2].startswith("Epoch 1/2: val_loss ") and out[2].endswith(" s")
+    assert out[2].startswith("Epoch 1/2: val_loss ") and out[2].endswith(" s)")
 
 
 # ---------------------------------------------------------------------------- save / load
@@ -155,6 +155,11 @@ def test_load_rejects_other_files(tmp_path):
     np.savez(objs, params=np.array([object()]), architecture=np.array("{}"))
     with pytest.raises(ValueError):
         fastnet.load(objs)
+    cut = tmp_path / "cut.npz"
+    Model([3, 2]).save(cut)
+    cut.write_bytes(cut.read_bytes()[:-10])           # a truncated download or copy
+    with pytest.raises(ValueError, match="not a fastnet model"):
+        fastnet.load(cut)
 
 
 # ---------------------------------------------------------------------------- bad input

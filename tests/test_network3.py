@@ -204,6 +204,64 @@ def test_checkpoint_of_another_run_is_refused(tmp_path, capsys, change, field):
     assert np.array_equal(net.model.params, before)
 
 
+def _rewrite(path, **changes):
+    """The checkpoint at path with some of its JSON state's fields replaced (None: removed) or
+    its params replaced (``params=``)."""
+    import json
+    with np.load(path) as f:
+        state, params = json.loads(str(f["state"])), f["params"]
+    params = changes.pop("params", params)
+    for k, v in changes.items():
+        if v is None:
+            state.pop(k)
+        else:
+            state[k] = v
+    np.savez(path, params=params, state=np.array(json.dumps(state)))
+
+
+@pytest.mark.parametrize("damage,pattern", [
+    (lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]), "not a network3"),
+    (lambda p: p.write_bytes(p.read_bytes()[:-10]), "not a network3"),
+    (lambda p: _rewrite(p, epochs_done=None), "epochs_done"),
+    (lambda p: _rewrite(p, epochs_done="1"), "epochs_done"),
+    (lambda p: _rewrite(p, epochs_done=-5), "epochs_done"),
+    (lambda p: _rewrite(p, best=[0.5, 3]), "best"),
+    (lambda p: _rewrite(p, best=None), "best"),
+    (lambda p: _rewrite(p, dropout_rng={"bit_generator": "MT19937"}), "dropout_rng"),
+    (lambda p: _rewrite(p, dropout_rng={"bit_generator": "PCG64", "state": 3}), "dropout_rng"),
+    (lambda p: _rewrite(p, fingerprint=[1, 2]), "fingerprint"),
+    (lambda p: _rewrite(p, version="1"), "version"),
+    (lambda p: _rewrite(p, params=np.zeros(1)), "parameters"),
+    (lambda p: _rewrite(p, params=np.zeros(1000, np.float32)), "parameters"),
+])
+def test_damaged_checkpoint_is_a_clear_error(tmp_path, damage, pattern):
+    data = tiny_data()
+    path = tmp_path / "run.npz"
+    np.random.seed(0)
+    tiny_net().SGD(data, 1, 4, 0.5, data, data, checkpoint=path)
+    damage(path)
+    net = tiny_net()
+    before = net.model.params.copy()
+    rng_state = net.model._dropout_rng.bit_generator.state
+    with pytest.raises(ValueError, match=pattern):
+        net.SGD(data, 2, 4, 0.5, data, data, checkpoint=path)
+    assert np.array_equal(net.model.params, before)
+    assert net.model._dropout_rng.bit_generator.state == rng_state
+
+
+def test_checkpoint_needs_enough_epochs_and_a_directory(tmp_path):
+    data = tiny_data()
+    path = tmp_path / "run.npz"
+    np.random.seed(0)
+    tiny_net().SGD(data, 2, 4, 0.5, data, data, checkpoint=path)
+    with pytest.raises(ValueError, match="2 epochs done, more than the 1 asked for"):
+        tiny_net().SGD(data, 1, 4, 0.5, data, data, checkpoint=path)
+    with pytest.raises(ValueError, match="does not exist or is not writable"):
+        tiny_net().SGD(data, 1, 4, 0.5, data, data, checkpoint=tmp_path / "no" / "run.npz")
+    with pytest.raises(TypeError, match="str or os.PathLike"):
+        tiny_net().SGD(data, 1, 4, 0.5, data, data, checkpoint=bytes(path))
+
+
 def test_checkpoint_that_is_not_one(tmp_path):
     data = tiny_data()
     bad = tmp_path / "bad.npz"

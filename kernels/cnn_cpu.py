@@ -1,0 +1,193 @@
+"""A whole training epoch of a convolutional network in one compiled call, on OS threads: the
+book's first CNN shape, ConvPool → Flatten → Dense → … → Dense (any elementwise activations,
+softmax output allowed, any loss), on the CPU.
+
+Twin: the layer-by-layer path (``fastnet.model._LayerwiseRunner`` over ``fastnet.ops``), which
+is itself tested against the NumPy reference; ``tests/test_cnn_epoch.py`` checks this epoch
+against the reference and against itself on 1 and 2 threads. Benchmark: ``bench/test_cnn.py``
+(the ``cpu`` rows run this epoch; ``docs/performance.md``).
+
+Why: the layer-by-layer step calls ~12 kernels from Python per mini-batch, each its own
+parallel region that splits its layer over the threads (samples for the conv, rows or columns
+of the weights for the dense layers). Here each of ``nthreads`` threads takes a share of the
+mini-batch's samples through the whole forward and backward pass (conv, pooling, every dense
+layer, the deltas, the conv layer's weight gradient into its own partial sums); then the
+threads meet at a barrier (``sync_cpu``), update disjoint row ranges of every dense layer
+(``dense_cpu.upper_updates``; the last thread also sums the conv partials and updates the conv
+layer), and meet again. Two barriers per mini-batch and no Python between them.
+
+How the pieces map: the conv layer is layer 0 of a dense-style ``layout`` (n_in = c·h·w, n_out
+= c_out·oh·ow; its z and a are the pooled pre-activations and activations, a sample's row is
+its (c_out, oh, ow) block), so the workspaces, the forward of the dense layers, their deltas
+(δ⁰ = (δ¹ W¹) ⊙ act'(z⁰) is the conv layer's pooled delta) and their updates are the dense
+epoch's; the conv parts are ``conv_cpu``'s per-image kernels.
+
+Numerics: float32 or float64, the arithmetic of the kernels named above. The dense layers'
+updates are fused with their gradients (``w ← decay·w − scale·Σ δ·a``, five samples per pass,
+as in the dense epoch), so results match the layer-by-layer path to rounding, not bit for
+bit; the conv gradient is summed per thread, so 1 and 2 threads also agree to rounding.
+"""
+
+import numpy as np
+
+from . import config
+from . import conv_cpu as _conv
+from . import dense_cpu as _dense
+from . import sync_cpu as _sync
+from .config import LINEAR, SOFTMAX
+from numba import njit
+
+_jit = njit(**config.CPU_JIT)
+
+# cg (int64): the conv layer's geometry and where its parameters are in the flat buffer
+C_IN, H, W, C_OUT, KH, KW, PH, PW, W_OFF, B_OFF = range(10)
+
+
+@_jit
+def workspaces(params, layout, cg, batch_size, nthreads):
+    """Everything an epoch writes besides the parameters: the dense-style workspaces (zs,
+    activations, deltas), the gathered mini-batch xb[batch, c, h, w], the winners' indices,
+    and per thread the conv scratch (forward; backward: dzf and the empty dz padding, dx scratch
+    and dx of a first layer) and the conv gradient's partial sums."""
+    L = layout.shape[0]
+    offs = _dense._layer_offsets(layout, batch_size)
+    dt = params.dtype
+    zs, acts_buf, deltas = np.zeros(offs[L], dt), np.zeros(offs[L], dt), np.zeros(offs[L], dt)
+    c_in, h, wd, c_out, kh, kw = cg[C_IN], cg[H], cg[W], cg[C_OUT], cg[KH], cg[KW]
+    oh, ow = (h - kh + 1) // cg[PH], (wd - kw + 1) // cg[PW]
+    xb = np.zeros((batch_size, c_in, h, wd), dt)
+    argmax = np.zeros((batch_size, c_out, oh, ow), np.int32)
+    wconv = params[cg[W_OFF]:cg[W_OFF] + c_out * c_in * kh * kw].reshape(c_out, c_in, kh, kw)
+    fwd = _conv._forward_scratch(xb, wconv, oh, ow, nthreads)
+    dzf = np.zeros((nthreads, c_out, (h - kh + 1) * wd), dt)
+    dw_part = np.zeros((nthreads, c_out, c_in * kh * kw), dt)
+    db_part = np.zeros((nthreads, c_out), dt)
+    bwd = (dzf, np.zeros((c_out, 0), dt), np.zeros((c_in, 0), dt), xb[:0])
+    return (zs, acts_buf, deltas), offs, xb, argmax, fwd, bwd, dw_part, db_part
+
+
+@_jit
+def _samples_pass(params, layout, acts, loss, cg, y, rows, s0, ws, offs, xb, argmax, fwd_k,
+                  bwd_k, dw_k, db_k):
+    """One thread's samples s0.. (``rows``: their indices into y) of a mini-batch whose images
+    are in xb: conv forward, the dense forward, every delta, and the conv layer's weight and
+    bias gradients added into dw_k, db_k (zeroed here). Reads the weights, writes only these
+    samples' workspace rows and this thread's scratch."""
+    zs, acts_buf, deltas = ws
+    L = layout.shape[0]
+    m = rows.shape[0]
+    s1 = s0 + m
+    B = xb.shape[0]
+    c_in, h, wd, c_out, kh, kw = cg[C_IN], cg[H], cg[W], cg[C_OUT], cg[KH], cg[KW]
+    oh, ow = argmax.shape[2], argmax.shape[3]
+    wconv = params[cg[W_OFF]:cg[W_OFF] + c_out * c_in * kh * kw].reshape(c_out, c_in, kh, kw)
+    bconv = params[cg[B_OFF]:cg[B_OFF] + c_out]
+    n0 = layout[0, 1]
+    z4 = zs[0:B * n0].reshape(B, c_out, oh, ow)
+    a4 = acts_buf[0:B * n0].reshape(B, c_out, oh, ow)
+    d4 = deltas[0:B * n0].reshape(B, c_out, oh, ow)
+    offs_t = _conv._tap_offsets(c_in, h, wd, kh, kw)
+    zf, fbuf, ibuf, act_buf = fwd_k
+    _conv._forward_images(xb, wconv, offs_t, bconv, (cg[PH], cg[PW]), acts[0], (a4, z4, argmax),
+                          s0, s1, (zf, (fbuf, ibuf), act_buf))
+    no_rows = rows[:0]
+    for l in range(1, L):
+        n_in, n_out, w_off, b_off = layout[l, 0], layout[l, 1], layout[l, 2], layout[l, 3]
+        z = _dense.rows_of(zs, offs[l] + s0 * n_out, m, n_out)
+        a = _dense.rows_of(acts_buf, offs[l] + s0 * n_out, m, n_out)
+        ap = _dense.rows_of(acts_buf, offs[l - 1] + s0 * n_in, m, n_in)
+        w = _dense.rows_of(params, w_off, n_out, n_in)
+        _dense._rows_forward(ap, no_rows, m, w, params[b_off:b_off + n_out], z, 0, n_out)
+        if acts[l] == SOFTMAX:
+            _dense.activate(z, a, SOFTMAX)
+        else:
+            _dense.activate_flat(z, a, acts[l])
+    for l in range(L - 1, 0, -1):
+        n_in, n_out, w_off = layout[l, 0], layout[l, 1], layout[l, 2]
+        o, op = offs[l] + s0 * n_out, offs[l - 1] + s0 * n_in
+        d = _dense.rows_of(deltas, o, m, n_out)
+        if l == L - 1:
+            _dense._output_delta_rows(_dense.rows_of(zs, o, m, n_out),
+                                      _dense.rows_of(acts_buf, o, m, n_out), y, rows, loss,
+                                      acts[l], d)
+        dp = _dense.rows_of(deltas, op, m, n_in)
+        _dense._rows_backprop(d, _dense.rows_of(params, w_off, n_out, n_in), dp, 0, n_in)
+        _dense.activation_prime(_dense.rows_of(zs, op, m, n_in),
+                                _dense.rows_of(acts_buf, op, m, n_in), acts[l - 1], dp)
+    # the conv layer: δ⁰ is already ∂C/∂z⁰, so it is routed with a linear activation
+    dw_k[:] = 0
+    db_k[:] = 0
+    plan = _conv._backward_plan(xb, wconv, False)
+    dzf_k, no_dzp, no_dxf, no_dx = bwd_k
+    _conv._backward_images(xb, wconv, plan, (z4, a4, argmax), d4, LINEAR, no_dx, s0, s1,
+                           (dzf_k, no_dzp, no_dxf), dw_k, db_k)
+
+
+@_jit
+def _conv_update(params, cg, dw_part, db_part, scale, decay):
+    """The conv layer's SGD step from the threads' partial gradients: w ← decay·w − scale·Σ dw,
+    b ← b − scale·Σ db."""
+    c_out, n_taps = dw_part.shape[1], dw_part.shape[2]
+    w = params[cg[W_OFF]:cg[W_OFF] + c_out * n_taps]
+    b = params[cg[B_OFF]:cg[B_OFF] + c_out]
+    for o in range(c_out):
+        s = db_part[0, o]
+        for k in range(1, db_part.shape[0]):
+            s += db_part[k, o]
+        b[o] -= scale * s
+        for t in range(n_taps):
+            g = dw_part[0, o, t]
+            for k in range(1, dw_part.shape[0]):
+                g += dw_part[k, o, t]
+            w[o * n_taps + t] = decay * w[o * n_taps + t] - scale * g
+
+
+@_jit
+def epoch_worker(tid, nthreads, sync, params, layout, acts, loss, cg, x, y, order, batch_size,
+                 lr, decay, wsp):
+    """Thread ``tid`` of ``nthreads`` running one epoch together (``train_epoch`` with one
+    thread is the case nthreads = 1): per mini-batch, its share of the samples
+    (``_samples_pass``), a barrier, its share of every dense layer's rows (the last thread:
+    the conv layer too), a barrier."""
+    ws, offs, xb, argmax, fwd, bwd, dw_part, db_part = wsp
+    N = order.shape[0]
+    T = params.dtype.type
+    dec = T(decay)
+    gen = 0
+    fwd_k = (fwd[0][tid], fwd[1][tid], fwd[2][tid], fwd[3][tid])
+    bwd_k = (bwd[0][tid], bwd[1], bwd[2], bwd[3])
+    for k in range(0, N, batch_size):
+        m = min(batch_size, N - k)
+        s0, s1 = _conv._chunk(tid, nthreads, m)
+        for s in range(s0, s1):
+            xb[s] = x[order[k + s]]
+        if s1 > s0:
+            _samples_pass(params, layout, acts, loss, cg, y, order[k + s0:k + s1], s0, ws, offs,
+                          xb, argmax, fwd_k, bwd_k, dw_part[tid], db_part[tid])
+        else:
+            dw_part[tid][:] = 0
+            db_part[tid][:] = 0
+        gen = _sync.barrier(sync, nthreads, gen)  # deltas and conv partials complete
+        if _sync.aborted(sync):
+            return
+        _dense.upper_updates(params, layout, offs, ws, m, lr, dec, tid, nthreads)
+        if tid == nthreads - 1:
+            _conv_update(params, cg, dw_part, db_part, T(lr / m), dec)
+        gen = _sync.barrier(sync, nthreads, gen)  # every weight updated
+        if _sync.aborted(sync):
+            return
+
+
+def train_epoch(params, layout, acts, loss, cg, x, y, order, batch_size, lr, decay, nthreads):
+    """One epoch of mini-batch SGD in place on ``params`` (flat, the model's buffer), on
+    ``nthreads`` OS threads (this one and nthreads − 1 started here). layout[L, 4] and acts[L]:
+    row 0 the conv layer (see the module doc), rows 1.. the dense layers; cg: the conv layer's
+    geometry; x[N, c, h, w]; y[N, n_out] targets; mini-batches are consecutive slices of
+    ``order`` (the last may be shorter)."""
+    batch_size = max(1, min(batch_size, len(order)))
+    nthreads = max(1, min(nthreads, batch_size))
+    wsp = workspaces(params, layout, cg, batch_size, nthreads)
+    sync = np.zeros(_sync.SYNC_SIZE, dtype=np.int64)
+    _sync.run_threads(lambda tid: epoch_worker(tid, nthreads, sync, params, layout, acts, loss,
+                                               cg, x, y, order, batch_size, lr, decay, wsp),
+                      nthreads, sync)
