@@ -390,7 +390,9 @@ class _FusedRunner:
 
 class _LayerwiseRunner:
     """Trains layer by layer on the host: one Python step per mini-batch, one kernel call per
-    stage (``fastnet.layers.fuse``), gradients into one flat buffer, one SGD update pass."""
+    stage (``fastnet.layers.fuse``), gradients into one flat buffer, one SGD update pass. On
+    the CPU a ConvPool → Flatten → Dense… model (the book's first CNN) trains instead through
+    ``kernels/cnn_cpu.py``: the whole epoch in one compiled call on OS threads."""
 
     def __init__(self, model: Model, device: str):
         self.model, self.ops = model, get_ops(device)
@@ -399,6 +401,32 @@ class _LayerwiseRunner:
         self.decayed = self.ops.upload(model._decayed)
         self.views = [self._views(self.params, e) for e in model._slices]
         self.gviews = [self._views(self.grads, e) for e in model._slices]
+        self.cnn = self._cnn_plan(model) if self.ops.name == "cpu" else None
+
+    @staticmethod
+    def _cnn_plan(model):
+        """(layout, acts, cg) for ``cnn_cpu.train_epoch`` when the model is one ConvPool, a
+        Flatten and dense layers, else None."""
+        from fastnet.layers import ConvPool, Flatten
+        stages = model._stages
+        if len(stages) < 3 or not isinstance(stages[0][0], ConvPool) or \
+                not isinstance(stages[1][0], Flatten) or \
+                not all(isinstance(st, Dense) for st, _ in stages[2:]):
+            return None
+        cp = stages[0][0]
+        conv, slices = cp.conv, model._slices
+        (c_in, h, w), (c_out, oh, ow) = model.input_shape, model.layers[1].output_shape(
+            conv.output_shape(model.input_shape))
+        kh, kw = conv.kernel_size
+        ph, pw = cp.pool.size
+        rows = [(c_in * h * w, c_out * oh * ow, slices[0]["w"][0], slices[0]["b"][0])]
+        rows += [(st.n_in, st.n_out, slices[i]["w"][0], slices[i]["b"][0])
+                 for st, i in stages[2:]]
+        acts = [cp.code] + [ACTIVATIONS[st.activation]
+                                                 for st, _ in stages[2:]]
+        cg = [c_in, h, w, c_out, kh, kw, ph, pw, slices[0]["w"][0], slices[0]["b"][0]]
+        return (np.array(rows, dtype=np.int64), np.array(acts, dtype=np.int64),
+                np.array(cg, dtype=np.int64))
 
     @staticmethod
     def _views(flat, entry):
@@ -418,6 +446,14 @@ class _LayerwiseRunner:
 
     def train_epoch(self, data, order, batch_size, lr, decay):
         x, y = data
+        if self.cnn is not None:
+            import numba
+
+            from fastnet.kernels import cnn_cpu
+            layout, acts, cg = self.cnn
+            cnn_cpu.train_epoch(self.params, layout, acts, self.model._loss_code, cg, x, y,
+                                order, batch_size, lr, decay, numba.get_num_threads())
+            return
         with self.ops.running():
             for k in range(0, len(order), batch_size):
                 self._step(x, y, order[k:k + batch_size], lr, decay)
