@@ -7,7 +7,9 @@ The model owns one flat parameter buffer (docs/design.md); each layer's ``w``/``
 into it (``model.params_of(i)``). ``fit`` checks every argument before anything changes. A stack
 of dense layers trains through the fused path: the data moves to the backend once and each epoch
 is one backend call. Models with other layers (convolution, pooling, dropout, flatten) train
-layer by layer, one Python step per mini-batch calling a kernel per layer (``fastnet.ops``).
+layer by layer, one Python step per mini-batch calling a kernel per layer (``fastnet.ops``),
+except on the CPU a ConvPool → Flatten → Dense… model, whose epoch is one compiled call too
+(``kernels/cnn_cpu.py``).
 """
 
 from __future__ import annotations
