@@ -417,15 +417,14 @@ class _LayerwiseRunner:
             return None
         cp = stages[0][0]
         conv, slices = cp.conv, model._slices
-        (c_in, h, w), (c_out, oh, ow) = model.input_shape, model.layers[1].output_shape(
-            conv.output_shape(model.input_shape))
+        c_in, h, w = model.input_shape
+        c_out, oh, ow = cp.pool.output_shape(conv.output_shape(model.input_shape))
         kh, kw = conv.kernel_size
         ph, pw = cp.pool.size
         rows = [(c_in * h * w, c_out * oh * ow, slices[0]["w"][0], slices[0]["b"][0])]
         rows += [(st.n_in, st.n_out, slices[i]["w"][0], slices[i]["b"][0])
                  for st, i in stages[2:]]
-        acts = [cp.code] + [ACTIVATIONS[st.activation]
-                                                 for st, _ in stages[2:]]
+        acts = [cp.code] + [ACTIVATIONS[st.activation] for st, _ in stages[2:]]
         cg = [c_in, h, w, c_out, kh, kw, ph, pw, slices[0]["w"][0], slices[0]["b"][0]]
         return (np.array(rows, dtype=np.int64), np.array(acts, dtype=np.int64),
                 np.array(cg, dtype=np.int64))
@@ -453,8 +452,9 @@ class _LayerwiseRunner:
 
             from fastnet.kernels import cnn_cpu
             layout, acts, cg = self.cnn
+            nthreads = cnn_cpu.epoch_threads(layout, cg, batch_size, numba.get_num_threads())
             cnn_cpu.train_epoch(self.params, layout, acts, self.model._loss_code, cg, x, y,
-                                order, batch_size, lr, decay, numba.get_num_threads())
+                                order, batch_size, lr, decay, nthreads)
             return
         with self.ops.running():
             for k in range(0, len(order), batch_size):

@@ -4,7 +4,7 @@ softmax output allowed, any loss), on the CPU.
 
 Twin: the layer-by-layer path (``fastnet.model._LayerwiseRunner`` over ``fastnet.ops``), which
 is itself tested against the NumPy reference; ``tests/test_cnn_epoch.py`` checks this epoch
-against the reference and against itself on 1 and 2 threads. Benchmark: ``bench/test_cnn.py``
+against the reference on 1 to 4 threads and against itself. Benchmark: ``bench/test_cnn.py``
 (the ``cpu`` rows run this epoch; ``docs/performance.md``).
 
 Why: the layer-by-layer step calls ~12 kernels from Python per mini-batch, each its own
@@ -47,8 +47,9 @@ C_IN, H, W, C_OUT, KH, KW, PH, PW, W_OFF, B_OFF = range(10)
 def workspaces(params, layout, cg, batch_size, nthreads):
     """Everything an epoch writes besides the parameters: the dense-style workspaces (zs,
     activations, deltas), the gathered mini-batch xb[batch, c, h, w], the winners' indices,
-    and per thread the conv scratch (forward; backward: dzf and the empty dz padding, dx scratch
-    and dx of a first layer) and the conv gradient's partial sums."""
+    per thread the conv scratch (forward; backward: dzf and the empty dz padding, dx scratch
+    and dx of a first layer) and the conv gradient's partial sums, and the conv backward's
+    plan (tap offsets, winners' places: shapes only)."""
     L = layout.shape[0]
     offs = _dense._layer_offsets(layout, batch_size)
     dt = params.dtype
@@ -63,12 +64,13 @@ def workspaces(params, layout, cg, batch_size, nthreads):
     dw_part = np.zeros((nthreads, c_out, c_in * kh * kw), dt)
     db_part = np.zeros((nthreads, c_out), dt)
     bwd = (dzf, np.zeros((c_out, 0), dt), np.zeros((c_in, 0), dt), xb[:0])
-    return (zs, acts_buf, deltas), offs, xb, argmax, fwd, bwd, dw_part, db_part
+    plan = _conv._backward_plan(xb, wconv, False)   # offsets only: no dx, so no filters
+    return (zs, acts_buf, deltas), offs, xb, argmax, fwd, bwd, dw_part, db_part, plan
 
 
 @_jit
 def _samples_pass(params, layout, acts, loss, cg, y, rows, s0, ws, offs, xb, argmax, fwd_k,
-                  bwd_k, dw_k, db_k):
+                  bwd_k, dw_k, db_k, plan):
     """One thread's samples s0.. (``rows``: their indices into y) of a mini-batch whose images
     are in xb: conv forward, the dense forward, every delta, and the conv layer's weight and
     bias gradients added into dw_k, db_k (zeroed here). Reads the weights, writes only these
@@ -86,9 +88,8 @@ def _samples_pass(params, layout, acts, loss, cg, y, rows, s0, ws, offs, xb, arg
     z4 = zs[0:B * n0].reshape(B, c_out, oh, ow)
     a4 = acts_buf[0:B * n0].reshape(B, c_out, oh, ow)
     d4 = deltas[0:B * n0].reshape(B, c_out, oh, ow)
-    offs_t = _conv._tap_offsets(c_in, h, wd, kh, kw)
     zf, fbuf, ibuf, act_buf = fwd_k
-    _conv._forward_images(xb, wconv, offs_t, bconv, (cg[PH], cg[PW]), acts[0], (a4, z4, argmax),
+    _conv._forward_images(xb, wconv, plan[0], bconv, (cg[PH], cg[PW]), acts[0], (a4, z4, argmax),
                           s0, s1, (zf, (fbuf, ibuf), act_buf))
     no_rows = rows[:0]
     for l in range(1, L):
@@ -117,7 +118,6 @@ def _samples_pass(params, layout, acts, loss, cg, y, rows, s0, ws, offs, xb, arg
     # the conv layer: δ⁰ is already ∂C/∂z⁰, so it is routed with a linear activation
     dw_k[:] = 0
     db_k[:] = 0
-    plan = _conv._backward_plan(xb, wconv, False)
     dzf_k, no_dzp, no_dxf, no_dx = bwd_k
     _conv._backward_images(xb, wconv, plan, (z4, a4, argmax), d4, LINEAR, no_dx, s0, s1,
                            (dzf_k, no_dzp, no_dxf), dw_k, db_k)
@@ -149,7 +149,7 @@ def epoch_worker(tid, nthreads, sync, params, layout, acts, loss, cg, x, y, orde
     thread is the case nthreads = 1): per mini-batch, its share of the samples
     (``_samples_pass``), a barrier, its share of every dense layer's rows (the last thread:
     the conv layer too), a barrier."""
-    ws, offs, xb, argmax, fwd, bwd, dw_part, db_part = wsp
+    ws, offs, xb, argmax, fwd, bwd, dw_part, db_part, plan = wsp
     N = order.shape[0]
     T = params.dtype.type
     dec = T(decay)
@@ -163,7 +163,7 @@ def epoch_worker(tid, nthreads, sync, params, layout, acts, loss, cg, x, y, orde
             xb[s] = x[order[k + s]]
         if s1 > s0:
             _samples_pass(params, layout, acts, loss, cg, y, order[k + s0:k + s1], s0, ws, offs,
-                          xb, argmax, fwd_k, bwd_k, dw_part[tid], db_part[tid])
+                          xb, argmax, fwd_k, bwd_k, dw_part[tid], db_part[tid], plan)
         else:
             dw_part[tid][:] = 0
             db_part[tid][:] = 0
@@ -176,6 +176,17 @@ def epoch_worker(tid, nthreads, sync, params, layout, acts, loss, cg, x, y, orde
         gen = _sync.barrier(sync, nthreads, gen)  # every weight updated
         if _sync.aborted(sync):
             return
+
+
+def epoch_threads(layout, cg, batch_size, nthreads):
+    """How many threads ``train_epoch`` should use: at most ``nthreads`` and one per sample of
+    a mini-batch, and one when a mini-batch's forward is too small to pay for two barriers
+    (``dense_cpu._PAR_MIN_WORK`` multiply-adds, the dense epoch's threshold)."""
+    conv = int(layout[0, 1]) * int(cg[PH] * cg[PW]) * int(cg[C_IN] * cg[KH] * cg[KW])
+    dense = sum(int(layout[l, 0]) * int(layout[l, 1]) for l in range(1, len(layout)))
+    if batch_size * (conv + dense) < _dense._PAR_MIN_WORK:
+        return 1
+    return max(1, min(nthreads, batch_size))
 
 
 def train_epoch(params, layout, acts, loss, cg, x, y, order, batch_size, lr, decay, nthreads):

@@ -15,6 +15,61 @@ LOSSES = {"quadratic": QUADRATIC, "cross_entropy": CROSS_ENTROPY,
 
 # CPU kernels: cached on disk so a second process does not compile again.
 CACHE = os.environ.get("FASTNET_NO_CACHE", "") == ""
+
+
+# Numba checks a cached kernel against its own source file only, but a kernel compiles in the
+# functions it calls from the other kernel modules (cnn_cpu's epoch holds conv_cpu's and
+# dense_cpu's), so an edit or an upgrade there would keep serving the stale build. For the
+# files of this package the cache is keyed on a digest of all of them instead. (Numba's
+# cache-locator list is internal: if it ever changes, the default keying applies.)
+_KERNELS_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def sources_digest(directory: str = _KERNELS_DIR) -> bytes:
+    """sha256 over the names and contents of the ``.py`` files in ``directory``."""
+    import hashlib
+    h = hashlib.sha256()
+    for name in sorted(os.listdir(directory)):
+        if name.endswith(".py"):
+            h.update(name.encode() + b"\0")
+            with open(os.path.join(directory, name), "rb") as f:
+                h.update(f.read() + b"\0")
+    return h.digest()
+
+
+class _PackageStamp:
+    """Cache-locator mixin: serves only this package's files; their stamp is the digest of
+    all of them (computed once per process)."""
+
+    _digest = None
+
+    def get_source_stamp(self):
+        if _PackageStamp._digest is None:
+            _PackageStamp._digest = sources_digest()
+        return _PackageStamp._digest
+
+    @classmethod
+    def from_function(cls, py_func, py_file):
+        if os.path.dirname(os.path.abspath(py_file)) != _KERNELS_DIR:
+            return None
+        return super().from_function(py_func, py_file)
+
+
+def _install_locators():
+    try:
+        from numba.core import caching
+        classes = caching.CacheImpl._locator_classes
+    except (ImportError, AttributeError):
+        return
+    if any(issubclass(c, _PackageStamp) for c in classes):
+        return
+    ours = [type(f"Fastnet{base.__name__}", (_PackageStamp, base), {})
+            for base in (caching.UserProvidedCacheLocator, caching.InTreeCacheLocator,
+                         caching.UserWideCacheLocator)]
+    classes[0:0] = ours      # NUMBA_CACHE_DIR first, then __pycache__, then the user cache
+
+
+_install_locators()
 # fastmath lets LLVM vectorise reductions; it is used only in kernels whose tests pass with
 # margin under it, and never where NaN/inf must be detected (validation happens in Python).
 FASTMATH = {"contract", "reassoc", "nsz", "arcp"}

@@ -78,6 +78,68 @@ def test_thread_counts_agree(dtype):
         assert_close(got, results[0], **TOL[dtype], name="params")
 
 
+def _direct(case, dtype, x, y, batch, nthreads, order=None, layout=None):
+    """One epoch through ``cnn_cpu.train_epoch`` on exactly ``nthreads`` threads; the
+    parameters after it."""
+    m = build(case, dtype, "cpu")
+    r = m._runner(None)
+    xs, ys = r.data(m._samples(x, "x"), np.eye(3, dtype=m.dtype)[y], training=True)
+    plan_layout, acts, cg = r.cnn
+    order = np.arange(len(x)) if order is None else order
+    cnn_cpu.train_epoch(r.params, plan_layout if layout is None else layout, acts,
+                        m._loss_code, cg, xs, ys, order, batch, 0.2, 0.98, nthreads)
+    return r.params.copy()
+
+
+@pytest.mark.parametrize("nthreads", [2, 3, 4])
+@pytest.mark.parametrize("case", CASES[:2], ids=["case0", "case1"])
+def test_threads_match_reference(case, nthreads):
+    """Explicit thread counts (the fit path picks its own), including more threads than the
+    samples of a mini-batch (batch 2) and a short last mini-batch."""
+    x, y = data(case, 13, seed=4)
+    for batch in (5, 2):
+        ref = build(case, "float64", "numpy")
+        lmbda = (1 - 0.98) * len(x) / 0.2              # fit's decay 1 − lr·λ/n = 0.98
+        ref.fit(x, y, epochs=1, batch_size=batch, lr=0.2, lmbda=lmbda, shuffle=False,
+                verbose=False)
+        got = _direct(case, "float64", x, y, batch, nthreads)
+        assert_close(got, ref.params, **TOL["float64"], name=f"{nthreads} threads, batch {batch}")
+
+
+def test_same_threads_same_bits():
+    """Two runs on the same thread count are bit-identical (each sum has one order)."""
+    case = CASES[0]
+    x, y = data(case, 40, seed=5)
+    assert np.array_equal(_direct(case, "float32", x, y, 10, 2),
+                          _direct(case, "float32", x, y, 10, 2))
+
+
+def test_worker_error_reaches_the_caller():
+    """A bad layout (a dense layer's weights past the end of the buffer) fails in the
+    workers' bounds checks; the error is raised here and no thread is left running."""
+    case = CASES[0]
+    x, y = data(case, 10)
+    m = build(case, "float64", "cpu")
+    layout = m._runner(None).cnn[0].copy()
+    layout[-1, 2] = m.params.size
+    for nthreads in (1, 2):
+        with pytest.raises(IndexError):
+            _direct(case, "float64", x, y, 5, nthreads, layout=layout)
+
+
+def test_thread_choice():
+    case = CASES[0]
+    layout, _, cg = build(case, "float32", "cpu")._runner(None).cnn
+    assert cnn_cpu.epoch_threads(layout, cg, 10, 4) == 1          # a tiny net: one thread
+    book = Model([Conv2D(1, 20, 5, activation="sigmoid"), MaxPool2D(2), Flatten(),
+                  Dense(2880, 100), Dense(100, 10, "softmax")], loss="log_likelihood",
+                 input_shape=(1, 28, 28))
+    layout, _, cg = book._runner(None).cnn
+    assert cnn_cpu.epoch_threads(layout, cg, 10, 2) == 2
+    assert cnn_cpu.epoch_threads(layout, cg, 3, 8) == 3          # one per sample at most
+    assert cnn_cpu.epoch_threads(layout, cg, 10, 1) == 1
+
+
 def test_which_models_take_the_compiled_epoch():
     case = CASES[0]
     assert build(case, "float32", "cpu")._runner(None).cnn is not None
