@@ -80,7 +80,7 @@ def _samples_pass(params, layout, acts, loss, cg, y, rows, s0, ws, offs, xb, arg
     m = rows.shape[0]
     s1 = s0 + m
     B = xb.shape[0]
-    c_in, h, wd, c_out, kh, kw = cg[C_IN], cg[H], cg[W], cg[C_OUT], cg[KH], cg[KW]
+    c_in, c_out, kh, kw = cg[C_IN], cg[C_OUT], cg[KH], cg[KW]
     oh, ow = argmax.shape[2], argmax.shape[3]
     wconv = params[cg[W_OFF]:cg[W_OFF] + c_out * c_in * kh * kw].reshape(c_out, c_in, kh, kw)
     bconv = params[cg[B_OFF]:cg[B_OFF] + c_out]
