@@ -293,9 +293,8 @@ class Model:
         if h.val_loss:
             parts.append(f"val_loss {h.val_loss[-1]:.4f} - val_accuracy "
                          f"{h.val_accuracy[-1]:.4f}")
-        head = f"Epoch {epoch + 1}/{epochs}: " + " - ".join(parts) if parts else \
-            f"Epoch {epoch + 1}/{epochs}:"
-        return f"{head} ({h.seconds[-1]:.3f} s)"
+        line = f"Epoch {epoch + 1}/{epochs}:" + (" " + " - ".join(parts) if parts else "")
+        return f"{line} ({h.seconds[-1]:.3f} s)"
 
     # ------------------------------------------------------------------ inference
     def predict(self, x) -> np.ndarray:
