@@ -53,6 +53,8 @@ import numpy as np
 from numba import get_num_threads, njit, prange
 
 from . import config
+from . import dense_cpu as _dense
+from . import simd
 from .config import LINEAR, RELU, SIGMOID, SOFTPLUS, TANH
 
 _jit = njit(**config.CPU_JIT)
@@ -468,11 +470,109 @@ def _route_deltas(da_n, z_n, a_n, argmax_n, act, where, dzf, dzp, db_acc):
 
 
 @_jit
+def _pooled_deltas(da_n, z_n, a_n, argmax_n, act, cw, wd, dq, pq, db_acc):
+    """One image's pooled deltas and their winners, for ``_dw_sparse``.
+
+    da_n, z_n, a_n, argmax_n: [c_out, oh, ow]; cw: the conv output's row length, wd: the
+    input's. Overwritten, [c_out, oh·ow], for window q = py·ow + px: dq[o, q] = da_n ·
+    act'(z_n) and pq (int32) = y·wd + x, the origin in the flat image of the patch under the
+    window's winner (y, x) (argmax = y·cw + x); db_acc[o] += Σ_q dq[o, q]. Every loop
+    vectorises: act' is ``dense_cpu.activation_prime``'s, and y is (argmax + ½)·(1/cw)
+    truncated in float32 (exact while argmax + ½ < 2^22, which ``_sparse_dw`` ensures) — no
+    division, no lookup.
+    """
+    c_out, oh, ow = da_n.shape
+    nq = oh * ow
+    g2, z2 = da_n.reshape(c_out, nq), z_n.reshape(c_out, nq)
+    a2, w2 = a_n.reshape(c_out, nq), argmax_n.reshape(c_out, nq)
+    for o in range(c_out):
+        for q in range(nq):
+            dq[o, q] = g2[o, q]
+    _dense.activation_prime(z2, a2, act, dq)
+    inv_cw, shift, half = np.float32(1.0 / cw), np.int32(wd - cw), np.float32(0.5)
+    for o in range(c_out):
+        acc = dq.dtype.type(0)
+        for q in range(nq):
+            acc += dq[o, q]
+        db_acc[o] += acc
+        w_o, p_o = w2[o], pq[o]
+        for q in range(nq):
+            idx = w_o[q]
+            p_o[q] = idx + np.int32((np.float32(idx) + half) * inv_cw) * shift
+
+
+@_jit
+def _scatter_padded(dq, argmax_n, where, dzp):
+    """dzp[o, winner's place in the padded plane] = dq[o, q] for every window q (see
+    _backward_plan's where[1])."""
+    c_out, oh, ow = argmax_n.shape
+    for o in range(c_out):
+        for py in range(oh):
+            for px in range(ow):
+                idx = argmax_n[o, py, px]
+                dzp[o, idx + where[1, where[2, idx]]] = dq[o, py * ow + px]
+
+
+@_jit
+def _dw_sparse(xf, dq, pq, offs, kw, dwm):
+    """dwm[o, r·kw + j] += Σ_q dq[o, q] · xf[pq[o, q] + offs[r·kw] + j]  (accumulated)
+    for the filter rows r = (c, i) and j < kw <= 8: the weight gradient from the pooling
+    winners alone (the other three quarters of a 2×2-pooled dz are zeros).
+
+    xf: float[N] one flat image; dq: float[c_out, nq] the pooled deltas, window q; pq:
+    int32[c_out, nq] the origin of window q's winner's patch in xf (both from
+    ``_pooled_deltas``); offs: the tap offsets; dwm: float[c_out, T]. A winner's patch row is one 8-lane load (``simd``; the lanes past kw
+    are summed and dropped); five rows per pass over the winners, the five sums in vector
+    registers. A patch whose eight-wide rows would run past xf's end (the image's last
+    rows, in the last image of an array) takes masked loads.
+    """
+    c_out, nq = dq.shape
+    n_rows = offs.shape[0] // kw
+    zero = simd.splat(xf.dtype.type(0))
+    for o in range(c_out):
+        d_o, p_o, dw_o = dq[o], pq[o], dwm[o]
+        r = 0
+        while r < n_rows:
+            g = min(5, n_rows - r)                    # rows this pass
+            r0 = offs[r * kw]
+            r1, r2 = offs[min(r + 1, n_rows - 1) * kw], offs[min(r + 2, n_rows - 1) * kw]
+            r3, r4 = offs[min(r + 3, n_rows - 1) * kw], offs[min(r + 4, n_rows - 1) * kw]
+            hi = xf.shape[0] - simd.LANES - r4        # p <= hi: all five rows' loads inside
+            s0 = s1 = s2 = s3 = s4 = zero
+            for q in range(nq):
+                e, p = d_o[q], p_o[q]
+                if p <= hi:
+                    s0 = simd.fma(s0, simd.load8(xf, p + r0), e)
+                    s1 = simd.fma(s1, simd.load8(xf, p + r1), e)
+                    s2 = simd.fma(s2, simd.load8(xf, p + r2), e)
+                    s3 = simd.fma(s3, simd.load8(xf, p + r3), e)
+                    s4 = simd.fma(s4, simd.load8(xf, p + r4), e)
+                else:
+                    s0 = simd.fma(s0, simd.load(xf, p + r0, kw), e)
+                    s1 = simd.fma(s1, simd.load(xf, p + r1, kw), e)
+                    s2 = simd.fma(s2, simd.load(xf, p + r2, kw), e)
+                    s3 = simd.fma(s3, simd.load(xf, p + r3, kw), e)
+                    s4 = simd.fma(s4, simd.load(xf, p + r4, kw), e)
+            # a short last pass repeats its last row in the unused sums: not stored
+            simd.add_to(dw_o, r * kw, kw, s0)
+            if g > 1:
+                simd.add_to(dw_o, (r + 1) * kw, kw, s1)
+            if g > 2:
+                simd.add_to(dw_o, (r + 2) * kw, kw, s2)
+            if g > 3:
+                simd.add_to(dw_o, (r + 3) * kw, kw, s3)
+            if g > 4:
+                simd.add_to(dw_o, (r + 4) * kw, kw, s4)
+            r += g
+
+
+@_jit
 def _backward_plan(x, w, need_dx):
     """What every chunk of the backward shares: tap offsets into x and into the padded dz, the
     flipped filters, and where[3, ·]: where[0, y] / where[1, y] shift a winner's idx = y·cw + x
-    to its place in dzf (row stride w) / in the padded dzp (row stride wp = w + kw - 1, offset
-    (kh-1, kw-1)); where[2, idx] = y, a lookup instead of an integer division."""
+    to its place in dzf (row stride w; also the origin of its patch in the flat image) / in the
+    padded dzp (row stride wp = w + kw - 1, offset (kh-1, kw-1)); where[2, idx] = y, a lookup
+    instead of an integer division."""
     _, c_in, h, wd = x.shape
     c_out, _, kh, kw = w.shape
     ch, cw = h - kh + 1, wd - kw + 1
@@ -489,25 +589,49 @@ def _backward_plan(x, w, need_dx):
 
 
 @_jit
+def _sparse_dw(kw, nq, ch, wd):
+    """Whether ``_dw_sparse`` (nq winners × filter rows, one 8-lane FMA each) should replace
+    the dense ``_dw_flat`` (ch·w positions × kw taps per filter row, 8 per vector FMA): when
+    it does at most half the vector work — 2×2 pools of 5×5 filters do 0.34× (first layer)
+    and 0.53× (second) of it; a plain conv (no pooling) would do 1.6× — and the conv plane is
+    small enough for ``_pooled_deltas``' float32 row arithmetic (< 2^22 positions)."""
+    return kw <= simd.LANES and 2 * simd.LANES * nq <= kw * ch * wd and ch * wd < 2 ** 22
+
+
+@_jit
 def _backward_images(x, w, plan, fwd, da, act, dx, start, stop, scratch, dw_acc, db_acc):
     """convpool_backward_into for images start..stop-1, accumulating into this chunk's
     dw_acc[c_out, c_in·kh·kw] and db_acc[c_out]. fwd = (z, a, argmax); scratch = (dzf, dzp,
-    dxf) of this chunk, dzf and dzp zero on entry (and on exit)."""
+    dxf, pq) of this chunk, dzf and dzp zero on entry (and on exit) — except that with the
+    sparse weight gradient (``_sparse_dw``) dzf's first c_out·oh·ow elements hold the pooled
+    deltas [c_out, oh·ow] and pq: int32[c_out, oh·ow] their patches' origins, overwritten per
+    image."""
     _, c_in, h, wd = x.shape
     c_out, _, kh, kw = w.shape
     ch, cw = h - kh + 1, wd - kw + 1
     wp = wd + kw - 1
     offs, offs_dx, wt, where = plan
     z, a, argmax = fwd
-    dzf, dzp, dxf = scratch
+    dzf, dzp, dxf, pq = scratch
     need_dx = dx.shape[0] > 0
+    oh, ow = argmax.shape[2], argmax.shape[3]
+    nq = oh * ow
+    sparse = _sparse_dw(kw, nq, ch, wd)
     for s in range(start, stop):
-        _route_deltas(da[s], z[s], a[s], argmax[s], act, where, dzf, dzp, db_acc)
-        _dw_flat(x[s].reshape(c_in * h * wd), dzf, offs, dw_acc, (ch - 1) * wd + cw)
+        xf = x[s].reshape(c_in * h * wd)
+        if sparse:
+            dq = _dense.rows_of(dzf, 0, c_out, nq)
+            _pooled_deltas(da[s], z[s], a[s], argmax[s], act, cw, wd, dq, pq, db_acc)
+            _dw_sparse(xf, dq, pq, offs, kw, dw_acc)
+            if need_dx:
+                _scatter_padded(dq, argmax[s], where, dzp)
+        else:
+            _route_deltas(da[s], z[s], a[s], argmax[s], act, where, dzf, dzp, db_acc)
+            _dw_flat(xf, dzf, offs, dw_acc, (ch - 1) * wd + cw)
+            _zero(dzf.reshape(dzf.size))       # a memset beats clearing the winners one by one
         if need_dx:
             _dx_image(dzp.reshape(dzp.size), wt, offs_dx, dxf, wp, dx[s])
-        _zero(dzf.reshape(dzf.size))           # a memset beats clearing the winners one by one
-        _zero(dzp.reshape(dzp.size))
+            _zero(dzp.reshape(dzp.size))
 
 
 @_pjit
@@ -525,8 +649,9 @@ def convpool_backward_into(x, w, z, a, argmax, da, act, dx, dw, db, nthreads):
     need_dx = dx.shape[0] > 0
     plan = _backward_plan(x, w, need_dx)
     nchunks = max(1, min(n, nthreads))
-    # Per chunk: dzf, dzp (zero between images) and partial sums.
+    # Per chunk: dzf, dzp (zero between images), the winners' patches and partial sums.
     dzf = np.zeros((nchunks, c_out, (h - kh + 1) * wd), x.dtype)
+    pq = np.empty((nchunks, c_out, z.shape[2] * z.shape[3]), np.int32)
     dzp = np.zeros((nchunks, c_out, (h + kh - 1) * (wd + kw - 1) if need_dx else 0), x.dtype)
     dxf = np.empty((nchunks, c_in, h * (wd + kw - 1) if need_dx else 0), x.dtype)
     dw_part = np.zeros((nchunks, c_out, c_in * kh * kw), x.dtype)
@@ -534,7 +659,7 @@ def convpool_backward_into(x, w, z, a, argmax, da, act, dx, dw, db, nthreads):
     fwd = (z, a, argmax)
     for k in prange(nchunks):
         start, stop = _chunk(k, nchunks, n)
-        _backward_images(x, w, plan, fwd, da, act, dx, start, stop, (dzf[k], dzp[k], dxf[k]),
+        _backward_images(x, w, plan, fwd, da, act, dx, start, stop, (dzf[k], dzp[k], dxf[k], pq[k]),
                          dw_part[k], db_part[k])
     _sum_partials(dw_part, db_part, dw.reshape(c_out, c_in * kh * kw), db)
 

@@ -35,9 +35,12 @@ CONV_SHAPES = [
     (3, 1, 20, 28, 28, 5, 5),
     (2, 20, 40, 12, 12, 5, 5),
 ]
-# (n, c_in, c_out, h, w, kh, kw, pool): conv outputs not divisible by the pool, (3, 2) pools.
+# (n, c_in, c_out, h, w, kh, kw, pool): conv outputs not divisible by the pool, (3, 2) pools;
+# the backward's weight gradient runs sparse (from the winners, conv_cpu._dw_sparse) for all
+# but the 1×1 kernel and the 9-wide one (wider than its 8 lanes).
 CONVPOOL_SHAPES = [
     (1, 1, 3, 7, 9, 3, 3, (2, 2)),
+    (2, 2, 3, 12, 14, 3, 9, (2, 2)),
     (2, 3, 5, 13, 11, 5, 5, (3, 2)),
     (3, 2, 1, 6, 8, 1, 1, (3, 2)),
     (3, 1, 20, 28, 28, 5, 5, (2, 2)),
@@ -169,6 +172,29 @@ def test_convpool_backward(shape, dtype):
     assert no_dx is None
     assert_close(dw1, edw, **TOL[dtype], name="dw without dx")
     assert_close(db1, edb, **TOL[dtype], name="db without dx")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("pool", [(2, 2), (3, 2)])
+def test_convpool_backward_winners_at_the_image_edge(pool, dtype):
+    """Inputs rising to the bottom right and positive filters put every window's winner in
+    its last row and column, so the last windows' patches end at the image's last element:
+    the sparse weight gradient's eight-lane loads must stop there (masked) in the batch's
+    last image and may read on into the next one in the others."""
+    n, c_in, c_out, h, w, k = 2, 2, 3, 10, 13, 5
+    ramp = np.arange(n * c_in * h * w, dtype=np.float64).reshape(n, c_in, h, w) / (h * w)
+    x = ramp.astype(dtype)
+    wt = (np.random.default_rng(5).random((c_out, c_in, k, k)) + 0.1).astype(dtype)
+    b = np.zeros(c_out, dtype)
+    a, z, argmax = R.convpool_forward(x, wt, b, pool, LINEAR)
+    ch, cw = h - k + 1, w - k + 1
+    assert argmax.max() == (pool[0] * (ch // pool[0]) - 1) * cw + pool[1] * (cw // pool[1]) - 1
+    da = upstream(np.random.default_rng(6), a.shape, dtype)
+    dx, dw, db = K.convpool_backward(x, wt, z, a, argmax, da, LINEAR)
+    edx, edw, edb = R.convpool_backward(x, wt, z, a, argmax, da, LINEAR)
+    assert_close(dw, edw, **TOL[dtype], name="dw")
+    assert_close(db, edb, **TOL[dtype], name="db")
+    assert_close(dx, edx, **TOL[dtype], name="dx")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -1,0 +1,85 @@
+"""fastnet.kernels.simd (eight-lane vectors) against plain NumPy: every lane count, both float
+types, the masked loads and stores at an array's ends, and the bounds errors."""
+
+import numpy as np
+import pytest
+from numba import njit
+
+from fastnet.kernels import simd
+
+DTYPES = [np.float32, np.float64]
+
+
+@njit(cache=False)
+def _roundtrip(a, i, n, out):
+    """out[0:8] = simd.load(a, i, n) (all eight lanes, through add_to on zeros)."""
+    simd.add_to(out, 0, 8, simd.load(a, i, n))
+
+
+@njit(cache=False)
+def _axpy(acc0, a, i, s, out, j, n):
+    """out[j:j+n] += (acc0 + a[i:i+8]·s)[:n], via splat, load8, fma and add_to."""
+    v = simd.fma(simd.splat(acc0), simd.load8(a, i), s)
+    simd.add_to(out, j, n, v)
+
+
+@njit(cache=False)
+def _dot_rows(x, starts, d, kw):
+    """Σ_q d[q]·x[starts[q]:starts[q] + kw], summed in one vector across a loop."""
+    acc = simd.splat(x.dtype.type(0))
+    for q in range(starts.shape[0]):
+        acc = simd.fma(acc, simd.load(x, starts[q], kw), d[q])
+    out = np.zeros(kw, x.dtype)
+    simd.add_to(out, 0, kw, acc)
+    return out
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", range(9))
+def test_load_masks_the_lanes_past_n(n, dtype):
+    a = np.arange(1, 12, dtype=dtype)
+    for i in (0, 3, a.size - n):                 # the last start reads up to the array's end
+        out = np.zeros(8, dtype)
+        _roundtrip(a, i, n, out)
+        expected = np.zeros(8, dtype)
+        expected[:n] = a[i:i + n]
+        np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fma_load8_and_add_to_touch_only_n_lanes(dtype):
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal(20).astype(dtype)
+    for n in range(9):
+        out = rng.standard_normal(12).astype(dtype)
+        before = out.copy()
+        _axpy(dtype(0.5), a, 3, dtype(-2.0), out, 4, n)
+        expected = before.copy()
+        expected[4:4 + n] += (dtype(0.5) + a[3:3 + n] * dtype(-2.0))
+        np.testing.assert_allclose(out, expected, rtol=1e-6 if dtype == np.float32 else 1e-15)
+        np.testing.assert_array_equal(out[:4], before[:4])
+        np.testing.assert_array_equal(out[4 + n:], before[4 + n:])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kw", [1, 5, 8])
+def test_sums_across_a_loop_match_numpy(kw, dtype):
+    rng = np.random.default_rng(kw)
+    x = rng.standard_normal(50).astype(dtype)
+    starts = rng.integers(0, x.size - kw + 1, 37)
+    starts[-1] = x.size - kw                    # a row ending at x's last element
+    d = rng.standard_normal(37).astype(dtype)
+    expected = sum(d[q].astype(np.float64) * x[s:s + kw] for q, s in enumerate(starts))
+    got = _dot_rows(x, starts, d, kw)
+    assert got.dtype == dtype
+    np.testing.assert_allclose(got, expected, rtol=1e-5 if dtype == np.float32 else 1e-13,
+                               atol=1e-5 if dtype == np.float32 else 1e-13)
+
+
+@pytest.mark.parametrize("i,n", [(-1, 2), (0, 9), (0, -1), (7, 4)])
+def test_out_of_range_lanes_raise_index_error(i, n):
+    a = np.zeros(10, np.float32)
+    with pytest.raises(IndexError, match="simd.load"):
+        _roundtrip(a, i, n, np.zeros(8, np.float32))
+    with pytest.raises(IndexError, match="simd.add_to"):
+        _axpy(np.float32(0), np.zeros(16, np.float32), 0, np.float32(1), a, i, n)
