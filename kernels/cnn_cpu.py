@@ -65,7 +65,7 @@ def workspaces(params, layout, cg, batch_size, nthreads):
     db_part = np.zeros((nthreads, c_out), dt)
     pq = np.empty((nthreads, c_out, oh * ow), np.int32)
     bwd = (dzf, np.zeros((c_out, 0), dt), np.zeros((c_in, 0), dt), xb[:0], pq)
-    plan = _conv._backward_plan(xb, wconv, False)   # offsets only: no dx, so no filters
+    plan = _conv._backward_plan(xb, wconv, False, False)   # offsets only: no dx, no filters
     return (zs, acts_buf, deltas), offs, xb, argmax, fwd, bwd, dw_part, db_part, plan
 
 

@@ -478,7 +478,7 @@ def _pooled_deltas(da_n, z_n, a_n, argmax_n, act, cw, wd, dq, pq, db_acc):
     act'(z_n) and pq (int32) = y·wd + x, the origin in the flat image of the patch under the
     window's winner (y, x) (argmax = y·cw + x); db_acc[o] += Σ_q dq[o, q]. Every loop
     vectorises: act' is ``dense_cpu.activation_prime``'s, and y is (argmax + ½)·(1/cw)
-    truncated in float32 (exact while argmax + ½ < 2^22, which ``_sparse_dw`` ensures) — no
+    truncated in float32 (exact while argmax + ½ < 2^22, which ``_sparse_backward`` ensures) — no
     division, no lookup.
     """
     c_out, oh, ow = da_n.shape
@@ -502,74 +502,78 @@ def _pooled_deltas(da_n, z_n, a_n, argmax_n, act, cw, wd, dq, pq, db_acc):
 
 
 @_jit
-def _scatter_padded(dq, argmax_n, where, dzp):
-    """dzp[o, winner's place in the padded plane] = dq[o, q] for every window q (see
-    _backward_plan's where[1])."""
-    c_out, oh, ow = argmax_n.shape
-    for o in range(c_out):
-        for py in range(oh):
-            for px in range(ow):
-                idx = argmax_n[o, py, px]
-                dzp[o, idx + where[1, where[2, idx]]] = dq[o, py * ow + px]
-
-
-@_jit
-def _dw_sparse(xf, dq, pq, offs, kw, dwm):
-    """dwm[o, r·kw + j] += Σ_q dq[o, q] · xf[pq[o, q] + offs[r·kw] + j]  (accumulated)
-    for the filter rows r = (c, i) and j < kw <= 8: the weight gradient from the pooling
-    winners alone (the other three quarters of a 2×2-pooled dz are zeros).
+def _dw_sparse(xf, dq, pq, offs, kw, dwp):
+    """dwp[o, 8·r + j] += Σ_q dq[o, q] · xf[pq[o, q] + offs[r·kw] + j]  (accumulated) for the
+    filter rows r = (c, i) and j < 8, kw <= 8: the weight gradient from the pooling winners
+    alone (the other three quarters of a 2×2-pooled dz are zeros), in lanes; j < kw are the
+    gradient's (``_fold_rows`` adds them into dw), the others sums of whatever follows the
+    patch rows, never used.
 
     xf: float[N] one flat image; dq: float[c_out, nq] the pooled deltas, window q; pq:
     int32[c_out, nq] the origin of window q's winner's patch in xf (both from
-    ``_pooled_deltas``); offs: the tap offsets; dwm: float[c_out, T]. A winner's patch row is one 8-lane load (``simd``; the lanes past kw
-    are summed and dropped); five rows per pass over the winners, the five sums in vector
-    registers. A patch whose eight-wide rows would run past xf's end (the image's last
-    rows, in the last image of an array) takes masked loads.
+    ``_pooled_deltas``); offs: the tap offsets; dwp: float[c_out, 8·rows]. A winner's patch
+    row is one 8-lane load (``simd``); five rows per pass over the winners, their five sums in
+    vector registers, loaded from and stored back to dwp unmasked (masked stores are slow).
+    A patch whose eight-wide rows would run past xf's end (the image's last rows, in the last
+    image of an array) takes masked loads.
     """
     c_out, nq = dq.shape
     n_rows = offs.shape[0] // kw
-    zero = simd.splat(xf.dtype.type(0))
+    L = simd.LANES
     for o in range(c_out):
-        d_o, p_o, dw_o = dq[o], pq[o], dwm[o]
+        d_o, p_o, dw_o = dq[o], pq[o], dwp[o]
         r = 0
         while r < n_rows:
-            g = min(5, n_rows - r)                    # rows this pass
-            r0 = offs[r * kw]
-            r1, r2 = offs[min(r + 1, n_rows - 1) * kw], offs[min(r + 2, n_rows - 1) * kw]
-            r3, r4 = offs[min(r + 3, n_rows - 1) * kw], offs[min(r + 4, n_rows - 1) * kw]
-            hi = xf.shape[0] - simd.LANES - r4        # p <= hi: all five rows' loads inside
-            s0 = s1 = s2 = s3 = s4 = zero
+            g = min(5, n_rows - r)                    # rows this pass; a short last pass
+            r1, r2 = min(r + 1, n_rows - 1), min(r + 2, n_rows - 1)   # repeats its last row
+            r3, r4 = min(r + 3, n_rows - 1), min(r + 4, n_rows - 1)   # in sums not stored
+            o0, o1, o2 = offs[r * kw], offs[r1 * kw], offs[r2 * kw]
+            o3, o4 = offs[r3 * kw], offs[r4 * kw]
+            hi = xf.shape[0] - L - o4                 # p <= hi: all five rows' loads inside
+            s0, s1 = simd.load8(dw_o, r * L), simd.load8(dw_o, r1 * L)
+            s2, s3, s4 = simd.load8(dw_o, r2 * L), simd.load8(dw_o, r3 * L), \
+                simd.load8(dw_o, r4 * L)
             for q in range(nq):
                 e, p = d_o[q], p_o[q]
                 if p <= hi:
-                    s0 = simd.fma(s0, simd.load8(xf, p + r0), e)
-                    s1 = simd.fma(s1, simd.load8(xf, p + r1), e)
-                    s2 = simd.fma(s2, simd.load8(xf, p + r2), e)
-                    s3 = simd.fma(s3, simd.load8(xf, p + r3), e)
-                    s4 = simd.fma(s4, simd.load8(xf, p + r4), e)
+                    s0 = simd.fma(s0, simd.load8(xf, p + o0), e)
+                    s1 = simd.fma(s1, simd.load8(xf, p + o1), e)
+                    s2 = simd.fma(s2, simd.load8(xf, p + o2), e)
+                    s3 = simd.fma(s3, simd.load8(xf, p + o3), e)
+                    s4 = simd.fma(s4, simd.load8(xf, p + o4), e)
                 else:
-                    s0 = simd.fma(s0, simd.load(xf, p + r0, kw), e)
-                    s1 = simd.fma(s1, simd.load(xf, p + r1, kw), e)
-                    s2 = simd.fma(s2, simd.load(xf, p + r2, kw), e)
-                    s3 = simd.fma(s3, simd.load(xf, p + r3, kw), e)
-                    s4 = simd.fma(s4, simd.load(xf, p + r4, kw), e)
-            # a short last pass repeats its last row in the unused sums: not stored
-            simd.add_to(dw_o, r * kw, kw, s0)
+                    s0 = simd.fma(s0, simd.load(xf, p + o0, kw), e)
+                    s1 = simd.fma(s1, simd.load(xf, p + o1, kw), e)
+                    s2 = simd.fma(s2, simd.load(xf, p + o2, kw), e)
+                    s3 = simd.fma(s3, simd.load(xf, p + o3, kw), e)
+                    s4 = simd.fma(s4, simd.load(xf, p + o4, kw), e)
+            simd.store8(dw_o, r * L, s0)
             if g > 1:
-                simd.add_to(dw_o, (r + 1) * kw, kw, s1)
+                simd.store8(dw_o, r1 * L, s1)
             if g > 2:
-                simd.add_to(dw_o, (r + 2) * kw, kw, s2)
+                simd.store8(dw_o, r2 * L, s2)
             if g > 3:
-                simd.add_to(dw_o, (r + 3) * kw, kw, s3)
+                simd.store8(dw_o, r3 * L, s3)
             if g > 4:
-                simd.add_to(dw_o, (r + 4) * kw, kw, s4)
+                simd.store8(dw_o, r4 * L, s4)
             r += g
 
 
 @_jit
-def _backward_plan(x, w, need_dx):
+def _fold_rows(dwp, kw, dwm):
+    """dwm[o, r·kw + j] += dwp[o, 8·r + j] for j < kw: ``_dw_sparse``'s lanes into dw."""
+    c_out, n_rows = dwm.shape[0], dwm.shape[1] // kw
+    for o in range(c_out):
+        for r in range(n_rows):
+            for j in range(kw):
+                dwm[o, r * kw + j] += dwp[o, r * simd.LANES + j]
+
+
+@_jit
+def _backward_plan(x, w, need_dx, sparse):
     """What every chunk of the backward shares: tap offsets into x and into the padded dz, the
-    flipped filters, and where[3, ·]: where[0, y] / where[1, y] shift a winner's idx = y·cw + x
+    filters dx needs (if it is needed: ``_padded_rows`` for the sparse backward, else the
+    flipped ones, ``_flipped_transpose``), and where[3, ·]: where[0, y] / where[1, y] shift a winner's idx = y·cw + x
     to its place in dzf (row stride w; also the origin of its patch in the flat image) / in the
     padded dzp (row stride wp = w + kw - 1, offset (kh-1, kw-1)); where[2, idx] = y, a lookup
     instead of an integer division."""
@@ -584,17 +588,72 @@ def _backward_plan(x, w, need_dx):
         for x in range(cw):
             where[2, y * cw + x] = y
     offs_dx = _tap_offsets(c_out, hp, wp, kh, kw)
-    wt = _flipped_transpose(w) if need_dx else np.empty((c_in, 0), w.dtype)
+    if not need_dx:
+        wt = np.empty((c_in, 0), w.dtype)
+    elif sparse:
+        wt = _padded_rows(w)
+    else:
+        wt = _flipped_transpose(w)
     return _tap_offsets(c_in, h, wd, kh, kw), offs_dx, wt, where
 
 
 @_jit
-def _sparse_dw(kw, nq, ch, wd):
-    """Whether ``_dw_sparse`` (nq winners × filter rows, one 8-lane FMA each) should replace
-    the dense ``_dw_flat`` (ch·w positions × kw taps per filter row, 8 per vector FMA): when
-    it does at most half the vector work — 2×2 pools of 5×5 filters do 0.34× (first layer)
-    and 0.53× (second) of it; a plain conv (no pooling) would do 1.6× — and the conv plane is
-    small enough for ``_pooled_deltas``' float32 row arithmetic (< 2^22 positions)."""
+def _padded_rows(w):
+    """float[c_out, c_in·kh·8]: filter o's row r = (c, i) as eight lanes, w[o, c, i, :kw] then
+    zeros (kw <= 8) — what ``_dx_sparse`` adds, eight lanes at a time, into dx."""
+    c_out, c_in, kh, kw = w.shape
+    out = np.zeros((c_out, c_in * kh * simd.LANES), w.dtype)
+    for o in range(c_out):
+        for c in range(c_in):
+            for i in range(kh):
+                r = (c * kh + i) * simd.LANES
+                for j in range(kw):
+                    out[o, r + j] = w[o, c, i, j]
+    return out
+
+
+@_jit
+def _dx_sparse(dq, pq, wrows, offs, kw, dxf):
+    """dxf[pq[o, q] + offs[r·kw] + j] += dq[o, q] · w[o, r, j] for every window q of every
+    filter o, filter row r = (c, i), j < kw <= 8 (accumulated): the input gradient from the
+    pooling winners alone, each spreading its delta over its patch.
+
+    dq, pq: as for ``_dw_sparse``; wrows: ``_padded_rows(w)``; offs: the tap offsets; dxf:
+    float[c_in·h·w] one image's dx, flat. Each patch row is one 8-lane load, FMA and store of
+    dxf: the three lanes past a 5-wide row add δ·0 to the next row's first values (unchanged,
+    and the same thread, in order). Winners outer, rows inner, so a store is long retired
+    when an overlapping patch (the next window's) reads it back. Patches whose last row's
+    eight lanes would pass dxf's end take masked loads and stores.
+    """
+    c_out, nq = dq.shape
+    n_rows = offs.shape[0] // kw
+    last = offs[(n_rows - 1) * kw]
+    hi = dxf.shape[0] - simd.LANES - last          # p <= hi: every row's eight lanes inside
+    zero = simd.splat(dxf.dtype.type(0))
+    for o in range(c_out):
+        w_o = wrows[o]
+        for q in range(nq):
+            e, p = dq[o, q], pq[o, q]
+            if p <= hi:
+                for r in range(n_rows):
+                    i = p + offs[r * kw]
+                    simd.store8(dxf, i, simd.fma(simd.load8(dxf, i),
+                                                 simd.load8(w_o, r * simd.LANES), e))
+            else:
+                for r in range(n_rows):
+                    simd.add_to(dxf, p + offs[r * kw], kw,
+                                simd.fma(zero, simd.load8(w_o, r * simd.LANES), e))
+
+
+@_jit
+def _sparse_backward(kw, nq, ch, wd):
+    """Whether the backward should work from the winners (``_dw_sparse``, ``_dx_sparse``:
+    nq winners × filter rows, one 8-lane FMA each) instead of the dense flat correlations
+    (``_dw_flat``: ch·w positions × kw taps per filter row, 8 per vector FMA; ``_dx_image``
+    likewise): when the weight gradient does at most half the vector work — 2×2 pools of 5×5
+    filters do 0.34× (first layer) and 0.53× (second) of it; a plain conv (no pooling) would
+    do 1.6× — and the conv plane is small enough for ``_pooled_deltas``' float32 row
+    arithmetic (< 2^22 positions)."""
     return kw <= simd.LANES and 2 * simd.LANES * nq <= kw * ch * wd and ch * wd < 2 ** 22
 
 
@@ -603,7 +662,7 @@ def _backward_images(x, w, plan, fwd, da, act, dx, start, stop, scratch, dw_acc,
     """convpool_backward_into for images start..stop-1, accumulating into this chunk's
     dw_acc[c_out, c_in·kh·kw] and db_acc[c_out]. fwd = (z, a, argmax); scratch = (dzf, dzp,
     dxf, pq) of this chunk, dzf and dzp zero on entry (and on exit) — except that with the
-    sparse weight gradient (``_sparse_dw``) dzf's first c_out·oh·ow elements hold the pooled
+    sparse backward (``_sparse_backward``) dzf's first c_out·oh·ow elements hold the pooled
     deltas [c_out, oh·ow] and pq: int32[c_out, oh·ow] their patches' origins, overwritten per
     image."""
     _, c_in, h, wd = x.shape
@@ -616,22 +675,27 @@ def _backward_images(x, w, plan, fwd, da, act, dx, start, stop, scratch, dw_acc,
     need_dx = dx.shape[0] > 0
     oh, ow = argmax.shape[2], argmax.shape[3]
     nq = oh * ow
-    sparse = _sparse_dw(kw, nq, ch, wd)
+    sparse = _sparse_backward(kw, nq, ch, wd)     # as in the plan
+    dwp = np.zeros((c_out, c_in * kh * simd.LANES if sparse else 0), x.dtype)
     for s in range(start, stop):
         xf = x[s].reshape(c_in * h * wd)
         if sparse:
             dq = _dense.rows_of(dzf, 0, c_out, nq)
             _pooled_deltas(da[s], z[s], a[s], argmax[s], act, cw, wd, dq, pq, db_acc)
-            _dw_sparse(xf, dq, pq, offs, kw, dw_acc)
+            _dw_sparse(xf, dq, pq, offs, kw, dwp)
             if need_dx:
-                _scatter_padded(dq, argmax[s], where, dzp)
+                dxs = dx[s].reshape(c_in * h * wd)
+                _zero(dxs)
+                _dx_sparse(dq, pq, wt, offs, kw, dxs)
         else:
             _route_deltas(da[s], z[s], a[s], argmax[s], act, where, dzf, dzp, db_acc)
             _dw_flat(xf, dzf, offs, dw_acc, (ch - 1) * wd + cw)
             _zero(dzf.reshape(dzf.size))       # a memset beats clearing the winners one by one
-        if need_dx:
-            _dx_image(dzp.reshape(dzp.size), wt, offs_dx, dxf, wp, dx[s])
-            _zero(dzp.reshape(dzp.size))
+            if need_dx:
+                _dx_image(dzp.reshape(dzp.size), wt, offs_dx, dxf, wp, dx[s])
+                _zero(dzp.reshape(dzp.size))
+    if sparse:
+        _fold_rows(dwp, kw, dw_acc)
 
 
 @_pjit
@@ -647,20 +711,24 @@ def convpool_backward_into(x, w, z, a, argmax, da, act, dx, dw, db, nthreads):
     n, c_in, h, wd = x.shape
     c_out, _, kh, kw = w.shape
     need_dx = dx.shape[0] > 0
-    plan = _backward_plan(x, w, need_dx)
+    nq = z.shape[2] * z.shape[3]
+    sparse = _sparse_backward(kw, nq, h - kh + 1, wd)
+    plan = _backward_plan(x, w, need_dx, sparse)
     nchunks = max(1, min(n, nthreads))
-    # Per chunk: dzf, dzp (zero between images), the winners' patches and partial sums.
+    # Per chunk: dzf, dzp (zero between images; dzp and dxf for the dense dx only), the
+    # winners' patches and partial sums.
+    dense_dx = need_dx and not sparse
     dzf = np.zeros((nchunks, c_out, (h - kh + 1) * wd), x.dtype)
-    pq = np.empty((nchunks, c_out, z.shape[2] * z.shape[3]), np.int32)
-    dzp = np.zeros((nchunks, c_out, (h + kh - 1) * (wd + kw - 1) if need_dx else 0), x.dtype)
-    dxf = np.empty((nchunks, c_in, h * (wd + kw - 1) if need_dx else 0), x.dtype)
+    pq = np.empty((nchunks, c_out, nq), np.int32)
+    dzp = np.zeros((nchunks, c_out, (h + kh - 1) * (wd + kw - 1) if dense_dx else 0), x.dtype)
+    dxf = np.empty((nchunks, c_in, h * (wd + kw - 1) if dense_dx else 0), x.dtype)
     dw_part = np.zeros((nchunks, c_out, c_in * kh * kw), x.dtype)
     db_part = np.zeros((nchunks, c_out), x.dtype)
     fwd = (z, a, argmax)
     for k in prange(nchunks):
         start, stop = _chunk(k, nchunks, n)
-        _backward_images(x, w, plan, fwd, da, act, dx, start, stop, (dzf[k], dzp[k], dxf[k], pq[k]),
-                         dw_part[k], db_part[k])
+        _backward_images(x, w, plan, fwd, da, act, dx, start, stop,
+                         (dzf[k], dzp[k], dxf[k], pq[k]), dw_part[k], db_part[k])
     _sum_partials(dw_part, db_part, dw.reshape(c_out, c_in * kh * kw), db)
 
 

@@ -4,14 +4,16 @@ Why: a loop that adds a short row (a 5-wide filter row, say) of a different plac
 into the same few sums at every step is not a loop LLVM vectorises (the rows are too short and
 gathered), and its scalar sums spill to memory when there are more than a handful. Here a sum
 of eight lanes is one value: ``acc = fma(acc, load(x, i, n), s)`` is a masked vector load and
-one vector FMA, and the sums of a loop stay in vector registers. ``conv_cpu._dw_sparse`` (the
-conv weight gradient from the pooling winners only) is the user.
+one vector FMA, and the sums of a loop stay in vector registers. The users: ``conv_cpu``'s
+sparse backward (``_dw_sparse``, ``_dx_sparse``: the conv gradients from the pooling winners
+only).
 
     Lanes8(dtype)        the type: an LLVM <8 x float> or <8 x double> (two AVX2 registers)
     splat(s)             all eight lanes s
     load(a, i, n)        lanes k < n: a[i + k]; lanes k >= n: 0 (a masked load: nothing past
                          i + n is read); a is 1-D, C-contiguous
     load8(a, i)          a[i:i + 8], unchecked (the caller has checked the range)
+    store8(a, i, v)      a[i:i + 8] = v, unchecked (likewise)
     fma(acc, v, s)       acc + v·s, lane by lane, one rounding (llvm.fma)
     add_to(a, i, n, v)   a[i + k] += v[k] for k < n (masked load and store)
 
@@ -149,6 +151,24 @@ def load8(typingctx, a, i):
         return builder.load(ptr, align=_align(sig.args[0].dtype))
 
     return Lanes8(a.dtype)(a, i), codegen
+
+
+@intrinsic
+def store8(typingctx, a, i, v):
+    """a[i:i + 8] = v, unchecked: the caller guarantees 0 <= i and i + 8 <= a.size."""
+    if not (_flat_array(a) and isinstance(i, types.Integer) and isinstance(v, Lanes8)
+            and v.dtype == a.dtype):
+        return None
+
+    def codegen(context, builder, sig, args):
+        arr = context.make_array(sig.args[0])(context, builder, args[0])
+        i = context.cast(builder, args[1], sig.args[1], types.intp)
+        vty = _vec(context, sig.args[0].dtype)
+        ptr = builder.bitcast(builder.gep(arr.data, [i]), vty.as_pointer())
+        builder.store(args[2], ptr, align=_align(sig.args[0].dtype))
+        return context.get_dummy_value()
+
+    return types.none(a, i, v), codegen
 
 
 @intrinsic
