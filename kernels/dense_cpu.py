@@ -64,6 +64,7 @@ from numba.core.imputils import impl_ret_borrowed
 from numba.extending import intrinsic
 
 from . import config
+from . import simd
 from . import sync_cpu as _sync
 from .config import CROSS_ENTROPY, QUADRATIC, RELU, SIGMOID, SOFTMAX, SOFTPLUS, TANH
 
@@ -411,10 +412,11 @@ def _rows_forward(x, rows, m, w, b, z, j_lo, j_hi):
 
 
 @_jit
-def _rows_update(x, rows, m, delta, w, b, scale, decay, j_lo, j_hi):
+def _rows_update_passes(x, rows, m, delta, w, b, scale, decay, j_lo, j_hi):
     """w[j] ← decay·w[j] − scale·Σ_{i<m} δ[i, j]·x_i, b[j] −= scale·Σ_{i<m} δ[i, j], for j in
     [j_lo, j_hi), x_i = ``_xrow(x, rows, i)``; scale and decay are of w's dtype. Sample groups
-    outside, rows inside, as in ``_rows_forward``; x rows may be longer than w's."""
+    outside, rows inside, as in ``_rows_forward``; x rows may be longer than w's. The float64
+    path of ``_rows_update``."""
     n = w.shape[1]
     for j in range(j_lo, j_hi):
         s = w.dtype.type(0)
@@ -447,6 +449,75 @@ def _rows_update(x, rows, m, delta, w, b, scale, decay, j_lo, j_hi):
             for j in range(j_lo, j_hi):
                 _axpy_1x1(w[j], scale * delta[i, j], x0, n, d)
             i += 1
+
+
+@_lite
+def _rows_update(x, rows, m, delta, w, b, scale, decay, j_lo, j_hi):
+    """w[j] ← decay·w[j] − scale·Σ_{i<m} δ[i, j]·x_i, b[j] −= scale·Σ_{i<m} δ[i, j], for j in
+    [j_lo, j_hi), x_i = ``_xrow(x, rows, i)``; scale and decay are of w's dtype; x rows may
+    be longer than w's.
+
+    float32: blocks of four w rows × sixteen columns whose gradient sums stay in eight 8-lane
+    registers (``simd``) over all m samples — per sample two loads of x_i and four broadcasts
+    feed eight FMAs — then w = decay·w − scale·sum, one load and store of w per element (the
+    ``_rows_update_passes`` it replaces reads and writes each row once per five samples). The
+    last columns go through masked lanes with the same per-lane arithmetic, the last rows one
+    at a time. Below eight samples (and for float64) ``_rows_update_passes`` is faster: the
+    final read-modify-write of w costs as much as the sums (per sample, 2,880 → 100 float32,
+    one thread: m = 5: 27.5 µs against 24.8; m = 10: 22.0 against 24.5; m = 50: 21.9
+    against 24.4).
+    """
+    if not _is_float32(w.dtype.type(0)) or m < 8:
+        _rows_update_passes(x, rows, m, delta, w, b, scale, decay, j_lo, j_hi)
+        return
+    for j in range(j_lo, j_hi):
+        s = w.dtype.type(0)
+        for i in range(m):
+            s += delta[i, j]
+        b[j] -= scale * s
+    n = w.shape[1]
+    zero = simd.splat(w.dtype.type(0))
+    j = j_lo
+    while j < j_hi:                      # rows outer: each w row streams once, contiguously
+        four = j + 4 <= j_hi
+        j1, j2, j3 = (j + 1, j + 2, j + 3) if four else (j, j, j)
+        k = 0
+        while k < n:
+            n0 = min(simd.LANES, n - k)
+            n1 = min(simd.LANES, max(n - k - simd.LANES, 0))
+            full = n1 == simd.LANES
+            s00 = s01 = s10 = s11 = s20 = s21 = s30 = s31 = zero
+            for i in range(m):
+                xi = _xrow(x, rows, i)
+                if full:
+                    v0, v1 = simd.load8(xi, k), simd.load8(xi, k + simd.LANES)
+                else:
+                    v0, v1 = simd.load(xi, k, n0), simd.load(xi, k + n0, n1)
+                e0, e1, e2, e3 = delta[i, j], delta[i, j1], delta[i, j2], delta[i, j3]
+                s00, s01 = simd.fma(s00, v0, e0), simd.fma(s01, v1, e0)
+                s10, s11 = simd.fma(s10, v0, e1), simd.fma(s11, v1, e1)
+                s20, s21 = simd.fma(s20, v0, e2), simd.fma(s21, v1, e2)
+                s30, s31 = simd.fma(s30, v0, e3), simd.fma(s31, v1, e3)
+            _step2(w[j], k, n0, n1, full, s00, s01, scale, decay)
+            if four:
+                _step2(w[j1], k, n0, n1, full, s10, s11, scale, decay)
+                _step2(w[j2], k, n0, n1, full, s20, s21, scale, decay)
+                _step2(w[j3], k, n0, n1, full, s30, s31, scale, decay)
+            k += n0 + n1
+        j += 4 if four else 1
+
+
+@_lite
+def _step2(row, k, n0, n1, full, s0, s1, scale, decay):
+    """row[k:k + n0 + n1] ← decay·row − scale·(s0, s1) over the lanes in use."""
+    zero = simd.splat(row.dtype.type(0))
+    if full:
+        w0, w1 = simd.load8(row, k), simd.load8(row, k + simd.LANES)
+    else:
+        w0, w1 = simd.load(row, k, n0), simd.load(row, k + n0, n1)
+    w0 = simd.fma(simd.fma(zero, w0, decay), s0, -scale)
+    w1 = simd.fma(simd.fma(zero, w1, decay), s1, -scale)
+    _put2(row, k, n0, n1, full, w0, w1)
 
 
 # ---------------------------------------------------------------------------- feedforward
@@ -549,7 +620,7 @@ def _axpy_4(d, a0, a1, a2, a3, w0, w1, w2, w3):
 
 
 @_jit
-def _rows_backprop(dz, w, dx, k_lo, k_hi):
+def _rows_backprop_tiles(dz, w, dx, k_lo, k_hi):
     """dx[i, k] (overwritten) = Σ_j dz[i, j]·w[j, k] for k in [k_lo, k_hi) and every row i of
     dz: dx = dz @ w on a column range. Tiles of 512 columns keep w's tile in L2 and the dx
     row in L1; four w rows per pass over a row (5 loads, 4 FMAs per vector)."""
@@ -567,6 +638,76 @@ def _rows_backprop(dz, w, dx, k_lo, k_hi):
             while j < n_out:
                 _axpy_1x1(d, -dz[i, j], w[j, t:te], te - t, dx.dtype.type(1))
                 j += 1
+
+
+@_lite
+def _rows_backprop(dz, w, dx, k_lo, k_hi):
+    """dx[i, k] (overwritten) = Σ_j dz[i, j]·w[j, k] for k in [k_lo, k_hi) and every row i of
+    dz: dx = dz @ w on a column range.
+
+    float32: blocks of four dx rows × sixteen columns held in eight 8-lane sums (``simd``)
+    over all of j: per j two loads of w's row and four broadcasts feed eight FMAs (the
+    ``_rows_backprop_tiles`` loop it replaces loads and stores dx every four j: 6 memory
+    operations per 4 FMAs, ~60 % of the FMA rate here). Leftover rows go one at a time (two
+    sums), the last columns through masked lanes with the same per-lane FMA chain, so an
+    element's value does not depend on where a thread's column range begins or ends. Per
+    sample, 2,880 → 100 float32, one thread: 21.5 µs against 25.2 at m = 5, 17.0 against 24.6
+    at m = 50. float64 (the sums would need 16 registers of their own):
+    ``_rows_backprop_tiles``.
+    """
+    if not _is_float32(w.dtype.type(0)):
+        _rows_backprop_tiles(dz, w, dx, k_lo, k_hi)
+        return
+    m, n_out = dz.shape
+    zero = simd.splat(dx.dtype.type(0))
+    k = k_lo
+    while k < k_hi:
+        n0 = min(simd.LANES, k_hi - k)                   # lanes in the first vector
+        n1 = min(simd.LANES, max(k_hi - k - simd.LANES, 0))   # and in the second
+        full = n1 == simd.LANES
+        i = 0
+        while i + 4 <= m:
+            s00 = s01 = s10 = s11 = s20 = s21 = s30 = s31 = zero
+            for j in range(n_out):
+                wj = w[j]
+                if full:
+                    v0, v1 = simd.load8(wj, k), simd.load8(wj, k + simd.LANES)
+                else:
+                    v0, v1 = simd.load(wj, k, n0), simd.load(wj, k + n0, n1)
+                e0, e1, e2, e3 = dz[i, j], dz[i + 1, j], dz[i + 2, j], dz[i + 3, j]
+                s00, s01 = simd.fma(s00, v0, e0), simd.fma(s01, v1, e0)
+                s10, s11 = simd.fma(s10, v0, e1), simd.fma(s11, v1, e1)
+                s20, s21 = simd.fma(s20, v0, e2), simd.fma(s21, v1, e2)
+                s30, s31 = simd.fma(s30, v0, e3), simd.fma(s31, v1, e3)
+            _put2(dx[i], k, n0, n1, full, s00, s01)
+            _put2(dx[i + 1], k, n0, n1, full, s10, s11)
+            _put2(dx[i + 2], k, n0, n1, full, s20, s21)
+            _put2(dx[i + 3], k, n0, n1, full, s30, s31)
+            i += 4
+        while i < m:
+            s00 = s01 = zero
+            for j in range(n_out):
+                wj = w[j]
+                if full:
+                    v0, v1 = simd.load8(wj, k), simd.load8(wj, k + simd.LANES)
+                else:
+                    v0, v1 = simd.load(wj, k, n0), simd.load(wj, k + n0, n1)
+                s00, s01 = simd.fma(s00, v0, dz[i, j]), simd.fma(s01, v1, dz[i, j])
+            _put2(dx[i], k, n0, n1, full, s00, s01)
+            i += 1
+        k += n0 + n1
+
+
+@_lite
+def _put2(row, k, n0, n1, full, s0, s1):
+    """row[k:k + n0] = s0[:n0], row[k + n0:k + n0 + n1] = s1[:n1] (plain stores when both
+    are whole vectors, else masked)."""
+    if full:
+        simd.store8(row, k, s0)
+        simd.store8(row, k + simd.LANES, s1)
+    else:
+        simd.store(row, k, n0, s0)
+        simd.store(row, k + n0, n1, s1)
 
 
 @_pjit

@@ -15,9 +15,10 @@ only).
     load8(a, i)          a[i:i + 8], unchecked (the caller has checked the range)
     store8(a, i, v)      a[i:i + 8] = v, unchecked (likewise)
     fma(acc, v, s)       acc + v·s, lane by lane, one rounding (llvm.fma)
+    store(a, i, n, v)    a[i + k] = v[k] for k < n (a masked store)
     add_to(a, i, n, v)   a[i + k] += v[k] for k < n (masked load and store)
 
-``load`` and ``add_to`` raise IndexError unless 0 <= n <= 8 and 0 <= i, i + n <= a.size.
+``load``, ``store`` and ``add_to`` raise IndexError unless 0 <= n <= 8 and 0 <= i, i + n <= a.size.
 Masked loads are ~5× slower than plain ones on AMD Zen 1 (measured here) and the checks cost
 as much again in a tight loop, so hot loops check their range once and use ``load8``. Twin: plain NumPy
 (``tests/test_simd.py``). Compiled only inside the kernels that call them (nothing at import).
@@ -185,6 +186,22 @@ def fma(typingctx, acc, v, s):
         return builder.call(fn, [args[1], _splat(builder, args[2], vty), args[0]])
 
     return acc(acc, v, s), codegen
+
+
+@intrinsic
+def store(typingctx, a, i, n, v):
+    """a[i + k] = v[k] for k < n; nothing outside a[i:i + n] is written (a masked store)."""
+    if not (_flat_array(a) and isinstance(i, types.Integer) and isinstance(n, types.Integer)
+            and isinstance(v, Lanes8) and v.dtype == a.dtype):
+        return None
+
+    def codegen(context, builder, sig, args):
+        dtype = sig.args[0].dtype
+        _, _, ptr, mask, vty = _pointer_and_mask(context, builder, sig, args, "store")
+        _masked_store(builder, args[3], ptr, mask, _align(dtype), _suffix(dtype))
+        return context.get_dummy_value()
+
+    return types.none(a, i, n, v), codegen
 
 
 @intrinsic

@@ -24,6 +24,12 @@ def _axpy(acc0, a, i, s, out, j, n):
 
 
 @njit(cache=False)
+def _put(a, i, n, out, j):
+    """out[j:j+n] = a[i:i+8][:n] through load8 and the masked store."""
+    simd.store(out, j, n, simd.load8(a, i))
+
+
+@njit(cache=False)
 def _dot_rows(x, starts, d, kw):
     """Σ_q d[q]·x[starts[q]:starts[q] + kw], summed in one vector across a loop."""
     acc = simd.splat(x.dtype.type(0))
@@ -62,6 +68,17 @@ def test_fma_load8_and_add_to_touch_only_n_lanes(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_store_writes_only_n_lanes(dtype):
+    a = np.arange(1, 17, dtype=dtype)
+    for n in range(9):
+        out = np.full(12, -1, dtype)
+        _put(a, 2, n, out, 12 - n)              # n lanes ending at out's last element
+        expected = np.full(12, -1, dtype)
+        expected[12 - n:] = a[2:2 + n]
+        np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kw", [1, 5, 8])
 def test_sums_across_a_loop_match_numpy(kw, dtype):
     rng = np.random.default_rng(kw)
@@ -83,3 +100,5 @@ def test_out_of_range_lanes_raise_index_error(i, n):
         _roundtrip(a, i, n, np.zeros(8, np.float32))
     with pytest.raises(IndexError, match="simd.add_to"):
         _axpy(np.float32(0), np.zeros(16, np.float32), 0, np.float32(1), a, i, n)
+    with pytest.raises(IndexError, match="simd.store"):
+        _put(np.zeros(16, np.float32), 0, n, a, i)
