@@ -95,10 +95,14 @@ class Dense(Layer):
         self._cache = (x, z, a)
         return a
 
-    def backward(self, ops, p, g, dout, need_dx, *, is_dz=False):
-        """``dout`` is ∂C/∂a, or ∂C/∂z when ``is_dz`` (the output layer's delta)."""
+    def backward(self, ops, p, g, dout, need_dx, *, is_dz=False, sgd=None):
+        """``dout`` is ∂C/∂a, or ∂C/∂z when ``is_dz`` (the output layer's delta). With
+        ``sgd=(scale, decay)`` the layer takes its SGD step here (``ops.dense_backward_sgd``)
+        and writes no gradient into ``g``."""
         x, z, a = self._cache
         dz = dout if is_dz else ops.act_backward(z, a, ACTIVATIONS[self.activation], dout)
+        if sgd is not None:
+            return ops.dense_backward_sgd(x, p["w"], p["b"], dz, need_dx, *sgd)
         dx, gw, gb = ops.dense_backward(x, p["w"], dz, need_dx, out=(g["w"], g["b"]))
         if gw is not g["w"]:
             ops.assign(g["w"], gw)

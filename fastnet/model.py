@@ -403,6 +403,11 @@ class _LayerwiseRunner:
         self.views = [self._views(self.params, e) for e in model._slices]
         self.gviews = [self._views(self.grads, e) for e in model._slices]
         self.cnn = self._cnn_plan(model) if self.ops.name == "cpu" else None
+        # On the CPU each dense layer takes its SGD step inside its backward kernel
+        # (``ops.dense_backward_sgd``); the one update pass then covers the other layers'
+        # parameters only: ``rest``, ranges of the flat buffer.
+        self.fused_sgd = self.ops.name == "cpu"
+        self.rest = self._rest_ranges(model) if self.fused_sgd else [(0, len(model.params))]
 
     @staticmethod
     def _cnn_plan(model):
@@ -427,6 +432,22 @@ class _LayerwiseRunner:
         cg = [c_in, h, w, c_out, kh, kw, ph, pw, slices[0]["w"][0], slices[0]["b"][0]]
         return (np.array(rows, dtype=np.int64), np.array(acts, dtype=np.int64),
                 np.array(cg, dtype=np.int64))
+
+    @staticmethod
+    def _rest_ranges(model):
+        """[lo, hi) ranges of the flat buffer holding the parameters of the stages that are
+        not Dense (adjacent ones merged)."""
+        ranges = []
+        for stage, i in model._stages:
+            if isinstance(stage, Dense):
+                continue
+            for off, shape in model._slices[i].values():
+                lo, hi = off, off + int(np.prod(shape))
+                if ranges and ranges[-1][1] == lo:
+                    ranges[-1] = (ranges[-1][0], hi)
+                else:
+                    ranges.append((lo, hi))
+        return ranges
 
     @staticmethod
     def _views(flat, entry):
@@ -461,9 +482,12 @@ class _LayerwiseRunner:
 
     def _step(self, x, y, idx, lr, decay):
         """One SGD step on the mini-batch ``x[idx]``: forward through every stage, the output
-        delta, backward (the first stage computes no input gradient), one update pass."""
+        delta, backward (the first stage computes no input gradient; on the CPU each dense
+        layer updates itself there, after computing its input gradient), one update pass over
+        the other parameters."""
         ops, model = self.ops, self.model
         out = model.layers[-1]
+        scale = lr / len(idx)
         a = self._forward(ops.take(x, idx), True)
         delta = ops.output_delta(out._cache[1], a, ops.take(y, idx), model._loss_code,
                                  ACTIVATIONS[out.activation])
@@ -471,8 +495,12 @@ class _LayerwiseRunner:
         for s in range(last, -1, -1):
             stage, i = model._stages[s]
             extra = {"is_dz": True} if s == last else {}
+            if self.fused_sgd and isinstance(stage, Dense):
+                extra["sgd"] = (scale, decay)
             delta = stage.backward(ops, self.views[i], self.gviews[i], delta, s > 0, **extra)
-        ops.sgd_apply(self.params, self.grads, self.decayed, decay, lr / len(idx))
+        for lo, hi in self.rest:
+            ops.sgd_apply(self.params[lo:hi], self.grads[lo:hi], self.decayed[lo:hi], decay,
+                          scale)
 
     def evaluate(self, data):
         x, y = data

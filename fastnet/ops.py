@@ -146,6 +146,18 @@ class CpuOps(NumpyOps):
         self._k.dense_backward_par(x, w, dz, dx, gw, gb, need_dx, numba.get_num_threads())
         return (dx if need_dx else None), gw, gb
 
+    def dense_backward_sgd(self, x, w, b, dz, need_dx, scale, decay):
+        """``dense_backward`` and this layer's SGD step in one kernel
+        (``dense_cpu.dense_backward_sgd_par``): returns dx (from the weights before the step)
+        and updates w ← decay·w − scale·gw, b ← b − scale·gb in place (views of the parameter
+        buffer). No gradient buffer and no separate SGD pass over the layer: the chapter-6
+        dropout network's layer-by-layer step at mini-batch 10 goes from 7.3-8.0 to 6.0-6.7 ms.
+        CPU only (the model uses it only here)."""
+        dx = np.empty_like(x) if need_dx else x[:0]
+        self._k.dense_backward_sgd_par(x, w, b, dz, dx, need_dx, w.dtype.type(scale),
+                                       w.dtype.type(decay), numba.get_num_threads())
+        return dx if need_dx else None
+
     def activate(self, z, code):
         a = np.empty_like(z)
         self._k.activate(z, a, code)

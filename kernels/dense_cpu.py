@@ -741,6 +741,25 @@ def dense_backward_par(x, w, dz, dx, gw, gb, need_dx, nthreads):
                 _rows_backprop(dz, w, dx, k_lo, k_hi)
 
 
+@_pjit
+def dense_backward_sgd_par(x, w, b, dz, dx, need_dx, scale, decay, nthreads):
+    """``dense_backward_par`` fused with the SGD step: dx[B, n_in] (overwritten, when
+    ``need_dx``) = dz @ w with the weights as they were, then w ← decay·w − scale·dzᵀ @ x and
+    b ← b − scale·Σ_i dz[i] in place — the gradient never goes to memory, and w is read and
+    written once instead of three arrays in a separate SGD pass. Two parallel regions (dx's
+    columns, then w's rows): dx must read every row before any is updated."""
+    m = x.shape[0]
+    if need_dx:
+        for c in prange(nthreads):
+            k_lo, k_hi = _split(w.shape[1], nthreads, c, 16)
+            if k_hi > k_lo:
+                _rows_backprop(dz, w, dx, k_lo, k_hi)
+    for c in prange(nthreads):
+        lo, hi = _split(w.shape[0], nthreads, c, 2)
+        if hi > lo:
+            _rows_update(x, _NO_ROWS, m, dz, w, b, scale, decay, lo, hi)
+
+
 # ---------------------------------------------------------------------------- costs
 @_jit
 def loss_and_correct(z, a, y, loss):

@@ -134,6 +134,53 @@ def test_dense_forward_backward_par(B, n_in, n_out, nthreads, dtype):
     assert (dx_untouched == 7.0).all()
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("B,n_in,n_out", [(1, 7, 3), (9, 37, 5), (10, 2880, 100), (11, 30, 10)])
+@pytest.mark.parametrize("nthreads", [1, 2, 3])
+@pytest.mark.parametrize("decay", [1.0, 0.99])
+def test_dense_backward_sgd_par(B, n_in, n_out, nthreads, decay, dtype):
+    """The fused backward + SGD step: dx from the weights before the step, then w ← decay·w −
+    scale·dzᵀx and b ← b − scale·Σdz in place; dx untouched without need_dx."""
+    rng = np.random.default_rng(B * 5 + n_in + n_out)
+    x, w, b = rand(rng, (B, n_in), dtype), rand(rng, (n_out, n_in), dtype), rand(rng, n_out, dtype)
+    dz = rand(rng, (B, n_out), dtype)
+    x64, w64, dz64 = x.astype(np.float64), w.astype(np.float64), dz.astype(np.float64)
+    scale = 0.1 / B
+    ew = decay * w64 - scale * (dz64.T @ x64)
+    eb = b.astype(np.float64) - scale * dz64.sum(0)
+    tol = TOL[dtype] if dtype == np.float64 else dict(rtol=5e-4, atol=5e-5)
+    for need_dx in (True, False):
+        wk, bk = w.copy(), b.copy()
+        dx = np.full((B, n_in), np.nan if need_dx else 7.0, dtype)
+        K.dense_backward_sgd_par(x, wk, bk, dz, dx, need_dx, dtype(scale), dtype(decay),
+                                 nthreads)
+        if need_dx:
+            assert_close(dx, (dz64 @ w64).astype(dtype), **tol, name="dx")
+        else:
+            assert (dx == 7.0).all()
+        assert_close(wk, ew.astype(dtype), **tol, name="w")
+        assert_close(bk, eb.astype(dtype), **tol, name="b")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_backprop_and_update_do_not_depend_on_the_thread_split(dtype):
+    """dx's columns and w's rows are split over the threads; every element comes out the same
+    whichever thread (and which part of its range: whole vectors or masked lanes) makes it."""
+    rng = np.random.default_rng(3)
+    B, n_in, n_out = 10, 2880 + 13, 37
+    x, w, b = rand(rng, (B, n_in), dtype), rand(rng, (n_out, n_in), dtype), rand(rng, n_out, dtype)
+    dz = rand(rng, (B, n_out), dtype)
+    results = []
+    for nthreads in (1, 2, 3):
+        wk, bk, dx = w.copy(), b.copy(), np.empty((B, n_in), dtype)
+        K.dense_backward_sgd_par(x, wk, bk, dz, dx, True, dtype(0.01), dtype(0.999), nthreads)
+        results.append((dx, wk, bk))
+    for dx, wk, bk in results[1:]:
+        np.testing.assert_array_equal(dx, results[0][0])
+        np.testing.assert_array_equal(wk, results[0][1])
+        np.testing.assert_array_equal(bk, results[0][2])
+
+
 NETS = [  # sizes, activations, loss
     ([5, 4, 3], [SIGMOID, SIGMOID], QUADRATIC),
     ([6, 7, 5, 3], [TANH, RELU, SOFTMAX], LOG_LIKELIHOOD),

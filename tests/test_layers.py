@@ -46,6 +46,29 @@ def test_cnn_cpu_matches_numpy_reference(act, dtype):
     assert h_cpu.accuracy == h_ref.accuracy
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_two_conv_layerwise_cpu_matches_numpy_reference(dtype):
+    """Two ConvPool stages train layer by layer; on the CPU the dense layers take their SGD
+    step inside their backward kernel and the update pass covers only the conv parameters
+    (``_LayerwiseRunner.rest``) — with weight decay, against the reference's single pass."""
+    x, y = images(n=20, h=14, w=14, dtype=np.dtype(dtype).type)
+
+    def build(device):
+        return Model([Conv2D(1, 3, 3, activation="relu"), MaxPool2D(2),
+                      Conv2D(3, 4, 3, activation="tanh"), MaxPool2D(2), Flatten(),
+                      Dense(4 * 2 * 2, 6, "sigmoid"), Dense(6, 4, "softmax")],
+                     loss="log_likelihood", dtype=dtype, device=device, seed=2,
+                     input_shape=(1, 14, 14))
+    ref, cpu = build("numpy"), build("cpu")
+    runner = cpu._runner(None)
+    assert runner.cnn is None and runner.fused_sgd
+    assert [hi - lo for lo, hi in runner.rest] == [3 * 9 + 3 + 4 * 3 * 9 + 4]
+    h_ref = ref.fit(x, y, epochs=2, batch_size=6, lr=0.2, lmbda=0.5, verbose=False)
+    h_cpu = cpu.fit(x, y, epochs=2, batch_size=6, lr=0.2, lmbda=0.5, verbose=False)
+    assert_close(cpu.params, ref.params, **TOL[dtype], name="params")
+    assert h_cpu.accuracy == h_ref.accuracy
+
+
 def blobs(n=200, seed=3):
     """Noise with a bright 3×3 blob in one of the four quadrants; the label is the quadrant."""
     rng = np.random.default_rng(seed)
