@@ -159,8 +159,9 @@ class CpuOps(NumpyOps):
         return dx if need_dx else None
 
     def activate(self, z, code):
+        """act(z) for z[B, ...] (a conv layer's output is 4-D: the kernel takes rows)."""
         a = np.empty_like(z)
-        self._k.activate(z, a, code)
+        self._k.activate(z.reshape(z.shape[0], -1), a.reshape(a.shape[0], -1), code)
         return a
 
     def act_backward(self, z, a, code, da):

@@ -518,8 +518,8 @@ def _dw_sparse(xf, dq, pq, offs, kw, dwp):
     ``_pooled_deltas``); offs: the tap offsets; dwp: float[c_out, 8·rows]. A winner's patch
     row is one 8-lane load (``simd``); five rows per pass over the winners, their five sums in
     vector registers, loaded from and stored back to dwp unmasked (masked stores are slow).
-    A patch whose eight-wide rows would run past xf's end (the image's last rows, in the last
-    image of an array) takes masked loads.
+    A patch whose eight-wide rows would run past xf's end (the image's last rows: xf is one
+    image) takes masked loads.
     """
     c_out, nq = dq.shape
     n_rows = offs.shape[0] // kw
@@ -627,7 +627,8 @@ def _dx_sparse(dq, pq, wrows, offs, kw, dxf):
     dxf: the three lanes past a 5-wide row add δ·0 to the next row's first values (unchanged,
     and the same thread, in order). Winners outer, rows inner, so a store is long retired
     when an overlapping patch (the next window's) reads it back. Patches whose last row's
-    eight lanes would pass dxf's end take masked loads and stores.
+    eight lanes would pass dxf's end (the image's last rows), and non-finite deltas (whose
+    0·δ in the padded lanes would be NaN), take masked loads and stores.
     """
     c_out, nq = dq.shape
     n_rows = offs.shape[0] // kw
@@ -638,7 +639,8 @@ def _dx_sparse(dq, pq, wrows, offs, kw, dxf):
         w_o = wrows[o]
         for q in range(nq):
             e, p = dq[o, q], pq[o, q]
-            if p <= hi:
+            # a non-finite δ would put 0·δ = NaN into the padded lanes' neighbours: masked
+            if p <= hi and abs(e) < math.inf:
                 for r in range(n_rows):
                     i = p + offs[r * kw]
                     simd.store8(dxf, i, simd.fma(simd.load8(dxf, i),
@@ -665,22 +667,24 @@ def _sparse_backward(kw, nq, ch, wd):
 def _backward_images(x, w, plan, fwd, da, act, dx, start, stop, scratch, dw_acc, db_acc):
     """convpool_backward_into for images start..stop-1, accumulating into this chunk's
     dw_acc[c_out, c_in·kh·kw] and db_acc[c_out]. fwd = (z, a, argmax); scratch = (dzf, dzp,
-    dxf, pq) of this chunk, dzf and dzp zero on entry (and on exit) — except that with the
-    sparse backward (``_sparse_backward``) dzf's first c_out·oh·ow elements hold the pooled
-    deltas [c_out, oh·ow] and pq: int32[c_out, oh·ow] their patches' origins, overwritten per
-    image."""
+    dxf, pq, dwp) of this chunk, dzf and dzp zero on entry (and on exit) — except that with
+    the sparse backward (``_sparse_backward``) dzf's first c_out·oh·ow elements hold the
+    pooled deltas [c_out, oh·ow], pq: int32[c_out, oh·ow] their patches' origins (both
+    overwritten per image) and dwp: float[c_out, c_in·kh·8] the weight gradient's lanes
+    (cleared here, folded into dw_acc at the end)."""
     _, c_in, h, wd = x.shape
     c_out, _, kh, kw = w.shape
     ch, cw = h - kh + 1, wd - kw + 1
     wp = wd + kw - 1
     offs, offs_dx, wt, where = plan
     z, a, argmax = fwd
-    dzf, dzp, dxf, pq = scratch
+    dzf, dzp, dxf, pq, dwp = scratch
     need_dx = dx.shape[0] > 0
     oh, ow = argmax.shape[2], argmax.shape[3]
     nq = oh * ow
     sparse = _sparse_backward(kw, nq, ch, wd)     # as in the plan
-    dwp = np.zeros((c_out, c_in * kh * simd.LANES if sparse else 0), x.dtype)
+    if sparse:
+        _zero(dwp.reshape(dwp.size))
     for s in range(start, stop):
         xf = x[s].reshape(c_in * h * wd)
         if sparse:
@@ -724,6 +728,7 @@ def convpool_backward_into(x, w, z, a, argmax, da, act, dx, dw, db, nthreads):
     dense_dx = need_dx and not sparse
     dzf = np.zeros((nchunks, c_out, (h - kh + 1) * wd), x.dtype)
     pq = np.empty((nchunks, c_out, nq), np.int32)
+    dwp = np.empty((nchunks, c_out, c_in * kh * simd.LANES if sparse else 0), x.dtype)
     dzp = np.zeros((nchunks, c_out, (h + kh - 1) * (wd + kw - 1) if dense_dx else 0), x.dtype)
     dxf = np.empty((nchunks, c_in, h * (wd + kw - 1) if dense_dx else 0), x.dtype)
     dw_part = np.zeros((nchunks, c_out, c_in * kh * kw), x.dtype)
@@ -732,7 +737,7 @@ def convpool_backward_into(x, w, z, a, argmax, da, act, dx, dw, db, nthreads):
     for k in prange(nchunks):
         start, stop = _chunk(k, nchunks, n)
         _backward_images(x, w, plan, fwd, da, act, dx, start, stop,
-                         (dzf[k], dzp[k], dxf[k], pq[k]), dw_part[k], db_part[k])
+                         (dzf[k], dzp[k], dxf[k], pq[k], dwp[k]), dw_part[k], db_part[k])
     _sum_partials(dw_part, db_part, dw.reshape(c_out, c_in * kh * kw), db)
 
 

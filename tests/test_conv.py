@@ -36,10 +36,13 @@ CONV_SHAPES = [
     (2, 20, 40, 12, 12, 5, 5),
 ]
 # (n, c_in, c_out, h, w, kh, kw, pool): conv outputs not divisible by the pool, (3, 2) pools;
-# the backward's weight gradient runs sparse (from the winners, conv_cpu._dw_sparse) for all
-# but the 1×1 kernel and the 9-wide one (wider than its 8 lanes).
+# the backward runs sparse (from the winners, conv_cpu._dw_sparse/_dx_sparse) for all but the
+# 1×1 kernel under a (3, 2) pool (the dense path is cheaper there) and the 9-wide one (wider
+# than its 8 lanes); kernel widths 1, 3, 5 and 8 on the sparse path.
 CONVPOOL_SHAPES = [
     (1, 1, 3, 7, 9, 3, 3, (2, 2)),
+    (2, 2, 2, 9, 10, 2, 8, (2, 2)),
+    (1, 2, 2, 6, 8, 3, 1, (3, 3)),
     (2, 2, 3, 12, 14, 3, 9, (2, 2)),
     (2, 3, 5, 13, 11, 5, 5, (3, 2)),
     (3, 2, 1, 6, 8, 1, 1, (3, 2)),
@@ -179,8 +182,8 @@ def test_convpool_backward(shape, dtype):
 def test_convpool_backward_winners_at_the_image_edge(pool, dtype):
     """Inputs rising to the bottom right and positive filters put every window's winner in
     its last row and column, so the last windows' patches end at the image's last element:
-    the sparse weight gradient's eight-lane loads must stop there (masked) in the batch's
-    last image and may read on into the next one in the others."""
+    the sparse backward's eight-lane loads and stores must stop there (masked): each image's
+    arrays are read and written as that image's slice alone."""
     n, c_in, c_out, h, w, k = 2, 2, 3, 10, 13, 5
     ramp = np.arange(n * c_in * h * w, dtype=np.float64).reshape(n, c_in, h, w) / (h * w)
     x = ramp.astype(dtype)
@@ -195,6 +198,22 @@ def test_convpool_backward_winners_at_the_image_edge(pool, dtype):
     assert_close(dw, edw, **TOL[dtype], name="dw")
     assert_close(db, edb, **TOL[dtype], name="db")
     assert_close(dx, edx, **TOL[dtype], name="dx")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_convpool_backward_nonfinite_delta_stays_in_its_patch(dtype):
+    """An infinite upstream gradient makes dx non-finite exactly where the reference's is:
+    the sparse dx's padded lanes (0·δ) must not spread NaN past the patch."""
+    x, w, b = conv_inputs(np.random.default_rng(8), 2, 2, 3, 12, 12, 5, 5, dtype)
+    a, z, argmax = R.convpool_forward(x, w, b, (2, 2), LINEAR)
+    da = upstream(np.random.default_rng(9), a.shape, dtype)
+    da[0, 1, 2, 3] = np.inf
+    dx, _, _ = K.convpool_backward(x, w, z, a, argmax, da, LINEAR)
+    with np.errstate(invalid="ignore"):
+        edx, _, _ = R.convpool_backward(x, w, z, a, argmax, da, LINEAR)
+    np.testing.assert_array_equal(np.isnan(dx), np.isnan(edx))
+    np.testing.assert_array_equal(np.isinf(dx), np.isinf(edx))
+    assert np.isfinite(dx[1]).all()
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -69,6 +69,22 @@ def test_two_conv_layerwise_cpu_matches_numpy_reference(dtype):
     assert h_cpu.accuracy == h_ref.accuracy
 
 
+@pytest.mark.parametrize("act", ["tanh", "relu", "sigmoid"])
+def test_unpooled_conv_with_activation_trains_on_cpu(act):
+    """A Conv2D with its own activation and no pool after it (its 4-D output goes through the
+    CPU activation kernel, which takes rows) trains like the reference."""
+    x, y = images(n=12, dtype=np.float64)
+
+    def build(device):
+        return Model([Conv2D(1, 2, 3, activation=act), Flatten(), Dense(2 * 8 * 8, 4, "softmax")],
+                     loss="log_likelihood", dtype="float64", device=device, seed=3,
+                     input_shape=(1, 10, 10))
+    ref, cpu = build("numpy"), build("cpu")
+    ref.fit(x, y, epochs=2, batch_size=4, lr=0.2, verbose=False)
+    cpu.fit(x, y, epochs=2, batch_size=4, lr=0.2, verbose=False)
+    assert_close(cpu.params, ref.params, **TOL["float64"], name="params")
+
+
 def blobs(n=200, seed=3):
     """Noise with a bright 3×3 blob in one of the four quadrants; the label is the quadrant."""
     rng = np.random.default_rng(seed)
