@@ -495,10 +495,7 @@ def _rows_update(x, rows, m, delta, w, b, scale, decay, j_lo, j_hi):
             s00 = s01 = s10 = s11 = s20 = s21 = s30 = s31 = zero
             for i in range(m):
                 xi = _xrow(x, rows, i)
-                if full:
-                    v0, v1 = simd.load8(xi, k), simd.load8(xi, k + simd.LANES)
-                else:
-                    v0, v1 = simd.load(xi, k, n0), simd.load(xi, k + n0, n1)
+                v0, v1 = _get2(xi, k, n0, n1, full)
                 e0, e1, e2, e3 = delta[i, j], delta[i, j1], delta[i, j2], delta[i, j3]
                 s00, s01 = simd.fma(s00, v0, e0), simd.fma(s01, v1, e0)
                 s10, s11 = simd.fma(s10, v0, e1), simd.fma(s11, v1, e1)
@@ -517,10 +514,7 @@ def _rows_update(x, rows, m, delta, w, b, scale, decay, j_lo, j_hi):
 def _step2(row, k, n0, n1, full, s0, s1, scale, decay):
     """row[k:k + n0 + n1] ← decay·row − scale·(s0, s1) over the lanes in use."""
     zero = simd.splat(row.dtype.type(0))
-    if full:
-        w0, w1 = simd.load8(row, k), simd.load8(row, k + simd.LANES)
-    else:
-        w0, w1 = simd.load(row, k, n0), simd.load(row, k + n0, n1)
+    w0, w1 = _get2(row, k, n0, n1, full)
     w0 = simd.fma(simd.fma(zero, w0, decay), s0, -scale)
     w1 = simd.fma(simd.fma(zero, w1, decay), s1, -scale)
     _put2(row, k, n0, n1, full, w0, w1)
@@ -676,10 +670,7 @@ def _rows_backprop(dz, w, dx, k_lo, k_hi):
             s00 = s01 = s10 = s11 = s20 = s21 = s30 = s31 = zero
             for j in range(n_out):
                 wj = w[j]
-                if full:
-                    v0, v1 = simd.load8(wj, k), simd.load8(wj, k + simd.LANES)
-                else:
-                    v0, v1 = simd.load(wj, k, n0), simd.load(wj, k + n0, n1)
+                v0, v1 = _get2(wj, k, n0, n1, full)
                 e0, e1, e2, e3 = dz[i, j], dz[i + 1, j], dz[i + 2, j], dz[i + 3, j]
                 s00, s01 = simd.fma(s00, v0, e0), simd.fma(s01, v1, e0)
                 s10, s11 = simd.fma(s10, v0, e1), simd.fma(s11, v1, e1)
@@ -694,14 +685,20 @@ def _rows_backprop(dz, w, dx, k_lo, k_hi):
             s00 = s01 = zero
             for j in range(n_out):
                 wj = w[j]
-                if full:
-                    v0, v1 = simd.load8(wj, k), simd.load8(wj, k + simd.LANES)
-                else:
-                    v0, v1 = simd.load(wj, k, n0), simd.load(wj, k + n0, n1)
+                v0, v1 = _get2(wj, k, n0, n1, full)
                 s00, s01 = simd.fma(s00, v0, dz[i, j]), simd.fma(s01, v1, dz[i, j])
             _put2(dx[i], k, n0, n1, full, s00, s01)
             i += 1
         k += n0 + n1
+
+
+@_lite
+def _get2(row, k, n0, n1, full):
+    """(row[k:k + n0], row[k + n0:k + n0 + n1]) as two 8-lane vectors, lanes past n0, n1
+    zero (plain loads when both are whole vectors, else masked)."""
+    if full:
+        return simd.load8(row, k), simd.load8(row, k + simd.LANES)
+    return simd.load(row, k, n0), simd.load(row, k + n0, n1)
 
 
 @_lite
