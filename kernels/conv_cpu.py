@@ -127,7 +127,82 @@ def _corr_flat(xf, wm, offs, zf, length):
     """zf[o, p] (overwritten for p < length) = Σ_t wm[o, t] · xf[p + offs[t]].
 
     xf: float[N] one flat image; wm: float[c_out, T]; offs: int64[T], offs[t] + length <= N;
-    zf: float[c_out, >= length]. Two filters × four taps per pass over p.
+    zf: float[c_out, >= length].
+
+    float32: four filters × sixteen positions per block, the eight 8-lane sums in registers
+    over all T taps (``simd``): per tap two loads of x and four broadcasts feed eight FMAs,
+    and z is stored once. The last positions go through masked lanes; a short last group of
+    filters repeats its last filter in sums that are not stored. Against the two-filter ×
+    four-tap passes (``_corr_flat_passes``, which load and store z every four taps), one
+    thread: first conv layer 24.7 → 17.5 µs per image, second (T = 500, 80 positions)
+    153 → 83 µs. float64 (sixteen registers of sums): ``_corr_flat_passes``.
+    """
+    if not _dense._is_float32(xf.dtype.type(0)):
+        _corr_flat_passes(xf, wm, offs, zf, length)
+        return
+    c_out, n_taps = wm.shape
+    L = simd.LANES
+    zero = simd.splat(xf.dtype.type(0))
+    o = 0
+    while o < c_out:
+        g = min(4, c_out - o)
+        o1, o2, o3 = min(o + 1, c_out - 1), min(o + 2, c_out - 1), min(o + 3, c_out - 1)
+        w0, w1, w2, w3 = wm[o], wm[o1], wm[o2], wm[o3]
+        z0, z1, z2, z3 = zf[o], zf[o1], zf[o2], zf[o3]
+        p = 0
+        while p + 2 * L <= length:                    # whole blocks: loads inside xf
+            a0 = a1 = b0 = b1 = c0 = c1 = d0 = d1 = zero
+            for t in range(n_taps):
+                q = p + offs[t]
+                x0, x1 = simd.load8(xf, q), simd.load8(xf, q + L)
+                a0, a1 = simd.fma(a0, x0, w0[t]), simd.fma(a1, x1, w0[t])
+                b0, b1 = simd.fma(b0, x0, w1[t]), simd.fma(b1, x1, w1[t])
+                c0, c1 = simd.fma(c0, x0, w2[t]), simd.fma(c1, x1, w2[t])
+                d0, d1 = simd.fma(d0, x0, w3[t]), simd.fma(d1, x1, w3[t])
+            # plain stores, inline: a call per row (``_put2``) cost as much as the 25 taps
+            # of a 5×5 filter (34 against 18 µs per image for the first layer)
+            simd.store8(z0, p, a0)
+            simd.store8(z0, p + L, a1)
+            if g > 1:
+                simd.store8(z1, p, b0)
+                simd.store8(z1, p + L, b1)
+            if g > 2:
+                simd.store8(z2, p, c0)
+                simd.store8(z2, p + L, c1)
+            if g > 3:
+                simd.store8(z3, p, d0)
+                simd.store8(z3, p + L, d1)
+            p += 2 * L
+        if p < length:              # the last positions: lanes past length are not stored,
+            n0, n1 = min(L, length - p), max(length - p - L, 0)    # so a tap whose sixteen
+            a0 = a1 = b0 = b1 = c0 = c1 = d0 = d1 = zero           # lie inside xf reads them
+            for t in range(n_taps):                                # plainly (masked loads
+                q = p + offs[t]                                    # cost ~5×)
+                if q + 2 * L <= xf.shape[0]:
+                    x0, x1 = simd.load8(xf, q), simd.load8(xf, q + L)
+                else:
+                    x0, x1 = simd.load(xf, q, n0), simd.load(xf, q + n0, n1)
+                a0, a1 = simd.fma(a0, x0, w0[t]), simd.fma(a1, x1, w0[t])
+                b0, b1 = simd.fma(b0, x0, w1[t]), simd.fma(b1, x1, w1[t])
+                c0, c1 = simd.fma(c0, x0, w2[t]), simd.fma(c1, x1, w2[t])
+                d0, d1 = simd.fma(d0, x0, w3[t]), simd.fma(d1, x1, w3[t])
+            _dense._put2(z0, p, n0, n1, False, a0, a1)
+            if g > 1:
+                _dense._put2(z1, p, n0, n1, False, b0, b1)
+            if g > 2:
+                _dense._put2(z2, p, n0, n1, False, c0, c1)
+            if g > 3:
+                _dense._put2(z3, p, n0, n1, False, d0, d1)
+        o += g
+
+
+@_jit
+def _corr_flat_passes(xf, wm, offs, zf, length):
+    """zf[o, p] (overwritten for p < length) = Σ_t wm[o, t] · xf[p + offs[t]].
+
+    xf: float[N] one flat image; wm: float[c_out, T]; offs: int64[T], offs[t] + length <= N;
+    zf: float[c_out, >= length]. Two filters × four taps per pass over p. The float64 path of
+    ``_corr_flat``.
     """
     c_out, n_taps = wm.shape
     zero = xf.dtype.type(0)
