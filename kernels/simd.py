@@ -106,6 +106,12 @@ def _masked_store(builder, value, ptr, mask, align, suffix):
     builder.call(fn, [value, ptr, ir.Constant(_I32, align), mask])
 
 
+def _lanes_into(a, i, n, v):
+    """Whether (a, i, n, v) type as a masked write of Lanes8 v into a 1-D float array a."""
+    return (_flat_array(a) and isinstance(i, types.Integer) and isinstance(n, types.Integer)
+            and isinstance(v, Lanes8) and v.dtype == a.dtype)
+
+
 def _align(dtype):
     return 4 if dtype == types.float32 else 8
 
@@ -191,8 +197,7 @@ def fma(typingctx, acc, v, s):
 @intrinsic
 def store(typingctx, a, i, n, v):
     """a[i + k] = v[k] for k < n; nothing outside a[i:i + n] is written (a masked store)."""
-    if not (_flat_array(a) and isinstance(i, types.Integer) and isinstance(n, types.Integer)
-            and isinstance(v, Lanes8) and v.dtype == a.dtype):
+    if not _lanes_into(a, i, n, v):
         return None
 
     def codegen(context, builder, sig, args):
@@ -207,8 +212,7 @@ def store(typingctx, a, i, n, v):
 @intrinsic
 def add_to(typingctx, a, i, n, v):
     """a[i + k] += v[k] for k < n; nothing outside a[i:i + n] is read or written."""
-    if not (_flat_array(a) and isinstance(i, types.Integer) and isinstance(n, types.Integer)
-            and isinstance(v, Lanes8) and v.dtype == a.dtype):
+    if not _lanes_into(a, i, n, v):
         return None
 
     def codegen(context, builder, sig, args):
