@@ -49,8 +49,9 @@ def workspaces(params, layout, cg, batch_size, nthreads):
     """Everything an epoch writes besides the parameters: the dense-style workspaces (zs,
     activations, deltas), the gathered mini-batch xb[batch, c, h, w], the winners' indices,
     per thread the conv scratch (forward; backward: dzf, the empty dz padding, dx scratch
-    and dx of a first layer, the winners' patch origins, the weight gradient's lanes) and the conv gradient's partial sums, and the conv backward's
-    plan (tap offsets, winners' places: shapes only)."""
+    and dx of a first layer, the winners' patch origins, the weight gradient's lanes) and
+    the conv gradient's partial sums, and the conv backward's plan (tap offsets, winners'
+    places: shapes only)."""
     L = layout.shape[0]
     offs = _dense._layer_offsets(layout, batch_size)
     dt = params.dtype

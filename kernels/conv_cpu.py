@@ -654,10 +654,10 @@ def _fold_rows(dwp, kw, dwm):
 def _backward_plan(x, w, need_dx, sparse):
     """What every chunk of the backward shares: tap offsets into x and into the padded dz, the
     filters dx needs (if it is needed: ``_padded_rows`` for the sparse backward, else the
-    flipped ones, ``_flipped_transpose``), and where[3, ·]: where[0, y] / where[1, y] shift a winner's idx = y·cw + x
-    to its place in dzf (row stride w; also the origin of its patch in the flat image) / in the
-    padded dzp (row stride wp = w + kw - 1, offset (kh-1, kw-1)); where[2, idx] = y, a lookup
-    instead of an integer division."""
+    flipped ones, ``_flipped_transpose``), and where[3, ·]: where[0, y] / where[1, y] shift a
+    winner's idx = y·cw + x to its place in dzf (row stride w; also the origin of its patch in
+    the flat image) / in the padded dzp (row stride wp = w + kw - 1, offset (kh-1, kw-1));
+    where[2, idx] = y, a lookup instead of an integer division."""
     _, c_in, h, wd = x.shape
     c_out, _, kh, kw = w.shape
     ch, cw = h - kh + 1, wd - kw + 1

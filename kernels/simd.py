@@ -18,10 +18,11 @@ only).
     store(a, i, n, v)    a[i + k] = v[k] for k < n (a masked store)
     add_to(a, i, n, v)   a[i + k] += v[k] for k < n (masked load and store)
 
-``load``, ``store`` and ``add_to`` raise IndexError unless 0 <= n <= 8 and 0 <= i, i + n <= a.size.
-Masked loads are ~5× slower than plain ones on AMD Zen 1 (measured here) and the checks cost
-as much again in a tight loop, so hot loops check their range once and use ``load8``. Twin: plain NumPy
-(``tests/test_simd.py``). Compiled only inside the kernels that call them (nothing at import).
+``load``, ``store`` and ``add_to`` raise IndexError unless 0 <= n <= 8 and 0 <= i,
+i + n <= a.size. Masked loads are ~5× slower than plain ones on AMD Zen 1 (measured here) and
+the checks cost as much again in a tight loop, so hot loops check their range once and use
+``load8``. Twin: plain NumPy (``tests/test_simd.py``). Compiled only inside the kernels that
+call them (nothing at import).
 """
 
 from llvmlite import ir
