@@ -195,19 +195,27 @@ def fma(typingctx, acc, v, s):
     return acc(acc, v, s), codegen
 
 
+def _masked_write(who, accumulate):
+    """The codegen of a masked write of v into a[i:i + n]: a[·] = v, or a[·] += v."""
+    def codegen(context, builder, sig, args):
+        dtype = sig.args[0].dtype
+        _, _, ptr, mask, vty = _pointer_and_mask(context, builder, sig, args, who)
+        v = args[3]
+        if accumulate:
+            v = builder.fadd(_masked_load(builder, ptr, mask, vty, _align(dtype),
+                                          _suffix(dtype)), v)
+        _masked_store(builder, v, ptr, mask, _align(dtype), _suffix(dtype))
+        return context.get_dummy_value()
+
+    return codegen
+
+
 @intrinsic
 def store(typingctx, a, i, n, v):
     """a[i + k] = v[k] for k < n; nothing outside a[i:i + n] is written (a masked store)."""
     if not _lanes_into(a, i, n, v):
         return None
-
-    def codegen(context, builder, sig, args):
-        dtype = sig.args[0].dtype
-        _, _, ptr, mask, vty = _pointer_and_mask(context, builder, sig, args, "store")
-        _masked_store(builder, args[3], ptr, mask, _align(dtype), _suffix(dtype))
-        return context.get_dummy_value()
-
-    return types.none(a, i, n, v), codegen
+    return types.none(a, i, n, v), _masked_write("store", False)
 
 
 @intrinsic
@@ -215,13 +223,4 @@ def add_to(typingctx, a, i, n, v):
     """a[i + k] += v[k] for k < n; nothing outside a[i:i + n] is read or written."""
     if not _lanes_into(a, i, n, v):
         return None
-
-    def codegen(context, builder, sig, args):
-        dtype = sig.args[0].dtype
-        _, _, ptr, mask, vty = _pointer_and_mask(context, builder, sig, args, "add_to")
-        old = _masked_load(builder, ptr, mask, vty, _align(dtype), _suffix(dtype))
-        _masked_store(builder, builder.fadd(old, args[3]), ptr, mask, _align(dtype),
-                      _suffix(dtype))
-        return context.get_dummy_value()
-
-    return types.none(a, i, n, v), codegen
+    return types.none(a, i, n, v), _masked_write("add_to", True)
