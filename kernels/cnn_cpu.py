@@ -33,7 +33,6 @@ import numpy as np
 from . import config
 from . import conv_cpu as _conv
 from . import dense_cpu as _dense
-from . import simd as _simd
 from . import sync_cpu as _sync
 from .config import LINEAR, SOFTMAX
 from numba import njit
@@ -48,9 +47,8 @@ C_IN, H, W, C_OUT, KH, KW, PH, PW, W_OFF, B_OFF = range(10)
 def workspaces(params, layout, cg, batch_size, nthreads):
     """Everything an epoch writes besides the parameters: the dense-style workspaces (zs,
     activations, deltas), the gathered mini-batch xb[batch, c, h, w], the winners' indices,
-    per thread the conv scratch (forward; backward: dzf, the empty dz padding, dx scratch
-    and dx of a first layer, the winners' patch origins, the weight gradient's lanes) and
-    the conv gradient's partial sums, and the conv backward's plan (tap offsets, winners'
+    per thread the conv scratch (forward; backward without dx: ``conv_cpu._backward_scratch``)
+    and the conv gradient's partial sums, and the conv backward's plan (tap offsets, winners'
     places: shapes only)."""
     L = layout.shape[0]
     offs = _dense._layer_offsets(layout, batch_size)
@@ -62,12 +60,9 @@ def workspaces(params, layout, cg, batch_size, nthreads):
     argmax = np.zeros((batch_size, c_out, oh, ow), np.int32)
     wconv = params[cg[W_OFF]:cg[W_OFF] + c_out * c_in * kh * kw].reshape(c_out, c_in, kh, kw)
     fwd = _conv._forward_scratch(xb, wconv, oh, ow, nthreads)
-    dzf = np.zeros((nthreads, c_out, (h - kh + 1) * wd), dt)
     dw_part = np.zeros((nthreads, c_out, c_in * kh * kw), dt)
     db_part = np.zeros((nthreads, c_out), dt)
-    pq = np.empty((nthreads, c_out, oh * ow), np.int32)
-    dwp = np.empty((nthreads, c_out, c_in * kh * _simd.LANES), dt)
-    bwd = (dzf, np.zeros((c_out, 0), dt), np.zeros((c_in, 0), dt), xb[:0], pq, dwp)
+    bwd = _conv._backward_scratch(xb, wconv, oh * ow, False, nthreads)
     plan = _conv._backward_plan(xb, wconv, False, False)   # offsets only: no dx, no filters
     return (zs, acts_buf, deltas), offs, xb, argmax, fwd, bwd, dw_part, db_part, plan
 
@@ -122,9 +117,8 @@ def _samples_pass(params, layout, acts, loss, cg, y, rows, s0, ws, offs, xb, arg
     # the conv layer: δ⁰ is already ∂C/∂z⁰, so it is routed with a linear activation
     dw_k[:] = 0
     db_k[:] = 0
-    dzf_k, no_dzp, no_dxf, no_dx, pq_k, dwp_k = bwd_k
-    _conv._backward_images(xb, wconv, plan, (z4, a4, argmax), d4, LINEAR, no_dx, s0, s1,
-                           (dzf_k, no_dzp, no_dxf, pq_k, dwp_k), dw_k, db_k)
+    _conv._backward_images(xb, wconv, plan, (z4, a4, argmax), d4, LINEAR, xb[:0], s0, s1,
+                           bwd_k, dw_k, db_k)
 
 
 @_jit
@@ -159,7 +153,7 @@ def epoch_worker(tid, nthreads, sync, params, layout, acts, loss, cg, x, y, orde
     dec = T(decay)
     gen = 0
     fwd_k = (fwd[0][tid], fwd[1][tid], fwd[2][tid], fwd[3][tid])
-    bwd_k = (bwd[0][tid], bwd[1], bwd[2], bwd[3], bwd[4][tid], bwd[5][tid])
+    bwd_k = _conv._chunk_scratch(bwd, tid)
     for k in range(0, N, batch_size):
         m = min(batch_size, N - k)
         s0, s1 = _conv._chunk(tid, nthreads, m)

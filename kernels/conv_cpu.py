@@ -25,9 +25,14 @@ path). The weight gradient is the same loop as a dot product,
 ``dw[o, t] = Σ_p dzf[o, p] · xf[p + offs[t]]``, with dz at row stride w and zeros elsewhere;
 dx is the forward correlation of dz, zero-padded by (kh - 1, kw - 1), with the flipped
 filters. After a max-pool, though, only each window's winner has a gradient, and the
-backward works from the winners alone (``_sparse_backward`` decides; ``_dw_sparse``,
-``_dx_sparse``: eight-lane rows of each winner's patch, ``kernels/simd.py``): 19 against 40 µs
-per image for the book's first layer, 258 against 437-477 µs for its second with dx. The
+backward works from the winners alone (``_sparse_backward`` decides): a filter of at most
+five rows (the book's first layer) loads each winner's patch rows from the image, eight
+lanes each (``_dw_sparse``, ``_dx_sparse``, ``kernels/simd.py``): 19 against 40 µs per image;
+larger ones go through the image's patch matrix (an im2col, ``_patches``) — the weight
+gradient sums each filter's winners' patch rows, the input gradient each position's
+winners' filter rows, added into the patch (``_dw_patches``, ``_dx_patches``): 123 µs per
+image for the book's second layer with dx, against 227 µs from the image and 437-477 µs
+dense. The
 fused kernels pool straight from the per-image scratch rows (the conv output never goes to
 memory) with vectorised, branch-free comparisons, and evaluate the sigmoid of a whole image
 with a vectorised exp (float32). A plain conv2d is the fused layer with a
@@ -641,20 +646,22 @@ def _dw_sparse(xf, dq, pq, offs, kw, dwp):
 
 
 @_jit
-def _fold_rows(dwp, kw, dwm):
-    """dwm[o, r·kw + j] += dwp[o, 8·r + j] for j < kw: ``_dw_sparse``'s lanes into dw."""
+def _fold_rows(dwp, kw, stride, dwm):
+    """dwm[o, r·kw + j] += dwp[o, r·stride + j] for j < kw: ``_dw_sparse``'s lanes (stride 8)
+    or ``_dw_patches``' rows (stride kw) into dw."""
     c_out, n_rows = dwm.shape[0], dwm.shape[1] // kw
     for o in range(c_out):
         for r in range(n_rows):
             for j in range(kw):
-                dwm[o, r * kw + j] += dwp[o, r * simd.LANES + j]
+                dwm[o, r * kw + j] += dwp[o, r * stride + j]
 
 
 @_jit
 def _backward_plan(x, w, need_dx, sparse):
     """What every chunk of the backward shares: tap offsets into x and into the padded dz, the
-    filters dx needs (if it is needed: ``_padded_rows`` for the sparse backward, else the
-    flipped ones, ``_flipped_transpose``), and where[3, ·]: where[0, y] / where[1, y] shift a
+    filters dx needs (if it is needed: for the sparse backward ``_flat_rows`` through the
+    patches, else ``_padded_rows``; for the dense one the flipped filters,
+    ``_flipped_transpose``), and where[3, ·]: where[0, y] / where[1, y] shift a
     winner's idx = y·cw + x to its place in dzf (row stride w; also the origin of its patch in
     the flat image) / in the padded dzp (row stride wp = w + kw - 1, offset (kh-1, kw-1));
     where[2, idx] = y, a lookup instead of an integer division."""
@@ -671,11 +678,27 @@ def _backward_plan(x, w, need_dx, sparse):
     offs_dx = _tap_offsets(c_out, hp, wp, kh, kw)
     if not need_dx:
         wt = np.empty((c_in, 0), w.dtype)
+    elif sparse and _through_patches(c_in, kh):
+        wt = _flat_rows(w, _patch_width(c_in * kh * kw, kw))
     elif sparse:
         wt = _padded_rows(w)
     else:
         wt = _flipped_transpose(w)
     return _tap_offsets(c_in, h, wd, kh, kw), offs_dx, wt, where
+
+
+@_jit
+def _flat_rows(w, width):
+    """float[c_out, width]: filter o flat (c_in·kh·kw taps), then zeros — what
+    ``_dx_patches`` sums, eight lanes at a time."""
+    c_out = w.shape[0]
+    n_taps = w.size // c_out
+    wm = w.reshape(c_out, n_taps)
+    out = np.zeros((c_out, width), w.dtype)
+    for o in range(c_out):
+        for t in range(n_taps):
+            out[o, t] = wm[o, t]
+    return out
 
 
 @_jit
@@ -729,6 +752,157 @@ def _dx_sparse(dq, pq, wrows, offs, kw, dxf):
 
 
 @_jit
+def _through_patches(c_in, kh):
+    """Whether the sparse backward goes through the image's patch matrix (``_patches``,
+    ``_dw_patches``, ``_dx_patches``) instead of loading each winner's patch rows straight
+    from the image (``_dw_sparse``, ``_dx_sparse``): when a filter has more than five rows,
+    so the direct kernels' sums need several passes over the winners, each loading
+    unaligned short rows. Measured per image here (one thread, float32, ReLU): the book's
+    second layer (20 → 40 maps, 5×5 on 12×12) weight gradient 83 → 55 µs with the patches,
+    input gradient 132 → 66 µs; its first layer (one map: five rows) is faster direct
+    (17 µs against 26)."""
+    return c_in * kh > 5
+
+
+@_jit
+def _patch_width(n_taps, kw):
+    """The row length of the patch matrix and of the filters' rows that go with it: n_taps
+    plus the spill of ``_patches``' last 8-lane store, rounded up to 16 (64-byte rows)."""
+    return (n_taps - kw + simd.LANES + 15) // 16 * 16
+
+
+@_jit
+def _patches(xf, offs, kw, cw, wd, cols):
+    """cols[p, t] (overwritten for t < n_taps) = xf[y·wd + x + offs[t]]: row p = y·cw + x is
+    the patch under conv output position (y, x) — an im2col, position-major — for p <
+    cols.shape[0]; xf: one image, flat, of row length wd.
+
+    Each filter row of kw <= 8 taps is one 8-lane load and store; a store's spill past its
+    row is overwritten by the next row's, the last one's lands in the padding (unused).
+    Patches whose loads would pass xf's end (the image's last rows) take masked loads.
+    """
+    n_rows = offs.shape[0] // kw
+    hi = xf.shape[0] - simd.LANES
+    for p in range(cols.shape[0]):
+        y = p // cw
+        origin = y * wd + p - y * cw
+        row = cols[p]
+        for r in range(n_rows):
+            i = origin + offs[r * kw]
+            if i <= hi:
+                simd.store8(row, r * kw, simd.load8(xf, i))
+            else:
+                simd.store8(row, r * kw, simd.load(xf, i, kw))
+
+
+@_jit
+def _accumulate_rows(rows, idx, coef, start, stop, out, fresh):
+    """out[:8·nv] = (out if not fresh, else 0) + Σ_{k=start..stop-1} coef[k] · rows[idx[k],
+    :8·nv], nv = out.size // 8: a weighted sum of gathered rows, eight vectors of sums in
+    registers per pass over k (the last pass repeats its last vector rather than branch)."""
+    L = simd.LANES
+    nv = out.shape[0] // L
+    zero = simd.splat(out.dtype.type(0))
+    v = 0
+    while v < nv:
+        g = min(8, nv - v)
+        v0, v1, v2, v3 = v * L, min(v + 1, nv - 1) * L, min(v + 2, nv - 1) * L, \
+            min(v + 3, nv - 1) * L
+        v4, v5, v6, v7 = min(v + 4, nv - 1) * L, min(v + 5, nv - 1) * L, \
+            min(v + 6, nv - 1) * L, min(v + 7, nv - 1) * L
+        if fresh:
+            s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = zero
+        else:
+            s0, s1, s2, s3 = simd.load8(out, v0), simd.load8(out, v1), \
+                simd.load8(out, v2), simd.load8(out, v3)
+            s4, s5, s6, s7 = simd.load8(out, v4), simd.load8(out, v5), \
+                simd.load8(out, v6), simd.load8(out, v7)
+        for k in range(start, stop):
+            e, row = coef[k], rows[idx[k]]
+            s0 = simd.fma(s0, simd.load8(row, v0), e)
+            s1 = simd.fma(s1, simd.load8(row, v1), e)
+            s2 = simd.fma(s2, simd.load8(row, v2), e)
+            s3 = simd.fma(s3, simd.load8(row, v3), e)
+            s4 = simd.fma(s4, simd.load8(row, v4), e)
+            s5 = simd.fma(s5, simd.load8(row, v5), e)
+            s6 = simd.fma(s6, simd.load8(row, v6), e)
+            s7 = simd.fma(s7, simd.load8(row, v7), e)
+        simd.store8(out, v0, s0)
+        if g > 1:
+            simd.store8(out, v1, s1)
+        if g > 2:
+            simd.store8(out, v2, s2)
+        if g > 3:
+            simd.store8(out, v3, s3)
+        if g > 4:
+            simd.store8(out, v4, s4)
+        if g > 5:
+            simd.store8(out, v5, s5)
+        if g > 6:
+            simd.store8(out, v6, s6)
+        if g > 7:
+            simd.store8(out, v7, s7)
+        v += g
+
+
+@_jit
+def _dw_patches(cols, dq, winners, dwc):
+    """dwc[o, :] += Σ_q dq[o, q] · cols[winners[o, q], :] (accumulated): the weight gradient
+    from the pooling winners' patch rows (``_patches``); winners: the argmax, int32[c_out,
+    nq] (positions in the conv output: cols' rows); dwc: float[c_out, width] (columns past
+    the taps collect the padding, unused)."""
+    for o in range(dq.shape[0]):
+        _accumulate_rows(cols, winners[o], dq[o], 0, dq.shape[1], dwc[o], False)
+
+
+@_jit
+def _dx_patches(dq, winners, wrows, offs, kw, cw, wd, work, dxf):
+    """dxf[y·wd + x + offs[t]] += Σ_{o, q: winner at (y, x)} dq[o, q] · w[o, t] (accumulated):
+    the input gradient from the pooling winners, grouped by position — each position's
+    winners' filter rows summed in registers (``_accumulate_rows``), then added into its
+    patch of dxf (a col2im), 8 lanes per filter row with the spill lanes zeroed.
+
+    dq, winners: as for ``_dw_patches``; wrows: float[c_out, width] the filters flat, zeros
+    past the taps; offs: the tap offsets (kw per filter row); cw: the conv output's row
+    length; work = (order: int32[c_out·nq], coef: float[c_out·nq], starts: int64[positions +
+    2], drow: float[width]) scratch; dxf: float[c_in·h·w] one image, flat. The winners are
+    counting-sorted by position into order/coef; positions without one are skipped.
+    """
+    order, coef, starts, drow = work
+    c_out, nq = dq.shape
+    npos = starts.shape[0] - 2
+    n_rows = offs.shape[0] // kw
+    hi = dxf.shape[0] - simd.LANES
+    one = dxf.dtype.type(1)
+    for p in range(npos + 2):
+        starts[p] = 0
+    for o in range(c_out):
+        for q in range(nq):
+            starts[winners[o, q] + 2] += 1
+    for p in range(1, npos + 2):
+        starts[p] += starts[p - 1]       # starts[p + 1]: the first slot of position p
+    for o in range(c_out):
+        for q in range(nq):
+            p = winners[o, q] + 1
+            k = starts[p]
+            order[k], coef[k] = o, dq[o, q]
+            starts[p] = k + 1            # ends as position p's end: starts[p] is its start
+    for p in range(npos):
+        if starts[p] == starts[p + 1]:
+            continue
+        _accumulate_rows(wrows, order, coef, starts[p], starts[p + 1], drow, True)
+        y = p // cw
+        origin = y * wd + p - y * cw
+        for r in range(n_rows):
+            i = origin + offs[r * kw]
+            v = simd.keep(simd.load8(drow, r * kw), kw)
+            if i <= hi:
+                simd.store8(dxf, i, simd.fma(simd.load8(dxf, i), v, one))
+            else:
+                simd.add_to(dxf, i, kw, v)
+
+
+@_jit
 def _sparse_backward(kw, nq, ch, wd):
     """Whether the backward should work from the winners (``_dw_sparse``, ``_dx_sparse``:
     nq winners × filter rows, one 8-lane FMA each) instead of the dense flat correlations
@@ -744,22 +918,26 @@ def _sparse_backward(kw, nq, ch, wd):
 def _backward_images(x, w, plan, fwd, da, act, dx, start, stop, scratch, dw_acc, db_acc):
     """convpool_backward_into for images start..stop-1, accumulating into this chunk's
     dw_acc[c_out, c_in·kh·kw] and db_acc[c_out]. fwd = (z, a, argmax); scratch = (dzf, dzp,
-    dxf, pq, dwp) of this chunk, dzf and dzp zero on entry (and on exit) — except that with
-    the sparse backward (``_sparse_backward``) dzf's first c_out·oh·ow elements hold the
-    pooled deltas [c_out, oh·ow], pq: int32[c_out, oh·ow] their patches' origins (both
-    overwritten per image) and dwp: float[c_out, c_in·kh·8] the weight gradient's lanes
-    (cleared here, folded into dw_acc at the end)."""
+    dxf, pq, dwp, patch work) of this chunk (``_chunk_scratch``), dzf and dzp zero on entry
+    (and on exit) — except that with the sparse backward (``_sparse_backward``) dzf's first
+    c_out·oh·ow elements hold the pooled deltas [c_out, oh·ow], pq: int32[c_out, oh·ow] their
+    patches' origins (both overwritten per image) and dwp the weight gradient's lanes
+    (float[c_out, c_in·kh·8]) or, through the patches (``_through_patches``), its rows
+    (float[c_out, width]); cleared here, folded into dw_acc at the end. The patch work:
+    (cols: float[ch·cw, width], the dx work of ``_dx_patches``)."""
     _, c_in, h, wd = x.shape
     c_out, _, kh, kw = w.shape
     ch, cw = h - kh + 1, wd - kw + 1
     wp = wd + kw - 1
     offs, offs_dx, wt, where = plan
     z, a, argmax = fwd
-    dzf, dzp, dxf, pq, dwp = scratch
+    dzf, dzp, dxf, pq, dwp, patch = scratch
+    cols, dx_work = patch
     need_dx = dx.shape[0] > 0
     oh, ow = argmax.shape[2], argmax.shape[3]
     nq = oh * ow
     sparse = _sparse_backward(kw, nq, ch, wd)     # as in the plan
+    patches = sparse and _through_patches(c_in, kh)
     if sparse:
         _zero(dwp.reshape(dwp.size))
     for s in range(start, stop):
@@ -767,11 +945,19 @@ def _backward_images(x, w, plan, fwd, da, act, dx, start, stop, scratch, dw_acc,
         if sparse:
             dq = _dense.rows_of(dzf, 0, c_out, nq)
             _pooled_deltas(da[s], z[s], a[s], argmax[s], act, cw, wd, dq, pq, db_acc)
-            _dw_sparse(xf, dq, pq, offs, kw, dwp)
+            if patches:
+                winners = argmax[s].reshape(c_out, nq)
+                _patches(xf, offs, kw, cw, wd, cols)
+                _dw_patches(cols, dq, winners, dwp)
+            else:
+                _dw_sparse(xf, dq, pq, offs, kw, dwp)
             if need_dx:
                 dxs = dx[s].reshape(c_in * h * wd)
                 _zero(dxs)
-                _dx_sparse(dq, pq, wt, offs, kw, dxs)
+                if patches:
+                    _dx_patches(dq, winners, wt, offs, kw, cw, wd, dx_work, dxs)
+                else:
+                    _dx_sparse(dq, pq, wt, offs, kw, dxs)
         else:
             _route_deltas(da[s], z[s], a[s], argmax[s], act, where, dzf, dzp, db_acc)
             _dw_flat(xf, dzf, offs, dw_acc, (ch - 1) * wd + cw)
@@ -780,7 +966,44 @@ def _backward_images(x, w, plan, fwd, da, act, dx, start, stop, scratch, dw_acc,
                 _dx_image(dzp.reshape(dzp.size), wt, offs_dx, dxf, wp, dx[s])
                 _zero(dzp.reshape(dzp.size))
     if sparse:
-        _fold_rows(dwp, kw, dw_acc)
+        _fold_rows(dwp, kw, kw if patches else simd.LANES, dw_acc)
+
+
+@_jit
+def _backward_scratch(x, w, nq, need_dx, nchunks):
+    """The backward's per-chunk scratch for images like x and filters w with nq pooled
+    windows, each array with a leading chunk axis (``_chunk_scratch`` takes chunk k's): dzf
+    (zero between images), dzp and dxf (the dense dx only; dzp zero between images), pq and
+    dwp (the sparse backward), and the patch work (cols, order, coef, starts, drow: through
+    the patches; the last four for dx) — see ``_backward_images``. What a mode does not use
+    is empty."""
+    _, c_in, h, wd = x.shape
+    c_out, _, kh, kw = w.shape
+    ch, cw = h - kh + 1, wd - kw + 1
+    dt = x.dtype
+    sparse = _sparse_backward(kw, nq, ch, wd)
+    patches = sparse and _through_patches(c_in, kh)
+    dense_dx = need_dx and not sparse
+    width = _patch_width(c_in * kh * kw, kw) if patches else 0
+    lanes = width if patches else (c_in * kh * simd.LANES if sparse else 0)
+    m = c_out * nq if patches and need_dx else 0
+    return (np.zeros((nchunks, c_out, ch * wd), dt),
+            np.zeros((nchunks, c_out, (h + kh - 1) * (wd + kw - 1) if dense_dx else 0), dt),
+            np.empty((nchunks, c_in, h * (wd + kw - 1) if dense_dx else 0), dt),
+            np.empty((nchunks, c_out, nq if sparse else 0), np.int32),
+            np.empty((nchunks, c_out, lanes), dt),
+            (np.zeros((nchunks, ch * cw if patches else 0, width), dt),
+             np.empty((nchunks, m), np.int32), np.empty((nchunks, m), dt),
+             np.empty((nchunks, ch * cw + 2 if m else 0), np.int64),
+             np.empty((nchunks, width if m else 0), dt)))
+
+
+@_jit
+def _chunk_scratch(scratch, k):
+    """Chunk k's part of ``_backward_scratch``'s arrays, as ``_backward_images`` takes it."""
+    cols, order, coef, starts, drow = scratch[5]
+    return (scratch[0][k], scratch[1][k], scratch[2][k], scratch[3][k], scratch[4][k],
+            (cols[k], (order[k], coef[k], starts[k], drow[k])))
 
 
 @_pjit
@@ -800,21 +1023,17 @@ def convpool_backward_into(x, w, z, a, argmax, da, act, dx, dw, db, nthreads):
     sparse = _sparse_backward(kw, nq, h - kh + 1, wd)
     plan = _backward_plan(x, w, need_dx, sparse)
     nchunks = max(1, min(n, nthreads))
-    # Per chunk: dzf, dzp (zero between images; dzp and dxf for the dense dx only), the
-    # winners' patches and partial sums.
-    dense_dx = need_dx and not sparse
-    dzf = np.zeros((nchunks, c_out, (h - kh + 1) * wd), x.dtype)
-    pq = np.empty((nchunks, c_out, nq), np.int32)
-    dwp = np.empty((nchunks, c_out, c_in * kh * simd.LANES if sparse else 0), x.dtype)
-    dzp = np.zeros((nchunks, c_out, (h + kh - 1) * (wd + kw - 1) if dense_dx else 0), x.dtype)
-    dxf = np.empty((nchunks, c_in, h * (wd + kw - 1) if dense_dx else 0), x.dtype)
+    # the scratch's arrays one by one: a parallel loop takes no tuples of arrays
+    dzf, dzp, dxf, pq, dwp, patch = _backward_scratch(x, w, nq, need_dx, nchunks)
+    cols, order, coef, starts, drow = patch
     dw_part = np.zeros((nchunks, c_out, c_in * kh * kw), x.dtype)
     db_part = np.zeros((nchunks, c_out), x.dtype)
-    fwd = (z, a, argmax)
     for k in prange(nchunks):
         start, stop = _chunk(k, nchunks, n)
-        _backward_images(x, w, plan, fwd, da, act, dx, start, stop,
-                         (dzf[k], dzp[k], dxf[k], pq[k], dwp[k]), dw_part[k], db_part[k])
+        _backward_images(x, w, plan, (z, a, argmax), da, act, dx, start, stop,
+                         (dzf[k], dzp[k], dxf[k], pq[k], dwp[k],
+                          (cols[k], (order[k], coef[k], starts[k], drow[k]))),
+                         dw_part[k], db_part[k])
     _sum_partials(dw_part, db_part, dw.reshape(c_out, c_in * kh * kw), db)
 
 

@@ -5,8 +5,9 @@ into the same few sums at every step is not a loop LLVM vectorises (the rows are
 gathered), and its scalar sums spill to memory when there are more than a handful. Here a sum
 of eight lanes is one value: ``acc = fma(acc, load(x, i, n), s)`` is a masked vector load and
 one vector FMA, and the sums of a loop stay in vector registers. The users: ``conv_cpu``'s
-sparse backward (``_dw_sparse``, ``_dx_sparse``: the conv gradients from the pooling winners
-only).
+flat correlation (``_corr_flat``) and sparse backward (``_dw_sparse``, ``_dx_sparse``,
+``_accumulate_rows``, ``_patches``, ``_dx_patches``: the conv gradients from the pooling
+winners only) and ``dense_cpu``'s float32 backprop and update.
 
     Lanes8(dtype)        the type: an LLVM <8 x float> or <8 x double> (two AVX2 registers)
     splat(s)             all eight lanes s
@@ -15,10 +16,11 @@ only).
     load8(a, i)          a[i:i + 8], unchecked (the caller has checked the range)
     store8(a, i, v)      a[i:i + 8] = v, unchecked (likewise)
     fma(acc, v, s)       acc + v·s, lane by lane, one rounding (llvm.fma)
+    keep(v, n)           lanes k < n of v, the others 0 (a select: NaN or inf there is dropped)
     store(a, i, n, v)    a[i + k] = v[k] for k < n (a masked store)
     add_to(a, i, n, v)   a[i + k] += v[k] for k < n (masked load and store)
 
-``load``, ``store`` and ``add_to`` raise IndexError unless 0 <= n <= 8 and 0 <= i,
+``load``, ``store``, ``add_to`` and ``keep`` raise IndexError unless 0 <= n <= 8 and 0 <= i,
 i + n <= a.size. Masked loads are ~5× slower than plain ones on AMD Zen 1 (measured here) and
 the checks cost as much again in a tight loop, so hot loops check their range once and use
 ``load8``. Twin: plain NumPy (``tests/test_simd.py``). Compiled only inside the kernels that
@@ -224,3 +226,25 @@ def add_to(typingctx, a, i, n, v):
     if not _lanes_into(a, i, n, v):
         return None
     return types.none(a, i, n, v), _masked_write("add_to", True)
+
+
+@intrinsic
+def keep(typingctx, v, n):
+    """Lanes k < n of v; the others 0 — a select, so whatever they held (NaN, inf) is gone. An
+    unmasked 8-lane add of keep(v, n) changes only the first n elements it lands on."""
+    if not (isinstance(v, Lanes8) and isinstance(n, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        n = context.cast(builder, args[1], sig.args[1], types.intp)
+        bad = builder.or_(builder.icmp_signed("<", n, ir.Constant(_I64, 0)),
+                          builder.icmp_signed(">", n, ir.Constant(_I64, LANES)))
+        with cgutils.if_unlikely(builder, bad):
+            context.call_conv.return_user_exc(builder, IndexError,
+                                              ("simd.keep: n outside 0..8",))
+        lanes = ir.Constant(ir.VectorType(_I64, LANES), list(range(LANES)))
+        mask = builder.icmp_signed("<", lanes, _splat(builder, n, ir.VectorType(_I64, LANES)))
+        vty = _vec(context, sig.args[0].dtype)
+        return builder.select(mask, args[0], ir.Constant(vty, None))
+
+    return v(v, n), codegen

@@ -36,9 +36,11 @@ CONV_SHAPES = [
     (2, 20, 40, 12, 12, 5, 5),
 ]
 # (n, c_in, c_out, h, w, kh, kw, pool): conv outputs not divisible by the pool, (3, 2) pools;
-# the backward runs sparse (from the winners, conv_cpu._dw_sparse/_dx_sparse) for all but the
-# 1×1 kernel under a (3, 2) pool (the dense path is cheaper there) and the 9-wide one (wider
-# than its 8 lanes); kernel widths 1, 3, 5 and 8 on the sparse path.
+# the backward runs sparse (from the winners) for all but the 1×1 kernel under a (3, 2) pool
+# (the dense path is cheaper there) and the 9-wide one (wider than its 8 lanes): straight from
+# the image (conv_cpu._dw_sparse/_dx_sparse) for filters of at most five rows (c_in·kh <= 5:
+# kernel widths 3, 5 and 8), through the patch matrix (_dw_patches/_dx_patches) for the others
+# (widths 1 and 5, the book's second layer).
 CONVPOOL_SHAPES = [
     (1, 1, 3, 7, 9, 3, 3, (2, 2)),
     (2, 2, 2, 9, 10, 2, 8, (2, 2)),
@@ -49,6 +51,20 @@ CONVPOOL_SHAPES = [
     (3, 1, 20, 28, 28, 5, 5, (2, 2)),
     (2, 20, 40, 12, 12, 5, 5, (2, 2)),
 ]
+
+
+def test_convpool_shapes_cover_every_backward_path():
+    """The shapes above keep all three backward paths under test if their rules move."""
+    paths = set()
+    for n, c_in, c_out, h, w, kh, kw, (ph, pw) in CONVPOOL_SHAPES:
+        nq = ((h - kh + 1) // ph) * ((w - kw + 1) // pw)
+        if not K._sparse_backward(kw, nq, h - kh + 1, w):
+            paths.add("dense")
+        else:
+            paths.add("patches" if K._through_patches(c_in, kh) else "direct")
+    assert paths == {"dense", "direct", "patches"}
+
+
 POOL_SHAPES = [((1, 1, 4, 4), (2, 2)), ((2, 3, 7, 9), (2, 2)), ((3, 2, 13, 11), (3, 2)),
                ((1, 20, 24, 24), (2, 2)), ((2, 1, 2, 5), (3, 2))]
 
@@ -179,12 +195,14 @@ def test_convpool_backward(shape, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("pool", [(2, 2), (3, 2)])
-def test_convpool_backward_winners_at_the_image_edge(pool, dtype):
+@pytest.mark.parametrize("c_in", [1, 2])
+def test_convpool_backward_winners_at_the_image_edge(c_in, pool, dtype):
     """Inputs rising to the bottom right and positive filters put every window's winner in
     its last row and column, so the last windows' patches end at the image's last element:
     the sparse backward's eight-lane loads and stores must stop there (masked): each image's
-    arrays are read and written as that image's slice alone."""
-    n, c_in, c_out, h, w, k = 2, 2, 3, 10, 13, 5
+    arrays are read and written as that image's slice alone. One input map: straight from
+    the image; two: through the patch matrix."""
+    n, c_out, h, w, k = 2, 3, 10, 13, 5
     ramp = np.arange(n * c_in * h * w, dtype=np.float64).reshape(n, c_in, h, w) / (h * w)
     x = ramp.astype(dtype)
     wt = (np.random.default_rng(5).random((c_out, c_in, k, k)) + 0.1).astype(dtype)
@@ -201,10 +219,12 @@ def test_convpool_backward_winners_at_the_image_edge(pool, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_convpool_backward_nonfinite_delta_stays_in_its_patch(dtype):
+@pytest.mark.parametrize("c_in", [1, 2])
+def test_convpool_backward_nonfinite_delta_stays_in_its_patch(c_in, dtype):
     """An infinite upstream gradient makes dx non-finite exactly where the reference's is:
-    the sparse dx's padded lanes (0·δ) must not spread NaN past the patch."""
-    x, w, b = conv_inputs(np.random.default_rng(8), 2, 2, 3, 12, 12, 5, 5, dtype)
+    the sparse dx's padded lanes (0·δ, or a neighbouring row's sum) must not spread NaN past
+    the patch — one input map: straight from the image; two: through the patch matrix."""
+    x, w, b = conv_inputs(np.random.default_rng(8), 2, c_in, 3, 12, 12, 5, 5, dtype)
     a, z, argmax = R.convpool_forward(x, w, b, (2, 2), LINEAR)
     da = upstream(np.random.default_rng(9), a.shape, dtype)
     da[0, 1, 2, 3] = np.inf

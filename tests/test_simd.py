@@ -1,5 +1,6 @@
 """fastnet.kernels.simd (eight-lane vectors) against plain NumPy: every lane count, both float
-types, the masked loads and stores at an array's ends, and the bounds errors."""
+types, the masked loads and stores at an array's ends, keep's select (NaN and inf dropped),
+and the bounds errors."""
 
 import numpy as np
 import pytest
@@ -38,6 +39,29 @@ def _dot_rows(x, starts, d, kw):
     out = np.zeros(kw, x.dtype)
     simd.add_to(out, 0, kw, acc)
     return out
+
+
+@njit(cache=False)
+def _keep(a, n, out):
+    """out[0:8] = simd.keep(a[0:8], n) through store8."""
+    simd.store8(out, 0, simd.keep(simd.load8(a, 0), n))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", range(9))
+def test_keep_zeroes_the_lanes_past_n_whatever_they_hold(n, dtype):
+    a = np.array([1, -2, np.nan, np.inf, -np.inf, 6, np.nan, 8], dtype)
+    out = np.full(8, 7, dtype)
+    _keep(a, n, out)
+    expected = np.zeros(8, dtype)
+    expected[:n] = a[:n]
+    np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.parametrize("n", [-1, 9])
+def test_keep_out_of_range_raises_index_error(n):
+    with pytest.raises(IndexError, match="simd.keep"):
+        _keep(np.zeros(8, np.float32), n, np.zeros(8, np.float32))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
