@@ -334,6 +334,14 @@ def _dx_image(dzp, wt, offs_dx, dxf, wp, dx_n):
 
 # ---------------------------------------------------------------------------- max-pooling
 @_jit
+def _above(v, best):
+    """Whether v takes a window's maximum from best, the maximum so far: v > best, or v is
+    NaN and best is not — NaN ranks above every number, so a window with a NaN pools to its
+    first NaN (as the reference's argmax) and the NaN is never dropped silently."""
+    return v > best or (v != v and best == best)
+
+
+@_jit
 def maxpool_forward_into(x, ph, pw, y, argmax):
     """y[n, c, oh, ow] (overwritten) = window maxima of x[n, c, h, w] over (ph, pw) windows;
     argmax: int32[n, c, oh, ow] (overwritten) flat index of each winner in x's (h, w) plane."""
@@ -348,7 +356,7 @@ def maxpool_forward_into(x, ph, pw, y, argmax):
                     for r in range(ph):
                         for q in range(pw):
                             v = x[s, ch, py * ph + r, px * pw + q]
-                            if v > best:      # strict: the first maximum wins ties
+                            if _above(v, best):   # strict: the first maximum wins ties
                                 best = v
                                 idx = (py * ph + r) * w + px * pw + q
                     y[s, ch, py, px] = best
@@ -423,6 +431,45 @@ def _act_plane(z, a, act, buf):
 
 
 @_jit
+def _pool2_lanes(zo, wd, cw, bo, z_o, argmax_o):
+    """``_pool`` of one plane for 2×2 windows, eight windows at a time: z_o[py, px] = the
+    window's max + bo, argmax_o[py, px] its winner's y·cw + x, for z_o: [oh, ow >= 8].
+
+    Per row pair and eight windows: two 8-lane loads of each row split into the windows'
+    left and right columns (``simd.evens``, ``odds``), then the scalar path's strict
+    comparisons as selects (``pick_above``: the first maximum wins, or the first NaN) — the
+    winner's index computed in floats (exact: the plane has < 2^24 positions) and stored as
+    int32. A row's last block starts at ow - 8 (windows computed twice, the same values).
+    """
+    L = simd.LANES
+    oh, ow = z_o.shape
+    f = zo.dtype.type
+    one, zero = simd.splat(f(1)), simd.splat(f(0))
+    below = simd.splat(f(cw))
+    for py in range(oh):
+        top, bottom = 2 * py * wd, (2 * py + 1) * wd
+        z_row, a_row = z_o[py], argmax_o[py]
+        px = 0
+        while px < ow:
+            px = min(px, ow - L)
+            t0, t1 = simd.load8(zo, top + 2 * px), simd.load8(zo, top + 2 * px + L)
+            u0, u1 = simd.load8(zo, bottom + 2 * px), simd.load8(zo, bottom + 2 * px + L)
+            p, q = simd.evens(t0, t1), simd.odds(t0, t1)          # window order p, q / r, s
+            r, s = simd.evens(u0, u1), simd.odds(u0, u1)
+            upper = simd.pick_above(q, p, q, p)
+            lower = simd.pick_above(s, r, s, r)
+            # the winner's offset from the window's corner: cw·row + column
+            offset = simd.pick_above(lower, upper, simd.fma(below, simd.pick_above(s, r, one, zero),
+                                                         f(1)),
+                                  simd.pick_above(q, p, one, zero))
+            best = simd.pick_above(lower, upper, lower, upper)
+            simd.store8(z_row, px, simd.fma(simd.splat(bo), best, f(1)))
+            corner = simd.fma(zero, simd.ramp(f(py * cw + px)), f(2))   # 2·(py·cw + px + k)
+            simd.store8_int32(a_row, px, simd.fma(corner, offset, f(1)))
+            px += L
+
+
+@_jit
 def _pool(zf, wd, cw, b, ph, pw, z_n, argmax_n, work):
     """Max-pool one image's flat conv output zf[c_out, >= (ch-1)·wd + cw] (row stride wd) and
     add the bias. Overwritten, [c_out, oh, ow]: z_n = window max + b[o]; argmax_n = flat index
@@ -436,6 +483,10 @@ def _pool(zf, wd, cw, b, ph, pw, z_n, argmax_n, work):
     """
     blockmax, blockcode = work
     c_out, oh, ow = z_n.shape
+    if ph == 2 and pw == 2 and ow >= simd.LANES and (2 * oh) * cw < 2 ** 24:
+        for o in range(c_out):
+            _pool2_lanes(zf[o], wd, cw, b[o], z_n[o], argmax_n[o])
+        return
     for o in range(c_out):
         zo = zf[o]
         bo = b[o]
@@ -444,11 +495,11 @@ def _pool(zf, wd, cw, b, ph, pw, z_n, argmax_n, work):
             for j in range(((2 * oh - 2) * wd + 2 * ow) // 2):
                 p, q, r, s = zo[2 * j], zo[2 * j + 1], below[2 * j], below[2 * j + 1]
                 # Window order p, q / r, s: strict comparisons keep the first maximum.
-                top_right = q > p
+                top_right = _above(q, p)
                 top = q if top_right else p
-                bottom_right = s > r
+                bottom_right = _above(s, r)
                 bottom = s if bottom_right else r
-                lower = bottom > top
+                lower = _above(bottom, top)
                 blockmax[j] = bottom if lower else top
                 blockcode[j] = (np.int32(lower) << 1) | np.int32(bottom_right if lower
                                                                  else top_right)
@@ -466,7 +517,7 @@ def _pool(zf, wd, cw, b, ph, pw, z_n, argmax_n, work):
                     for r in range(ph):
                         for c in range(pw):
                             v = zo[base + r * wd + c]
-                            take = v > best               # strict: the first maximum wins
+                            take = _above(v, best)        # strict: the first maximum wins
                             best = v if take else best
                             br = r if take else br
                             bc = c if take else bc

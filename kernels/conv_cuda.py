@@ -149,7 +149,7 @@ def kernels(dtype):
             for i in range(ph):
                 for j in range(pw):
                     v = x[n, ch, py * ph + i, px * pw + j]
-                    if v > best:
+                    if v > best or (v != v and best == best):   # NaN ranks highest
                         best = v
                         arg = (py * ph + i) * wd + px * pw + j
             y[n, ch, py, px] = best
@@ -194,7 +194,7 @@ def kernels(dtype):
                 for j in range(pw):
                     if i + j > 0:
                         v = conv_at(x, w, n, o, py * ph + i, px * pw + j)
-                        if v > best:
+                        if v > best or (v != v and best == best):   # NaN ranks highest
                             best = v
                             arg = (py * ph + i) * cw + px * pw + j
             zz = best + b[o]

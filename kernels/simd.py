@@ -17,6 +17,12 @@ winners only) and ``dense_cpu``'s float32 backprop and update.
     store8(a, i, v)      a[i:i + 8] = v, unchecked (likewise)
     fma(acc, v, s)       acc + v·s, lane by lane, one rounding (llvm.fma)
     keep(v, n)           lanes k < n of v, the others 0 (a select: NaN or inf there is dropped)
+    ramp(s)              lanes s, s + 1, .., s + 7
+    evens(u, v)          lanes 0, 2, .., 14 of the sixteen u, v (u[0], u[2], .., v[6])
+    odds(u, v)           lanes 1, 3, .., 15 likewise
+    pick_above(x, y, u, v)  lane by lane u if x ranks above y else v: x > y, or x is NaN
+                         and y is not
+    store8_int32(a, i, v)  a[i:i + 8] = v truncated to int32 (a: int32), unchecked
     store(a, i, n, v)    a[i + k] = v[k] for k < n (a masked store)
     add_to(a, i, n, v)   a[i + k] += v[k] for k < n (masked load and store)
 
@@ -248,3 +254,78 @@ def keep(typingctx, v, n):
         return builder.select(mask, args[0], ir.Constant(vty, None))
 
     return v(v, n), codegen
+
+
+def _halves(typingctx, u, v, first):
+    if not (isinstance(u, Lanes8) and v == u):
+        return None
+
+    def codegen(context, builder, sig, args):
+        idx = ir.Constant(ir.VectorType(_I32, LANES), list(range(first, 2 * LANES, 2)))
+        return builder.shuffle_vector(args[0], args[1], idx)
+
+    return u(u, v), codegen
+
+
+@intrinsic
+def evens(typingctx, u, v):
+    """The even lanes of the sixteen (u, v): u[0], u[2], u[4], u[6], v[0], .., v[6] — with
+    ``odds``, pairs of neighbours (x[2k], x[2k+1]) of a row split into two vectors."""
+    return _halves(typingctx, u, v, 0)
+
+
+@intrinsic
+def odds(typingctx, u, v):
+    """The odd lanes of the sixteen (u, v): u[1], u[3], .., v[7]."""
+    return _halves(typingctx, u, v, 1)
+
+
+@intrinsic
+def pick_above(typingctx, x, y, u, v):
+    """Lane by lane u if x ranks above y else v, where NaN ranks above every number: x > y,
+    or x is NaN and y is not. A branch-free running maximum over x's in order keeps the
+    first of equals, and the first NaN once there is one."""
+    if not (isinstance(x, Lanes8) and y == x and u == x and v == x):
+        return None
+
+    def codegen(context, builder, sig, args):
+        x, y = args[0], args[1]
+        # x > y or x unordered, unless y is NaN
+        above = builder.and_(builder.fcmp_unordered(">", x, y), builder.fcmp_ordered("ord", y, y))
+        return builder.select(above, args[2], args[3])
+
+    return x(x, y, u, v), codegen
+
+
+@intrinsic
+def store8_int32(typingctx, a, i, v):
+    """a[i:i + 8] = v's lanes truncated to int32 (exact for integral values below 2^31 in
+    magnitude), unchecked: the caller guarantees 0 <= i and i + 8 <= a.size."""
+    if not (isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C"
+            and a.dtype == types.int32 and isinstance(i, types.Integer)
+            and isinstance(v, Lanes8)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        arr = context.make_array(sig.args[0])(context, builder, args[0])
+        i = context.cast(builder, args[1], sig.args[1], types.intp)
+        ivty = ir.VectorType(_I32, LANES)
+        ptr = builder.bitcast(builder.gep(arr.data, [i]), ivty.as_pointer())
+        builder.store(builder.fptosi(args[2], ivty), ptr, align=4)
+        return context.get_dummy_value()
+
+    return types.none(a, i, v), codegen
+
+
+@intrinsic
+def ramp(typingctx, s):
+    """Lanes s, s + 1, .., s + 7 (s a float: each lane one rounding of s + k)."""
+    if s not in _FLOATS:
+        return None
+
+    def codegen(context, builder, sig, args):
+        vty = _vec(context, sig.args[0])
+        steps = ir.Constant(vty, [float(k) for k in range(LANES)])
+        return builder.fadd(_splat(builder, args[0], vty), steps)
+
+    return Lanes8(s)(s), codegen

@@ -147,17 +147,39 @@ def test_maxpool_ties_pick_first_in_row_major_order(impl):
     assert y[0, 0, 0, 0] == 5.0 and y[0, 0, 1, 1] == -1.0
 
 
-@pytest.mark.parametrize("pool,w", [((2, 2), 6), ((2, 2), 7), ((3, 2), 6)])
-def test_convpool_ties_pick_first_in_row_major_order(pool, w):
-    """Both pooling paths (2×2 on an even width, and the general scan) break ties like the
-    reference. A 1×1 identity filter makes the conv output equal to the (tied) input."""
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("pool,w", [((2, 2), 6), ((2, 2), 7), ((3, 2), 6), ((2, 2), 16),
+                                    ((2, 2), 21)])
+def test_convpool_ties_pick_first_in_row_major_order(pool, w, dtype):
+    """Every pooling path (2×2 eight windows at a time from 8 windows a row: widths 16 and
+    21; 2×2 on an even width; the general scan) breaks ties like the reference. A 1×1
+    identity filter makes the conv output equal to the (tied) input."""
     rng = np.random.default_rng(w)
-    x = rng.integers(0, 3, (2, 1, 6, w)).astype(np.float64)   # many equal values per window
-    one, zero = np.ones((1, 1, 1, 1)), np.zeros(1)
+    x = rng.integers(0, 3, (2, 1, 6, w)).astype(dtype)   # many equal values per window
+    one, zero = np.ones((1, 1, 1, 1), dtype), np.zeros(1, dtype)
     a, z, argmax = K.convpool_forward(x, one, zero, pool, LINEAR)
     ea, ez, eargmax = R.convpool_forward(x, one, zero, pool, LINEAR)
     np.testing.assert_array_equal(z, ez)
     np.testing.assert_array_equal(argmax, eargmax)
+
+
+@pytest.mark.parametrize("pool,w", [((2, 2), 6), ((2, 2), 7), ((3, 2), 6), ((2, 2), 16),
+                                    ((2, 2), 21)])
+def test_pooling_keeps_the_first_nan_of_a_window(pool, w):
+    """A window holding a NaN pools to its first NaN (NaN ranks above every number, as the
+    reference's argmax has it) on every pooling path — never dropped silently — and the
+    others to their first maximum."""
+    rng = np.random.default_rng(w + 1)
+    x = rng.integers(0, 4, (6, 1, 8, w)).astype(np.float32)
+    x[rng.random(x.shape) < 0.15] = np.nan
+    one, zero = np.ones((1, 1, 1, 1), np.float32), np.zeros(1, np.float32)
+    ey, eargmax = R.maxpool_forward(x, pool)
+    _, z, argmax = K.convpool_forward(x, one, zero, pool, LINEAR)
+    y, argmax2 = K.maxpool_forward(x, pool)
+    assert np.isnan(ey).any() and not np.isnan(ey).all()
+    for got, arg in ((z, argmax), (y, argmax2)):
+        np.testing.assert_array_equal(got, ey)    # NaN in the same places
+        np.testing.assert_array_equal(arg, eargmax)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -58,6 +58,36 @@ def test_keep_zeroes_the_lanes_past_n_whatever_they_hold(n, dtype):
     np.testing.assert_array_equal(out, expected)
 
 
+@njit(cache=False)
+def _lanes_ops(a, b, x, y, s, out, out_int):
+    """out[0:8] = evens(a, b), out[8:16] = odds(a, b), out[16:24] = pick_above(x, y, x, y),
+    out[24:32] = ramp(s); out_int[0:8] = the ramp truncated to int32."""
+    u, v = simd.load8(a, 0), simd.load8(b, 0)
+    simd.store8(out, 0, simd.evens(u, v))
+    simd.store8(out, 8, simd.odds(u, v))
+    p, q = simd.load8(x, 0), simd.load8(y, 0)
+    simd.store8(out, 16, simd.pick_above(p, q, p, q))
+    simd.store8(out, 24, simd.ramp(s))
+    simd.store8_int32(out_int, 0, simd.ramp(s))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_evens_odds_pick_above_ramp_and_int32_store(dtype):
+    a, b = np.arange(8, dtype=dtype), np.arange(8, 16, dtype=dtype)
+    nan = np.nan
+    x = np.array([1, 2, nan, nan, 3, -np.inf, 0.0, 5], dtype)
+    y = np.array([2, 1, 1, nan, nan, -np.inf, -0.0, 5], dtype)
+    out, out_int = np.zeros(32, dtype), np.zeros(8, np.int32)
+    _lanes_ops(a, b, x, y, dtype(-3), out, out_int)
+    np.testing.assert_array_equal(out[:8], np.arange(0, 16, 2))
+    np.testing.assert_array_equal(out[8:16], np.arange(1, 16, 2))
+    # x wins where x > y or x is NaN and y is not; equal values and NaN against NaN keep y
+    np.testing.assert_array_equal(out[16:24], [2, 2, nan, nan, nan, -np.inf, -0.0, 5])
+    assert np.signbit(out[22])                    # 0.0 vs -0.0: equal, so y (-0.0) stays
+    np.testing.assert_array_equal(out[24:32], np.arange(-3, 5))
+    np.testing.assert_array_equal(out_int, np.arange(-3, 5))
+
+
 @pytest.mark.parametrize("n", [-1, 9])
 def test_keep_out_of_range_raises_index_error(n):
     with pytest.raises(IndexError, match="simd.keep"):
