@@ -87,9 +87,9 @@ def _samples_pass(params, layout, acts, loss, cg, y, rows, s0, ws, offs, xb, arg
     z4 = zs[0:B * n0].reshape(B, c_out, oh, ow)
     a4 = acts_buf[0:B * n0].reshape(B, c_out, oh, ow)
     d4 = deltas[0:B * n0].reshape(B, c_out, oh, ow)
-    zf, fbuf, ibuf, act_buf = fwd_k
+    zf, fbuf, ibuf, act_buf, starts = fwd_k
     _conv._forward_images(xb, wconv, plan[0], bconv, (cg[PH], cg[PW]), acts[0], (a4, z4, argmax),
-                          s0, s1, (zf, (fbuf, ibuf), act_buf))
+                          s0, s1, (zf, (fbuf, ibuf), act_buf, starts))
     no_rows = rows[:0]
     for l in range(1, L):
         n_in, n_out, w_off, b_off = layout[l, 0], layout[l, 1], layout[l, 2], layout[l, 3]
@@ -152,7 +152,7 @@ def epoch_worker(tid, nthreads, sync, params, layout, acts, loss, cg, x, y, orde
     T = params.dtype.type
     dec = T(decay)
     gen = 0
-    fwd_k = (fwd[0][tid], fwd[1][tid], fwd[2][tid], fwd[3][tid])
+    fwd_k = (fwd[0][tid], fwd[1][tid], fwd[2][tid], fwd[3][tid], fwd[4])
     bwd_k = _conv._chunk_scratch(bwd, tid)
     for k in range(0, N, batch_size):
         m = min(batch_size, N - k)

@@ -25,11 +25,15 @@ DTYPES = [np.float32, np.float64]
 ACTS = [SIGMOID, TANH, RELU, SOFTPLUS, LINEAR]
 
 # (n, c_in, c_out, h, w, kh, kw): batch 1, odd sizes, 1×1 and non-square kernels, a kernel
-# as large as the image, the book's two conv layers (batch 3: uneven thread chunks).
+# as large as the image, the book's two conv layers (batch 3: uneven thread chunks). float32
+# output rows of 8 or more go through conv_cpu._corr_rows: rows of 11 and 9 (a last chunk
+# overlapping the one before), an odd number of chunks (7 rows of 8), 24 and 8 (the book's).
 CONV_SHAPES = [
     (1, 1, 1, 5, 5, 5, 5),
     (1, 1, 3, 7, 9, 3, 3),
     (2, 3, 5, 13, 11, 1, 1),
+    (2, 2, 5, 9, 10, 3, 3),
+    (1, 3, 6, 11, 13, 5, 5),
     (3, 2, 4, 13, 11, 5, 5),
     (2, 3, 7, 9, 6, 3, 5),
     (3, 1, 20, 28, 28, 5, 5),
