@@ -736,7 +736,18 @@ def _dw_sparse(xf, dq, pq, offs, kw, dwp):
             s0, s1 = simd.load8(dw_o, r * L), simd.load8(dw_o, r1 * L)
             s2, s3, s4 = simd.load8(dw_o, r2 * L), simd.load8(dw_o, r3 * L), \
                 simd.load8(dw_o, r4 * L)
+            inside = True
             for q in range(nq):
+                inside &= p_o[q] <= hi
+            if inside:                               # the common case: a tight loop
+                for q in range(nq):
+                    e, p = d_o[q], p_o[q]
+                    s0 = simd.fma(s0, simd.load8(xf, p + o0), e)
+                    s1 = simd.fma(s1, simd.load8(xf, p + o1), e)
+                    s2 = simd.fma(s2, simd.load8(xf, p + o2), e)
+                    s3 = simd.fma(s3, simd.load8(xf, p + o3), e)
+                    s4 = simd.fma(s4, simd.load8(xf, p + o4), e)
+            for q in range(0 if inside else nq):
                 e, p = d_o[q], p_o[q]
                 if p <= hi:
                     s0 = simd.fma(s0, simd.load8(xf, p + o0), e)
