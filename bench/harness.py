@@ -179,14 +179,16 @@ def label(benchmark, *, family: str, case: str, backend: str, dtype, batch: int,
         small=SMALL, **extra)
 
 
-def run_timed(benchmark, fn: Callable[[], object], *, rounds: int | None = None):
-    """Time ``fn`` (already warmed up and checked by the caller). ``rounds=None`` lets
-    pytest-benchmark calibrate; otherwise exactly ``rounds`` calls of one iteration. Stores
-    ``gflops`` (from the median) when the row has FLOPs and timing is on."""
+def run_timed(benchmark, fn: Callable[[], object], *, rounds: int | None = None,
+              warmup: int = 0):
+    """Time ``fn`` (checked by the caller, and warmed up unless ``warmup`` untimed calls are
+    asked for first). ``rounds=None`` lets pytest-benchmark calibrate; otherwise exactly
+    ``rounds`` calls of one iteration. Stores ``gflops`` (from the median) when the row has
+    FLOPs and timing is on."""
     if rounds is None:
         benchmark(fn)
     else:
-        benchmark.pedantic(fn, rounds=rounds, iterations=1, warmup_rounds=0)
+        benchmark.pedantic(fn, rounds=rounds, iterations=1, warmup_rounds=warmup)
     stats = getattr(benchmark, "stats", None)
     flops = benchmark.extra_info.get("flops")
     if stats is not None and flops:

@@ -139,4 +139,10 @@ def test_cnn_epoch(benchmark, mnist, backend, batch):
         m = _model(backend)
         call = lambda: m.fit(xs, ls, epochs=1, batch_size=batch, lr=LR,  # noqa: E731
                              verbose=False, training_metrics=False)
-    run_timed(benchmark, call, rounds=1 if backend == "numpy" else 2)
+    # One untimed call first: a model's first fit (shuffled, this subset) still has one-time
+    # costs after the check's; three rounds, as one round in two here can catch the other
+    # vCPU busy (the minimum is reported). The NumPy row is one slow round.
+    if backend == "numpy":
+        run_timed(benchmark, call, rounds=1)
+    else:
+        run_timed(benchmark, call, rounds=3 if not backend.startswith("torch") else 2, warmup=1)
