@@ -718,7 +718,8 @@ def _dw_sparse(xf, dq, pq, offs, kw, dwp):
     row is one 8-lane load (``simd``); five rows per pass over the winners, their five sums in
     vector registers, loaded from and stored back to dwp unmasked (masked stores are slow).
     A patch whose eight-wide rows would run past xf's end (the image's last rows: xf is one
-    image) takes masked loads.
+    image) takes masked loads; a filter none of whose winners' patches does runs a tight
+    loop without the check (first layer 19.0 → 16.3 µs per image: fewer registers spilled).
     """
     c_out, nq = dq.shape
     n_rows = offs.shape[0] // kw
