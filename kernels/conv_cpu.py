@@ -90,7 +90,7 @@ def _act(v, code):
     if code == TANH:
         return math.tanh(v)
     if code == RELU:
-        return v if v > 0 else 0.0
+        return 0.0 if v <= 0 else v   # NaN stays NaN, as np.maximum(z, 0)
     if code == SOFTPLUS:
         return max(v, 0.0) + math.log1p(math.exp(-abs(v)))
     return v

@@ -248,7 +248,7 @@ def activate(z, a, code):
         for i in range(B):
             for j in range(n):
                 v = z[i, j]
-                a[i, j] = v if v > 0 else 0.0
+                a[i, j] = 0.0 if v <= 0 else v   # NaN stays NaN, as np.maximum(z, 0)
     elif code == SOFTPLUS:
         for i in range(B):
             for j in range(n):
@@ -283,7 +283,7 @@ def activation_prime(z, a, code, out):
     elif code == RELU:
         for i in range(B):
             for j in range(n):
-                if z[i, j] <= 0:
+                if not z[i, j] > 0:   # relu'(NaN) = 0, as the reference's (z > 0)
                     out[i, j] = 0.0
     elif code == SOFTPLUS:
         for i in range(B):

@@ -105,7 +105,7 @@ def _scalar_fns(dtype):
         if code == TANH:
             return math.tanh(z)
         if code == RELU:
-            return z if z > ZERO else ZERO
+            return ZERO if z <= ZERO else z   # NaN stays NaN, as np.maximum(z, 0)
         if code == SOFTPLUS:
             return max(z, ZERO) + math.log1p(math.exp(-abs(z)))
         return z

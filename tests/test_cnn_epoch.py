@@ -21,6 +21,9 @@ CASES = [
     (3, 9, 7, 5, (3, 2), (3, 2), "relu", [6, 5], "sigmoid", "cross_entropy"),
     (2, 6, 11, 3, 1, 2, "tanh", [], "sigmoid", "quadratic"),
     (1, 7, 9, 2, (2, 4), (1, 2), "softplus", [4], "linear", "quadratic"),
+    # pooled rows of 9 (2×2 pooling eight windows at a time), c_in·kh = 6 (the backward through
+    # the patch matrix), conv rows of 19 (the float32 forward by row chunks)
+    (2, 10, 21, 3, 3, 2, "relu", [5], "softmax", "log_likelihood"),
 ]
 
 

@@ -167,23 +167,28 @@ def test_convpool_ties_pick_first_in_row_major_order(pool, w, dtype):
     np.testing.assert_array_equal(argmax, eargmax)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", [LINEAR, RELU])
 @pytest.mark.parametrize("pool,w", [((2, 2), 6), ((2, 2), 7), ((3, 2), 6), ((2, 2), 16),
                                     ((2, 2), 21)])
-def test_pooling_keeps_the_first_nan_of_a_window(pool, w):
+def test_pooling_keeps_the_first_nan_of_a_window(pool, w, act, dtype):
     """A window holding a NaN pools to its first NaN (NaN ranks above every number, as the
-    reference's argmax has it) on every pooling path — never dropped silently — and the
-    others to their first maximum."""
+    reference's argmax has it) on every pooling path — never dropped silently, nor by the
+    activation after it (ReLU keeps NaN, as np.maximum) — and the others to their first
+    maximum."""
     rng = np.random.default_rng(w + 1)
-    x = rng.integers(0, 4, (6, 1, 8, w)).astype(np.float32)
+    x = (rng.integers(0, 4, (6, 1, 8, w)) - 1).astype(dtype)
     x[rng.random(x.shape) < 0.15] = np.nan
-    one, zero = np.ones((1, 1, 1, 1), np.float32), np.zeros(1, np.float32)
+    one, zero = np.ones((1, 1, 1, 1), dtype), np.zeros(1, dtype)
     ey, eargmax = R.maxpool_forward(x, pool)
-    _, z, argmax = K.convpool_forward(x, one, zero, pool, LINEAR)
+    ea, _, _ = R.convpool_forward(x, one, zero, pool, act)
+    a, z, argmax = K.convpool_forward(x, one, zero, pool, act)
     y, argmax2 = K.maxpool_forward(x, pool)
     assert np.isnan(ey).any() and not np.isnan(ey).all()
     for got, arg in ((z, argmax), (y, argmax2)):
         np.testing.assert_array_equal(got, ey)    # NaN in the same places
         np.testing.assert_array_equal(arg, eargmax)
+    np.testing.assert_array_equal(a, ea)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -240,6 +245,47 @@ def test_convpool_backward_winners_at_the_image_edge(c_in, pool, dtype):
     dx, dw, db = K.convpool_backward(x, wt, z, a, argmax, da, LINEAR)
     edx, edw, edb = R.convpool_backward(x, wt, z, a, argmax, da, LINEAR)
     assert_close(dw, edw, **TOL[dtype], name="dw")
+    assert_close(db, edb, **TOL[dtype], name="db")
+    assert_close(dx, edx, **TOL[dtype], name="dx")
+    # nothing is written past the last image: dx as the head of a longer buffer whose tail
+    # holds -0.0, which any store or +0.0 add would turn into +0.0
+    buf = np.full(dx.size + 16, -0.0, dtype)
+    dx2 = buf[:dx.size].reshape(dx.shape)
+    K.convpool_backward_into(x, wt, z, a, argmax, da, LINEAR, dx2, np.empty_like(wt),
+                             np.empty_like(b), 1)
+    assert_close(dx2, edx, **TOL[dtype], name="dx into a longer buffer")
+    assert np.signbit(buf[dx.size:]).all(), "written past dx"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("c_in", [1, 2])
+def test_convpool_backward_nonfinite_input_no_winner_covers(c_in, dtype):
+    """An infinite input whose conv outputs never win a window has no path to the cost: the
+    weight gradient, a sum over the winners' patches, stays finite, while the reference's
+    dense correlation makes 0·∞ = NaN at the positions that lost (docs/design.md, "Max-pooling
+    and NaN"). An infinite input inside winners' patches reaches dw. Both against the chain
+    rule over the winners written out here. One input map: straight from the image; two:
+    through the patch matrix."""
+    rng = np.random.default_rng(2)
+    x = rng.random((2, c_in, 12, 12)).astype(dtype)
+    x[0, 0, 0, 0] = -np.inf              # the conv outputs touching it are -inf: never winners
+    x[1, c_in - 1, 6, 6] = np.inf        # +inf conv outputs: they win their windows
+    w = (rng.random((3, c_in, 5, 5)) + 0.1).astype(dtype)
+    b = np.zeros(3, dtype)
+    with np.errstate(invalid="ignore"):
+        a, z, argmax = R.convpool_forward(x, w, b, (2, 2), LINEAR)
+        da = upstream(rng, a.shape, dtype)
+        edx, _, edb = R.convpool_backward(x, w, z, a, argmax, da, LINEAR)
+    assert np.isfinite(a[0]).all() and np.isinf(a[1]).any()
+    dx, dw, db = K.convpool_backward(x, w, z, a, argmax, da, LINEAR)
+    cw = x.shape[3] - w.shape[3] + 1
+    edw = np.zeros(w.shape)
+    with np.errstate(invalid="ignore"):
+        for n, o, qy, qx in np.ndindex(*a.shape):            # LINEAR: dz = da at the winner
+            yy, xx = divmod(int(argmax[n, o, qy, qx]), cw)
+            edw[o] += float(da[n, o, qy, qx]) * x[n, :, yy:yy + 5, xx:xx + 5].astype(np.float64)
+    assert not np.isfinite(edw).all()         # the +inf reached dw
+    assert_close(dw, edw.astype(dtype), **TOL[dtype], name="dw")
     assert_close(db, edb, **TOL[dtype], name="db")
     assert_close(dx, edx, **TOL[dtype], name="dx")
 

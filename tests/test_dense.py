@@ -56,6 +56,25 @@ def test_activate(code, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("code", HIDDEN)
+def test_nan_goes_through_activations_as_in_the_reference(code, dtype):
+    """A NaN pre-activation stays NaN in every elementwise activation (ReLU included: a
+    comparison would turn it into 0 silently), and σ'(NaN) multiplies a delta as the
+    reference's does (ReLU: 0, as its (z > 0))."""
+    z = np.array([[np.nan, 1.5, -2.0, 0.0, np.nan, 3.0, -0.5, 7.0, np.nan]], dtype)
+    a = np.empty_like(z)
+    with np.errstate(invalid="ignore"):
+        K.activate(z, a, code)
+        ea = R.activation(z, code)
+        out = np.full_like(z, 0.5)
+        K.activation_prime(z, a, code, out)
+        eout = 0.5 * R.activation_prime(z, code)
+    assert np.isnan(ea).any()
+    assert_close(a, ea.astype(dtype), **TOL[dtype], name="a")          # NaN in the same places
+    assert_close(out, eout.astype(dtype), **TOL[dtype], name="delta")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_softmax_extreme_logits(dtype):
     z = np.array([[1e3, -1e3, 0.0], [0.0, 0.0, 0.0], [-1e3, -1e3, -1e3]], dtype)
     a = np.empty_like(z)

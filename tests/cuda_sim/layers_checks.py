@@ -200,6 +200,27 @@ def check_maxpool(dtype, x_shape, size, seed=0, tol=None):
             REF.maxpool_backward(dy, argmax, x.shape), "maxpool_backward", tol)
 
 
+def check_pooling_nan(dtype, size, seed=0):
+    """A window holding a NaN pools to its first NaN, as the reference's argmax has it, in
+    maxpool and in the fused ConvPool (a 1×1 identity filter), and ReLU keeps it NaN."""
+    ops, rng = cuda_ops(), np.random.default_rng(seed)
+    x = (rng.integers(0, 4, (2, 1, 6, 7)) - 1).astype(dtype)
+    x[rng.random(x.shape) < 0.15] = np.nan
+    y, argmax = REF.maxpool_forward(x, size)
+    assert np.isnan(y).any() and not np.isnan(y).all()
+    d_y, d_arg = ops.maxpool_forward(ops.upload(x), size)
+    compare(d_y, y, "maxpool_forward y")
+    compare(d_arg, argmax, "maxpool_forward argmax")
+    one, zero = np.ones((1, 1, 1, 1), dtype), np.zeros(1, dtype)
+    for code in (LINEAR, RELU):
+        a, z, argmax = REF.convpool_forward(x, one, zero, size, code)
+        d_a, d_z, d_arg = ops.convpool_forward(ops.upload(x), ops.upload(one),
+                                               ops.upload(zero), size, code)
+        compare(d_z, z, f"convpool_forward z, code {code}")
+        compare(d_arg, argmax, f"convpool_forward argmax, code {code}")
+        compare(d_a, a, f"convpool_forward a, code {code}")
+
+
 def check_convpool(dtype, x_shape, w_shape, size, code, need_dx, seed=0, tol=None):
     ops, rng = cuda_ops(), np.random.default_rng(seed)
     x, w, b = _rand(rng, x_shape, dtype), _rand(rng, w_shape, dtype), _rand(rng, w_shape[0],

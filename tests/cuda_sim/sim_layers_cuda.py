@@ -91,6 +91,12 @@ def test_maxpool(dtype, x_shape, size):
     C.check_maxpool(dtype, x_shape, size)
 
 
+@DTYPES
+@pytest.mark.parametrize("size", [(2, 2), (3, 2)])
+def test_pooling_keeps_the_first_nan(dtype, size):
+    C.check_pooling_nan(dtype, size)
+
+
 CONVPOOL_CASES = [  # x shape, w shape, pool, activation, need_dx
     ((1, 1, 6, 7), (2, 1, 3, 3), (2, 2), SIGMOID, True),
     ((3, 2, 7, 5), (3, 2, 3, 3), (3, 2), RELU, True),
