@@ -807,7 +807,7 @@ def _backward_plan(x, w, need_dx, sparse):
     offs_dx = _tap_offsets(c_out, hp, wp, kh, kw)
     if not need_dx:
         wt = np.empty((c_in, 0), w.dtype)
-    elif sparse and _through_patches(c_in, kh):
+    elif sparse and _through_patches(c_in, kh, kw, ch * cw):
         wt = _flat_rows(w, _patch_width(c_in * kh * kw, kw))
     elif sparse:
         wt = _padded_rows(w)
@@ -881,16 +881,18 @@ def _dx_sparse(dq, pq, wrows, offs, kw, dxf):
 
 
 @_jit
-def _through_patches(c_in, kh):
+def _through_patches(c_in, kh, kw, n_pos):
     """Whether the sparse backward goes through the image's patch matrix (``_patches``,
     ``_dw_patches``, ``_dx_patches``) instead of loading each winner's patch rows straight
     from the image (``_dw_sparse``, ``_dx_sparse``): when a filter has more than five rows,
     so the direct kernels' sums need several passes over the winners, each loading
-    unaligned short rows. Measured per image here (one thread, float32, ReLU): the book's
-    second layer (20 → 40 maps, 5×5 on 12×12) weight gradient 83 → 55 µs with the patches,
-    input gradient 132 → 66 µs; its first layer (one map: five rows) is faster direct
-    (17 µs against 26)."""
-    return c_in * kh > 5
+    unaligned short rows — and the matrix (n_pos conv output positions × the patch width,
+    one per thread chunk) has at most 2^22 elements (16 MB in float32), so that large
+    images do not trade a little speed for a lot of memory. Measured per image here (one
+    thread, float32, ReLU): the book's second layer (20 → 40 maps, 5×5 on 12×12: a 64 × 512
+    matrix) weight gradient 83 → 55 µs with the patches, input gradient 132 → 66 µs; its
+    first layer (one map: five rows) is faster direct (17 µs against 26)."""
+    return c_in * kh > 5 and n_pos * _patch_width(c_in * kh * kw, kw) <= 2 ** 22
 
 
 @_jit
@@ -1066,7 +1068,7 @@ def _backward_images(x, w, plan, fwd, da, act, dx, start, stop, scratch, dw_acc,
     oh, ow = argmax.shape[2], argmax.shape[3]
     nq = oh * ow
     sparse = _sparse_backward(kw, nq, ch, wd)     # as in the plan
-    patches = sparse and _through_patches(c_in, kh)
+    patches = sparse and _through_patches(c_in, kh, kw, ch * cw)
     if sparse:
         _zero(dwp.reshape(dwp.size))
     for s in range(start, stop):
@@ -1111,7 +1113,7 @@ def _backward_scratch(x, w, nq, need_dx, nchunks):
     ch, cw = h - kh + 1, wd - kw + 1
     dt = x.dtype
     sparse = _sparse_backward(kw, nq, ch, wd)
-    patches = sparse and _through_patches(c_in, kh)
+    patches = sparse and _through_patches(c_in, kh, kw, ch * cw)
     dense_dx = need_dx and not sparse
     width = _patch_width(c_in * kh * kw, kw) if patches else 0
     lanes = width if patches else (c_in * kh * simd.LANES if sparse else 0)

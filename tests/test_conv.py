@@ -28,6 +28,8 @@ ACTS = [SIGMOID, TANH, RELU, SOFTPLUS, LINEAR]
 # as large as the image, the book's two conv layers (batch 3: uneven thread chunks). float32
 # output rows of 8 or more go through conv_cpu._corr_rows: rows of 11 and 9 (a last chunk
 # overlapping the one before), an odd number of chunks (7 rows of 8), 24 and 8 (the book's).
+# The backward of an 8-wide kernel on a narrow image runs from the "winners" (every position,
+# a 1×1 pool), through the patch matrix (c_in·kh = 6 > 5): the last shape.
 CONV_SHAPES = [
     (1, 1, 1, 5, 5, 5, 5),
     (1, 1, 3, 7, 9, 3, 3),
@@ -38,6 +40,7 @@ CONV_SHAPES = [
     (2, 3, 7, 9, 6, 3, 5),
     (3, 1, 20, 28, 28, 5, 5),
     (2, 20, 40, 12, 12, 5, 5),
+    (2, 2, 3, 9, 12, 3, 8),
 ]
 # (n, c_in, c_out, h, w, kh, kw, pool): conv outputs not divisible by the pool, (3, 2) pools;
 # the backward runs sparse (from the winners) for all but the 1×1 kernel under a (3, 2) pool
@@ -65,8 +68,27 @@ def test_convpool_shapes_cover_every_backward_path():
         if not K._sparse_backward(kw, nq, h - kh + 1, w):
             paths.add("dense")
         else:
-            paths.add("patches" if K._through_patches(c_in, kh) else "direct")
+            ch, cw = h - kh + 1, w - kw + 1
+            paths.add("patches" if K._through_patches(c_in, kh, kw, ch * cw) else "direct")
     assert paths == {"dense", "direct", "patches"}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_convpool_backward_large_image_goes_direct(dtype):
+    """A filter of six rows on an image whose patch matrix would pass 2^22 elements takes the
+    direct sparse path (no 16 MB scratch per chunk) and agrees with the reference."""
+    n, c_in, c_out, h, w, kh, kw = 1, 2, 3, 300, 300, 3, 5
+    ch, cw = h - kh + 1, w - kw + 1
+    assert K._sparse_backward(kw, (ch // 2) * (cw // 2), ch, w)
+    assert not K._through_patches(c_in, kh, kw, ch * cw) and K._through_patches(c_in, kh, kw, 64)
+    x, wt, b = conv_inputs(np.random.default_rng(4), n, c_in, c_out, h, w, kh, kw, dtype)
+    a, z, argmax = R.convpool_forward(x, wt, b, (2, 2), SIGMOID)
+    da = upstream(np.random.default_rng(5), a.shape, dtype)
+    dx, dw, db = K.convpool_backward(x, wt, z, a, argmax, da, SIGMOID)
+    edx, edw, edb = R.convpool_backward(x, wt, z, a, argmax, da, SIGMOID)
+    assert_close(dw, edw, **TOL[dtype], name="dw")
+    assert_close(db, edb, **TOL[dtype], name="db")
+    assert_close(dx, edx, **TOL[dtype], name="dx")
 
 
 POOL_SHAPES = [((1, 1, 4, 4), (2, 2)), ((2, 3, 7, 9), (2, 2)), ((3, 2, 13, 11), (3, 2)),
