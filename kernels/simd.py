@@ -236,8 +236,9 @@ def add_to(typingctx, a, i, n, v):
 
 @intrinsic
 def keep(typingctx, v, n):
-    """Lanes k < n of v; the others 0 — a select, so whatever they held (NaN, inf) is gone. An
-    unmasked 8-lane add of keep(v, n) changes only the first n elements it lands on."""
+    """Lanes k < n of v; the others +0 — a select, so whatever they held (NaN, inf) is gone. An
+    unmasked 8-lane add of keep(v, n) changes only the first n elements it lands on (but for
+    a -0.0 among the others, which becomes +0.0)."""
     if not (isinstance(v, Lanes8) and isinstance(n, types.Integer)):
         return None
 
