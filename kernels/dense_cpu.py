@@ -47,10 +47,12 @@ figures are minima / CPU times of single-threaded runs, ±10%):
   variant): 1.5-10 µs per region to open and close, against ~35 µs of work per step, and an
   epoch measured 0.189 s vs 0.212 s single (fp32 bs 10); under load every region waited for a
   descheduled thread (1.3-7 s per epoch).
-- float32 ``_rows_backprop`` and ``_rows_update`` (from 8 samples) on ``simd`` register sums,
-  blocks of 4 rows × 16 columns (2026-11-23): the old loops load and store the output every
-  few FMAs. One thread, 2,880 → 100, per sample: backprop 25.2 → 21.5 µs (5 samples),
-  24.6 → 17.0 µs (50); update 24.4 → 21.9 µs (50), slower below 8 samples (kept there).
+- float32 ``_rows_backprop`` and ``_rows_update`` on ``simd`` register sums (2026-11-23):
+  the old loops load and store the output every few FMAs. First blocks of 4 rows × 16
+  columns (Zen 1, one thread, 2,880 → 100, per sample: backprop 25.2 → 21.5 µs at 5 samples,
+  24.6 → 17.0 µs at 50; update 24.4 → 21.9 µs at 50); then, on Zen 3, blocks of 5 rows
+  (a thread's five samples are one block) and column tiles for the update (its 100 samples'
+  activations stay in L2): backprop 15.6 → 11 µs at 5 samples, update 16.9 → ~10 µs at 100.
   ``dense_backward_sgd_par`` fuses a layer's backward with its SGD step for the
   layer-by-layer path (no gradient buffer, no separate update pass).
 - ``error_model="numpy"`` (``config.CPU_JIT``): without it every float division carries a
@@ -457,23 +459,34 @@ def _rows_update_passes(x, rows, m, delta, w, b, scale, decay, j_lo, j_hi):
             i += 1
 
 
+_UPDATE_TILE = 65536   # elements of x per column tile in ``_rows_update``
+
+
 @_lite
 def _rows_update(x, rows, m, delta, w, b, scale, decay, j_lo, j_hi):
     """w[j] ← decay·w[j] − scale·Σ_{i<m} δ[i, j]·x_i, b[j] −= scale·Σ_{i<m} δ[i, j], for j in
     [j_lo, j_hi), x_i = ``_xrow(x, rows, i)``; scale and decay are of w's dtype; x rows may
     be longer than w's.
 
-    float32: blocks of four w rows × sixteen columns whose gradient sums stay in eight 8-lane
-    registers (``simd``) over all m samples — per sample two loads of x_i and four broadcasts
-    feed eight FMAs — then w = decay·w − scale·sum, one load and store of w per element (the
-    ``_rows_update_passes`` it replaces reads and writes each row once per five samples). The
-    last columns go through masked lanes with the same per-lane arithmetic, the last rows one
-    at a time. Below eight samples (and for float64) ``_rows_update_passes`` is faster: the
-    final read-modify-write of w costs as much as the sums (per sample, 2,880 → 100 float32,
-    one thread: m = 5: 27.5 µs against 24.8; m = 10: 22.0 against 24.5; m = 50: 21.9
-    against 24.4).
+    float32: blocks of five w rows × sixteen columns whose gradient sums stay in ten 8-lane
+    registers (``simd``) over all m samples — per sample two loads of x_i and five broadcasts
+    feed ten FMAs — then w = decay·w − scale·sum, one load and store of w per element (the
+    ``_rows_update_passes`` it replaces reads and writes each row once per five samples). A
+    block past the last row repeats that row (summed, not stored), so a range of 50 or 100
+    rows is whole blocks and a short one costs one block, not one per row; the last columns go
+    through masked lanes with the same per-lane arithmetic. The columns run in tiles of
+    ~``_UPDATE_TILE``/m so the m x rows of a tile stay in L2 while every block of rows rereads
+    them (at 100 samples x is 1.15 MB: untiled, each block streamed it from L3). Each
+    element's sum runs over i in order whatever the blocks and tiles, so results do not depend
+    on them. Below three samples (and for float64) ``_rows_update_passes``.
+
+    Per sample, 2,880 → 100 float32, one thread, AMD Zen 3 (2026-11-23; the four-row untiled
+    version it replaces in brackets): m = 5: 14.0-15.2 µs (the passes: 65-79); m = 10:
+    11.0-17.9 (12.7); m = 50: 9.2-9.7 (13.0); m = 100: 9.6-11.0 (16.9). On Zen 1 (2026-11-23,
+    the four-row version against the passes): m = 10: 22.0 against 24.5; m = 50: 21.9
+    against 24.4.
     """
-    if not _is_float32(w.dtype.type(0)) or m < 8:
+    if not _is_float32(w.dtype.type(0)) or m < 3:
         _rows_update_passes(x, rows, m, delta, w, b, scale, decay, j_lo, j_hi)
         return
     for j in range(j_lo, j_hi):
@@ -483,31 +496,45 @@ def _rows_update(x, rows, m, delta, w, b, scale, decay, j_lo, j_hi):
         b[j] -= scale * s
     n = w.shape[1]
     zero = simd.splat(w.dtype.type(0))
-    j = j_lo
-    while j < j_hi:                      # rows outer: each w row streams once, contiguously
-        four = j + 4 <= j_hi
-        j1, j2, j3 = (j + 1, j + 2, j + 3) if four else (j, j, j)
-        k = 0
-        while k < n:
-            n0 = min(simd.LANES, n - k)
-            n1 = min(simd.LANES, max(n - k - simd.LANES, 0))
-            full = n1 == simd.LANES
-            s00 = s01 = s10 = s11 = s20 = s21 = s30 = s31 = zero
-            for i in range(m):
-                xi = _xrow(x, rows, i)
-                v0, v1 = _get2(xi, k, n0, n1, full)
-                e0, e1, e2, e3 = delta[i, j], delta[i, j1], delta[i, j2], delta[i, j3]
-                s00, s01 = simd.fma(s00, v0, e0), simd.fma(s01, v1, e0)
-                s10, s11 = simd.fma(s10, v0, e1), simd.fma(s11, v1, e1)
-                s20, s21 = simd.fma(s20, v0, e2), simd.fma(s21, v1, e2)
-                s30, s31 = simd.fma(s30, v0, e3), simd.fma(s31, v1, e3)
-            _step2(w[j], k, n0, n1, full, s00, s01, scale, decay)
-            if four:
-                _step2(w[j1], k, n0, n1, full, s10, s11, scale, decay)
-                _step2(w[j2], k, n0, n1, full, s20, s21, scale, decay)
-                _step2(w[j3], k, n0, n1, full, s30, s31, scale, decay)
-            k += n0 + n1
-        j += 4 if four else 1
+    last = j_hi - 1
+    # columns in tiles whose m x rows fit in L2 next to the weights (~256 KB), so the rows
+    # of every block of w rows reread them from there, not from L3
+    tile = max(16, min(n, (_UPDATE_TILE // max(m, 1)) // 16 * 16))
+    for t in range(0, n, tile):
+        te = min(t + tile, n)
+        for j in range(j_lo, j_hi, 5):
+            # rows j..j + 4; past the last row the block repeats it (summed, not stored)
+            j1, j2, j3, j4 = min(j + 1, last), min(j + 2, last), min(j + 3, last), \
+                min(j + 4, last)
+            k = t
+            while k < te:
+                n0 = min(simd.LANES, te - k)
+                n1 = min(simd.LANES, max(te - k - simd.LANES, 0))
+                full = n1 == simd.LANES
+                s00 = s01 = s10 = s11 = s20 = s21 = s30 = s31 = s40 = s41 = zero
+                for i in range(m):
+                    xi = _xrow(x, rows, i)
+                    v0, v1 = _get2(xi, k, n0, n1, full)
+                    e = delta[i, j]
+                    s00, s01 = simd.fma(s00, v0, e), simd.fma(s01, v1, e)
+                    e = delta[i, j1]
+                    s10, s11 = simd.fma(s10, v0, e), simd.fma(s11, v1, e)
+                    e = delta[i, j2]
+                    s20, s21 = simd.fma(s20, v0, e), simd.fma(s21, v1, e)
+                    e = delta[i, j3]
+                    s30, s31 = simd.fma(s30, v0, e), simd.fma(s31, v1, e)
+                    e = delta[i, j4]
+                    s40, s41 = simd.fma(s40, v0, e), simd.fma(s41, v1, e)
+                _step2(w[j], k, n0, n1, full, s00, s01, scale, decay)
+                if j + 1 <= last:
+                    _step2(w[j1], k, n0, n1, full, s10, s11, scale, decay)
+                if j + 2 <= last:
+                    _step2(w[j2], k, n0, n1, full, s20, s21, scale, decay)
+                if j + 3 <= last:
+                    _step2(w[j3], k, n0, n1, full, s30, s31, scale, decay)
+                if j + 4 <= last:
+                    _step2(w[j4], k, n0, n1, full, s40, s41, scale, decay)
+                k += n0 + n1
 
 
 @_lite
@@ -645,15 +672,17 @@ def _rows_backprop(dz, w, dx, k_lo, k_hi):
     """dx[i, k] (overwritten) = Σ_j dz[i, j]·w[j, k] for k in [k_lo, k_hi) and every row i of
     dz: dx = dz @ w on a column range.
 
-    float32: blocks of four dx rows × sixteen columns held in eight 8-lane sums (``simd``)
-    over all of j: per j two loads of w's row and four broadcasts feed eight FMAs (the
+    float32: blocks of five dx rows × sixteen columns held in ten 8-lane sums (``simd``)
+    over all of j: per j two loads of w's row and five broadcasts feed ten FMAs (the
     ``_rows_backprop_tiles`` loop it replaces loads and stores dx every four j: 6 memory
-    operations per 4 FMAs, ~60 % of the FMA rate here). Leftover rows go one at a time (two
-    sums), the last columns through masked lanes with the same per-lane FMA chain, so an
-    element's value does not depend on where a thread's column range begins or ends. Per
-    sample, 2,880 → 100 float32, one thread: 21.5 µs against 25.2 at m = 5, 17.0 against 24.6
-    at m = 50. float64 (the sums would need 16 registers of their own):
-    ``_rows_backprop_tiles``.
+    operations per 4 FMAs). A block past the last row repeats row m − 1 (summed, not stored):
+    five samples (a thread's share of a mini-batch of 10) are one block, where blocks of four
+    left one row on its own, whose two FMA chains wait on each other's latency. A single last
+    row still goes alone (two sums). The last columns go through masked lanes with the same
+    per-lane FMA chain, so an element's value does not depend on where a thread's column range
+    begins or ends. Per sample, 2,880 → 100 float32, one thread, AMD Zen 3 (2026-11-23; four-
+    row blocks in brackets): m = 5: 10.9-11.4 µs (15.6); m = 10: 9.1 (13.5); m = 50: 8.1
+    (9.4). float64 (the sums would need 20 registers of their own): ``_rows_backprop_tiles``.
     """
     if not _is_float32(w.dtype.type(0)):
         _rows_backprop_tiles(dz, w, dx, k_lo, k_hi)
@@ -665,30 +694,39 @@ def _rows_backprop(dz, w, dx, k_lo, k_hi):
         n0 = min(simd.LANES, k_hi - k)                   # lanes in the first vector
         n1 = min(simd.LANES, max(k_hi - k - simd.LANES, 0))   # and in the second
         full = n1 == simd.LANES
-        i = 0
-        while i + 4 <= m:
-            s00 = s01 = s10 = s11 = s20 = s21 = s30 = s31 = zero
+        for i in range(0, m, 5):
+            if i + 1 == m:                               # one row left: two sums
+                s00 = s01 = zero
+                for j in range(n_out):
+                    v0, v1 = _get2(w[j], k, n0, n1, full)
+                    s00, s01 = simd.fma(s00, v0, dz[i, j]), simd.fma(s01, v1, dz[i, j])
+                _put2(dx[i], k, n0, n1, full, s00, s01)
+                continue
+            # rows i..i + 4; past the last row the block repeats row m − 1 (summed, not stored)
+            i1, i2, i3, i4 = min(i + 1, m - 1), min(i + 2, m - 1), min(i + 3, m - 1), \
+                min(i + 4, m - 1)
+            s00 = s01 = s10 = s11 = s20 = s21 = s30 = s31 = s40 = s41 = zero
             for j in range(n_out):
-                wj = w[j]
-                v0, v1 = _get2(wj, k, n0, n1, full)
-                e0, e1, e2, e3 = dz[i, j], dz[i + 1, j], dz[i + 2, j], dz[i + 3, j]
-                s00, s01 = simd.fma(s00, v0, e0), simd.fma(s01, v1, e0)
-                s10, s11 = simd.fma(s10, v0, e1), simd.fma(s11, v1, e1)
-                s20, s21 = simd.fma(s20, v0, e2), simd.fma(s21, v1, e2)
-                s30, s31 = simd.fma(s30, v0, e3), simd.fma(s31, v1, e3)
+                v0, v1 = _get2(w[j], k, n0, n1, full)
+                e = dz[i, j]
+                s00, s01 = simd.fma(s00, v0, e), simd.fma(s01, v1, e)
+                e = dz[i1, j]
+                s10, s11 = simd.fma(s10, v0, e), simd.fma(s11, v1, e)
+                e = dz[i2, j]
+                s20, s21 = simd.fma(s20, v0, e), simd.fma(s21, v1, e)
+                e = dz[i3, j]
+                s30, s31 = simd.fma(s30, v0, e), simd.fma(s31, v1, e)
+                e = dz[i4, j]
+                s40, s41 = simd.fma(s40, v0, e), simd.fma(s41, v1, e)
             _put2(dx[i], k, n0, n1, full, s00, s01)
-            _put2(dx[i + 1], k, n0, n1, full, s10, s11)
-            _put2(dx[i + 2], k, n0, n1, full, s20, s21)
-            _put2(dx[i + 3], k, n0, n1, full, s30, s31)
-            i += 4
-        while i < m:
-            s00 = s01 = zero
-            for j in range(n_out):
-                wj = w[j]
-                v0, v1 = _get2(wj, k, n0, n1, full)
-                s00, s01 = simd.fma(s00, v0, dz[i, j]), simd.fma(s01, v1, dz[i, j])
-            _put2(dx[i], k, n0, n1, full, s00, s01)
-            i += 1
+            if i + 1 < m:
+                _put2(dx[i1], k, n0, n1, full, s10, s11)
+            if i + 2 < m:
+                _put2(dx[i2], k, n0, n1, full, s20, s21)
+            if i + 3 < m:
+                _put2(dx[i3], k, n0, n1, full, s30, s31)
+            if i + 4 < m:
+                _put2(dx[i4], k, n0, n1, full, s40, s41)
         k += n0 + n1
 
 

@@ -115,7 +115,7 @@ def test_hidden_delta(B, n, n_next, act, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("B,n_in,n_out", SHAPES)
+@pytest.mark.parametrize("B,n_in,n_out", SHAPES + [(100, 1001, 7), (23, 2890, 12)])
 @pytest.mark.parametrize("decay", [1.0, 0.999])
 def test_dense_update(B, n_in, n_out, decay, dtype):
     rng = np.random.default_rng(B + n_in + n_out)
@@ -154,7 +154,8 @@ def test_dense_forward_backward_par(B, n_in, n_out, nthreads, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("B,n_in,n_out", [(1, 7, 3), (9, 37, 5), (10, 2880, 100), (11, 30, 10)])
+@pytest.mark.parametrize("B,n_in,n_out", [(1, 7, 3), (9, 37, 5), (10, 2880, 100), (11, 30, 10),
+                                         (100, 1001, 7)])
 @pytest.mark.parametrize("nthreads", [1, 2, 3])
 @pytest.mark.parametrize("decay", [1.0, 0.99])
 def test_dense_backward_sgd_par(B, n_in, n_out, nthreads, decay, dtype):
@@ -182,11 +183,13 @@ def test_dense_backward_sgd_par(B, n_in, n_out, nthreads, decay, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_backprop_and_update_do_not_depend_on_the_thread_split(dtype):
+@pytest.mark.parametrize("B", [10, 60])
+def test_backprop_and_update_do_not_depend_on_the_thread_split(B, dtype):
     """dx's columns and w's rows are split over the threads; every element comes out the same
-    whichever thread (and which part of its range: whole vectors or masked lanes) makes it."""
+    whichever thread (and which part of its range: whole vectors or masked lanes; at 60
+    samples the update's column tiles too) makes it."""
     rng = np.random.default_rng(3)
-    B, n_in, n_out = 10, 2880 + 13, 37
+    n_in, n_out = 2880 + 13, 37
     x, w, b = rand(rng, (B, n_in), dtype), rand(rng, (n_out, n_in), dtype), rand(rng, n_out, dtype)
     dz = rand(rng, (B, n_out), dtype)
     results = []
