@@ -353,10 +353,25 @@ def _dot_1x1(w0, x0, n):
 def _axpy_2x5(w0, w1, c0, c1, x0, x1, x2, x3, x4, n, d):
     """w0 ← d·w0 − Σ_i c0[i]·x_i, w1 ← d·w1 − Σ_i c1[i]·x_i over five rows x0..x4 (c0, c1:
     5-tuples); d is the weight decay on the first pass over a row, else 1 (d·w − s is one FMA,
-    so the decay costs no pass of its own)."""
+    so the decay costs no pass of its own). Eight elements per step on ``simd`` vectors:
+    written as a plain loop over k, LLVM vectorised it only when n was a compile-time
+    constant (with a run-time n, 2,880 → 100 on Zen 3: 65-80 µs per sample against 10-13;
+    the two stored rows and five read ones need more overlap checks than it makes)."""
     a0, a1, a2, a3, a4 = c0
     b0, b1, b2, b3, b4 = c1
-    for k in range(n):
+    zero = simd.splat(w0.dtype.type(0))
+    k = 0
+    while k + simd.LANES <= n:
+        v0, v1, v2 = simd.load8(x0, k), simd.load8(x1, k), simd.load8(x2, k)
+        v3, v4 = simd.load8(x3, k), simd.load8(x4, k)
+        t = simd.fma(simd.fma(simd.fma(simd.fma(simd.fma(zero, v0, -a0), v1, -a1), v2, -a2),
+                              v3, -a3), v4, -a4)
+        simd.store8(w0, k, simd.fma(t, simd.load8(w0, k), d))
+        t = simd.fma(simd.fma(simd.fma(simd.fma(simd.fma(zero, v0, -b0), v1, -b1), v2, -b2),
+                              v3, -b3), v4, -b4)
+        simd.store8(w1, k, simd.fma(t, simd.load8(w1, k), d))
+        k += simd.LANES
+    for k in range(k, n):
         v0, v1, v2, v3, v4 = x0[k], x1[k], x2[k], x3[k], x4[k]
         w0[k] = d * w0[k] - (a0 * v0 + a1 * v1 + a2 * v2 + a3 * v3 + a4 * v4)
         w1[k] = d * w1[k] - (b0 * v0 + b1 * v1 + b2 * v2 + b3 * v3 + b4 * v4)
@@ -364,8 +379,17 @@ def _axpy_2x5(w0, w1, c0, c1, x0, x1, x2, x3, x4, n, d):
 
 @_jit
 def _axpy_1x5(w0, c0, x0, x1, x2, x3, x4, n, d):
+    """``_axpy_2x5`` for one row."""
     a0, a1, a2, a3, a4 = c0
-    for k in range(n):
+    zero = simd.splat(w0.dtype.type(0))
+    k = 0
+    while k + simd.LANES <= n:
+        t = simd.fma(simd.fma(simd.fma(simd.fma(simd.fma(
+            zero, simd.load8(x0, k), -a0), simd.load8(x1, k), -a1), simd.load8(x2, k), -a2),
+            simd.load8(x3, k), -a3), simd.load8(x4, k), -a4)
+        simd.store8(w0, k, simd.fma(t, simd.load8(w0, k), d))
+        k += simd.LANES
+    for k in range(k, n):
         w0[k] = d * w0[k] - (a0 * x0[k] + a1 * x1[k] + a2 * x2[k] + a3 * x3[k] + a4 * x4[k])
 
 
@@ -478,15 +502,17 @@ def _rows_update(x, rows, m, delta, w, b, scale, decay, j_lo, j_hi):
     ~``_UPDATE_TILE``/m so the m x rows of a tile stay in L2 while every block of rows rereads
     them (at 100 samples x is 1.15 MB: untiled, each block streamed it from L3). Each
     element's sum runs over i in order whatever the blocks and tiles, so results do not depend
-    on them. Below three samples (and for float64) ``_rows_update_passes``.
+    on them. Below three samples, at exactly five (one pass of the five-sample groups) and for
+    float64: ``_rows_update_passes``.
 
     Per sample, 2,880 → 100 float32, one thread, AMD Zen 3 (2026-11-23; the four-row untiled
-    version it replaces in brackets): m = 5: 14.0-15.2 µs (the passes: 65-79); m = 10:
-    11.0-17.9 (12.7); m = 50: 9.2-9.7 (13.0); m = 100: 9.6-11.0 (16.9). On Zen 1 (2026-11-23,
+    version it replaces in brackets): m = 10: 10.3-11.0 µs (12.7; the passes 10.8-12.3); m = 50:
+    8.6-9.7 (13.0); m = 100: 9.2-11.0 (16.9); m = 5: 12.8-20.3, the passes 9.4-15.9; m = 8:
+    10.5 against the passes' 17 (a group of five, then three single samples). On Zen 1 (2026-11-23,
     the four-row version against the passes): m = 10: 22.0 against 24.5; m = 50: 21.9
     against 24.4.
     """
-    if not _is_float32(w.dtype.type(0)) or m < 3:
+    if not _is_float32(w.dtype.type(0)) or m < 3 or m == 5:
         _rows_update_passes(x, rows, m, delta, w, b, scale, decay, j_lo, j_hi)
         return
     for j in range(j_lo, j_hi):

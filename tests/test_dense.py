@@ -115,7 +115,7 @@ def test_hidden_delta(B, n, n_next, act, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("B,n_in,n_out", SHAPES + [(100, 1001, 7), (23, 2890, 12)])
+@pytest.mark.parametrize("B,n_in,n_out", SHAPES + [(100, 1001, 7), (23, 2890, 12), (5, 37, 7)])
 @pytest.mark.parametrize("decay", [1.0, 0.999])
 def test_dense_update(B, n_in, n_out, decay, dtype):
     rng = np.random.default_rng(B + n_in + n_out)
