@@ -48,9 +48,10 @@ the layers above split across the threads and without ``reshape`` calls, 0.086 â
 the host, and then the 2-thread figures rise by 35-90% (0.11-0.13 s float32, 0.17-0.2 s
 float64).
 Tried, not kept:
-- LLVM's own vectorisation of the row loops (``_axpy_4``-style slices): ~60 instructions of
-  alias checks and set-up per call against 16 of work; 85 ms forward, 110 ms update. Numba
-  leaves the SLP vectoriser off, so 32 scalar accumulators stay scalar. Hence the intrinsics.
+- LLVM's own vectorisation of the row loops (slice loops like dense_cpu's former
+  ``_axpy_4``): ~60 instructions of alias checks and set-up per call against 16 of work; 85 ms
+  forward, 110 ms update. Numba leaves the SLP vectoriser off, so 32 scalar accumulators stay
+  scalar. Hence the intrinsics.
 - The mini-batch regrouped by column (CSC, built each step) so that each touched weight row is
   read and written once a step instead of once per nonzero: the update fell to 42 ms, but the
   regrouping cost 87-134 ms (scalar bookkeeping per nonzero), and a forward over it (scatter
