@@ -530,8 +530,7 @@ def _rows_update(x, rows, m, delta, w, b, scale, decay, j_lo, j_hi):
         te = min(t + tile, n)
         for j in range(j_lo, j_hi, 5):
             # rows j..j + 4; past the last row the block repeats it (summed, not stored)
-            j1, j2, j3, j4 = min(j + 1, last), min(j + 2, last), min(j + 3, last), \
-                min(j + 4, last)
+            j1, j2, j3, j4 = _next4(j, last)
             k = t
             while k < te:
                 n0 = min(simd.LANES, te - k)
@@ -539,18 +538,10 @@ def _rows_update(x, rows, m, delta, w, b, scale, decay, j_lo, j_hi):
                 full = n1 == simd.LANES
                 s00 = s01 = s10 = s11 = s20 = s21 = s30 = s31 = s40 = s41 = zero
                 for i in range(m):
-                    xi = _xrow(x, rows, i)
-                    v0, v1 = _get2(xi, k, n0, n1, full)
-                    e = delta[i, j]
-                    s00, s01 = simd.fma(s00, v0, e), simd.fma(s01, v1, e)
-                    e = delta[i, j1]
-                    s10, s11 = simd.fma(s10, v0, e), simd.fma(s11, v1, e)
-                    e = delta[i, j2]
-                    s20, s21 = simd.fma(s20, v0, e), simd.fma(s21, v1, e)
-                    e = delta[i, j3]
-                    s30, s31 = simd.fma(s30, v0, e), simd.fma(s31, v1, e)
-                    e = delta[i, j4]
-                    s40, s41 = simd.fma(s40, v0, e), simd.fma(s41, v1, e)
+                    v0, v1 = _get2(_xrow(x, rows, i), k, n0, n1, full)
+                    s00, s01, s10, s11, s20, s21, s30, s31, s40, s41 = _fma_5x2(
+                        (s00, s01, s10, s11, s20, s21, s30, s31, s40, s41), v0, v1,
+                        delta[i, j], delta[i, j1], delta[i, j2], delta[i, j3], delta[i, j4])
                 _step2(w[j], k, n0, n1, full, s00, s01, scale, decay)
                 if j + 1 <= last:
                     _step2(w[j1], k, n0, n1, full, s10, s11, scale, decay)
@@ -685,8 +676,7 @@ def _rows_backprop_one(dz, w, dx, k_lo, k_hi):
                     s0 = simd.fma(s0, v, dz[i, j])
                 _put1(dx[i], k, n0, full, s0)
                 continue
-            i1, i2, i3, i4 = min(i + 1, m - 1), min(i + 2, m - 1), min(i + 3, m - 1), \
-                min(i + 4, m - 1)
+            i1, i2, i3, i4 = _next4(i, m - 1)
             s0 = s1 = s2 = s3 = s4 = zero
             for j in range(n_out):
                 v = simd.load8(w[j], k) if full else simd.load(w[j], k, n0)
@@ -752,21 +742,13 @@ def _rows_backprop(dz, w, dx, k_lo, k_hi):
                 _put2(dx[i], k, n0, n1, full, s00, s01)
                 continue
             # rows i..i + 4; past the last row the block repeats row m − 1 (summed, not stored)
-            i1, i2, i3, i4 = min(i + 1, m - 1), min(i + 2, m - 1), min(i + 3, m - 1), \
-                min(i + 4, m - 1)
+            i1, i2, i3, i4 = _next4(i, m - 1)
             s00 = s01 = s10 = s11 = s20 = s21 = s30 = s31 = s40 = s41 = zero
             for j in range(n_out):
                 v0, v1 = _get2(w[j], k, n0, n1, full)
-                e = dz[i, j]
-                s00, s01 = simd.fma(s00, v0, e), simd.fma(s01, v1, e)
-                e = dz[i1, j]
-                s10, s11 = simd.fma(s10, v0, e), simd.fma(s11, v1, e)
-                e = dz[i2, j]
-                s20, s21 = simd.fma(s20, v0, e), simd.fma(s21, v1, e)
-                e = dz[i3, j]
-                s30, s31 = simd.fma(s30, v0, e), simd.fma(s31, v1, e)
-                e = dz[i4, j]
-                s40, s41 = simd.fma(s40, v0, e), simd.fma(s41, v1, e)
+                s00, s01, s10, s11, s20, s21, s30, s31, s40, s41 = _fma_5x2(
+                    (s00, s01, s10, s11, s20, s21, s30, s31, s40, s41), v0, v1,
+                    dz[i, j], dz[i1, j], dz[i2, j], dz[i3, j], dz[i4, j])
             _put2(dx[i], k, n0, n1, full, s00, s01)
             if i + 1 < m:
                 _put2(dx[i1], k, n0, n1, full, s10, s11)
@@ -777,6 +759,24 @@ def _rows_backprop(dz, w, dx, k_lo, k_hi):
             if i + 4 < m:
                 _put2(dx[i4], k, n0, n1, full, s40, s41)
         k += n0 + n1
+
+
+@_lite
+def _next4(r, last):
+    """Rows r + 1 .. r + 4 of a five-row block, each at most ``last``: a block past the last
+    row repeats it (its sums are computed and not stored)."""
+    return min(r + 1, last), min(r + 2, last), min(r + 3, last), min(r + 4, last)
+
+
+@_lite
+def _fma_5x2(s, v0, v1, e0, e1, e2, e3, e4):
+    """One step of a five-row block's ten sums s = (s00, s01, s10, …, s41): row r's pair
+    (s_r0, s_r1) += (v0, v1)·e_r."""
+    s00, s01, s10, s11, s20, s21, s30, s31, s40, s41 = s
+    return (simd.fma(s00, v0, e0), simd.fma(s01, v1, e0), simd.fma(s10, v0, e1),
+            simd.fma(s11, v1, e1), simd.fma(s20, v0, e2), simd.fma(s21, v1, e2),
+            simd.fma(s30, v0, e3), simd.fma(s31, v1, e3), simd.fma(s40, v0, e4),
+            simd.fma(s41, v1, e4))
 
 
 @_lite
