@@ -42,6 +42,32 @@ def test_dense_forward(B, n_in, n_out, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m", [1, 2, 3, 4, 5, 6, 8, 11])
+def test_rows_kernels_write_only_their_samples(m, dtype):
+    """The forward's and the backprop's sample groups of five repeat the last sample past the
+    end (computed, not stored): each sample's output equals NumPy's, and rows past m (here
+    the rest of a larger buffer, as in the epochs' workspaces) keep their sentinel."""
+    rng = np.random.default_rng(m)
+    n_in, n_out = 37, 9
+    x, w, b = rand(rng, (m, n_in), dtype), rand(rng, (n_out, n_in), dtype), rand(rng, n_out, dtype)
+    dz = rand(rng, (m, n_out), dtype)
+    zbuf = np.full((m + 5, n_out), -7.0, dtype)
+    K._rows_forward(x, K._NO_ROWS, m, w, b, zbuf, 0, n_out)
+    x64, w64 = x.astype(np.float64), w.astype(np.float64)
+    assert_close(zbuf[:m], (x64 @ w64.T + b).astype(dtype), **TOL[dtype], name="z")
+    assert (zbuf[m:] == -7.0).all()
+    dxbuf = np.full((m + 5, n_in), -7.0, dtype)
+    K._rows_backprop(dz, w, dxbuf[:m], 0, n_in)
+    assert_close(dxbuf[:m], (dz.astype(np.float64) @ w64).astype(dtype), **TOL[dtype],
+                 name="dx")
+    assert (dxbuf[m:] == -7.0).all()
+    # one sample gives the same values alone as inside a group
+    one = np.empty((1, n_out), dtype)
+    K._rows_forward(x[m - 1:], K._NO_ROWS, 1, w, b, one, 0, n_out)
+    assert_close(one[0], zbuf[m - 1], **TOL[dtype], name="z alone")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("code", HIDDEN + [SOFTMAX])
 def test_activate(code, dtype):
     rng = np.random.default_rng(code)
