@@ -61,7 +61,7 @@ def test_rows_kernels_write_only_their_samples(m, dtype):
     assert_close(dxbuf[:m], (dz.astype(np.float64) @ w64).astype(dtype), **TOL[dtype],
                  name="dx")
     assert (dxbuf[m:] == -7.0).all()
-    # one sample gives the same values alone as inside a group
+    # one sample alone (its own pass over w) gives its values in a group, to rounding
     one = np.empty((1, n_out), dtype)
     K._rows_forward(x[m - 1:], K._NO_ROWS, 1, w, b, one, 0, n_out)
     assert_close(one[0], zbuf[m - 1], **TOL[dtype], name="z alone")
