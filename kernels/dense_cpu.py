@@ -15,9 +15,10 @@ figures are minima / CPU times of single-threaded runs, ±10%):
   two samples per pass, a per-step gather of the mini-batch, libm ``exp`` behind a branch in
   the sigmoid. Epoch fp32 ≈ 0.25-0.28 s, fp64 ≈ 0.42-0.46 s (bs 10 and 100 alike).
 - v2 (default): micro-kernels over two weight rows × five samples (``_dot_2x5``: 7 loads per
-  10 ymm FMAs, checked in the asm; ``_axpy_2x5`` for the update), sample groups outside and
-  rows inside (the 5 x rows stay in L1 while weight rows stream: x traffic, not w, limits
-  these loops); x and y read in place through ``order`` (no gather); branch-free,
+  10 ymm FMAs, checked in the asm; ``_axpy_2x5`` for the update, now on ``simd`` vectors:
+  its plain loop had 0 packed FMAs in the asm), sample groups outside and rows inside (the
+  5 x rows stay in L1 while weight rows stream: x traffic, not w, limits these loops); x and
+  y read in place through ``order`` (no gather); branch-free,
   vectorisable sigmoid (own exp: range reduction + degree-12 polynomial + exponent bits);
   per-code branches hoisted out of the activation loops. Per mini-batch of 10 (fp32, min,
   in-njit): forward 784→30 ≈ 10.5 µs (was 13), update ≈ 13.7-15.5 µs (was 23). Epoch CPU time
@@ -47,12 +48,13 @@ figures are minima / CPU times of single-threaded runs, ±10%):
   variant): 1.5-10 µs per region to open and close, against ~35 µs of work per step, and an
   epoch measured 0.189 s vs 0.212 s single (fp32 bs 10); under load every region waited for a
   descheduled thread (1.3-7 s per epoch).
-- float32 ``_rows_backprop`` and ``_rows_update`` on ``simd`` register sums (2026-11-23):
+- ``_rows_backprop`` and float32 ``_rows_update`` on ``simd`` register sums (2026-11-23):
   the old loops load and store the output every few FMAs. First blocks of 4 rows × 16
   columns (Zen 1, one thread, 2,880 → 100, per sample: backprop 25.2 → 21.5 µs at 5 samples,
   24.6 → 17.0 µs at 50; update 24.4 → 21.9 µs at 50); then, on Zen 3, blocks of 5 rows
   (a thread's five samples are one block) and column tiles for the update (its 100 samples'
-  activations stay in L2): backprop 15.6 → 11 µs at 5 samples, update 16.9 → ~10 µs at 100.
+  activations stay in L2): backprop 15.6 → 11 µs at 5 samples, update 16.9 → ~10 µs at 100;
+  float64 backprop in the same blocks, one vector per row (42-46 → 18-21 µs).
   ``dense_backward_sgd_par`` fuses a layer's backward with its SGD step for the
   layer-by-layer path (no gradient buffer, no separate update pass).
 - ``error_model="numpy"`` (``config.CPU_JIT``): without it every float division carries a
@@ -295,7 +297,8 @@ def activation_prime(z, a, code, out):
 
 # ---------------------------------------------------------------------------- micro-kernels
 # Register blocks over two weight rows × five samples: per element of n_in, 7 loads feed
-# 10 FMAs, and the inner loops (k over n_in, contiguous in both operands) vectorise.
+# 10 FMAs. LLVM vectorises the dot products' loops (k over n_in, contiguous in both operands;
+# reductions under fastmath); the update's loops, which store, are on ``simd`` vectors.
 @_jit
 def _dot_2x5(w0, w1, x0, x1, x2, x3, x4, n):
     """The 10 dot products of rows w0, w1 with rows x0..x4 over their first n elements."""
@@ -353,44 +356,50 @@ def _dot_1x1(w0, x0, n):
 def _axpy_2x5(w0, w1, c0, c1, x0, x1, x2, x3, x4, n, d):
     """w0 ← d·w0 − Σ_i c0[i]·x_i, w1 ← d·w1 − Σ_i c1[i]·x_i over five rows x0..x4 (c0, c1:
     5-tuples); d is the weight decay on the first pass over a row, else 1 (d·w − s is one FMA,
-    so the decay costs no pass of its own). Eight elements per step on ``simd`` vectors:
-    written as a plain loop over k, LLVM vectorised it only when n was a compile-time
-    constant (with a run-time n, 2,880 → 100 on Zen 3: 65-80 µs per sample against 10-13;
-    the two stored rows and five read ones need more overlap checks than it makes)."""
-    a0, a1, a2, a3, a4 = c0
-    b0, b1, b2, b3, b4 = c1
-    zero = simd.splat(w0.dtype.type(0))
+    so the decay costs no pass of its own). Eight elements per step on ``simd`` vectors, the
+    last step on masked lanes with the same FMA chain, so every element gets the same
+    arithmetic whatever the compile (a scalar tail came out differently fresh and from the
+    cache) and wherever a row range starts. Written as plain loops over k these did not
+    vectorise with a run-time n (2,880 → 100 on Zen 3: 65-80 µs per sample against 10-13)."""
     k = 0
     while k + simd.LANES <= n:
-        v0, v1, v2 = simd.load8(x0, k), simd.load8(x1, k), simd.load8(x2, k)
-        v3, v4 = simd.load8(x3, k), simd.load8(x4, k)
-        t = simd.fma(simd.fma(simd.fma(simd.fma(simd.fma(zero, v0, -a0), v1, -a1), v2, -a2),
-                              v3, -a3), v4, -a4)
-        simd.store8(w0, k, simd.fma(t, simd.load8(w0, k), d))
-        t = simd.fma(simd.fma(simd.fma(simd.fma(simd.fma(zero, v0, -b0), v1, -b1), v2, -b2),
-                              v3, -b3), v4, -b4)
-        simd.store8(w1, k, simd.fma(t, simd.load8(w1, k), d))
+        v = _x5(x0, x1, x2, x3, x4, k, simd.LANES, True)
+        _axpy_step(w0, c0, v, k, simd.LANES, True, d)
+        _axpy_step(w1, c1, v, k, simd.LANES, True, d)
         k += simd.LANES
-    for k in range(k, n):
-        v0, v1, v2, v3, v4 = x0[k], x1[k], x2[k], x3[k], x4[k]
-        w0[k] = d * w0[k] - (a0 * v0 + a1 * v1 + a2 * v2 + a3 * v3 + a4 * v4)
-        w1[k] = d * w1[k] - (b0 * v0 + b1 * v1 + b2 * v2 + b3 * v3 + b4 * v4)
+    if k < n:
+        v = _x5(x0, x1, x2, x3, x4, k, n - k, False)
+        _axpy_step(w0, c0, v, k, n - k, False, d)
+        _axpy_step(w1, c1, v, k, n - k, False, d)
 
 
 @_jit
 def _axpy_1x5(w0, c0, x0, x1, x2, x3, x4, n, d):
     """``_axpy_2x5`` for one row."""
-    a0, a1, a2, a3, a4 = c0
-    zero = simd.splat(w0.dtype.type(0))
     k = 0
     while k + simd.LANES <= n:
-        t = simd.fma(simd.fma(simd.fma(simd.fma(simd.fma(
-            zero, simd.load8(x0, k), -a0), simd.load8(x1, k), -a1), simd.load8(x2, k), -a2),
-            simd.load8(x3, k), -a3), simd.load8(x4, k), -a4)
-        simd.store8(w0, k, simd.fma(t, simd.load8(w0, k), d))
+        _axpy_step(w0, c0, _x5(x0, x1, x2, x3, x4, k, simd.LANES, True), k, simd.LANES, True,
+                   d)
         k += simd.LANES
-    for k in range(k, n):
-        w0[k] = d * w0[k] - (a0 * x0[k] + a1 * x1[k] + a2 * x2[k] + a3 * x3[k] + a4 * x4[k])
+    if k < n:
+        _axpy_step(w0, c0, _x5(x0, x1, x2, x3, x4, k, n - k, False), k, n - k, False, d)
+
+
+@_lite
+def _x5(x0, x1, x2, x3, x4, k, r, full):
+    """Elements k..k + r of five rows as eight-lane vectors (``_get1``)."""
+    return (_get1(x0, k, r, full), _get1(x1, k, r, full), _get1(x2, k, r, full),
+            _get1(x3, k, r, full), _get1(x4, k, r, full))
+
+
+@_lite
+def _axpy_step(w0, c, v, k, r, full, d):
+    """w0[k:k + r] ← d·w0 − Σ_i c[i]·v[i] (five vectors v, their sum one FMA chain)."""
+    a0, a1, a2, a3, a4 = c
+    v0, v1, v2, v3, v4 = v
+    t = simd.fma(simd.fma(simd.fma(simd.fma(simd.fma(
+        simd.splat(w0.dtype.type(0)), v0, -a0), v1, -a1), v2, -a2), v3, -a3), v4, -a4)
+    _put1(w0, k, r, full, simd.fma(t, _get1(w0, k, r, full), d))
 
 
 @_jit
@@ -461,6 +470,9 @@ def _rows_update_passes(x, rows, m, delta, w, b, scale, decay, j_lo, j_hi):
         for i in range(m):
             s += delta[i, j]
         b[j] -= scale * s
+        if m == 0:                   # no sample: no pass to carry the decay
+            for k in range(n):
+                w[j, k] *= decay
     one = w.dtype.type(1)
     i = 0
     while i < m:
@@ -678,14 +690,14 @@ def _rows_backprop_one(dz, w, dx, k_lo, k_hi):
             if i + 1 == m:                               # one row left: one sum
                 s0 = zero
                 for j in range(n_out):
-                    v = simd.load8(w[j], k) if full else simd.load(w[j], k, n0)
+                    v = _get1(w[j], k, n0, full)
                     s0 = simd.fma(s0, v, dz[i, j])
                 _put1(dx[i], k, n0, full, s0)
                 continue
             i1, i2, i3, i4 = _next4(i, m - 1)
             s0 = s1 = s2 = s3 = s4 = zero
             for j in range(n_out):
-                v = simd.load8(w[j], k) if full else simd.load(w[j], k, n0)
+                v = _get1(w[j], k, n0, full)
                 s0 = simd.fma(s0, v, dz[i, j])
                 s1 = simd.fma(s1, v, dz[i1, j])
                 s2 = simd.fma(s2, v, dz[i2, j])
@@ -701,6 +713,15 @@ def _rows_backprop_one(dz, w, dx, k_lo, k_hi):
             if i + 4 < m:
                 _put1(dx[i4], k, n0, full, s4)
         k += n0
+
+
+@_lite
+def _get1(row, k, n0, full):
+    """row[k:k + n0] as eight lanes, lanes past n0 zero (a plain load when n0 is a whole
+    vector, else masked)."""
+    if full:
+        return simd.load8(row, k)
+    return simd.load(row, k, n0)
 
 
 @_lite

@@ -68,6 +68,69 @@ def test_rows_kernels_write_only_their_samples(m, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m", [0, 1, 5, 6, 7, 9, 12])
+def test_rows_kernels_on_odd_ranges(m, dtype):
+    """Threads call the backprop on column ranges and the update on row ranges that start
+    and end anywhere: only the range changes, bit for bit as the whole range computes it
+    (also split in two at an odd place), and every element of it matches NumPy."""
+    rng = np.random.default_rng(100 + m)
+    n_in, n_out = 37, 11
+    x, w, b = rand(rng, (m, n_in), dtype), rand(rng, (n_out, n_in), dtype), rand(rng, n_out, dtype)
+    dz = rand(rng, (m, n_out), dtype)
+    w64, x64, dz64 = w.astype(np.float64), x.astype(np.float64), dz.astype(np.float64)
+    # backprop on columns [3, 29), whole and as [3, 17) + [17, 29)
+    k_lo, k_mid, k_hi = 3, 17, 29
+    whole = np.full((m, n_in), -7.0, dtype)
+    K._rows_backprop(dz, w, whole, k_lo, k_hi)
+    split = np.full((m, n_in), -7.0, dtype)
+    K._rows_backprop(dz, w, split, k_lo, k_mid)
+    K._rows_backprop(dz, w, split, k_mid, k_hi)
+    np.testing.assert_array_equal(split, whole)
+    assert (whole[:, :k_lo] == -7.0).all() and (whole[:, k_hi:] == -7.0).all()
+    assert_close(whole[:, k_lo:k_hi], (dz64 @ w64)[:, k_lo:k_hi].astype(dtype), **TOL[dtype])
+    # the update of rows [1, 10), whole and as [1, 6) + [6, 10)
+    scale, decay = dtype(0.3 / max(m, 1)), dtype(0.999)
+    j_lo, j_mid, j_hi = 1, 6, 10
+    results = []
+    for parts in (((j_lo, j_hi),), ((j_lo, j_mid), (j_mid, j_hi))):
+        wk, bk = w.copy(), b.copy()
+        for lo, hi in parts:
+            K._rows_update(x, K._NO_ROWS, m, dz, wk, bk, scale, decay, lo, hi)
+        results.append((wk, bk))
+    (wk, bk), (ws, bs) = results
+    np.testing.assert_array_equal(ws, wk)
+    np.testing.assert_array_equal(bs, bk)
+    outside = np.r_[0:j_lo, j_hi:n_out]
+    np.testing.assert_array_equal(wk[outside], w[outside])
+    np.testing.assert_array_equal(bk[outside], b[outside])
+    ew = decay * w64 - float(scale) * (dz64.T @ x64)
+    eb = b.astype(np.float64) - float(scale) * dz64.sum(0)
+    assert_close(wk[j_lo:j_hi], ew[j_lo:j_hi].astype(dtype), **TOL[dtype], name="w")
+    assert_close(bk[j_lo:j_hi], eb[j_lo:j_hi].astype(dtype), **TOL[dtype], name="b")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m", [6, 7, 12])
+def test_nan_in_the_last_row_stays_there(m, dtype):
+    """A block past the last row repeats that row; its NaN must not reach another row's
+    output (backprop: dz's last sample; update: delta's last column, the range's last row)."""
+    rng = np.random.default_rng(200 + m)
+    n_in, n_out = 29, 7
+    x, w, b = rand(rng, (m, n_in), dtype), rand(rng, (n_out, n_in), dtype), rand(rng, n_out, dtype)
+    dz = rand(rng, (m, n_out), dtype)
+    dz[m - 1, 2] = np.nan
+    dx = np.empty((m, n_in), dtype)
+    K._rows_backprop(dz, w, dx, 0, n_in)
+    assert np.isnan(dx[m - 1]).all() and np.isfinite(dx[:m - 1]).all()
+    delta = rand(rng, (m, n_out), dtype)
+    delta[0, n_out - 1] = np.nan
+    wk, bk = w.copy(), b.copy()
+    K._rows_update(x, K._NO_ROWS, m, delta, wk, bk, dtype(0.1), dtype(1.0), 0, n_out)
+    assert np.isnan(wk[n_out - 1]).all() and np.isnan(bk[n_out - 1])
+    assert np.isfinite(wk[:n_out - 1]).all() and np.isfinite(bk[:n_out - 1]).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("code", HIDDEN + [SOFTMAX])
 def test_activate(code, dtype):
     rng = np.random.default_rng(code)
