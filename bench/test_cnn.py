@@ -8,7 +8,9 @@ reference, timed on a subset and scaled, see ``NUMPY_IMAGES``); ``cuda``
 through ``Model(device="cuda")`` (skipped with the model's own message until the CUDA conv path
 exists); ``torch_cpu`` / ``torch_cuda``: PyTorch eager with autograd doing the same SGD.
 
-``FASTNET_BENCH_CNN_IMAGES=k`` times every row on the first k images and scales the time to
+``FASTNET_BENCH_ROUNDS=k`` times the compiled and PyTorch rows over k rounds (default 3 and 2)
+instead of a few: on a shared machine the min of more rounds is likelier to include a quiet
+moment. ``FASTNET_BENCH_CNN_IMAGES=k`` times every row on the first k images and scales the time to
 50,000 (recorded as ``scale`` in extra_info and marked in the report) — for a first look on a
 slow or shared machine. Each row is checked once: one epoch over the first ``CHECK_N`` images
 in data order, compared with the same model in float64 on the numpy reference backend.
@@ -21,7 +23,8 @@ import os
 import numpy as np
 import pytest
 
-from bench.harness import SEED, SMALL, check, label, require, run_timed, synchronizer
+from bench.harness import (SEED, SMALL, check, label, require, rounds_from_env, run_timed,
+                           synchronizer)
 from bench.registry import to_host, to_torch, torch_env
 
 LR = 0.1
@@ -30,6 +33,9 @@ CHECK_N = 35                             # 4 steps at bs 10 (the last one short)
 NUMPY_IMAGES = 1000                      # the numpy row's subset (scaled to the full epoch)
 SMALL_IMAGES = {"numpy": 50, "other": 200}
 IMAGES = int(os.environ.get("FASTNET_BENCH_CNN_IMAGES", "0")) or None
+# timed rounds of the compiled and PyTorch rows (FASTNET_BENCH_ROUNDS sets both; the numpy row
+# is one round)
+ROUNDS, TORCH_ROUNDS = rounds_from_env(3), rounds_from_env(2)
 # a few SGD steps in float32 against float64 (the conv weight gradient sums 576·m products)
 CNN_RTOL = 1e-3
 BACKENDS = ("numpy", "cpu", "cuda", "torch_cpu", "torch_cuda")
@@ -145,4 +151,5 @@ def test_cnn_epoch(benchmark, mnist, backend, batch):
     if backend == "numpy":
         run_timed(benchmark, call, rounds=1)
     else:
-        run_timed(benchmark, call, rounds=3 if not backend.startswith("torch") else 2, warmup=1)
+        run_timed(benchmark, call, rounds=TORCH_ROUNDS if backend.startswith("torch") else ROUNDS,
+                  warmup=1)
