@@ -15,11 +15,13 @@ except on the CPU a ConvPool → Flatten → Dense… model, whose epoch is one 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import time
 import zipfile
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -398,16 +400,34 @@ class _LayerwiseRunner:
     def __init__(self, model: Model, device: str):
         self.model, self.ops = model, get_ops(device)
         self.params = self.ops.upload(model.params)
-        self.grads = self.ops.upload(np.zeros_like(model.params))
-        self.decayed = self.ops.upload(model._decayed)
         self.views = [self._views(self.params, e) for e in model._slices]
-        self.gviews = [self._views(self.grads, e) for e in model._slices]
-        self.cnn = self._cnn_plan(model) if self.ops.name == "cpu" else None
         # On the CPU each dense layer takes its SGD step inside its backward kernel
         # (``ops.dense_backward_sgd``); the one update pass then covers the other layers'
         # parameters only: ``rest``, ranges of the flat buffer.
         self.fused_sgd = self.ops.name == "cpu"
-        self.rest = self._rest_ranges(model) if self.fused_sgd else [(0, len(model.params))]
+
+    # What only training needs is built on first use: ``predict`` and ``evaluate`` make a
+    # runner per call, and zeroing a gradient buffer the size of the parameters, with its
+    # views, cost more than a small batch's forward pass.
+    @cached_property
+    def grads(self):
+        return self.ops.upload(np.zeros_like(self.model.params))
+
+    @cached_property
+    def gviews(self):
+        return [self._views(self.grads, e) for e in self.model._slices]
+
+    @cached_property
+    def decayed(self):
+        return self.ops.upload(self.model._decayed)
+
+    @cached_property
+    def cnn(self):
+        return self._cnn_plan(self.model) if self.ops.name == "cpu" else None
+
+    @cached_property
+    def rest(self):
+        return self._rest_ranges(self.model) if self.fused_sgd else [(0, len(self.model.params))]
 
     @staticmethod
     def _cnn_plan(model):
@@ -451,7 +471,7 @@ class _LayerwiseRunner:
 
     @staticmethod
     def _views(flat, entry):
-        return {k: flat[o:o + int(np.prod(s))].reshape(s) for k, (o, s) in entry.items()}
+        return {k: flat[o:o + math.prod(s)].reshape(s) for k, (o, s) in entry.items()}
 
     def data(self, x, y, training=False):
         """x (in the model's input shape) and y on the backend; ``training`` changes nothing

@@ -72,6 +72,39 @@ def test_fit_learns_and_reports_history(capsys):
     assert m.predict(x[:4]).shape == (4, 3)
 
 
+@pytest.mark.parametrize("device", ["numpy", "cpu"])
+def test_inference_builds_no_training_state(device, monkeypatch):
+    """predict and evaluate make a layer-by-layer runner per call; it must not build what only
+    training needs (a zeroed gradient buffer the size of the parameters, its views, the
+    compiled epoch's plan), which cost more than a small batch's forward pass. A model then
+    trained through the same kind of runner gets them on first use."""
+    from fastnet import model as model_module
+    runners = []
+    real = model_module._LayerwiseRunner
+
+    class Recording(real):
+        def __init__(self, *args):
+            super().__init__(*args)
+            runners.append(self)
+
+    monkeypatch.setattr(model_module, "_LayerwiseRunner", Recording)
+    m = Model([Conv2D(1, 2, 3, activation="sigmoid"), MaxPool2D(2), Flatten(),
+               Dense(2 * 3 * 3, 3, activation="softmax")], loss="log_likelihood",
+              input_shape=(1, 8, 8), dtype="float64", device=device, seed=0)
+    x = np.random.default_rng(0).random((5, 64))
+    y = np.arange(5) % 3
+    before = m.params.copy()
+    m.predict(x)
+    m.evaluate(x, y)
+    assert len(runners) == 2
+    for r in runners:
+        assert not {"grads", "gviews", "decayed", "cnn", "rest"} & set(vars(r))
+    assert np.array_equal(m.params, before)
+    m.fit(x, y, epochs=1, batch_size=2, lr=0.5, verbose=False)
+    assert "grads" in vars(runners[-1]) or "cnn" in vars(runners[-1])
+    assert not np.array_equal(m.params, before)
+
+
 def test_one_hot_targets_equal_labels():
     x, y = toy_data()
     a, b = Model([6, 4, 3], seed=2), Model([6, 4, 3], seed=2)
