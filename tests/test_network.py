@@ -250,6 +250,34 @@ def test_sigmoid_is_stable():
     assert network.sigmoid(0) == 0.5
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_feedforward_sigmoid_matches_the_public_one(dtype):
+    """feedforward's compiled sigmoid (``network._activate``) against ``sigmoid`` over the
+    whole range, the extremes and NaN: the same to 1e-15 relative (float32: 5e-7, a few of its
+    ulps) down to where the kernels floor e^z, same dtype and shape, no warning; anything but a
+    float matrix goes to ``sigmoid``."""
+    rng = np.random.default_rng(7)
+    z = np.concatenate([rng.uniform(-30, 30, 300), rng.uniform(-800, 800, 60),
+                        [0.0, -0.0, 1e-30, -1e-30, 88.0, -88.0, 745.0, -745.0, np.inf,
+                         -np.inf, np.nan]]).astype(dtype).reshape(-1, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got, want = network._activate(z), network.sigmoid(z)
+    assert got.dtype == dtype and got.shape == z.shape
+    assert np.array_equal(np.isnan(got), np.isnan(z))
+    floor = -708.0 if dtype == np.float64 else -87.0
+    above, below = ~np.isnan(z) & (z > floor), ~np.isnan(z) & (z <= floor)
+    bound = 1e-15 if dtype == np.float64 else 5e-7
+    assert np.all(np.abs(got[above] - want[above]) <= bound * want[above])
+    # below the floor (as in the compiled predict the monitors use) σ is e^floor, ~1e-308
+    # (float32: ~1.6e-38), where sigmoid gives a subnormal or 0
+    assert below.sum() >= 5
+    assert np.all(got[below] == got[z == -np.inf][0]) and np.all(want[below] <= got[below])
+    assert 0 < got[below][0] < 2 * np.finfo(dtype).tiny
+    assert network._activate(np.array([[0, 1]])).dtype == np.float64       # ints: sigmoid's way
+    assert network._activate(np.zeros(3)).shape == (3,)
+
+
 def test_device_keyword_and_environment(monkeypatch):
     monkeypatch.setenv("FASTNET_DEVICE", "numpy")
     assert network.Network([4, 5, 3]).device == "numpy"
