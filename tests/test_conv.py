@@ -74,6 +74,33 @@ def test_convpool_shapes_cover_every_backward_path():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("fresh", [True, False])
+@pytest.mark.parametrize("nv", [1, 6, 8, 10, 20, 64])
+def test_accumulate_rows_every_window_layout(nv, fresh, dtype):
+    """The patch path's weighted sum of gathered rows (``_accumulate_rows``) against NumPy:
+    rows of fewer than eight vectors (one at a time), whole windows of eight, and a last
+    window moved back over the one before (10, 20 vectors); rows repeated among the gathered
+    ones, an empty range, and nothing outside ``out`` or the range written."""
+    rng = np.random.default_rng(nv)
+    width = 8 * nv
+    rows = rng.standard_normal((9, width)).astype(dtype)
+    idx = np.array([4, 0, 8, 4, 2, 7, 4], np.int32)
+    coef = rng.standard_normal(len(idx)).astype(dtype)
+    buf = np.full(width + 8, -3.0, dtype)
+    buf[:width] = rng.standard_normal(width)
+    out = buf[:width]
+    start, stop = 1, 6
+    expected = (0 if fresh else out.astype(np.float64)) + \
+        coef[start:stop].astype(np.float64) @ rows[idx[start:stop]].astype(np.float64)
+    K._accumulate_rows(rows, idx, coef, start, stop, out, fresh)
+    assert_close(out, expected.astype(dtype), **TOL[dtype], name="sums")
+    assert (buf[width:] == -3.0).all()
+    before = out.copy()
+    K._accumulate_rows(rows, idx, coef, 3, 3, out, False)      # no rows: out unchanged
+    assert np.array_equal(out, before)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_convpool_backward_large_image_goes_direct(dtype):
     """A filter of six rows on an image whose patch matrix would pass 2^22 elements takes the
     direct sparse path (no 16 MB scratch per chunk) and agrees with the reference."""
