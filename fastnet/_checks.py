@@ -9,12 +9,15 @@ import numbers
 import numpy as np
 
 
+INT64_MAX = 2 ** 63 - 1   # counts and sizes reach the kernels as int64
+
+
 def positive_int(value, name: str, *, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int >= {minimum}, got {type(value).__name__} "
                         f"{value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
+    if not minimum <= value <= INT64_MAX:
+        raise ValueError(f"{name} must be an int in [{minimum}, 2**63 - 1], got {value}")
     return int(value)
 
 
@@ -28,17 +31,29 @@ def finite_float(value, name: str, *, positive: bool = False, nonnegative: bool 
     return value
 
 
-def features(x, name: str, n_features: int, dtype: np.dtype) -> np.ndarray:
-    """``x`` as a C-contiguous ``dtype[n, n_features]`` array; rejects non-numeric data, wrong
-    shapes, empty data and NaN/inf (a copy is made only when needed)."""
+def as_array(x, name: str, form: str) -> np.ndarray:
+    """``x`` as an ndarray; a ragged list or anything NumPy cannot make an array of raises
+    TypeError naming ``name`` and the expected ``form``."""
     if isinstance(x, np.ndarray):
-        arr = x
-    else:
-        try:
-            arr = np.asarray(x)
-        except Exception as exc:  # ragged lists and the like
-            raise TypeError(f"{name} must be an array of shape (n, {n_features}), "
-                            f"got {type(x).__name__}") from exc
+        return x
+    try:
+        return np.asarray(x)
+    except (TypeError, ValueError, OverflowError) as exc:  # ragged lists and the like
+        raise TypeError(f"{name} must be an array of shape {form}, got {type(x).__name__} "
+                        f"that is not one ({exc})") from None
+
+
+def writable(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``arr`` as a writable C-contiguous array of ``dtype``: the kernels are compiled for
+    those, so a read-only input (a memory-mapped data set) or another layout is copied once."""
+    arr = np.ascontiguousarray(arr, dtype=dtype)
+    return arr if arr.flags.writeable else arr.copy()
+
+
+def features(x, name: str, n_features: int, dtype: np.dtype) -> np.ndarray:
+    """``x`` as a writable C-contiguous ``dtype[n, n_features]`` array; rejects non-numeric
+    data, wrong shapes, empty data and NaN/inf (a copy is made only when needed)."""
+    arr = as_array(x, name, f"(n, {n_features})")
     if arr.dtype.kind not in "fiub":
         raise TypeError(f"{name} must hold real numbers (shape (n, {n_features})), "
                         f"got dtype {arr.dtype}")
@@ -46,7 +61,7 @@ def features(x, name: str, n_features: int, dtype: np.dtype) -> np.ndarray:
         raise ValueError(f"{name} must have shape (n, {n_features}), got {arr.shape}")
     if arr.shape[0] == 0:
         raise ValueError(f"{name} is empty: expected shape (n, {n_features}) with n >= 1")
-    arr = np.ascontiguousarray(arr, dtype=dtype)
+    arr = writable(arr, dtype)
     if not np.isfinite(arr).all():
         bad = np.argwhere(~np.isfinite(arr))[0]
         raise ValueError(f"{name} contains NaN or inf (first at row {bad[0]}, column {bad[1]})")
@@ -56,20 +71,20 @@ def features(x, name: str, n_features: int, dtype: np.dtype) -> np.ndarray:
 def targets(y, name: str, n: int, n_out: int, dtype: np.dtype) -> np.ndarray:
     """``y`` as dense targets ``dtype[n, n_out]``: integer class labels ``(n,)`` in
     ``[0, n_out)`` become one-hot rows; ``(n, n_out)`` arrays are taken as they are."""
-    arr = np.asarray(y)
+    arr = as_array(y, name, f"({n},) (labels) or ({n}, {n_out}) (targets)")
     if arr.ndim == 1:
-        if arr.dtype.kind not in "iu":
-            if arr.dtype.kind == "f" and arr.size and np.all(np.isfinite(arr)) and \
-                    np.all(arr == np.round(arr)):
-                arr = arr.astype(np.int64)
-            else:
-                raise TypeError(f"{name} must be integer class labels of shape ({n},) or "
-                                f"targets of shape ({n}, {n_out}), got dtype {arr.dtype}")
+        if arr.dtype.kind not in "iuf" or arr.dtype.kind == "f" and not (
+                np.all(np.isfinite(arr)) and np.all(arr == np.round(arr))):
+            raise TypeError(f"{name} must be integer class labels of shape ({n},) or "
+                            f"targets of shape ({n}, {n_out}), got dtype {arr.dtype}")
         if arr.shape[0] != n:
             raise ValueError(f"{name} has {arr.shape[0]} labels but x has {n} rows")
-        if arr.size and (arr.min() < 0 or arr.max() >= n_out):
-            bad = arr[(arr < 0) | (arr >= n_out)][0]
-            raise ValueError(f"{name} labels must lie in [0, {n_out}), found {bad}")
+        out_of_range = (arr < 0) | (arr >= n_out)    # before any cast: 1e20 stays 1e20
+        if out_of_range.any():
+            bad = arr[out_of_range][0]
+            shown = int(bad) if arr.dtype.kind in "iu" else f"{float(bad):g}"
+            raise ValueError(f"{name} labels must lie in [0, {n_out}), found {shown}")
+        arr = arr.astype(np.int64, copy=False)
         out = np.zeros((n, n_out), dtype=dtype)
         out[np.arange(n), arr] = 1
         return out
@@ -78,7 +93,7 @@ def targets(y, name: str, n: int, n_out: int, dtype: np.dtype) -> np.ndarray:
                          f"(targets), got {arr.shape}")
     if arr.dtype.kind not in "fiub":
         raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
-    arr = np.ascontiguousarray(arr, dtype=dtype)
+    arr = writable(arr, dtype)
     if not np.isfinite(arr).all():
         raise ValueError(f"{name} contains NaN or inf")
     return arr

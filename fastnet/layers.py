@@ -5,10 +5,12 @@ owns one flat parameter buffer and hands each layer views into it, so a whole ne
 between host and device (and to and from disk) as one array. ``config()`` / ``from_config()``
 round-trip a layer through JSON for ``Model.save``.
 
-For the layer-by-layer training path each layer also has ``forward(ops, p, x, train, rng)``
-(caching what its backward needs) and ``backward(ops, p, g, dout, need_dx)`` (writing its
-summed gradients into the views ``g`` and returning ∂C/∂x); ``ops`` is an op set from
-``fastnet.ops``. A ``Conv2D`` directly followed by a ``MaxPool2D`` runs as one fused ConvPool
+For the layer-by-layer training path each layer also has ``forward(ops, p, x, train, rng)``,
+returning its output and a context holding what its backward needs, and
+``backward(ops, p, g, ctx, dout, need_dx)`` (writing its summed gradients into the views ``g``
+and returning ∂C/∂x); ``ops`` is an op set from ``fastnet.ops``. Layers keep no per-call state:
+the context belongs to the caller, so a ``predict`` in one thread can run beside a ``fit`` in
+another. A ``Conv2D`` directly followed by a ``MaxPool2D`` runs as one fused ConvPool
 stage (``fuse``): act(maxpool(conv(x) + b)) equals maxpool(act(conv(x) + b)) because every
 activation here is monotone and the bias is constant over a pooling window.
 """
@@ -16,6 +18,7 @@ activation here is monotone and the bias is constant over a pooling window.
 from __future__ import annotations
 
 import abc
+import inspect
 
 import numpy as np
 
@@ -45,13 +48,14 @@ class Layer(abc.ABC):
         """JSON-serialisable description with a ``"kind"`` key (see ``from_config``)."""
 
     @abc.abstractmethod
-    def forward(self, ops, p: dict, x: np.ndarray, train: bool, rng) -> np.ndarray:
-        """Output for the batch ``x``; with ``train`` it caches what ``backward`` needs."""
+    def forward(self, ops, p: dict, x: np.ndarray, train: bool, rng):
+        """``(output, ctx)`` for the batch ``x``: ``ctx`` is what ``backward`` needs (None
+        when not ``train``)."""
 
     @abc.abstractmethod
-    def backward(self, ops, p: dict, g: dict, dout: np.ndarray, need_dx: bool):
-        """Write Σ-over-batch gradients into ``g``; return ∂C/∂x (or None if not
-        ``need_dx``)."""
+    def backward(self, ops, p: dict, g: dict, ctx, dout: np.ndarray, need_dx: bool):
+        """Write Σ-over-batch gradients into ``g`` from ``forward``'s ``ctx``; return ∂C/∂x
+        (or None if not ``need_dx``)."""
 
 
 class Dense(Layer):
@@ -90,16 +94,17 @@ class Dense(Layer):
                 "activation": self.activation, "init": self.init}
 
     def forward(self, ops, p, x, train, rng):
+        """``(a, ctx)`` with ``ctx = (x, z, a)``; a model's output layer reads its ``z`` for
+        the loss."""
         z = ops.dense_forward(x, p["w"], p["b"])
         a = ops.activate(z, ACTIVATIONS[self.activation])
-        self._cache = (x, z, a)
-        return a
+        return a, (x, z, a)
 
-    def backward(self, ops, p, g, dout, need_dx, *, is_dz=False, sgd=None):
+    def backward(self, ops, p, g, ctx, dout, need_dx, *, is_dz=False, sgd=None):
         """``dout`` is ∂C/∂a, or ∂C/∂z when ``is_dz`` (the output layer's delta). With
         ``sgd=(scale, decay)`` the layer takes its SGD step here (``ops.dense_backward_sgd``)
         and writes no gradient into ``g``."""
-        x, z, a = self._cache
+        x, z, a = ctx
         dz = dout if is_dz else ops.act_backward(z, a, ACTIVATIONS[self.activation], dout)
         if sgd is not None:
             return ops.dense_backward_sgd(x, p["w"], p["b"], dz, need_dx, *sgd)
@@ -164,11 +169,10 @@ class Conv2D(Layer):
     def forward(self, ops, p, x, train, rng):
         z = ops.conv2d_forward(x, p["w"], p["b"])
         a = ops.activate(z, ACTIVATIONS[self.activation]) if self.activation != "linear" else z
-        self._cache = (x, z, a)
-        return a
+        return a, ((x, z, a) if train else None)
 
-    def backward(self, ops, p, g, dout, need_dx):
-        x, z, a = self._cache
+    def backward(self, ops, p, g, ctx, dout, need_dx):
+        x, z, a = ctx
         code = ACTIVATIONS[self.activation]
         dz = dout if code == LINEAR else ops.act_backward(z, a, code, dout)
         dx, gw, gb = ops.conv2d_backward(x, p["w"], dz, need_dx)
@@ -202,11 +206,10 @@ class MaxPool2D(Layer):
 
     def forward(self, ops, p, x, train, rng):
         y, argmax = ops.maxpool_forward(x, self.size)
-        self._cache = (x.shape, argmax)
-        return y
+        return y, ((x.shape, argmax) if train else None)
 
-    def backward(self, ops, p, g, dout, need_dx):
-        shape, argmax = self._cache
+    def backward(self, ops, p, g, ctx, dout, need_dx):
+        shape, argmax = ctx
         return ops.maxpool_backward(dout, argmax, shape)
 
     def __repr__(self):
@@ -225,11 +228,10 @@ class Flatten(Layer):
         return {"kind": self.kind}
 
     def forward(self, ops, p, x, train, rng):
-        self._cache = x.shape
-        return x.reshape(x.shape[0], -1)
+        return x.reshape(x.shape[0], -1), x.shape
 
-    def backward(self, ops, p, g, dout, need_dx):
-        return dout.reshape(self._cache)
+    def backward(self, ops, p, g, ctx, dout, need_dx):
+        return dout.reshape(ctx)
 
     def __repr__(self):
         return "Flatten()"
@@ -254,12 +256,11 @@ class Dropout(Layer):
 
     def forward(self, ops, p, x, train, rng):
         if not train:
-            return ops.scale(x, 1 - self.p)
-        out, self._mask = ops.dropout_forward(x, self.p, rng)
-        return out
+            return ops.scale(x, 1 - self.p), None
+        return ops.dropout_forward(x, self.p, rng)      # (x·mask, mask)
 
-    def backward(self, ops, p, g, dout, need_dx):
-        return ops.dropout_backward(dout, self._mask)
+    def backward(self, ops, p, g, ctx, dout, need_dx):
+        return ops.dropout_backward(dout, ctx)
 
     def __repr__(self):
         return f"Dropout({self.p})"
@@ -275,11 +276,10 @@ class ConvPool:
 
     def forward(self, ops, p, x, train, rng):
         a, z, argmax = ops.convpool_forward(x, p["w"], p["b"], self.pool.size, self.code)
-        self._cache = (x, z, a, argmax)
-        return a
+        return a, ((x, z, a, argmax) if train else None)
 
-    def backward(self, ops, p, g, dout, need_dx):
-        x, z, a, argmax = self._cache
+    def backward(self, ops, p, g, ctx, dout, need_dx):
+        x, z, a, argmax = ctx
         dx, gw, gb = ops.convpool_backward(x, p["w"], z, a, argmax, dout, self.code, need_dx)
         ops.assign(g["w"], gw)
         ops.assign(g["b"], gb)
@@ -306,8 +306,17 @@ LAYER_KINDS = {cls.kind: cls for cls in (Dense, Conv2D, MaxPool2D, Flatten, Drop
 
 
 def from_config(cfg: dict) -> Layer:
-    """Rebuild a layer from ``Layer.config()`` output (as read back from JSON)."""
-    if not isinstance(cfg, dict) or cfg.get("kind") not in LAYER_KINDS:
-        raise ValueError(f"unknown layer description {cfg!r}; known kinds: {sorted(LAYER_KINDS)}")
-    args = {k: v for k, v in cfg.items() if k != "kind"}
-    return LAYER_KINDS[cfg["kind"]](**args)
+    """Rebuild a layer from ``Layer.config()`` output (as read back from JSON). Raises
+    ValueError for an unknown kind or key, and the layer's own TypeError/ValueError for a bad
+    value."""
+    kind = cfg.get("kind") if isinstance(cfg, dict) else None
+    if not isinstance(kind, str) or kind not in LAYER_KINDS:
+        raise ValueError(f"unknown layer description {cfg!r:.120}; known kinds: "
+                         f"{sorted(LAYER_KINDS)}")
+    cls = LAYER_KINDS[kind]
+    known = [name for name in inspect.signature(cls.__init__).parameters if name != "self"]
+    unknown = sorted(str(k) for k in cfg if k != "kind" and k not in known)
+    if unknown:
+        raise ValueError(f"a {kind} layer has no {', '.join(map(repr, unknown))}; its keys "
+                         f"are {', '.join(known) or 'none'}")
+    return cls(**{k: v for k, v in cfg.items() if k != "kind"})

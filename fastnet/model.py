@@ -17,9 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import time
-import zipfile
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -30,6 +28,7 @@ from fastnet.backends import BACKENDS, get_backend
 from fastnet.kernels.config import ACTIVATIONS, LOSSES
 from fastnet.layers import Dense, Layer, from_config, fuse
 from fastnet.ops import get_ops
+from fastnet.savefile import NpzReader, save_npz_atomic
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 FORMAT_VERSION = 1
@@ -51,7 +50,14 @@ class History:
 
 
 def _resolve_dtype(dtype) -> np.dtype:
-    name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
+    """``"float32"``/``"float64"`` or the NumPy type; ``None`` is an error (NumPy would read
+    it as float64)."""
+    if dtype is None:
+        raise TypeError("dtype must be 'float32' or 'float64', got None")
+    try:
+        name = np.dtype(dtype).name
+    except (TypeError, ValueError):
+        name = None
     if name not in DTYPES:
         raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
     return np.dtype(DTYPES[name])
@@ -86,23 +92,33 @@ class Model:
     def __init__(self, sizes_or_layers, *, activation: str = "sigmoid",
                  loss: str = "quadratic", dtype="float32", device: str | None = "cpu",
                  seed: int | None = None, backend: str | None = None, input_shape=None):
+        self._configure(sizes_or_layers, activation, loss, dtype,
+                        backend if backend is not None else device, input_shape, seed)
+        self._allocate()
+        for i, layer in enumerate(self.layers):
+            layer.init_params(self.params_of(i), self._rng)
+
+    # ------------------------------------------------------------------ construction
+    def _configure(self, sizes_or_layers, activation, loss, dtype, device, input_shape, seed):
+        """Check the arguments and build the layers; allocates nothing."""
         self.loss = _checks.choice(loss, "loss", LOSSES)
         self.dtype = _resolve_dtype(dtype)
-        self.device = _resolve_device(backend if backend is not None else device)
+        self.device = _resolve_device(device)
         if seed is not None:
             _checks.positive_int(seed, "seed", minimum=0)
         self.layers = self._build_layers(sizes_or_layers, activation, input_shape)
         self._check_output()
-        self._allocate()
         # one stream for initial weights and shuffling, an independent one for dropout masks
         # (so adding a dropout layer does not change the mini-batch order)
         self._rng = np.random.default_rng(seed)
         self._dropout_rng = np.random.default_rng(
             np.random.SeedSequence(seed).spawn(1)[0] if seed is not None else None)
-        for i, layer in enumerate(self.layers):
-            layer.init_params(self.params_of(i), self._rng)
 
-    # ------------------------------------------------------------------ construction
+    def _parameter_count(self) -> int:
+        """The size of the flat parameter buffer, from the layers alone."""
+        return sum(math.prod(shape) for layer in self.layers
+                   for _, shape in layer.param_shapes())
+
     def _build_layers(self, spec, activation, input_shape) -> list[Layer]:
         if isinstance(spec, (str, bytes)) or not hasattr(spec, "__len__") or len(spec) == 0:
             raise TypeError("sizes_or_layers must be a non-empty list of layer sizes like "
@@ -154,7 +170,9 @@ class Model:
         if self.loss == "cross_entropy" and out != "sigmoid":
             raise ValueError(f"loss='cross_entropy' needs a sigmoid output layer, got {out!r}")
 
-    def _allocate(self):
+    def _allocate(self, params: np.ndarray | None = None):
+        """The flat parameter buffer (zeros, or ``params`` adopted as it is) and the layout
+        derived from the layers."""
         self._slices = []
         off = 0
         for layer in self.layers:
@@ -164,7 +182,7 @@ class Model:
                 entry[name] = (off, shape)
                 off += size
             self._slices.append(entry)
-        self.params = np.zeros(off, dtype=self.dtype)
+        self.params = np.zeros(off, dtype=self.dtype) if params is None else params
         self._decayed = np.zeros(off, dtype=np.bool_)  # weights decay under L2, biases don't
         for entry in self._slices:
             if "w" in entry:
@@ -208,13 +226,23 @@ class Model:
 
         x: ``(n, n_in)`` real array; y: ``(n,)`` integer labels in ``[0, n_out)`` or
         ``(n, n_out)`` targets. validation_data: ``(x_val, y_val)`` of the same forms, scored
-        after every epoch. shuffle: draw a new order every epoch from the model's seeded
-        generator (else the data order). The last mini-batch of an epoch may be shorter.
+        after every epoch. Read-only arrays (``np.load(..., mmap_mode="r")``) are fine; any
+        input that is not already a writable C-contiguous array of the model's dtype is
+        copied once. shuffle: draw a new order every epoch from the model's seeded
+        generator (else the data order). The last mini-batch of an epoch may be shorter; a
+        ``batch_size`` above n trains on all n samples at once. lmbda must leave the decay
+        factor ``1 − lr·lmbda/n`` positive.
         device: run this fit on another backend than the model's (``"cpu"``, ``"cuda"``,
         ``"numpy"``). training_metrics: score the whole training set after every epoch
         (``history.loss``, ``history.accuracy``); False skips that pass, as the book's
         ``monitor_training_*=False`` does (for the book's first CNN it costs a quarter to a
-        third of an epoch), and checks that the parameters stay finite instead of the loss.
+        third of an epoch).
+
+        Divergence: after every epoch the parameters (and the training and validation loss,
+        when computed) must be finite. If not, or if an epoch raises (e.g. KeyboardInterrupt),
+        the model is put back as it was after the last complete finite epoch — parameters and
+        random generators — and the error is raised: ``FloatingPointError`` for divergence,
+        naming the epoch; its ``history`` attribute holds the epochs that completed.
         Returns a ``History``.
         """
         epochs = _checks.positive_int(epochs, "epochs")
@@ -227,7 +255,13 @@ class Model:
             raise TypeError(f"training_metrics must be True or False, got "
                             f"{training_metrics!r}")
         xs = self._samples(x, "x")
-        ys = _checks.targets(y, "y", len(xs), self.n_out, self.dtype)
+        n = len(xs)
+        ys = _checks.targets(y, "y", n, self.n_out, self.dtype)
+        decay = 1.0 - lr * lmbda / n
+        if not decay > 0:
+            raise ValueError(f"lmbda={lmbda} is too large for lr={lr} and n={n} samples: the "
+                             f"weight-decay factor 1 − lr·lmbda/n = {decay:.6g} must be > 0 "
+                             f"(lmbda < {n / lr:.6g})")
         val = None
         if validation_data is not None:
             if not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2):
@@ -235,51 +269,59 @@ class Model:
             xv = self._samples(validation_data[0], "validation_data[0]")
             val = (xv, _checks.targets(validation_data[1], "validation_data[1]", len(xv),
                                        self.n_out, self.dtype))
+        # One mini-batch of all n samples is the same step as any larger batch_size; the
+        # kernels' buffers are sized by it.
+        batch_size = min(batch_size, n)
         runner = self._runner(device)
 
-        n = len(xs)
-        decay = 1.0 - lr * lmbda / n
         history = History()
         train = runner.data(xs, ys, training=True)
         valid = runner.data(*val, training=True) if val else None  # read every epoch
+        good = _Snapshot(self)                                      # the last finite state
         try:
-            for epoch in range(epochs):
+            for epoch in range(1, epochs + 1):
                 order = self._rng.permutation(n) if shuffle else np.arange(n)
                 t0 = time.perf_counter()
                 runner.train_epoch(train, order.astype(np.int64), batch_size, lr, decay)
                 history.seconds.append(time.perf_counter() - t0)
+                params = runner.host_params()
+                bad = None if np.isfinite(params).all() else "the parameters are not finite"
                 if training_metrics:
                     total, correct = runner.evaluate(train)
                     history.loss.append(total / n)
                     history.accuracy.append(correct / n)
+                    if bad is None and not np.isfinite(history.loss[-1]):
+                        bad = f"the training loss is {history.loss[-1]}"
                 if valid is not None:
                     total, correct = runner.evaluate(valid)
                     history.val_loss.append(total / len(val[0]))
                     history.val_accuracy.append(correct / len(val[0]))
-                if training_metrics and not np.isfinite(history.loss[-1]):
-                    raise FloatingPointError(
-                        f"training diverged in epoch {epoch + 1}: the loss is "
-                        f"{history.loss[-1]}; lower lr (now {lr})")
-                if not (training_metrics or np.isfinite(runner.host_params()).all()):
-                    raise FloatingPointError(
-                        f"training diverged in epoch {epoch + 1}: the parameters are no "
-                        f"longer finite; lower lr (now {lr})")
-                if valid is not None and not np.isfinite(history.val_loss[-1]):
-                    raise FloatingPointError(
-                        f"training diverged in epoch {epoch + 1}: the validation loss is "
-                        f"{history.val_loss[-1]}; lower lr (now {lr})")
+                    if bad is None and not np.isfinite(history.val_loss[-1]):
+                        bad = f"the validation loss is {history.val_loss[-1]}"
+                if bad is not None:
+                    err = FloatingPointError(
+                        f"training diverged in epoch {epoch} of {epochs}: {bad}. The model "
+                        f"was restored to {good.describe()}; lower lr (now {lr:g})"
+                        + (f" or lmbda (now {lmbda:g})" if lmbda else ""))
+                    err.history = history
+                    raise err
+                good = _Snapshot(self, params)
                 if verbose:
-                    print(self._epoch_line(epoch, epochs, history), flush=True)
-        finally:
-            runner.close()
+                    print(self._epoch_line(epoch - 1, epochs, history), flush=True)
+        except BaseException:
+            runner.close(changed=False)
+            good.restore(self)
+            raise
+        runner.close()
         return history
 
     def _samples(self, x, name: str) -> np.ndarray:
         """``x`` as a checked ``(n, n_in)`` array of the model's dtype; ``(n, *input_shape)``
         is accepted too."""
         if len(self.input_shape) > 1:
-            arr = x if isinstance(x, np.ndarray) else np.asarray(x)
-            if arr.shape[1:] == self.input_shape:
+            form = f"(n, {self.n_in}) or (n, {', '.join(map(str, self.input_shape))})"
+            arr = _checks.as_array(x, name, form)
+            if arr.ndim >= 1 and arr.shape[1:] == self.input_shape:
                 x = arr.reshape(len(arr), -1)
         return _checks.features(x, name, self.n_in, self.dtype)
 
@@ -335,23 +377,22 @@ class Model:
                         architecture=np.array(json.dumps(self.architecture())))
 
 
-def save_npz_atomic(path, **arrays) -> None:
-    """``np.savez(path, **arrays)`` through a temporary file beside ``path``, flushed to disk
-    and renamed over it when complete: a reader never sees a half-written file, and an
-    interrupted write leaves the old one."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".fastnet-", suffix=".npz", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+class _Snapshot:
+    """A model's trainable state at one moment of ``fit``: its parameters (a host copy) and the
+    states of its random generators (shuffling, dropout). ``restore`` puts them back."""
+
+    def __init__(self, model: Model, params: np.ndarray | None = None):
+        self.params = model.params.copy() if params is None else params
+        self.initial = params is None
+        self.rngs = (model._rng.bit_generator.state, model._dropout_rng.bit_generator.state)
+
+    def describe(self) -> str:
+        return ("its state before this fit" if self.initial else
+                "its state after the last epoch with finite parameters")
+
+    def restore(self, model: Model) -> None:
+        model.params[...] = self.params
+        model._rng.bit_generator.state, model._dropout_rng.bit_generator.state = self.rngs
 
 
 _EVAL_CHUNK = 1000  # samples per forward pass when scoring or predicting layer by layer
@@ -480,10 +521,14 @@ class _LayerwiseRunner:
         return (x, None if y is None else self.ops.upload(y))
 
     def _forward(self, x, train):
-        a = x
+        """``(output, ctxs)``: the last stage's output and each stage's context for the
+        backward pass (the output layer's ``ctxs[-1] = (x, z, a)`` gives the loss its ``z``).
+        Everything lives in this call's frame, nothing in the layers."""
+        a, ctxs = x, []
         for stage, i in self.model._stages:
-            a = stage.forward(self.ops, self.views[i], a, train, self.model._dropout_rng)
-        return a
+            a, ctx = stage.forward(self.ops, self.views[i], a, train, self.model._dropout_rng)
+            ctxs.append(ctx)
+        return a, ctxs
 
     def train_epoch(self, data, order, batch_size, lr, decay):
         x, y = data
@@ -508,8 +553,8 @@ class _LayerwiseRunner:
         ops, model = self.ops, self.model
         out = model.layers[-1]
         scale = lr / len(idx)
-        a = self._forward(ops.take(x, idx), True)
-        delta = ops.output_delta(out._cache[1], a, ops.take(y, idx), model._loss_code,
+        a, ctxs = self._forward(ops.take(x, idx), True)
+        delta = ops.output_delta(ctxs[-1][1], a, ops.take(y, idx), model._loss_code,
                                  ACTIVATIONS[out.activation])
         last = len(model._stages) - 1
         for s in range(last, -1, -1):
@@ -517,7 +562,8 @@ class _LayerwiseRunner:
             extra = {"is_dz": True} if s == last else {}
             if self.fused_sgd and isinstance(stage, Dense):
                 extra["sgd"] = (scale, decay)
-            delta = stage.backward(ops, self.views[i], self.gviews[i], delta, s > 0, **extra)
+            delta = stage.backward(ops, self.views[i], self.gviews[i], ctxs[s], delta, s > 0,
+                                   **extra)
         for lo, hi in self.rest:
             ops.sgd_apply(self.params[lo:hi], self.grads[lo:hi], self.decayed[lo:hi], decay,
                           scale)
@@ -525,18 +571,17 @@ class _LayerwiseRunner:
     def evaluate(self, data):
         x, y = data
         total, correct = 0.0, 0
-        out = self.model.layers[-1]
         with self.ops.running():
             for k in range(0, len(x), _EVAL_CHUNK):
-                a = self._forward(x[k:k + _EVAL_CHUNK], False)
-                t, c = self.ops.loss_and_correct(out._cache[1], a, y[k:k + _EVAL_CHUNK],
+                a, ctxs = self._forward(x[k:k + _EVAL_CHUNK], False)
+                t, c = self.ops.loss_and_correct(ctxs[-1][1], a, y[k:k + _EVAL_CHUNK],
                                                  self.model._loss_code)
                 total += t
                 correct += c
         return total, correct
 
     def predict(self, x):
-        return np.concatenate([self.ops.download(self._forward(x[k:k + _EVAL_CHUNK], False))
+        return np.concatenate([self.ops.download(self._forward(x[k:k + _EVAL_CHUNK], False)[0])
                                for k in range(0, len(x), _EVAL_CHUNK)])
 
     def host_params(self):
@@ -548,26 +593,64 @@ class _LayerwiseRunner:
             self.model.params[...] = self.ops.download(self.params)
 
 
+_ARCHITECTURE_LIMIT = 1 << 20   # characters of JSON; a model of thousands of layers needs far less
+_MODEL_FILE = "a fastnet model file (Model.save)"
+
+
 def load(path, *, device: str | None = "cpu") -> Model:
-    """Read a model written by ``Model.save`` (no pickle is ever loaded)."""
-    try:
-        with np.load(os.fspath(path), allow_pickle=False) as f:
-            arch = json.loads(str(f["architecture"]))
-            params = np.array(f["params"])
-    except (KeyError, ValueError, json.JSONDecodeError, OSError, EOFError,
-            zipfile.BadZipFile) as exc:
-        raise ValueError(f"{path!s} is not a fastnet model file: {exc}") from exc
+    """Read a model written by ``Model.save``.
+
+    No pickle is ever loaded, and the file is checked before anything is built from it: the
+    architecture must be well formed and the stored parameters must have exactly the size and
+    dtype it declares (so a small file cannot make ``load`` allocate more than it holds). Any
+    problem with the file's contents raises one ``ValueError`` naming the file and what is
+    wrong; a missing file raises ``FileNotFoundError``.
+    """
+    device = _resolve_device(device)
+    with NpzReader(path, _MODEL_FILE) as f:
+        try:
+            arch = json.loads(f.text("architecture", _ARCHITECTURE_LIMIT))
+        except (ValueError, RecursionError) as exc:    # JSONDecodeError is a ValueError
+            raise f.error(f"its architecture is not valid JSON ({exc})") from None
+        model = _declared_model(arch, f, device)
+        params = f.array("params", shape=(model._parameter_count(),), dtype=model.dtype)
+    model._allocate(params)
+    return model
+
+
+def _declared_model(arch, f: NpzReader, device) -> Model:
+    """The model ``arch`` (an architecture read from ``f``) describes, checked and with no
+    parameter buffer yet."""
     if not isinstance(arch, dict) or arch.get("format") != "fastnet":
-        raise ValueError(f"{path!s} is not a fastnet model file (no fastnet architecture)")
-    if arch.get("version", 0) > FORMAT_VERSION:
-        raise ValueError(f"{path!s} was written by a newer fastnet (format "
-                         f"{arch.get('version')}); this one reads up to {FORMAT_VERSION}")
-    layers = [from_config(cfg) for cfg in arch["layers"]]
-    model = Model(layers, loss=arch["loss"], dtype=arch["dtype"], device=device,
-                  input_shape=arch.get("input_shape"))
-    if params.shape != model.params.shape or params.dtype != model.params.dtype:
-        raise ValueError(f"{path!s}: parameters have shape {params.shape} and dtype "
-                         f"{params.dtype}, the architecture needs {model.params.shape} "
-                         f"{model.params.dtype}")
-    model.params[...] = params
+        raise f.error("no fastnet architecture in it")
+    version = arch.get("version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise f.error(f"its format version is {version!r}, not a positive int")
+    if version > FORMAT_VERSION:
+        raise ValueError(f"{f.path} was written by a newer fastnet (format {version}); this "
+                         f"one reads up to {FORMAT_VERSION}")
+    missing = [k for k in ("layers", "loss", "dtype") if k not in arch]
+    if missing:
+        raise f.error(f"its architecture has no {', '.join(missing)}")
+    configs = arch["layers"]
+    if not isinstance(configs, list) or not configs:
+        raise f.error(f"its layers are {type(configs).__name__} {configs!r:.80}, not a "
+                      f"non-empty list")
+    layers = []
+    for i, cfg in enumerate(configs):
+        try:
+            layers.append(from_config(cfg))
+        except (TypeError, ValueError) as exc:
+            raise f.error(f"layers[{i}]: {exc}") from None
+    input_shape = arch.get("input_shape")
+    if input_shape is not None and not isinstance(input_shape, list):
+        raise f.error(f"its input_shape is {input_shape!r:.80}, not a list")
+    if not isinstance(arch["dtype"], str):
+        raise f.error(f"its dtype is {arch['dtype']!r:.80}, not 'float32' or 'float64'")
+    model = Model.__new__(Model)
+    try:
+        model._configure(layers, "sigmoid", arch["loss"], arch["dtype"], device, input_shape,
+                         None)
+    except (TypeError, ValueError) as exc:
+        raise f.error(str(exc)) from None
     return model

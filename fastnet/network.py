@@ -325,6 +325,9 @@ class SigmoidNetwork:
         slices of ``order`` (the last one may be shorter). ``threads``: a host backend's thread
         count for the epoch (None: its own choice)."""
         extra = {} if threads is None else {"threads": threads}
+        # a mini-batch of all the samples is the same step as any larger one; the kernels'
+        # buffers are sized by it
+        mini_batch_size = min(mini_batch_size, len(order))
         backend.train_epoch(dparams, self._layout, self._acts, self._loss_code, dx, dy,
                             backend.upload(np.asarray(order, dtype=np.int64)),
                             mini_batch_size, eta, decay, **extra)

@@ -125,14 +125,16 @@ def test_dropout_training_and_inference():
     d = Dropout(0.3)
     from fastnet.ops import get_ops
     ops = get_ops("cpu")
-    out = d.forward(ops, {}, x, True, np.random.default_rng(1))
+    out, mask = d.forward(ops, {}, x, True, np.random.default_rng(1))
     kept = (out != 0).mean()
     assert abs(kept - 0.7) < 0.01
     assert np.array_equal(out[out != 0], x[out != 0])  # no rescaling in training
-    assert_close(d.forward(ops, {}, x, False, None), 0.7 * x, rtol=1e-15, atol=0)
-    again = Dropout(0.3).forward(ops, {}, x, True, np.random.default_rng(1))
+    scaled, ctx = d.forward(ops, {}, x, False, None)
+    assert_close(scaled, 0.7 * x, rtol=1e-15, atol=0)
+    assert ctx is None                                 # inference keeps nothing
+    again, _ = Dropout(0.3).forward(ops, {}, x, True, np.random.default_rng(1))
     assert np.array_equal(out, again)  # seeded
-    assert np.array_equal(d.backward(ops, {}, {}, np.ones_like(x), True), (out != 0) * 1.0)
+    assert np.array_equal(d.backward(ops, {}, {}, mask, np.ones_like(x), True), (out != 0) * 1.0)
 
 
 def test_conv_model_save_load(tmp_path):
