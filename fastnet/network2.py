@@ -19,8 +19,8 @@ the book's numbers, including where the cross-entropy saturates (``nan_to_num`` 
 floors e^z at e^−708, so for z < −708 an output is ~1e-308 where the book's is exactly 0.
 
 Two fixes: ``Network(cost=CrossEntropyCost())`` (an instance) saves fine, and ``load`` only
-accepts the two cost names, checks the shapes in the file against ``sizes`` and raises
-``ValueError`` naming what is wrong.
+accepts the two cost names, checks the shapes in the file against ``sizes`` before building the
+network, refuses NaN/inf weights, and raises ``ValueError`` naming the file and what is wrong.
 """
 
 from __future__ import annotations
@@ -256,15 +256,22 @@ def load(filename, device: str | None = None) -> Network:
 
     As in the book, the network is first built with ``Network(sizes, cost)``, which draws its
     initial weights from ``np.random`` (so the random stream after ``load`` is the book's), and
-    then given the weights in the file. Raises ValueError for a file that is not valid JSON, an
-    unknown cost name, or weights/biases whose shapes do not match ``sizes``.
+    then given the weights in the file. Raises ValueError naming the file for a file that is
+    not valid JSON (deeply nested or too large to parse included), an unknown cost name,
+    weights/biases that are not arrays of numbers, whose shapes do not match ``sizes``, or that
+    hold NaN or inf. Everything is checked before the network is built, so what a file makes
+    ``load`` allocate is bounded by the file's own size, not by the ``sizes`` it declares.
     """
     path = os.fspath(filename)
     try:
         with open(path) as f:
             data = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError) as exc:
+        # ValueError: JSONDecodeError, and integers too long to convert (str → int limit)
         raise ValueError(f"{path}: not a network2 JSON file ({exc})") from exc
+    except (RecursionError, MemoryError) as exc:
+        raise ValueError(f"{path}: not a network2 JSON file (too deeply nested or too large "
+                         f"to parse: {type(exc).__name__})") from None
     if not isinstance(data, dict) or not {"sizes", "weights", "biases", "cost"} <= data.keys():
         raise ValueError(f"{path}: expected a JSON object with keys sizes, weights, biases, "
                          "cost")
@@ -284,19 +291,38 @@ def load(filename, device: str | None = None) -> Network:
                              f"{sizes}")
         arrays[key] = []
         for l, value in enumerate(data[key]):
-            try:
-                arr = np.array(value, dtype=np.float64)
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"{path}: {key}[{l}] is not an array of numbers ({exc})") \
-                    from None
             expected = (sizes[l + 1], sizes[l]) if key == "weights" else (sizes[l + 1], 1)
+            arr = _number_array(value, f"{path}: {key}[{l}]", expected)
             if arr.shape == (sizes[l + 1],) and key == "biases":
                 arr = arr.reshape(expected)
             if arr.shape != expected:
                 raise ValueError(f"{path}: {key}[{l}] has shape {arr.shape}, expected "
                                  f"{expected} for sizes {sizes}")
+            if not np.isfinite(arr).all():
+                row, col = np.argwhere(~np.isfinite(arr))[0]
+                raise ValueError(f"{path}: {key}[{l}] contains NaN or inf (first at "
+                                 f"[{row}][{col}]: {arr[row, col]})")
             arrays[key].append(arr)
     net = Network(sizes, cost=_COSTS[data["cost"]][0], device=device)
     net.weights = arrays["weights"]
     net.biases = arrays["biases"]
     return net
+
+
+def _number_array(value, name: str, expected: tuple) -> np.ndarray:
+    """``value`` (nested lists from JSON) as a float64 array; ValueError naming ``name`` when
+    it is ragged or holds anything but numbers (strings, null, objects, true/false alone, ints
+    too large for a float64)."""
+    try:
+        arr = np.array(value)
+    except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+        raise ValueError(f"{name} is not an array of numbers of shape {expected} ({exc})") \
+            from None
+    # object: null, {}, or ints beyond int64; U: strings, which np.array(dtype=float) would parse
+    if arr.dtype.kind not in "iuf":
+        raise ValueError(f"{name} is not an array of numbers of shape {expected} (it holds "
+                         f"{arr.dtype.name} values)")
+    try:
+        return arr.astype(np.float64)
+    except OverflowError as exc:
+        raise ValueError(f"{name} holds a number too large for float64 ({exc})") from None

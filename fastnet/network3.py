@@ -19,8 +19,11 @@ the dropout masks come from NumPy's generator, not Theano's, so runs with dropou
 their random draws; layer weights are exposed as NumPy arrays (``layer.w``, ``layer.b``) in the
 book's orientation: ``ConvPoolLayer.w`` is a true-convolution filter bank (fastnet computes a
 cross-correlation and stores the flipped filters), ``FullyConnectedLayer.w`` is
-``(n_in, n_out)``. ``device`` (``"cpu"`` or ``"numpy"``; ``FASTNET_DEVICE``) picks the backend. ``SGD(..., checkpoint=path)``
-saves the run after every epoch and resumes it from there (the book's longest runs take hours).
+``(n_in, n_out)``. ``device`` (``"cpu"`` or ``"numpy"``; ``FASTNET_DEVICE``) picks the backend.
+``SGD(..., checkpoint=path)`` saves the run after every epoch and resumes it from there (the
+book's longest runs take hours). ``SGD`` returns None, as the book's does; its results are
+attributes of the network (``best_validation_accuracy``, ``best_iteration``,
+``test_accuracy``).
 """
 
 from __future__ import annotations
@@ -63,8 +66,9 @@ _ACTIVATION_NAMES = {linear: "linear", ReLU: "relu", sigmoid: "sigmoid", tanh: "
 
 
 def _activation_name(fn, layer: str) -> str:
-    if fn in _ACTIVATION_NAMES:
-        return _ACTIVATION_NAMES[fn]
+    for known, name in _ACTIVATION_NAMES.items():  # by identity: fn may be unhashable
+        if fn is known:
+            return name
     raise ValueError(f"{layer}: activation_fn must be one of network3.linear, ReLU, sigmoid, "
                      f"tanh, got {fn!r}")
 
@@ -92,9 +96,11 @@ class ConvPoolLayer:
     biases ~ N(0, 1)."""
 
     def __init__(self, filter_shape, image_shape, poolsize=(2, 2), activation_fn=sigmoid):
-        self.filter_shape = _shape(filter_shape, 4, "ConvPoolLayer filter_shape")
-        self.image_shape = _shape(image_shape, 4, "ConvPoolLayer image_shape")
-        self.poolsize = _shape(poolsize, 2, "ConvPoolLayer poolsize")
+        self.filter_shape = _shape(filter_shape, "ConvPoolLayer filter_shape",
+                                   ("filters", "input maps", "height", "width"))
+        self.image_shape = _shape(image_shape, "ConvPoolLayer image_shape",
+                                  ("mini-batch size", "input maps", "height", "width"))
+        self.poolsize = _shape(poolsize, "ConvPoolLayer poolsize", ("height", "width"))
         self.activation_fn = activation_fn
         self._act = _activation_name(activation_fn, "ConvPoolLayer")
         nf, c, fh, fw = self.filter_shape
@@ -171,14 +177,21 @@ class SoftmaxLayer(FullyConnectedLayer):
         self.b = np.zeros((n_out,))
 
 
-def _shape(value, n, name):
-    try:
-        t = tuple(int(v) for v in value)
-    except TypeError:
-        raise TypeError(f"{name} must be a tuple of {n} ints, got {value!r}") from None
-    if len(t) != n or min(t) < 1:
-        raise ValueError(f"{name} must be a tuple of {n} positive ints, got {value!r}")
-    return t
+def _shape(value, name: str, fields: tuple[str, ...]) -> tuple[int, ...]:
+    """``value`` as a tuple of ``len(fields)`` ints >= 1. Each entry must be an int (Python or
+    NumPy; not bool, not a float such as 28.5 or 28.0, which ``int()`` would truncate)."""
+    form = f"a tuple of {len(fields)} ints >= 1 ({', '.join(fields)})"
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise TypeError(f"{name} must be {form}, got {value!r}")
+    t = tuple(value)
+    if len(t) != len(fields):
+        raise ValueError(f"{name} must be {form}, got {len(t)} entries: {value!r}")
+    for field, v in zip(fields, t):
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+            raise TypeError(f"{name} must be {form}; its {field} is {type(v).__name__} {v!r}")
+        if v < 1:
+            raise ValueError(f"{name} must be {form}; its {field} is {v}")
+    return tuple(int(v) for v in t)
 
 
 def _dropout(p, layer):
@@ -282,6 +295,9 @@ class Network:
 
     def __init__(self, layers, mini_batch_size, *, device: str | None = None,
                  dtype: str = "float32"):
+        if isinstance(layers, (str, bytes)) or not hasattr(layers, "__iter__"):
+            raise TypeError(f"layers must be a list of ConvPoolLayer, FullyConnectedLayer and "
+                            f"SoftmaxLayer objects, got {type(layers).__name__}")
         self.layers = list(layers)
         self.mini_batch_size = _checks.positive_int(mini_batch_size, "mini_batch_size")
         if not self.layers or not isinstance(self.layers[-1], SoftmaxLayer):
@@ -339,7 +355,11 @@ class Network:
 
     def _data(self, data, name):
         if not (isinstance(data, (tuple, list)) and len(data) == 2):
-            raise TypeError(f"{name} must be a pair (x, y) with x (n, 784) and y (n,) labels")
+            n_in = int(np.prod(self.input_shape))
+            x_form = f"(n, {n_in})" + (f" or (n, {', '.join(map(str, self.input_shape))})"
+                                       if len(self.input_shape) > 1 else "")
+            raise TypeError(f"{name} must be a pair (x, y) with x of shape {x_form} and y "
+                            f"(n,) integer labels, got {type(data).__name__}")
         x = self.model._samples(data[0], f"{name}[0]")
         y = np.asarray(data[1])
         if y.shape != (len(x),) or y.dtype.kind not in "iu":
@@ -352,10 +372,14 @@ class Network:
         return x[:n], _checks.targets(y[:n], f"{name}[1]", n, self.model.n_out,
                                       self.model.dtype)
 
-    def SGD(self, training_data, epochs, mini_batch_size, eta, validation_data, test_data,  # noqa: N802
-            lmbda=0.0, *, checkpoint=None):
-        """Train with plain mini-batch SGD over whole mini-batches in data order, print the
-        book's progress lines, and return the best validation accuracy.
+    def SGD(self, training_data, epochs, mini_batch_size, eta,  # noqa: N802 (the book's name)
+            validation_data, test_data, lmbda=0.0, *, checkpoint=None):
+        """Train with plain mini-batch SGD over whole mini-batches in data order and print the
+        book's progress lines. Returns None, as the book's ``SGD`` does; the results are kept in
+        ``best_validation_accuracy``, ``best_iteration`` (the book's count: the index of the
+        last mini-batch of the best epoch, ``num_training_batches·(epoch + 1) − 1``) and
+        ``test_accuracy`` (at that epoch; 0.0 without ``test_data``, where the book's final
+        line fails).
 
         checkpoint (fastnet's addition): a file path. After every epoch the run's state (the
         parameters, the epochs done, the best validation accuracy with its iteration and test
@@ -426,6 +450,6 @@ class Network:
         print(f"Best validation accuracy of {best_validation_accuracy:.2%} obtained at "
               f"iteration {best_iteration}")
         print(f"Corresponding test accuracy of {test_accuracy:.2%}")
-        self.best_validation_accuracy, self.test_accuracy = best_validation_accuracy, \
-            test_accuracy
-        return best_validation_accuracy
+        self.best_validation_accuracy = best_validation_accuracy
+        self.best_iteration = best_iteration
+        self.test_accuracy = test_accuracy

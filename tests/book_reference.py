@@ -6,6 +6,9 @@ Written from the book's description, not copied: the same random draws in the sa
 start of every epoch (the list stays shuffled from epoch to epoch), mini-batches as consecutive
 slices, per-sample backprop summed over the mini-batch, and the book's update and cost
 formulas. Slow on purpose (~4 s per MNIST epoch).
+
+The chapter-6 network3 (convolution, pooling, dropout, its own SGD loop and lines) is stated
+separately, in tests/network3_reference.py.
 """
 
 from __future__ import annotations

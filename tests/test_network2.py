@@ -5,6 +5,7 @@ book's JSON files in both directions."""
 import json
 import os
 import random
+import re
 
 import numpy as np
 import pytest
@@ -224,6 +225,88 @@ def test_load_rejects_non_json(tmp_path):
     path.write_text("{not json")
     with pytest.raises(ValueError, match="not a network2 JSON file"):
         network2.load(path)
+
+
+def _saved(tmp_path):
+    """A [4, 5, 3] network's file (path) and its JSON text as a dict."""
+    path = tmp_path / "net.json"
+    network2.Network([4, 5, 3]).save(path)
+    return path, json.loads(path.read_text())
+
+
+@pytest.mark.parametrize("key,index,text", [
+    ("weights", (1, 2, 4), "NaN"), ("weights", (0, 0, 0), "-Infinity"),
+    ("biases", (1, 0, 0), "Infinity"), ("biases", (0, 3, 0), "1e999")])
+def test_load_refuses_nan_and_inf(tmp_path, key, index, text):
+    """JSON's NaN/Infinity literals (which Python's json accepts) and numbers that overflow to
+    inf are refused, naming the file and the array; the book's load would accept them."""
+    path, data = _saved(tmp_path)
+    l, i, j = index
+    data[key][l][i][j] = 12345.5
+    path.write_text(json.dumps(data).replace("12345.5", text))
+    where = re.escape(str(path))
+    with pytest.raises(ValueError, match=rf"{where}: {key}\[{l}\] contains NaN or inf "
+                                         rf"\(first at \[{i}\]\[{j}\]"):
+        network2.load(path)
+
+
+@pytest.mark.parametrize("value,why", [
+    ([["0.5"] * 4] * 5, "str"), ([[None] * 4] * 5, "object"), ([[True] * 4] * 5, "bool"),
+    ([[10 ** 400] * 4] * 5, "object")])
+def test_load_refuses_arrays_of_non_numbers(tmp_path, value, why):
+    """Strings (which ``np.array(..., dtype=float)`` would parse), null, true/false and ints
+    too large for a float are not numbers of a weight array."""
+    path, data = _saved(tmp_path)
+    data["weights"][0] = value
+    path.write_text(json.dumps(data))
+    where = re.escape(str(path))
+    with pytest.raises(ValueError, match=rf"{where}: weights\[0\] is not an array of "
+                                         rf"numbers.*{why}"):
+        network2.load(path)
+
+
+@pytest.mark.parametrize("text", [
+    "[" * 100_000 + "]" * 100_000,                             # RecursionError in json
+    '{"sizes": [4, 3], "weights": [' + "9" * 5000 + "]}",    # int beyond the str→int limit
+])
+def test_load_of_a_hostile_file_is_a_value_error_naming_it(tmp_path, text):
+    path = tmp_path / "net.json"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=rf"{re.escape(str(path))}: not a network2 JSON file"):
+        network2.load(path)
+
+
+def test_load_turns_memory_error_while_parsing_into_value_error(tmp_path, monkeypatch):
+    path, _ = _saved(tmp_path)
+
+    def out_of_memory(f):
+        raise MemoryError
+
+    monkeypatch.setattr(network2.json, "load", out_of_memory)
+    where = re.escape(str(path))
+    with pytest.raises(ValueError, match=rf"{where}: not a network2 JSON file.*MemoryError"):
+        network2.load(path)
+
+
+def test_load_allocates_nothing_for_declared_sizes_before_the_shape_check(tmp_path):
+    """A file declaring sizes [10**9, 10] with a tiny weight list fails on the shape check
+    without building the network (which would draw 10**10 random weights) or allocating
+    anything in proportion to the declared sizes."""
+    import tracemalloc
+    path = tmp_path / "net.json"
+    path.write_text(json.dumps({"sizes": [10 ** 9, 10], "weights": [[[0.5]]],
+                                "biases": [[[0.0]] * 10], "cost": "CrossEntropyCost"}))
+    state = np.random.get_state()[1].copy()
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=r"weights\[0\] has shape \(1, 1\), expected "
+                                             r"\(10, 1000000000\)"):
+            network2.load(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20, peak
+    assert np.array_equal(np.random.get_state()[1], state)  # no weights were drawn
 
 
 def test_costs_are_checked_and_helpers_exported():

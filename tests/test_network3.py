@@ -1,8 +1,10 @@
-"""fastnet.network3: the book's chapter-6 API without Theano."""
+"""fastnet.network3: the book's chapter-6 API without Theano, checked against
+tests/network3_reference.py (the book's algorithm in NumPy, independent of fastnet)."""
 
 import numpy as np
 import pytest
 
+import network3_reference as ref3
 from fastnet import network3
 from fastnet.network3 import ConvPoolLayer, FullyConnectedLayer, Network, SoftmaxLayer
 from helpers import assert_close
@@ -40,52 +42,251 @@ def test_initialisation_follows_the_book():
     assert np.array_equal(net.model.params_of(2 + 1)["w"], w1.T)
 
 
-def test_sgd_prints_the_books_lines_and_updates_layers(capsys):
-    np.random.seed(0)
-    net = tiny_net()
-    data = tiny_data()
-    w_before = net.layers[1].w.copy()
-    best = net.SGD(data, 2, 4, 0.5, data, data)
-    out = capsys.readouterr().out.splitlines()
-    assert out[0] == "Training mini-batch number 0"
-    assert out[1].startswith("Epoch 0: validation accuracy ") and out[1].endswith("%")
-    assert "This is the best validation accuracy to date." in out
-    assert any(l.startswith("The corresponding test accuracy is ") for l in out)
-    assert out[-3] == "Finished training network."
-    assert out[-2].startswith("Best validation accuracy of ") and " obtained at iteration " \
-        in out[-2]
-    assert out[-1].startswith("Corresponding test accuracy of ")
-    assert 0 <= best <= 1
-    assert not np.array_equal(net.layers[1].w, w_before)  # layers see the trained weights
+# ---------------------------------------------------------------------------- the book's lines
+def test_sgd_prints_the_books_lines_and_returns_none(capsys):
+    """A run whose figures are known exactly: a softmax layer that learns x = (1, 0) → 0,
+    (0, 1) → 1 in its first mini-batch, validation data with one wrong label in its whole
+    mini-batches (75%; a fifth sample, beyond them, is not used: counting it gives 60%), test
+    data with three wrong labels in eight (62.5%). Every epoch ties the best, and the book's
+    ``>=`` makes the last one the best: iteration 3·5 − 1 = 14 (5 mini-batches per epoch)."""
+    net = Network([SoftmaxLayer(n_in=2, n_out=2)], 2, dtype="float64")
+    e0, e1 = [1.0, 0.0], [0.0, 1.0]
+    training = (np.array([e0, e1] * 5), np.array([0, 1] * 5))
+    validation = (np.array([e0, e1, e0, e1, e0]), np.array([0, 1, 0, 0, 1]))
+    test = (np.array([e0, e1] * 4), np.array([0, 1, 1, 0, 0, 1, 0, 0]))
+    assert net.SGD(training, 3, 2, 1.0, validation, test) is None  # as the book's SGD
+    epoch = ("Epoch {}: validation accuracy 75.00%\n"
+             "This is the best validation accuracy to date.\n"
+             "The corresponding test accuracy is 62.50%\n")
+    assert capsys.readouterr().out == (
+        "Training mini-batch number 0\n" + epoch.format(0) + epoch.format(1) + epoch.format(2) +
+        "Finished training network.\n"
+        "Best validation accuracy of 75.00% obtained at iteration 14\n"
+        "Corresponding test accuracy of 62.50%\n")
+    assert (net.best_validation_accuracy, net.best_iteration, net.test_accuracy) == \
+        (0.75, 14, 0.625)
 
 
-def test_sgd_matches_plain_numpy_statement():
-    """One epoch through network3 equals the same SGD written out with the reference ops:
-    mean log-likelihood, L2 scaled by num_training_batches, data order, whole batches only."""
+_ACT_NAMES = {network3.sigmoid: "sigmoid", network3.ReLU: "relu", network3.tanh: "tanh",
+              network3.linear: "linear"}
+
+
+def reference_of(net: Network) -> ref3.Network:
+    """The reference network with copies of ``net``'s layer parameters (book orientation)."""
+    layers = []
+    for layer in net.layers:
+        if isinstance(layer, SoftmaxLayer):
+            layers.append(ref3.Softmax(layer.w, layer.b, layer.p_dropout))
+        elif isinstance(layer, FullyConnectedLayer):
+            layers.append(ref3.FullyConnected(layer.w, layer.b, _ACT_NAMES[layer.activation_fn],
+                                              layer.p_dropout))
+        else:
+            layers.append(ref3.ConvPool(layer.w, layer.b, layer.image_shape[1:], layer.poolsize,
+                                        _ACT_NAMES[layer.activation_fn]))
+    return ref3.Network(layers, net.mini_batch_size)
+
+
+# Tiny architectures in float64 with rectangular images, filters and pools (a transposed or
+# unflipped filter, or a pool over the wrong axis, changes the numbers): one ConvPool then
+# dense layers (on the CPU: kernels/cnn_cpu.py's whole-epoch path), two ConvPools (the
+# layer-by-layer path), dense layers only (the fused dense path).
+ARCHITECTURES = {
+    "convpool-fc": (lambda mbs, act: [
+        ConvPoolLayer(image_shape=(mbs, 1, 9, 8), filter_shape=(3, 1, 2, 3), poolsize=(2, 3),
+                      activation_fn=act),
+        FullyConnectedLayer(n_in=3 * 4 * 2, n_out=5, activation_fn=act),
+        SoftmaxLayer(n_in=5, n_out=3)], 72),
+    "convpool-convpool": (lambda mbs, act: [
+        ConvPoolLayer(image_shape=(mbs, 1, 12, 11), filter_shape=(3, 1, 3, 2), poolsize=(2, 2),
+                      activation_fn=act),
+        ConvPoolLayer(image_shape=(mbs, 3, 5, 5), filter_shape=(2, 3, 2, 3), poolsize=(2, 1),
+                      activation_fn=act),
+        SoftmaxLayer(n_in=2 * 2 * 3, n_out=3)], 132),
+    "fc": (lambda mbs, act: [
+        FullyConnectedLayer(n_in=20, n_out=6, activation_fn=act),
+        FullyConnectedLayer(n_in=6, n_out=4, activation_fn=act),
+        SoftmaxLayer(n_in=4, n_out=3)], 20),
+}
+
+
+def three_class_data(n, n_in, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, n_in))
+    third = n_in // 3
+    y = np.argmax([x[:, :third].sum(1), x[:, third:2 * third].sum(1),
+                   x[:, 2 * third:3 * third].sum(1) + 0.1], axis=0).astype(np.int64)
+    return x, y
+
+
+@pytest.mark.parametrize("act", [network3.sigmoid, network3.ReLU], ids=["sigmoid", "relu"])
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+def test_sgd_matches_the_independent_reference(arch, act, capsys):
+    """Two epochs of 7 whole mini-batches of 4 (a remainder of 3 never used), λ > 0: the
+    parameters match tests/network3_reference.py (the book's algorithm in NumPy, sharing no
+    code with fastnet) to 1e-10, and the printed lines match it character for character."""
+    make, n_in = ARCHITECTURES[arch]
+    np.random.seed(11)
+    net = Network(make(4, act), 4, dtype="float64")
+    book = reference_of(net)
+    initial = [layer.w.copy() for layer in net.layers]
+    x, y = three_class_data(31, n_in, seed=2)
+    xv, yv = three_class_data(22, n_in, seed=3)
+    assert net.SGD((x, y), 2, 4, 0.4, (xv, yv), (x, y), lmbda=0.3) is None
+    lines = capsys.readouterr().out
+    book.SGD((x, y), 2, 4, 0.4, (xv, yv), (x, y), lmbda=0.3)
+    assert lines == capsys.readouterr().out
+    for i, (layer, expected) in enumerate(zip(net.layers, book.layers)):
+        assert_close(layer.w, expected.w, rtol=1e-10, atol=1e-12, name=f"layers[{i}].w")
+        assert_close(layer.b, expected.b, rtol=1e-10, atol=1e-12, name=f"layers[{i}].b")
+        assert not np.array_equal(layer.w, initial[i])  # trained
+
+
+def test_best_iteration_and_lines_over_many_mini_batches(capsys):
+    """1,100 mini-batches of 2 per epoch (one sample left over), four epochs: "Training
+    mini-batch number" every 1,000 iterations, mid-epoch included; validation accuracy that
+    falls after its best, so the best iteration is an earlier epoch's last mini-batch
+    (num_training_batches·(epoch + 1) − 1). All against the reference's lines."""
+    make, n_in = ARCHITECTURES["fc"]
     np.random.seed(3)
-    net = tiny_net(mbs=4)
-    x, y = tiny_data(n=42)  # 42 = 10 whole mini-batches of 4, remainder 2 dropped
-    from fastnet import Conv2D, Dense, Flatten, MaxPool2D, Model
-    ref = Model([Conv2D(1, 3, 3, "sigmoid"), MaxPool2D(2), Flatten(), Dense(27, 5),
-                 Dense(5, 2, "softmax")], loss="log_likelihood", dtype="float64",
-                device="numpy", input_shape=(1, 8, 8))
-    net._push()
-    ref.params[...] = net.model.params
-    eta, lmbda = 0.3, 2.0
-    net.SGD((x, y), 1, 4, eta, (x, y), None, lmbda=lmbda)
-    runner = ref._runner("numpy")
-    train = runner.data(x[:40].astype(np.float64), np.eye(2)[y[:40]])
-    runner.train_epoch(train, np.arange(40), 4, eta, 1 - eta * lmbda / 10)
-    assert_close(net.model.params, ref.params, rtol=1e-10, atol=1e-12)
+    net = Network(make(2, network3.sigmoid), 2, dtype="float64")
+    book = reference_of(net)
+    x, y = three_class_data(2201, n_in, seed=4)
+    xv, yv = three_class_data(40, n_in, seed=8)
+    # η small enough that the run is not chaotic (at η = 1 a 1e-15 change of one weight moves
+    # the reference's own weights by O(1) within two epochs)
+    net.SGD((x, y), 4, 2, 0.2, (xv, yv), (x, y))
+    lines = capsys.readouterr().out
+    book.SGD((x, y), 4, 2, 0.2, (xv, yv), (x, y))
+    assert lines == capsys.readouterr().out
+    out = lines.splitlines()
+    assert [l for l in out if l.startswith("Training")] == \
+        [f"Training mini-batch number {k}" for k in (0, 1000, 2000, 3000, 4000)]
+    accuracies = [float(l.split()[-1][:-1]) for l in out if l.startswith("Epoch ")]
+    best_epoch = max(e for e, a in enumerate(accuracies) if a == max(accuracies))
+    assert best_epoch < 3, accuracies  # the scenario: the best is not the last epoch
+    assert net.best_iteration == 1100 * (best_epoch + 1) - 1
+    assert out[-2] == (f"Best validation accuracy of {accuracies[best_epoch]:.2f}% obtained "
+                       f"at iteration {net.best_iteration}")
+    assert_close(net.layers[0].w, book.layers[0].w, rtol=1e-9, atol=1e-11)
 
 
-def test_dropout_runs_and_inference_is_deterministic():
-    np.random.seed(1)
-    net = tiny_net(p=0.5, act=network3.ReLU)
-    data = tiny_data()
-    net.SGD(data, 1, 4, 0.1, data, data)
-    a = net.model.predict(data[0])
-    assert np.array_equal(a, net.model.predict(data[0]))
+def test_reference_gradients_match_finite_differences():
+    """The reference's backpropagation is right: its gradients of the book's cost (log-
+    likelihood + 0.5·λ·Σ‖w‖²/num_training_batches) agree with central differences."""
+    rng = np.random.default_rng(0)
+    for arch, act in (("convpool-fc", "tanh"), ("convpool-convpool", "sigmoid"),
+                      ("fc", "sigmoid")):
+        make, n_in = ARCHITECTURES[arch]
+        np.random.seed(1)
+        book = reference_of(Network(make(3, network3.sigmoid), 3, dtype="float64"))
+        for layer in book.layers:
+            layer.w = rng.normal(0, 0.7, layer.w.shape)
+            layer.b = rng.normal(0, 0.7, layer.b.shape)
+            layer.act = act if not isinstance(layer, ref3.Softmax) else layer.act
+        x, y = three_class_data(3, n_in, seed=1)
+        grads = book.gradients(x, y, 0.8, 7)
+        h = 1e-6
+        for layer, (dw, db) in zip(book.layers, grads):
+            for param, grad in ((layer.w, dw), (layer.b, db)):
+                numeric = np.zeros_like(param)
+                for idx in np.ndindex(param.shape):
+                    old = param[idx]
+                    param[idx] = old + h
+                    up = book.cost(x, y, 0.8, 7)
+                    param[idx] = old - h
+                    down = book.cost(x, y, 0.8, 7)
+                    param[idx] = old
+                    numeric[idx] = (up - down) / (2 * h)
+                assert_close(grad, numeric, rtol=1e-6, atol=1e-8, name=f"{arch} gradient")
+
+
+def test_reference_convolution_is_the_books_orientation():
+    """A single-tap filter: a true convolution shifts the image by the tap's offset from the
+    filter's far corner (a cross-correlation would shift it by the offset from the near one)."""
+    x = np.arange(20.0).reshape(1, 1, 4, 5)
+    w = np.zeros((1, 1, 2, 3))
+    w[0, 0, 0, 0] = 1.0  # tap (0, 0) meets input (y + 1, x + 2)
+    assert np.array_equal(ref3.conv_valid(x, w)[0, 0], x[0, 0, 1:, 2:])
+    pooled, _ = ref3.max_pool(np.arange(30.0).reshape(1, 1, 5, 6), (2, 3))
+    assert np.array_equal(pooled[0, 0], [[8.0, 11.0], [20.0, 23.0]])  # leftover row ignored
+
+
+# ---------------------------------------------------------------------------- dropout
+def _decode_masks(dw, g, eta, m):
+    """The 0/1 masks (k, n_in) of k samples from a first layer's weight change ``dw: (n_in,
+    n_out)`` = −(eta/m)·Σ_k mask_k ⊙ g_k, where ``g: (k, n_out)`` holds each sample's output
+    error times its (constant) input. Asserts that every entry decodes to 0 or 1 exactly."""
+    masks = np.linalg.lstsq(g.T, -dw.T * (m / eta), rcond=None)[0]
+    assert np.abs(masks - np.round(masks)).max() < 1e-9
+    masks = np.round(masks)
+    assert set(np.unique(masks)) <= {0.0, 1.0}
+    assert_close(-(eta / m) * masks.T @ g, dw, rtol=1e-9, atol=1e-12, name="decoded dw")
+    return masks
+
+
+P_DROP, N_IN = 0.3, 10_000
+
+
+def _check_masks(masks):
+    # binomial(10,000, 0.7): standard deviation 0.0046, so ±0.03 is 6.5σ; ignoring p keeps
+    # everything (1.0), and taking p for the keep rate gives 0.3
+    for mask in masks:
+        assert abs(mask.mean() - (1 - P_DROP)) < 0.03, mask.mean()
+    # independent masks differ in 2·0.7·0.3 = 42% of the inputs; one mask reused gives 0%
+    assert np.mean(masks[0] != masks[1]) > 0.3
+
+
+@pytest.mark.parametrize("where", ["softmax", "fully_connected"])
+def test_dropout_in_training_keeps_each_input_with_probability_1_minus_p(where):
+    """One mini-batch of two samples, every parameter 0 (so each sample's output error is
+    a − e_y with a uniform, whatever the mask): the first layer's weight change gives each
+    sample's mask. Each keeps ~70% for p = 0.3, and the two samples' masks differ."""
+    if where == "softmax":
+        layers = [SoftmaxLayer(n_in=N_IN, n_out=3, p_dropout=P_DROP)]
+    else:
+        first = FullyConnectedLayer(n_in=N_IN, n_out=3, activation_fn=network3.linear,
+                                    p_dropout=P_DROP)
+        first.w, first.b = np.zeros((N_IN, 3)), np.zeros(3)
+        out = SoftmaxLayer(n_in=3, n_out=3)
+        out.w = np.eye(3)  # passes the softmax's error back unchanged
+        layers = [first, out]
+    net = Network(layers, 2, dtype="float64")
+    x, y = np.ones((2, N_IN)), np.array([0, 1])
+    x[1] = 2.0  # tells the two samples' contributions apart
+    net.SGD((x, y), 1, 2, 0.5, (x, y), None)
+    g = np.full((2, 3), 1 / 3) - np.eye(3)[y]
+    _check_masks(_decode_masks(net.layers[0].w, g * x[:, :1], 0.5, 2))
+
+
+def test_dropout_masks_differ_between_mini_batches():
+    """Two mini-batches of one sample: the first step's error is a − e_0 (a uniform), the
+    second's follows from the bias change; the weight change then gives both masks."""
+    net = Network([SoftmaxLayer(n_in=N_IN, n_out=3, p_dropout=P_DROP)], 1, dtype="float64")
+    x, y = np.ones((2, N_IN)), np.array([0, 1])
+    eta = 0.5
+    net.SGD((x, y), 1, 1, eta, (x, y), None)
+    g1 = np.full(3, 1 / 3) - np.eye(3)[0]
+    g2 = -net.layers[0].b / eta - g1  # biases are never dropped: Δb = −eta·(g1 + g2)
+    _check_masks(_decode_masks(net.layers[0].w, np.stack([g1, g2]), eta, 1))
+
+
+def test_inference_scales_each_dropout_layers_input_by_1_minus_p():
+    """After training with dropout, the network's outputs are the reference's inference path:
+    each layer's input times 1 − p_dropout (p differs per layer, and from 1 − p)."""
+    np.random.seed(4)
+    net = Network([FullyConnectedLayer(n_in=20, n_out=6, p_dropout=0.2),
+                   FullyConnectedLayer(n_in=6, n_out=4, activation_fn=network3.ReLU,
+                                       p_dropout=0.6),
+                   SoftmaxLayer(n_in=4, n_out=3, p_dropout=0.3)], 4, dtype="float64")
+    x, y = three_class_data(40, 20, seed=0)
+    net.SGD((x, y), 2, 4, 0.5, (x, y), None)
+    out = net.model.predict(x)
+    assert np.array_equal(out, net.model.predict(x))  # no randomness at inference
+    book = reference_of(net)
+    assert_close(out, book.feedforward(x), rtol=1e-12, atol=1e-15, name="outputs")
+    for layer in book.layers:  # the check can fail: unscaled inputs give other outputs
+        layer.p_dropout = 0.0
+    assert np.abs(out - book.feedforward(x)).max() > 1e-3
 
 
 @pytest.mark.parametrize("layers,mbs,pattern", [
@@ -106,9 +307,90 @@ def test_layers_that_do_not_chain(layers, mbs, pattern):
         Network(layers(), mbs)
 
 
+_IMAGE, _FILTER = (4, 1, 8, 8), (3, 1, 3, 3)
+
+
+@pytest.mark.parametrize("make,error,pattern", [
+    (lambda: ConvPoolLayer(_FILTER, (4, 1, 8.5, 8)), TypeError,
+     r"image_shape must be a tuple of 4 ints >= 1 \(mini-batch size, input maps, height, "
+     r"width\); its height is float 8.5"),
+    (lambda: ConvPoolLayer(_FILTER, (4, 1, 8, 8.0)), TypeError, r"image_shape.*width is float"),
+    (lambda: ConvPoolLayer(_FILTER, (4, True, 8, 8)), TypeError,
+     r"image_shape.*input maps is bool"),
+    (lambda: ConvPoolLayer(_FILTER, (4, 1, -8, 8)), ValueError, r"image_shape.*height is -8"),
+    (lambda: ConvPoolLayer(_FILTER, (0, 1, 8, 8)), ValueError,
+     r"image_shape.*mini-batch size is 0"),
+    (lambda: ConvPoolLayer(_FILTER, "4188"), TypeError, r"image_shape must be a tuple"),
+    (lambda: ConvPoolLayer(_FILTER, (4, 1, 8)), ValueError, r"image_shape.*got 3 entries"),
+    (lambda: ConvPoolLayer((3, 1, 2.5, 3), _IMAGE), TypeError,
+     r"filter_shape must be a tuple of 4 ints >= 1 \(filters, input maps, height, width\); "
+     r"its height is float 2.5"),
+    (lambda: ConvPoolLayer((3.0, 1, 3, 3), _IMAGE), TypeError, r"filter_shape.*filters is"),
+    (lambda: ConvPoolLayer((3, 1, 3, 0), _IMAGE), ValueError, r"filter_shape.*width is 0"),
+    (lambda: ConvPoolLayer((3, 1, 3, False), _IMAGE), TypeError, r"filter_shape.*width is bool"),
+    (lambda: ConvPoolLayer(_FILTER, _IMAGE, poolsize=(2, 1.5)), TypeError,
+     r"poolsize must be a tuple of 2 ints >= 1 \(height, width\); its width is float 1.5"),
+    (lambda: ConvPoolLayer(_FILTER, _IMAGE, poolsize=(-2, 2)), ValueError,
+     r"poolsize.*height is -2"),
+    (lambda: ConvPoolLayer(_FILTER, _IMAGE, poolsize=2), TypeError, r"poolsize must be a tuple"),
+    (lambda: ConvPoolLayer(_FILTER, _IMAGE, poolsize=(2, 2, 2)), ValueError,
+     r"poolsize.*3 entries"),
+    (lambda: ConvPoolLayer(_FILTER, _IMAGE, activation_fn=np.tanh), ValueError,
+     r"ConvPoolLayer: activation_fn must be one of"),
+    (lambda: ConvPoolLayer(_FILTER, _IMAGE, activation_fn=[]), ValueError,
+     r"ConvPoolLayer: activation_fn must be one of"),
+    (lambda: FullyConnectedLayer(4.5, 3), TypeError, r"FullyConnectedLayer n_in must be an int"),
+    (lambda: FullyConnectedLayer(4, True), TypeError, r"FullyConnectedLayer n_out must be an int"),
+    (lambda: FullyConnectedLayer(4, 0), ValueError, r"FullyConnectedLayer n_out must be an int"),
+    (lambda: FullyConnectedLayer(4, 3, activation_fn={}), ValueError,
+     r"FullyConnectedLayer: activation_fn must be one of"),
+    (lambda: FullyConnectedLayer(4, 3, p_dropout=1.0), ValueError, r"p_dropout must be in"),
+    (lambda: FullyConnectedLayer(4, 3, p_dropout=-0.1), ValueError, r"p_dropout must be a"),
+    (lambda: FullyConnectedLayer(4, 3, p_dropout=True), TypeError, r"p_dropout must be a"),
+    (lambda: FullyConnectedLayer(4, 3, p_dropout=float("nan")), ValueError, r"p_dropout"),
+    (lambda: SoftmaxLayer("4", 3), TypeError, r"SoftmaxLayer n_in must be an int"),
+    (lambda: SoftmaxLayer(4, 3.0), TypeError, r"SoftmaxLayer n_out must be an int"),
+    (lambda: SoftmaxLayer(4, 3, p_dropout="0.5"), TypeError, r"SoftmaxLayer p_dropout"),
+    (lambda: Network([SoftmaxLayer(4, 3)], 2.0), TypeError, r"mini_batch_size must be an int"),
+    (lambda: Network([SoftmaxLayer(4, 3)], True), TypeError, r"mini_batch_size must be an int"),
+    (lambda: Network([SoftmaxLayer(4, 3)], 0), ValueError, r"mini_batch_size must be an int"),
+    (lambda: Network(SoftmaxLayer(4, 3), 2), TypeError, r"layers must be a list of"),
+    (lambda: Network(["softmax", SoftmaxLayer(4, 3)], 2), TypeError,
+     r"layer 0 \(str\): expected ConvPoolLayer"),
+], ids=[
+    "image-8.5", "image-8.0", "image-bool", "image-negative", "image-zero-batch", "image-str",
+    "image-3-entries", "filter-2.5", "filter-3.0", "filter-zero", "filter-bool", "pool-1.5",
+    "pool-negative", "pool-int", "pool-3-entries", "conv-act-np.tanh", "conv-act-unhashable",
+    "fc-n_in-float", "fc-n_out-bool", "fc-n_out-zero", "fc-act-unhashable", "fc-p-1",
+    "fc-p-negative", "fc-p-bool", "fc-p-nan", "softmax-n_in-str", "softmax-n_out-float",
+    "softmax-p-str", "network-mbs-float", "network-mbs-bool", "network-mbs-zero",
+    "network-layers-not-a-list", "network-layer-str"])
+def test_layer_and_network_arguments_are_checked_before_any_draw(make, error, pattern):
+    """Bad arguments raise TypeError/ValueError naming the argument (a non-integer image size
+    such as 8.5 used to be truncated to 8), before any weights are drawn from np.random."""
+    np.random.seed(0)
+    with pytest.raises(error, match=pattern):
+        make()
+    assert np.random.random() == np.random.RandomState(0).random_sample()
+
+
+def test_shapes_accept_numpy_ints():
+    layer = ConvPoolLayer(np.array(_FILTER), np.array(_IMAGE), poolsize=(np.int64(2), 2))
+    assert (layer.filter_shape, layer.image_shape, layer.poolsize) == (_FILTER, _IMAGE, (2, 2))
+    assert all(type(v) is int for v in layer.image_shape + layer.filter_shape + layer.poolsize)
+
+
 def test_bad_sgd_arguments():
     net = tiny_net()
     x, y = tiny_data()
+    # the message states this network's input, not the book's MNIST (n, 784)
+    with pytest.raises(TypeError, match=r"training_data must be a pair \(x, y\) with x of "
+                                        r"shape \(n, 64\) or \(n, 1, 8, 8\)"):
+        net.SGD(x, 1, 4, 0.1, (x, y), None)
+    fc = Network([FullyConnectedLayer(n_in=64, n_out=7), SoftmaxLayer(n_in=7, n_out=2)], 4)
+    with pytest.raises(TypeError, match=r"validation_data must be a pair \(x, y\) with x of "
+                                        r"shape \(n, 64\) and y"):
+        fc.SGD((x, y), 1, 4, 0.1, [x], None)
     with pytest.raises(ValueError, match="mini_batch_size 5 differs"):
         net.SGD((x, y), 1, 5, 0.1, (x, y), None)
     with pytest.raises(ValueError, match=r"training_data\[0\] must have shape \(n, 64\)"):
