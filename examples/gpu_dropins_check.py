@@ -40,7 +40,7 @@ def main():
             network3.FullyConnectedLayer(n_in=20 * 12 * 12, n_out=100),
             network3.SoftmaxLayer(n_in=100, n_out=10)], 10, device=device)
         run(f"network3 first CNN, 1 epoch, {device}",
-            lambda: net3.SGD(tr, 1, 10, 0.1, va, te) and net3.test_accuracy)
+            lambda: (net3.SGD(tr, 1, 10, 0.1, va, te), net3.test_accuracy)[1])
 
 
 if __name__ == "__main__":
