@@ -32,13 +32,13 @@ import hashlib
 import json
 import numbers
 import os
-import zipfile
 
 import numpy as np
 
 from fastnet import _checks
 from fastnet.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D
-from fastnet.model import Model, save_npz_atomic
+from fastnet.model import Model
+from fastnet.savefile import NpzReader, save_npz_atomic
 from fastnet.reference.dense import sigmoid as _sigmoid
 
 __all__ = ["Network", "ConvPoolLayer", "FullyConnectedLayer", "SoftmaxLayer",
@@ -202,6 +202,8 @@ def _dropout(p, layer):
 
 
 # ---------------------------------------------------------------------------- checkpoints
+_STATE_LIMIT = 1 << 20     # characters of a checkpoint's JSON state (a few hundred in practice)
+
 class _Checkpoint:
     """One run's checkpoint file: an ``.npz`` of the flat parameters and a JSON ``state``
     (format, version, the run's fingerprint, epochs done, best figures, dropout generator)."""
@@ -229,13 +231,13 @@ class _Checkpoint:
         if not os.path.exists(self.path):
             return None
         bad = f"checkpoint {self.path} is not a network3 checkpoint"
-        try:
-            with np.load(self.path, allow_pickle=False) as f:
-                state = json.loads(str(f["state"]))
-                params = np.array(f["params"])
-        except (KeyError, ValueError, json.JSONDecodeError, OSError, EOFError,
-                zipfile.BadZipFile) as exc:
-            raise ValueError(f"{bad}: {exc}") from exc
+        with NpzReader(self.path, "a network3 checkpoint") as f:
+            try:
+                state = json.loads(f.text("state", _STATE_LIMIT))
+            except (ValueError, RecursionError) as exc:    # JSONDecodeError is a ValueError
+                raise f.error(f"its state is not valid JSON ({exc})") from None
+            # the parameters' header is checked against the network before any data is read
+            params = f.array("params", shape=params_like.shape, dtype=params_like.dtype)
         if not isinstance(state, dict) or state.get("format") != self.FORMAT:
             raise ValueError(bad)
         version = state.get("version")
@@ -265,9 +267,6 @@ class _Checkpoint:
             np.random.PCG64().state = rng
         except (TypeError, ValueError, KeyError) as exc:
             raise ValueError(f"{bad}: dropout_rng: {exc}") from exc
-        if params.shape != params_like.shape or params.dtype != params_like.dtype:
-            raise ValueError(f"{bad}: parameters {params.dtype} {params.shape}, the network "
-                             f"has {params_like.dtype} {params_like.shape}")
         state["params"] = params
         return state
 
