@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 
 import numpy as np
 
@@ -35,6 +34,7 @@ from fastnet import _checks
 from fastnet.kernels.config import CROSS_ENTROPY, QUADRATIC
 from fastnet.mnist_loader import vectorized_result
 from fastnet.network import SigmoidNetwork, sigmoid, sigmoid_prime
+from fastnet.savefile import write_atomic
 
 __all__ = ["QuadraticCost", "CrossEntropyCost", "Network", "load", "vectorized_result",
            "sigmoid", "sigmoid_prime"]
@@ -238,17 +238,7 @@ class Network(SigmoidNetwork):
                 "biases": [np.asarray(b, dtype=np.float64).reshape(-1, 1).tolist()
                            for b in self.biases],
                 "cost": _cost_name(self.cost)}
-        path = os.fspath(filename)
-        fd, tmp = tempfile.mkstemp(prefix=".network2-", suffix=".json",
-                                   dir=os.path.dirname(os.path.abspath(path)))
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(data, f)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        write_atomic(filename, lambda f: f.write(json.dumps(data).encode()))
 
 
 def load(filename, device: str | None = None) -> Network:

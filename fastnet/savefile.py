@@ -1,8 +1,8 @@
 """Files of arrays: ``.npz`` archives written atomically and read as untrusted input.
 
-``save_npz_atomic(path, **arrays)`` writes an uncompressed ``.npz`` (NumPy's format: a zip of
-``.npy`` members) through a temporary file that replaces ``path`` only when complete; the file
-gets the mode a new file gets under the process umask.
+``write_atomic(path, write)`` writes a file through a temporary file that replaces ``path`` only
+when complete, with the mode a new file gets under the process umask; ``save_npz_atomic(path,
+**arrays)`` writes an uncompressed ``.npz`` (NumPy's format: a zip of ``.npy`` members) so.
 
 ``NpzReader(path, what)`` reads one back without pickle and without trusting it: each member's
 ``.npy`` header (shape, dtype) can be checked before its data is read, only plain numeric and
@@ -11,16 +11,17 @@ holds costs no more memory than it holds. Everything wrong with the file's conte
 ``ValueError`` naming the file and ``what`` it should have been; a missing or unreadable file
 raises the ``OSError`` that ``open`` gives.
 
-Used by ``Model.save`` / ``fastnet.load`` (``fastnet.model``) and network3's checkpoints.
+Used by ``Model.save`` / ``fastnet.load`` (``fastnet.model``), network2's ``save`` and
+network3's checkpoints.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import tempfile
 import zipfile
 import zlib
+from typing import BinaryIO, Callable
 
 import numpy as np
 
@@ -29,18 +30,18 @@ _KINDS = "biufU"
 _CHUNK = 1 << 20
 
 
-def save_npz_atomic(path, **arrays) -> None:
-    """``np.savez(path, **arrays)`` through a temporary file beside ``path``, flushed to disk
-    and renamed over it when complete: a reader never sees a half-written file, and an
-    interrupted write leaves the old one. The new file's mode is ``0o666`` less the umask,
-    as for any file a program creates."""
+def write_atomic(path, write: Callable[[BinaryIO], object]) -> None:
+    """Call ``write(f)`` on a new temporary file beside ``path``, flush it to disk and rename
+    it over ``path``: a reader never sees a half-written file, and an interrupted write leaves
+    the old one. The new file's mode is ``0o666`` less the umask, as for any file a program
+    creates (``tempfile.mkstemp`` would give ``0o600``)."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     for _ in range(100):
-        tmp = os.path.join(directory, f".fastnet-{os.urandom(6).hex()}.npz")
+        tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.urandom(6).hex()}.tmp")
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
-                         0o666)
+            fd = os.open(tmp, flags, 0o666)
             break
         except FileExistsError:
             continue
@@ -48,7 +49,7 @@ def save_npz_atomic(path, **arrays) -> None:
         raise FileExistsError(f"no free temporary file name in {directory}")
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -56,6 +57,11 @@ def save_npz_atomic(path, **arrays) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def save_npz_atomic(path, **arrays) -> None:
+    """``np.savez(path, **arrays)`` through ``write_atomic``."""
+    write_atomic(path, lambda f: np.savez(f, **arrays))
 
 
 class NpzReader:

@@ -336,14 +336,22 @@ def test_load_builds_no_initial_weights(monkeypatch, tmp_path):
     assert np.array_equal(again.params, m.params)
 
 
+def _network2_save(path):
+    from fastnet import network2
+    network2.Network([3, 2]).save(path)
+
+
+@pytest.mark.parametrize("save", [lambda p: Model([3, 2]).save(p), _network2_save],
+                         ids=["Model.save", "network2.save"])
 @pytest.mark.parametrize("mask,mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
-def test_saved_files_follow_the_umask(tmp_path, mask, mode):
+def test_saved_files_follow_the_umask(tmp_path, save, mask, mode):
     old = os.umask(mask)
     try:
-        Model([3, 2]).save(tmp_path / "m.npz")
+        save(tmp_path / "m.out")
     finally:
         os.umask(old)
-    assert (tmp_path / "m.npz").stat().st_mode & 0o777 == mode
+    assert (tmp_path / "m.out").stat().st_mode & 0o777 == mode
+    assert [p.name for p in tmp_path.iterdir()] == ["m.out"]        # no temporary file left
 
 
 # ---------------------------------------------------------------------------- small mistakes
