@@ -34,8 +34,8 @@ import numpy as np
 import pytest
 
 resource = pytest.importorskip("resource")  # POSIX only, as is os.fork
-if not hasattr(os, "fork"):
-    pytest.skip("needs os.fork", allow_module_level=True)
+if not hasattr(os, "fork") or not os.path.exists("/proc/self/status"):
+    pytest.skip("needs os.fork and /proc (Linux)", allow_module_level=True)
 
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
