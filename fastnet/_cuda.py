@@ -21,7 +21,9 @@ from types import ModuleType
 
 import numpy as np
 
-_INSTALL_HINT = "pip install 'fastnet[cuda]'  (installs numba-cuda)"
+_INSTALL_HINT = "pip install 'fastnet[cuda]'"  # the extra that installs numba-cuda
+# For users of the API and of the command line alike.
+_CPU_HINT = "use device='cpu' (command line: --device cpu)"
 
 
 def apply_numpy_shim() -> None:
@@ -46,15 +48,42 @@ def _import_numba_cuda() -> ModuleType:
     except ImportError as exc:  # numba-cuda, or its cuda-bindings, missing
         raise RuntimeError(
             "fastnet's CUDA backend needs numba-cuda, which could not be imported "
-            f"({exc}). Install it with: {_INSTALL_HINT}") from exc
+            f"({exc}). Install it with {_INSTALL_HINT}, or {_CPU_HINT}.") from exc
     return cuda
+
+
+def _driver_problem() -> str | None:
+    """Why the CUDA driver did not load (its first line), if numba recorded a reason."""
+    try:
+        from numba.cuda.cudadrv import driver
+        error = driver.driver.initialization_error
+    except Exception:  # a layout this does not know: no reason rather than a second error
+        return None
+    return str(error).strip().splitlines()[0].rstrip(".") if error else None
+
+
+def _unavailable_message(cuda: ModuleType) -> str:
+    """What is missing when ``cuda.is_available()`` is False: numba-cuda (only numba's
+    built-in CUDA target, which fastnet does not use, is there) and/or a driver or GPU."""
+    problem = _driver_problem()
+    hardware = (f"the CUDA driver could not be loaded ({problem})" if problem else
+                "no CUDA GPU was found, or the NVIDIA driver is too old")
+    if getattr(cuda, "implementation", "Built-in") != "NVIDIA":
+        return (f"fastnet's CUDA backend needs numba-cuda, which is not installed (only numba's "
+                f"built-in CUDA target is), and {hardware}. On a machine with an NVIDIA GPU and "
+                f"driver, install it: {_INSTALL_HINT}. Otherwise {_CPU_HINT}.")
+    return (f"fastnet's CUDA backend found no usable CUDA GPU: numba-cuda is installed, but "
+            f"{hardware} (`python -c \"from numba import cuda; cuda.detect()\"` says more). "
+            f"{_CPU_HINT[0].upper() + _CPU_HINT[1:]}, or set NUMBA_ENABLE_CUDASIM=1 before numba "
+            "is imported to run the kernels (slowly) in Numba's CUDA simulator.")
 
 
 def require_cuda() -> ModuleType:
     """Return ``numba.cuda`` ready to compile fastnet's kernels, or raise RuntimeError.
 
     Raises when numba-cuda is not installed, or when no CUDA driver / GPU is usable (and the
-    simulator is not enabled). The error names the cause and the fix.
+    simulator is not enabled). The error names what is missing and the fix, for users of the
+    API (``device='cpu'``) and of the command line (``--device cpu``).
     """
     cuda = _import_numba_cuda()
     if simulator_enabled():
@@ -62,15 +91,10 @@ def require_cuda() -> ModuleType:
     try:
         ok = bool(cuda.is_available())
     except Exception as exc:  # a broken driver install can raise instead of returning False
-        raise RuntimeError(f"fastnet's CUDA backend: probing the CUDA driver failed: {exc}") \
-            from exc
+        raise RuntimeError(f"fastnet's CUDA backend: probing the CUDA driver failed: {exc}. "
+                           f"{_CPU_HINT[0].upper() + _CPU_HINT[1:]}.") from exc
     if not ok:
-        raise RuntimeError(
-            "fastnet's CUDA backend found no usable CUDA GPU: numba-cuda is installed, but "
-            "numba.cuda.is_available() is False (no NVIDIA driver, no GPU, or the driver is too "
-            "old; `python -c \"from numba import cuda; cuda.detect()\"` says which). Use "
-            "backend='cpu' instead, or set NUMBA_ENABLE_CUDASIM=1 before numba is imported to "
-            "run the kernels (slowly) in Numba's CUDA simulator.")
+        raise RuntimeError(_unavailable_message(cuda))
     return cuda
 
 

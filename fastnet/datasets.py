@@ -11,6 +11,16 @@ missing into the cache from a list of mirrors. Every file's sha256 (of the uncom
 checked on each load: hashing the 47 MB training images takes ~0.03 s against ~0.2 s to gunzip
 them, so a memo of verified files would not pay for itself.
 
+Every file is read as untrusted: an IDX header is parsed before its payload and no more is
+decompressed than it declares (a gzip file may expand to at most 100x its size), and the book's
+pickle is read without running it (``fastnet._safe_pickle``). A bad file raises ValueError
+naming it, before anything large is allocated.
+
+Downloads use the standard library (urllib), with a connect timeout of a few seconds. pooch
+would bring seven packages (requests, urllib3, certifi, idna, charset-normalizer, platformdirs,
+packaging) for this one job, and its ``known_hash`` checks the downloaded (compressed) bytes,
+while these hashes are of the uncompressed ones, which hold across gzip re-makes.
+
 Nothing happens at import time: no I/O, no network.
 """
 
@@ -19,9 +29,9 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import math
 import numbers
 import os
-import pickle
 import struct
 import sys
 import tempfile
@@ -61,16 +71,35 @@ MIRRORS: tuple[str, ...] = (
 _TRAIN_IMAGES, _TRAIN_LABELS = "train-images-idx3-ubyte", "train-labels-idx1-ubyte"
 _TEST_IMAGES, _TEST_LABELS = "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"
 _N_TRAIN_FILE = 60000  # images in the standard training file: bounds `validation`
-_DOWNLOAD_TIMEOUT_S = 60
+# urllib has one timeout for connecting and for each read; they are split (see _opener) so that
+# a mirror behind a firewall that drops packets costs a few seconds, not a minute, while a slow
+# but live transfer still gets time.
+_CONNECT_TIMEOUT_S = 5.0
+_READ_TIMEOUT_S = 30.0
 _MAX_DOWNLOAD_BYTES = 64 << 20  # the largest file is ~9.9 MB gzipped; refuse runaway responses
 _GZIP_MAGIC = b"\x1f\x8b"
+# A gzip file may expand to 100x its size (MNIST's expand ~5x), or to 4 MiB whatever its size:
+# a small file that claims or streams gigabytes is refused before they are allocated.
+_MAX_GZIP_RATIO = 100
+_GZIP_FREE_BYTES = 4 << 20
+_HOW_TO_POINT = ("point fastnet at a directory holding the four IDX files (gzipped or raw): "
+                 "load_mnist(path='/dir'), FASTNET_DATA=/dir, or on the command line --data DIR")
 
 # IDX type byte -> big-endian numpy dtype.
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
 class MNISTNotFoundError(FileNotFoundError):
-    """The MNIST files are neither where fastnet looked nor downloadable."""
+    """The MNIST files are neither where fastnet looked nor downloadable.
+
+    Besides the message: ``missing`` (file names), ``looked`` (``(directory, why)`` pairs, in
+    the order searched) and ``failures`` (one line per failed download), for a caller that
+    words its own message (the command line prints one line).
+    """
+
+    missing: tuple[str, ...] = ()
+    looked: tuple[tuple[Path, str], ...] = ()
+    failures: tuple[str, ...] = ()
 
 
 def default_data_dir() -> Path:
@@ -91,40 +120,89 @@ def default_data_dir() -> Path:
 # --------------------------------------------------------------------------- IDX parsing
 
 
-def _decompress_if_gzip(raw: bytes, name: str) -> bytes:
-    """Gunzip ``raw`` if it starts with the gzip magic; a broken stream becomes a ValueError."""
-    if not raw.startswith(_GZIP_MAGIC):
-        return raw
+class _RawReader:
+    """``read(n)`` over in-memory bytes, returning views (no copies): the raw-file twin of
+    ``gzip.GzipFile.read``."""
+
+    def __init__(self, raw: bytes) -> None:
+        self._view, self._pos = memoryview(raw), 0
+
+    def read(self, n: int) -> memoryview:
+        chunk = self._view[self._pos:self._pos + n]
+        self._pos += len(chunk)
+        return chunk
+
+    def close(self) -> None:
+        pass
+
+
+def _gzip_limit(raw: bytes) -> int:
+    """The most bytes the gzip file ``raw`` may decompress to (see ``_MAX_GZIP_RATIO``)."""
+    return max(_GZIP_FREE_BYTES, _MAX_GZIP_RATIO * len(raw))
+
+
+def _gzip_error(name: str, e: BaseException) -> ValueError:
+    return ValueError(f"{name}: gzip stream is truncated or corrupt ({type(e).__name__}: {e})")
+
+
+def _decode_idx(raw: bytes, name: str, *, digest: bool = False) -> tuple[np.ndarray, str | None]:
+    """Parse the IDX file ``raw`` (gzipped or not, by content) into a native-endian array.
+
+    Returns ``(array, sha256 hex of the uncompressed bytes or None unless digest)``; the array
+    may be a read-only view of ``raw``. The header is read first and nothing beyond the payload
+    it declares is decompressed, so a gzip stream that expands far beyond its declared or
+    allowed size costs no memory. Raises ValueError naming ``name`` for anything malformed.
+    """
+    gzipped = raw[:2] == _GZIP_MAGIC
+    stream: Any = (gzip.GzipFile(fileobj=io.BytesIO(raw), mode="rb") if gzipped
+                   else _RawReader(raw))
+    limit = _gzip_limit(raw) if gzipped else len(raw)
     try:
-        return gzip.decompress(raw)
-    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
-        raise ValueError(f"{name}: gzip stream is truncated or corrupt ({e})") from e
-
-
-def _parse_idx(data: bytes, name: str) -> np.ndarray:
-    """A read-only native-endian array viewing/copying the IDX payload of ``data``."""
-    if len(data) < 4:
-        raise ValueError(f"{name}: truncated or corrupt IDX file ({len(data)} bytes, no header)")
-    if data[0] != 0 or data[1] != 0:
-        raise ValueError(f"{name}: not an IDX file (magic {data[:2].hex()}, expected 0000)")
-    type_byte, ndim = data[2], data[3]
-    if type_byte not in _IDX_DTYPES:
-        raise ValueError(f"{name}: unsupported IDX element type 0x{type_byte:02x}")
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise ValueError(f"{name}: truncated or corrupt IDX header ({ndim} dims declared)")
-    dims = struct.unpack(f">{ndim}I", data[4:header])
-    dtype = np.dtype(_IDX_DTYPES[type_byte])
-    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
-    actual = len(data) - header
-    if actual != expected:
-        what = "truncated" if actual < expected else "corrupt (trailing bytes)"
-        raise ValueError(
-            f"{name}: IDX file is {what}: header declares shape {dims} = {expected} payload "
-            f"bytes, file holds {actual}"
-        )
-    arr = np.frombuffer(data, dtype=dtype, offset=header).reshape(dims)
-    return arr if dtype.isnative or dtype.itemsize == 1 else arr.astype(dtype.newbyteorder("="))
+        head = bytes(stream.read(4))
+        if len(head) < 4:
+            raise ValueError(f"{name}: truncated or corrupt IDX file ({len(head)} bytes, "
+                             "no header)")
+        if head[0] != 0 or head[1] != 0:
+            raise ValueError(f"{name}: not an IDX file (magic {head[:2].hex()}, expected 0000)")
+        type_byte, ndim = head[2], head[3]
+        if type_byte not in _IDX_DTYPES:
+            raise ValueError(f"{name}: unsupported IDX element type 0x{type_byte:02x}")
+        head += stream.read(4 * ndim)
+        header = len(head)
+        if header < 4 + 4 * ndim:
+            raise ValueError(f"{name}: truncated or corrupt IDX header ({ndim} dims declared)")
+        dims = struct.unpack(f">{ndim}I", head[4:])
+        dtype = np.dtype(_IDX_DTYPES[type_byte])
+        expected = math.prod(dims) * dtype.itemsize  # Python ints: no overflow
+        if expected > limit - header:
+            held = (f"file holds {len(raw) - header}" if not gzipped else
+                    f"more than the {len(raw)}-byte gzip file may expand to here "
+                    f"({_MAX_GZIP_RATIO}x its size)")
+            raise ValueError(f"{name}: IDX file is truncated or corrupt: header declares shape "
+                             f"{dims} = {expected} payload bytes, {held}")
+        payload = stream.read(expected)
+        if len(payload) < expected:
+            raise ValueError(f"{name}: IDX file is truncated: header declares shape {dims} = "
+                             f"{expected} payload bytes, file holds {len(payload)}")
+        if len(stream.read(1)):  # for gzip, also reaches the end: checks the CRC
+            raise ValueError(f"{name}: IDX file is corrupt (trailing bytes): header declares "
+                             f"shape {dims} = {expected} payload bytes, file holds more")
+    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+        raise _gzip_error(name, e) from None
+    finally:
+        stream.close()
+    sha = None
+    if digest:
+        h = hashlib.sha256(head)
+        h.update(payload)
+        sha = h.hexdigest()
+    try:
+        arr = np.frombuffer(payload, dtype=dtype).reshape(dims)
+    except ValueError as e:  # zero-size shapes numpy cannot represent, too many dims
+        raise ValueError(f"{name}: IDX shape {dims} is not a valid array shape ({e})") from None
+    if not (dtype.isnative or dtype.itemsize == 1):
+        arr = arr.astype(dtype.newbyteorder("="))
+    return arr, sha
 
 
 def read_idx(file: PathLike | IO[bytes]) -> np.ndarray:
@@ -133,6 +211,7 @@ def read_idx(file: PathLike | IO[bytes]) -> np.ndarray:
     ``file``: a path or a binary file object. Returns an array of the file's declared shape, e.g.
     ``uint8[n, 28, 28]`` for MNIST images or ``uint8[n]`` for labels, in native byte order.
     Raises ValueError, naming the file, if it is truncated or corrupt. No checksum is checked.
+    A gzipped file may expand to at most 100 times its size (or 4 MiB).
     """
     if hasattr(file, "read"):
         name = str(getattr(file, "name", "<file object>"))
@@ -140,7 +219,8 @@ def read_idx(file: PathLike | IO[bytes]) -> np.ndarray:
     else:
         name = os.fspath(file)  # type: ignore[arg-type]
         raw = Path(name).read_bytes()
-    return _parse_idx(_decompress_if_gzip(raw, name), name).copy()
+    arr, _ = _decode_idx(bytes(raw), name)
+    return arr if arr.flags.writeable and arr.flags.owndata else arr.copy()
 
 
 # --------------------------------------------------------------------------- locating files
@@ -170,45 +250,99 @@ def _atomic_write(dest: Path, data: bytes) -> None:
         raise
 
 
-def _download(name: str, dest_dir: Path, mirrors: Sequence[str], verbose: bool) -> Path:
+def _opener() -> Any:
+    """A urllib opener whose connections time out after ``_CONNECT_TIMEOUT_S`` while connecting
+    (and in the TLS handshake), then after ``_READ_TIMEOUT_S`` of silence while reading."""
+    import http.client  # lazy: keeps `import fastnet` free of the network stack
+    import urllib.request
+
+    class Timeouts:
+        def connect(self) -> None:
+            super().connect()  # type: ignore[misc]  # uses self.timeout: the connect timeout
+            self.sock.settimeout(_READ_TIMEOUT_S)  # type: ignore[attr-defined]
+
+    class HTTPConnection(Timeouts, http.client.HTTPConnection):
+        pass
+
+    class HTTPSConnection(Timeouts, http.client.HTTPSConnection):
+        pass
+
+    class HTTPHandler(urllib.request.HTTPHandler):
+        def http_open(self, req: Any) -> Any:
+            return self.do_open(HTTPConnection, req)
+
+    class HTTPSHandler(urllib.request.HTTPSHandler):
+        def https_open(self, req: Any) -> Any:
+            return self.do_open(HTTPSConnection, req, context=self._context)  # type: ignore
+
+    return urllib.request.build_opener(HTTPHandler, HTTPSHandler)
+
+
+def _fetch(opener: Any, url: str) -> bytes:
+    """The body at ``url`` (at most ``_MAX_DOWNLOAD_BYTES``). Raises OSError (urllib's
+    URLError/HTTPError, timeouts) or http.client.HTTPException on failure."""
+    import http.client
+
+    with opener.open(url, timeout=_CONNECT_TIMEOUT_S) as resp:
+        blob = resp.read(_MAX_DOWNLOAD_BYTES + 1)
+        if len(blob) > _MAX_DOWNLOAD_BYTES:
+            raise OSError(f"response larger than {_MAX_DOWNLOAD_BYTES} bytes")
+        if resp.length:  # read(n) returns short when the server closes early: say so
+            raise http.client.IncompleteRead(blob, resp.length)
+    return blob
+
+
+def _unreachable(e: BaseException) -> bool:
+    """True if ``e`` says the server could not be reached or went silent (not an HTTP error
+    status): that mirror is then not asked for the remaining files."""
+    import urllib.error
+
+    return isinstance(e, OSError) and not isinstance(e, urllib.error.HTTPError)
+
+
+def _download(name: str, dest_dir: Path, mirrors: Sequence[str], verbose: bool,
+              dead: set[str]) -> Path:
     """Fetch ``<name>.gz`` from the first mirror serving bytes with the right sha256.
 
     The whole response is held in memory and verified before anything is written, so a failed
-    or wrong download leaves nothing behind. Raises ValueError if some mirror served bytes with
-    the wrong hash and none served good ones; OSError if no mirror could be reached.
+    or wrong download leaves nothing behind. ``verbose``: one stderr line per mirror tried.
+    Mirrors in ``dead`` are skipped, and a mirror that cannot be reached is added to it.
+    Raises ValueError if some mirror served bytes with the wrong hash and none served good ones;
+    OSError if no mirror could be reached.
     """
-    import http.client  # lazy: keeps `import fastnet.datasets` cheap
-    import urllib.request
+    import http.client
 
     fname = name + ".gz"
     errors: list[str] = []
     bad_hash: str | None = None
+    opener = _opener()
     for base in mirrors:
         url = base.rstrip("/") + "/" + fname
+        if base in dead:
+            errors.append(f"{url}: not tried (the mirror was unreachable for an earlier file)")
+            continue
         if verbose:
-            print(f"fastnet: downloading {fname} from {url}", file=sys.stderr)
+            print(f"fastnet: downloading {url} ... ", end="", file=sys.stderr, flush=True)
         try:
-            with urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S) as resp:
-                blob = resp.read(_MAX_DOWNLOAD_BYTES + 1)
+            blob = _fetch(opener, url)
+            _, actual = _decode_idx(blob, url, digest=True)
         except (OSError, ValueError, http.client.HTTPException) as e:
-            errors.append(f"{url}: {type(e).__name__}: {e}")
-            continue
-        if len(blob) > _MAX_DOWNLOAD_BYTES:
-            errors.append(f"{url}: response larger than {_MAX_DOWNLOAD_BYTES} bytes")
-            continue
-        try:
-            data = _decompress_if_gzip(blob, url)
-        except ValueError as e:
-            errors.append(str(e))
-            continue
-        actual = hashlib.sha256(data).hexdigest()
-        if actual != MNIST_SHA256[name]:
-            bad_hash = f"{url}: sha256 mismatch: expected {MNIST_SHA256[name]}, got {actual}"
-            errors.append(bad_hash)
-            continue
-        dest = dest_dir / fname
-        _atomic_write(dest, blob)
-        return dest
+            if _unreachable(e):
+                dead.add(base)
+            reason = (str(e).removeprefix(f"{url}: ") if isinstance(e, ValueError)
+                      else f"{type(e).__name__}: {e}")
+        else:
+            if actual == MNIST_SHA256[name]:
+                dest = dest_dir / fname
+                _atomic_write(dest, blob)
+                if verbose:
+                    print(f"done ({len(blob) / 1e6:.1f} MB)", file=sys.stderr, flush=True)
+                return dest
+            reason = f"sha256 mismatch: expected {MNIST_SHA256[name]}, got {actual}"
+            bad_hash = reason
+        errors.append(f"{url}: {reason}")
+        if verbose:
+            print(f"failed: {reason}", file=sys.stderr, flush=True)
     detail = "\n  ".join(errors) or "no mirrors given"
     if bad_hash is not None:
         raise ValueError(f"download of {fname} failed checksum verification:\n  {detail}")
@@ -223,10 +357,7 @@ def _not_found(missing: list[str], looked: list[tuple[Path, str]], failures: lis
     if failures:
         lines.append("Download failed:")
         lines += [f"  {line}" for f in failures for line in f.splitlines()]
-    lines.append(
-        "Point fastnet at a directory holding the four IDX files (gzipped or raw): "
-        "load_mnist(path='/dir') or set FASTNET_DATA=/dir."
-    )
+    lines.append(_HOW_TO_POINT[0].upper() + _HOW_TO_POINT[1:] + ".")
     return "\n".join(lines)
 
 
@@ -249,16 +380,19 @@ def _locate(
     missing = [name for name, f in found.items() if f is None]
     failures: list[str] = []
     if missing and download:
+        dead: set[str] = set()
         for name in missing:
             try:
-                found[name] = _download(name, default_data_dir(), mirrors, verbose)
+                found[name] = _download(name, default_data_dir(), mirrors, verbose, dead)
             except OSError as e:
                 failures.append(f"{name}: {e}")
         missing = [name for name, f in found.items() if f is None]
     if missing:
         if not download and path is None:
             failures.append("download disabled (download=False)")
-        raise MNISTNotFoundError(_not_found(missing, looked, failures))
+        err = MNISTNotFoundError(_not_found(missing, looked, failures))
+        err.missing, err.looked, err.failures = tuple(missing), tuple(looked), tuple(failures)
+        raise err
     return found  # type: ignore[return-value]
 
 
@@ -267,8 +401,7 @@ def _locate(
 
 def _load_verified(file: Path, name: str) -> np.ndarray:
     """Read, parse and check one MNIST file: shape, label range, then sha256."""
-    data = _decompress_if_gzip(file.read_bytes(), str(file))
-    arr = _parse_idx(data, str(file))
+    arr, actual = _decode_idx(file.read_bytes(), str(file), digest=True)
     if arr.dtype != np.uint8:
         raise ValueError(f"{file}: expected uint8 elements, got {arr.dtype}")
     if "images" in name and (arr.ndim != 3 or arr.shape[1:] != (28, 28)):
@@ -278,7 +411,6 @@ def _load_verified(file: Path, name: str) -> np.ndarray:
             raise ValueError(f"{file}: expected labels of shape (n,), got {arr.shape}")
         if arr.size and arr.max() > 9:
             raise ValueError(f"{file}: labels must be in 0..9, found {int(arr.max())}")
-    actual = hashlib.sha256(data).hexdigest()
     if actual != MNIST_SHA256[name]:
         raise ValueError(
             f"{file}: sha256 of the uncompressed bytes does not match: expected "
@@ -311,7 +443,7 @@ def load_mnist(
     *,
     validation: int = 10000,
     download: bool = True,
-    mirrors: Sequence[str] = MIRRORS,
+    mirrors: Sequence[str] | None = None,
     verbose: bool = True,
 ) -> tuple[Split, Split, Split]:
     """Load MNIST as ``(train, val, test)``, each ``(x: float32[n, 784] in [0, 1], y: int64[n])``.
@@ -320,12 +452,15 @@ def load_mnist(
     book's 10,000; 0 gives empty ``(0, 784)`` / ``(0,)`` arrays); the rest are ``train``.
     ``path``: a directory holding the four IDX files (``.gz`` or raw); if given, nothing else is
     searched and nothing downloaded. Otherwise ``$FASTNET_DATA`` then ``default_data_dir()`` are
-    searched and missing files downloaded into the latter (unless ``download=False``), one
-    stderr line per file if ``verbose``. Raises MNISTNotFoundError (a FileNotFoundError) listing
-    where it looked, or ValueError for a truncated/corrupt file or a checksum mismatch.
+    searched and missing files downloaded into the latter (unless ``download=False``) from
+    ``mirrors`` (base URLs; default ``MIRRORS``), one stderr line per URL tried if ``verbose``.
+    A mirror that cannot be reached within a few seconds is not asked again for the other files.
+    Raises MNISTNotFoundError (a FileNotFoundError) listing where it looked, what failed and how
+    to point fastnet at local files, or ValueError for a truncated/corrupt file or a checksum
+    mismatch.
     """
     validation = _check_validation(validation)
-    files = _locate(path, download, mirrors, verbose)
+    files = _locate(path, download, MIRRORS if mirrors is None else mirrors, verbose)
     # Small files first, so a bad label file is reported before 47 MB are decompressed.
     order = (_TEST_LABELS, _TRAIN_LABELS, _TEST_IMAGES, _TRAIN_IMAGES)
     raw = {name: _load_verified(files[name], name) for name in order}
@@ -348,80 +483,71 @@ def load_mnist(
 # --------------------------------------------------------------------------- book pickle
 
 
-def _numpy_core(attr: str) -> Any:
-    """``numpy._core.multiarray.<attr>`` (numpy >= 2), else ``numpy.core.multiarray.<attr>``.
-
-    Resolving ``numpy.core`` names to ``numpy._core`` avoids numpy 2's deprecation warning.
-    """
+def _gunzip(raw: bytes, name: str) -> bytes:
+    """All members of the gzip file ``raw`` decompressed, refused (ValueError) beyond
+    ``_gzip_limit(raw)`` bytes; read in one piece when the trailer's size field is honest."""
+    limit = _gzip_limit(raw)
+    hint = int.from_bytes(raw[-4:], "little") if len(raw) >= 18 else 0  # ISIZE: size mod 2**32
     try:
-        from numpy._core import multiarray
-    except ImportError:  # numpy < 2
-        from numpy.core import multiarray  # type: ignore[no-redef]
-    return getattr(multiarray, attr)
-
-
-def _latin1_encode(obj: str, encoding: str = "latin1") -> bytes:
-    """``_codecs.encode`` restricted to latin-1: how Python 3 protocol-2 pickles store bytes."""
-    if encoding.lower().replace("_", "-") not in ("latin1", "latin-1", "iso-8859-1"):
-        raise pickle.UnpicklingError(f"forbidden encoding in pickle: _codecs.encode({encoding!r})")
-    return obj.encode("latin1")
-
-
-_PICKLE_ALLOWED: dict[tuple[str, str], Any] = {
-    ("numpy", "ndarray"): lambda: np.ndarray,
-    ("numpy", "dtype"): lambda: np.dtype,
-    ("_codecs", "encode"): lambda: _latin1_encode,
-}
-for _mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
-    for _attr in ("_reconstruct", "scalar"):
-        _PICKLE_ALLOWED[(_mod, _attr)] = lambda _attr=_attr: _numpy_core(_attr)
-for _mod in ("builtins", "__builtin__"):  # Python 2 pickles name the module __builtin__
-    for _attr, _obj in (("tuple", tuple), ("list", list)):
-        _PICKLE_ALLOWED[(_mod, _attr)] = lambda _obj=_obj: _obj
-del _mod, _attr, _obj
-
-
-class _ArrayOnlyUnpickler(pickle.Unpickler):
-    """An unpickler that can rebuild numpy arrays, tuples and lists, and nothing else."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        try:
-            return _PICKLE_ALLOWED[(module, name)]()
-        except KeyError:
-            raise pickle.UnpicklingError(
-                f"forbidden global in pickle: {module}.{name} (only numpy arrays are allowed)"
-            ) from None
+        with gzip.GzipFile(fileobj=io.BytesIO(raw), mode="rb") as stream:
+            first = stream.read(min(hint, limit))
+            chunks = [first]
+            total = len(first)
+            while total <= limit:
+                chunk = stream.read(min(1 << 20, limit + 1 - total))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                total += len(chunk)
+    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+        raise _gzip_error(name, e) from None
+    if total > limit:
+        raise ValueError(f"{name}: gzip stream expands beyond {limit} bytes ({_MAX_GZIP_RATIO}x "
+                         "the file's size): refused")
+    return first if len(chunks) == 1 else b"".join(chunks)
 
 
 def load_mnist_pickle(path: PathLike) -> tuple[Split, Split, Split]:
     """Load the book's ``mnist.pkl.gz`` (gzipped or raw) as ``(train, val, test)``.
 
     The file is a Python 2 pickle of ``((tr_x, tr_y), (va_x, va_y), (te_x, te_y))``. It is read
-    with a restricted unpickler that only rebuilds numpy arrays, so a malicious file raises
-    ``pickle.UnpicklingError`` instead of running code. Returns ``x: float32[n, 784]`` (values
-    as stored, the book's are in [0, 1)) and ``y: int64[n]``.
+    without running it: only numpy arrays of plain numeric dtypes in tuples and lists are rebuilt
+    (``fastnet._safe_pickle``), so a malicious file raises ``pickle.UnpicklingError`` instead of
+    running code. Returns ``x: float32[n, 784]`` (values as stored, the book's are in [0, 1))
+    and ``y: int64[n]`` (digits 0..9). Every refusal names the file and is a ValueError
+    (refused globals and dtypes are also ``pickle.UnpicklingError``); a missing file raises
+    FileNotFoundError. A gzipped file may expand to at most 100 times its size (or 4 MiB).
     """
+    from fastnet._safe_pickle import load_arrays  # lazy: pickletools and friends
+
     name = os.fspath(path)
-    raw = _decompress_if_gzip(Path(name).read_bytes(), name)
-    try:
-        obj = _ArrayOnlyUnpickler(io.BytesIO(raw), encoding="latin1").load()
-    except EOFError as e:
-        raise ValueError(f"{name}: pickle is truncated ({e})") from e
-    try:
-        splits = tuple((x, y) for x, y in obj)
-        if len(splits) != 3:
-            raise ValueError
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}: expected ((tr_x, tr_y), (va_x, va_y), (te_x, te_y))") from None
-    out = []
-    for label, (x, y) in zip(("train", "val", "test"), splits):
-        if not (isinstance(x, np.ndarray) and isinstance(y, np.ndarray)):
-            raise ValueError(f"{name}: {label} split does not hold numpy arrays")
+    raw = Path(name).read_bytes()
+    data = _gunzip(raw, name) if raw[:2] == _GZIP_MAGIC else raw
+    del raw
+    obj = load_arrays(data, name)
+    del data  # the arrays view the unpickler's copies of their bytes, not these
+    if not (isinstance(obj, (tuple, list)) and len(obj) == 3 and all(
+            isinstance(s, (tuple, list)) and len(s) == 2
+            and all(isinstance(a, np.ndarray) for a in s) for s in obj)):
+        raise ValueError(f"{name}: expected ((tr_x, tr_y), (va_x, va_y), (te_x, te_y)), a tuple "
+                         "of three pairs of arrays")
+    # Every shape and dtype first: the conversions below allocate only for a consistent file.
+    for label, (x, y) in zip(("train", "val", "test"), obj):
         if x.ndim != 2 or x.shape[1] != 784 or y.shape != (len(x),):
-            raise ValueError(f"{name}: {label} split has shapes {x.shape}, {y.shape}")
-        if y.dtype.kind not in "iu" or (y.size and (y.min() < 0 or y.max() > 9)):
+            raise ValueError(f"{name}: {label} split has shapes {x.shape}, {y.shape}; expected "
+                             "(n, 784) images and (n,) labels")
+        if y.dtype.kind not in "iu":
+            raise ValueError(f"{name}: {label} labels are {y.dtype}, expected integers 0..9")
+    out = []
+    for label, (x, y) in zip(("train", "val", "test"), obj):
+        if y.size and (y.min() < 0 or y.max() > 9):
             raise ValueError(f"{name}: {label} labels must be integers in 0..9")
-        out.append((np.ascontiguousarray(x, np.float32), np.ascontiguousarray(y, np.int64)))
+        with np.errstate(over="ignore", invalid="ignore"):  # checked just below
+            x32 = np.array(x, dtype=np.float32)  # a writable copy, also of float32 input
+        if not np.isfinite(x32).all():
+            raise ValueError(f"{name}: {label} images hold NaN or infinite values (or values "
+                             "beyond float32's range)")
+        out.append((x32, np.array(y, dtype=np.int64)))
     return out[0], out[1], out[2]
 
 

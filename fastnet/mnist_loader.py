@@ -33,8 +33,13 @@ def load_data(filename=None):
 
     filename: ``None`` reads the IDX files from the default places (see
         ``fastnet.datasets.load_mnist``); a directory reads the IDX files there; a file is read
-        as the book's ``mnist.pkl.gz`` (gzipped or not) with a restricted unpickler that only
-        rebuilds numpy arrays.
+        as the book's ``mnist.pkl.gz`` (gzipped or not) without running it: only numpy arrays
+        of plain numeric dtypes are rebuilt (``fastnet.datasets.load_mnist_pickle``).
+
+    Raises FileNotFoundError if ``filename`` does not exist (``MNISTNotFoundError``, also a
+    FileNotFoundError, if the IDX files are not found), and ValueError naming the file for a
+    corrupt or refused one (a pickle naming forbidden globals or dtypes raises
+    ``pickle.UnpicklingError``, which is also a ValueError here).
     """
     if filename is None:
         return load_mnist()

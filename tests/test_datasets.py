@@ -1,28 +1,33 @@
 """Tests for fastnet.datasets: MNIST from IDX files (local, downloaded) and the book's pickle.
 
 The real MNIST files are found via $FASTNET_DATA, else <repo>/../shared/data/mnist; tests that need
-them are skipped when neither exists. No test touches the network: an autouse fixture replaces
-urllib's opener with one that raises, and the download tests serve bytes from memory.
+them are skipped when neither exists. No test touches the network: an autouse fixture points the
+default mirrors at a closed local port and refuses connections to any host but 127.0.0.1, and the
+download tests run HTTP mirrors on 127.0.0.1 (good, bad-hash and truncated files), a socket that
+accepts but never answers, and one whose backlog is full (connections time out).
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import http.server
 import io
 import os
 import pickle
+import socket
 import struct
 import subprocess
 import sys
-import urllib.error
-import urllib.request
+import threading
+import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from fastnet import datasets
 from fastnet.datasets import (
     MNIST_SHA256,
     MNISTNotFoundError,
@@ -41,7 +46,6 @@ HAVE_MNIST = all(
 needs_mnist = pytest.mark.skipif(
     not HAVE_MNIST, reason=f"MNIST not found in {DATA_DIR} (set FASTNET_DATA to its directory)"
 )
-MIRROR_A, MIRROR_B = "https://mirror-a.invalid/mnist/", "https://mirror-b.invalid/mnist"
 
 
 def _real_file(name: str) -> Path:
@@ -49,30 +53,105 @@ def _real_file(name: str) -> Path:
     return raw if raw.is_file() else DATA_DIR / (name + ".gz")
 
 
+def _closed_port_url() -> str:
+    """A URL on 127.0.0.1 whose port nothing listens on: connections are refused at once."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/mnist/"
+
+
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch, tmp_path):
-    """A private cache dir, no $FASTNET_DATA, and no network for every test."""
+    """A private cache dir, no $FASTNET_DATA, and no network but 127.0.0.1 for every test."""
     monkeypatch.setenv("FASTNET_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("FASTNET_DATA", raising=False)
+    monkeypatch.setattr(datasets, "MIRRORS", (_closed_port_url(),))
+    real_connect = socket.create_connection
 
-    def no_network(url, *args, **kwargs):
-        raise urllib.error.URLError(f"network disabled in tests ({url})")
+    def local_only(address, *args, **kwargs):
+        if address[0] != "127.0.0.1":
+            raise ConnectionRefusedError(f"network disabled in tests ({address[0]})")
+        return real_connect(address, *args, **kwargs)
 
-    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    monkeypatch.setattr(socket, "create_connection", local_only)
 
 
-def _serve(monkeypatch, files: dict[str, bytes]) -> list[str]:
-    """Make urlopen serve ``files`` (url -> bytes); other urls fail. Returns the urls asked for."""
-    asked: list[str] = []
+class Mirror:
+    """An HTTP server on 127.0.0.1 serving ``files`` (path -> bytes) under ``url``; paths in
+    ``short`` announce their full length but send half and close. ``asked``: paths requested."""
 
-    def fake_urlopen(url, *args, **kwargs):
-        asked.append(url)
-        if url not in files:
-            raise urllib.error.URLError(f"unreachable: {url}")
-        return io.BytesIO(files[url])
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.short: set[str] = set()
+        self.asked: list[str] = []
+        mirror = self
 
-    monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen)
-    return asked
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = self.path.lstrip("/")
+                mirror.asked.append(path)
+                body = mirror.files.get(path)
+                if body is None:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body[: len(body) // 2] if path in mirror.short else body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def serve(self, prefix: str, files: dict[str, bytes]) -> str:
+        """Serve ``files`` (name -> bytes) under ``<url><prefix>/``; returns that base URL."""
+        self.files.update({f"{prefix}/{n}": b for n, b in files.items()})
+        return f"{self.url}{prefix}/"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def mirror():
+    m = Mirror()
+    yield m
+    m.close()
+
+
+@pytest.fixture
+def silent_url():
+    """A server that accepts connections (the kernel does) but never answers a request."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(16)
+        yield f"http://127.0.0.1:{s.getsockname()[1]}/mnist/"
+
+
+@pytest.fixture
+def black_hole_url():
+    """A server whose accept queue is full: new connections hang (Linux drops their SYN),
+    as behind a firewall that drops packets."""
+    with socket.socket() as s, socket.socket() as filler:
+        s.bind(("127.0.0.1", 0))
+        s.listen(0)
+        filler.connect(s.getsockname())
+        probe = socket.socket()
+        probe.settimeout(0.2)
+        try:
+            probe.connect(s.getsockname())
+            pytest.skip("this kernel completes connections beyond a full backlog")
+        except OSError:
+            pass
+        finally:
+            probe.close()
+        yield f"http://127.0.0.1:{s.getsockname()[1]}/mnist/"
 
 
 # --------------------------------------------------------------------------- real MNIST
@@ -164,10 +243,11 @@ def test_real_checksum_mismatch_names_file_and_hashes(tmp_path):
 
 
 @needs_mnist
-def test_download_into_cache(monkeypatch, tmp_path, capsys, mnist):
-    """First mirror down, second serves the real files: verified, written atomically, once."""
-    served = {MIRROR_B + "/" + n + ".gz": _real_file(n).read_bytes() for n in NAMES}
-    asked = _serve(monkeypatch, served)
+def test_download_into_cache(monkeypatch, tmp_path, capsys, mirror, mnist):
+    """First mirror refuses connections, second serves the real files: verified, written
+    atomically, once; the refusing mirror is not asked again; one stderr line per URL tried."""
+    dead = _closed_port_url()
+    good = mirror.serve("b", {n + ".gz": _real_file(n).read_bytes() for n in NAMES})
     replaced: list[tuple[str, str]] = []
     real_replace = os.replace
 
@@ -176,21 +256,25 @@ def test_download_into_cache(monkeypatch, tmp_path, capsys, mnist):
         real_replace(src, dst)
 
     monkeypatch.setattr(os, "replace", spy_replace)
-    got = load_mnist(mirrors=[MIRROR_A, MIRROR_B])
+    got = load_mnist(mirrors=[dead, good])
     cache = tmp_path / "cache"
     assert sorted(p.name for p in cache.iterdir()) == sorted(n + ".gz" for n in NAMES)
     assert len(replaced) == 4
     for src, dst in replaced:  # temp file in the same directory, then renamed over
         assert Path(src).parent == Path(dst).parent == cache and src.endswith(".part")
-    assert len(asked) == 8  # each file: mirror A failed, mirror B served
-    assert capsys.readouterr().err.count("fastnet: downloading") == 8
+    assert sorted(mirror.asked) == sorted(f"b/{n}.gz" for n in NAMES)
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 5, err  # the dead mirror once (then skipped), the good one four times
+    assert err[0].startswith(f"fastnet: downloading {dead}{NAMES[0]}.gz ... failed: ")
+    assert "refused" in err[0]
+    assert all(line.endswith("MB)") and "... done (" in line for line in err[1:])
     for (x, y), (ex, ey) in zip(got, mnist):
         np.testing.assert_array_equal(x, ex)
         np.testing.assert_array_equal(y, ey)
     # Second call: found in the cache, nothing asked of the network.
-    asked.clear()
-    tr, _, _ = load_mnist(mirrors=[MIRROR_A, MIRROR_B], validation=0, verbose=False)
-    assert asked == [] and tr[0].shape == (60000, 784)
+    mirror.asked.clear()
+    tr, _, _ = load_mnist(mirrors=[dead, good], validation=0, verbose=False)
+    assert mirror.asked == [] and tr[0].shape == (60000, 784)
 
 
 # --------------------------------------------------------------------------- synthetic MNIST
@@ -325,80 +409,127 @@ def test_validation_larger_than_training_file(tiny):
 # --------------------------------------------------------------------------- missing / download
 
 
-def test_explicit_path_missing_never_downloads(tmp_path, monkeypatch):
-    asked = _serve(monkeypatch, {})
+def test_explicit_path_missing_never_downloads(tmp_path, monkeypatch, mirror):
+    monkeypatch.setattr(datasets, "MIRRORS", (mirror.serve("m", {}),))
     where = tmp_path / "not-here"
     with pytest.raises(MNISTNotFoundError) as exc:
         load_mnist(where)
     assert isinstance(exc.value, FileNotFoundError)
     msg = str(exc.value)
     assert str(where) in msg and "no such directory" in msg
-    assert "load_mnist(path=" in msg and "FASTNET_DATA=" in msg
+    assert "load_mnist(path=" in msg and "FASTNET_DATA=" in msg and "--data DIR" in msg
     assert all(n in msg for n in NAMES)
-    assert asked == []
+    assert exc.value.missing == tuple(NAMES) and exc.value.looked == ((where, "path argument"),)
+    assert mirror.asked == []
 
 
 def test_no_network_lists_every_place(tmp_path, monkeypatch):
     data = tmp_path / "data"
     data.mkdir()
     monkeypatch.setenv("FASTNET_DATA", str(data))
+    mirror_a, mirror_b = _closed_port_url(), _closed_port_url().rstrip("/")
     with pytest.raises(MNISTNotFoundError) as exc:
-        load_mnist(mirrors=[MIRROR_A, MIRROR_B], verbose=False)
+        load_mnist(mirrors=[mirror_a, mirror_b], verbose=False)
     msg = str(exc.value)
     assert str(data) in msg and "$FASTNET_DATA" in msg
     assert str(tmp_path / "cache") in msg
-    assert MIRROR_A + "train-images-idx3-ubyte.gz" in msg
-    assert MIRROR_B + "/train-images-idx3-ubyte.gz" in msg
-    assert "network disabled" in msg and "load_mnist(path=" in msg
+    assert mirror_a + "train-images-idx3-ubyte.gz" in msg
+    assert mirror_b + "/train-images-idx3-ubyte.gz" in msg
+    assert "refused" in msg and "load_mnist(path=" in msg and "--data DIR" in msg
+    assert msg.count("not tried (the mirror was unreachable for an earlier file)") == 6
+    assert len(exc.value.failures) == 4
     assert not (tmp_path / "cache").exists()
 
 
-def test_download_disabled(tmp_path, monkeypatch):
-    asked = _serve(monkeypatch, {})
+def test_default_mirrors_are_read_at_call_time(monkeypatch, mirror, tiny):
+    d, _ = tiny
+    monkeypatch.setattr(datasets, "MIRRORS",
+                        (mirror.serve("m", {n + ".gz": (d / (n + ".gz")).read_bytes()
+                                            for n in NAMES}),))
+    (tr_x, _), _, _ = load_mnist(validation=2, verbose=False)
+    assert tr_x.shape == (5, 784) and len(mirror.asked) == 4
+
+
+def test_download_disabled(tmp_path, monkeypatch, mirror):
+    monkeypatch.setattr(datasets, "MIRRORS", (mirror.serve("m", {}),))
     with pytest.raises(MNISTNotFoundError, match="download disabled") as exc:
         load_mnist(download=False)
-    assert str(tmp_path / "cache") in str(exc.value) and asked == []
+    assert str(tmp_path / "cache") in str(exc.value) and mirror.asked == []
 
 
-def test_download_rejects_wrong_hash_leaving_nothing(tiny, tmp_path, monkeypatch):
+def test_download_rejects_wrong_hash_leaving_nothing(tiny, tmp_path, mirror):
     d, _ = tiny
-    served = {MIRROR_A + n + ".gz": (d / (n + ".gz")).read_bytes() for n in NAMES}
+    files = {n + ".gz": (d / (n + ".gz")).read_bytes() for n in NAMES}
     bad = "train-images-idx3-ubyte"
-    served[MIRROR_A + bad + ".gz"] = gzip.compress(b"\x00\x00\x08\x03" + b"\x00" * 50)
-    _serve(monkeypatch, served)
+    files[bad + ".gz"] = gzip.compress(_idx(np.zeros((2, 28, 28), np.uint8)))
+    url = mirror.serve("a", files)
     with pytest.raises(ValueError, match="sha256 mismatch") as exc:
-        load_mnist(mirrors=[MIRROR_A], verbose=False)
-    assert MNIST_SHA256[bad] in str(exc.value)
+        load_mnist(mirrors=[url], verbose=False)
+    assert MNIST_SHA256[bad] in str(exc.value) and url + bad + ".gz" in str(exc.value)
     cache = tmp_path / "cache"
     assert not (cache / (bad + ".gz")).exists()
     assert not list(cache.glob("*.part")) and not list(cache.glob(".*"))
 
 
-def test_download_truncated_response_falls_back(tiny, tmp_path, monkeypatch):
+def test_download_truncated_response_falls_back(tiny, tmp_path, mirror):
+    """Mirror A's gzip streams are cut short (half of them also as HTTP bodies shorter than
+    their Content-Length): each is refused and mirror B, which serves them whole, is used."""
     d, arrays = tiny
-    served = {MIRROR_B + "/" + n + ".gz": (d / (n + ".gz")).read_bytes() for n in NAMES}
-    served.update({MIRROR_A + n + ".gz": b[:-8] for n, b in zip(NAMES, served.values())})
-    _serve(monkeypatch, served)
-    (tr_x, _), _, (_, te_y) = load_mnist(mirrors=[MIRROR_A, MIRROR_B], validation=2, verbose=False)
+    whole = {n + ".gz": (d / (n + ".gz")).read_bytes() for n in NAMES}
+    url_a = mirror.serve("a", {n: b[:-8] for n, b in whole.items()})
+    url_b = mirror.serve("b", whole)
+    mirror.short |= {f"a/{n}.gz" for n in NAMES[:2]}
+    (tr_x, _), _, (_, te_y) = load_mnist(mirrors=[url_a, url_b], validation=2, verbose=False)
     assert tr_x.shape == (5, 784)
     np.testing.assert_array_equal(te_y, arrays["t10k-labels-idx1-ubyte"])
-    # Only mirror A, whose streams are all truncated: not found, with the reason listed.
+    assert len(mirror.asked) == 8  # a truncated file does not make a mirror "unreachable"
+    # Only mirror A: not found, with each reason listed.
     for f in (tmp_path / "cache").iterdir():
         f.unlink()
-    with pytest.raises(MNISTNotFoundError, match="truncated or corrupt"):
-        load_mnist(mirrors=[MIRROR_A], verbose=False)
+    with pytest.raises(MNISTNotFoundError) as exc:
+        load_mnist(mirrors=[url_a], verbose=False)
+    msg = str(exc.value)
+    assert "IncompleteRead" in msg and "gzip stream is truncated or corrupt" in msg
 
 
-def test_interrupted_write_leaves_no_partial_file(tiny, tmp_path, monkeypatch):
+def test_download_read_timeout(tiny, monkeypatch, capsys, silent_url, mirror):
+    """A mirror that accepts the connection but never answers costs one read timeout, once:
+    it is not asked for the other three files; the next mirror serves them."""
     d, _ = tiny
-    _serve(monkeypatch, {MIRROR_A + n + ".gz": (d / (n + ".gz")).read_bytes() for n in NAMES})
+    monkeypatch.setattr(datasets, "_READ_TIMEOUT_S", 0.5)
+    good = mirror.serve("b", {n + ".gz": (d / (n + ".gz")).read_bytes() for n in NAMES})
+    t0 = time.perf_counter()
+    (tr_x, _), _, _ = load_mnist(mirrors=[silent_url, good], validation=2)
+    assert time.perf_counter() - t0 < 3
+    assert tr_x.shape == (5, 784) and len(mirror.asked) == 4
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 5 and "timed out" in err[0] and silent_url in err[0]
+
+
+def test_download_connect_timeout(monkeypatch, capsys, black_hole_url):
+    """A mirror whose connections hang (packets dropped) fails after the connect timeout, once,
+    and the error says how to point fastnet at local files."""
+    monkeypatch.setattr(datasets, "_CONNECT_TIMEOUT_S", 0.5)
+    t0 = time.perf_counter()
+    with pytest.raises(MNISTNotFoundError) as exc:
+        load_mnist(mirrors=[black_hole_url])
+    assert time.perf_counter() - t0 < 3
+    msg = str(exc.value)
+    assert "timed out" in msg and "--data DIR" in msg and "FASTNET_DATA=" in msg
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "failed: URLError" in err[0] and "timed out" in err[0]
+
+
+def test_interrupted_write_leaves_no_partial_file(tiny, tmp_path, monkeypatch, mirror):
+    d, _ = tiny
+    url = mirror.serve("a", {n + ".gz": (d / (n + ".gz")).read_bytes() for n in NAMES})
 
     def failing_fsync(fd):
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "fsync", failing_fsync)
     with pytest.raises(MNISTNotFoundError, match="disk full"):
-        load_mnist(mirrors=[MIRROR_A], verbose=False)
+        load_mnist(mirrors=[url], verbose=False)
     assert list((tmp_path / "cache").iterdir()) == []
 
 
@@ -434,8 +565,9 @@ def test_default_data_dir(monkeypatch, tmp_path):
 
 def test_import_has_no_side_effects():
     code = (
-        "import sys, fastnet.datasets; "
-        "assert 'urllib.request' not in sys.modules and 'http.client' not in sys.modules"
+        "import sys, fastnet.datasets, fastnet.mnist_loader, fastnet.__main__; "
+        "assert 'urllib.request' not in sys.modules and 'http.client' not in sys.modules; "
+        "assert 'fastnet._safe_pickle' not in sys.modules and 'pickletools' not in sys.modules"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
@@ -543,7 +675,8 @@ def test_expand_by_shifts():
     x = rng.random((3, 784)).astype(np.float32)
     y = np.array([4, 7, 1])
     x5, y5 = expand_by_shifts(x, y, seed=1)
-    assert x5.shape == (15, 784) and x5.dtype == np.float32 and sorted(y5) == [1] * 5 + [4] * 5 + [7] * 5
+    assert x5.shape == (15, 784) and x5.dtype == np.float32
+    assert sorted(y5) == [1] * 5 + [4] * 5 + [7] * 5
     img = x[1].reshape(28, 28)
     got = {tuple(np.round(r, 6)) for r, lab in zip(x5, y5) if lab == 7}
     down = np.zeros((28, 28), np.float32)

@@ -3,6 +3,8 @@ from the IDX files or the book's mnist.pkl.gz."""
 
 import gzip
 import pickle
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -81,3 +83,35 @@ def test_a_pickle_that_runs_code_is_refused(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="mnist.pkl.gz"):
         mnist_loader.load_data(tmp_path / "nope.pkl.gz")
+
+
+def test_crafted_object_array_pickle_is_refused_not_a_crash(tmp_path):
+    """The issue's file: an int64 array's pickled dtype code changed to object ('O8'), so
+    numpy would rebuild an object array whose pointers are 0x4141... from the file. Run in a
+    subprocess: before the fix the process died of SIGSEGV."""
+    path = tmp_path / "e.pkl"
+    x = np.full((2, 784), 0x4141414141414141, np.int64)
+    y = np.zeros(2, np.uint8)
+    d = pickle.dumps(((x, y), (x, y), (x, y)), protocol=2)
+    path.write_bytes(d.replace(b"X\x02\x00\x00\x00i8", b"X\x02\x00\x00\x00O8", 1))
+    code = ("import pickle, sys\n"
+            "from fastnet import mnist_loader\n"
+            "try:\n"
+            "    mnist_loader.load_data(sys.argv[1])\n"
+            "except (ValueError, pickle.UnpicklingError) as e:\n"
+            "    print(isinstance(e, ValueError), isinstance(e, pickle.UnpicklingError), e)\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr[-2000:]}"
+    assert proc.stdout.startswith("True True ") and str(path) in proc.stdout
+    assert "forbidden array dtype 'O8'" in proc.stdout
+
+
+def test_refusals_name_the_file(tmp_path):
+    path = tmp_path / "bad.pkl"
+    path.write_bytes(b"\x80\x02K\x01")  # an int, and no STOP
+    with pytest.raises(ValueError, match=f"{path}: pickle is truncated"):
+        mnist_loader.load_data(path)
+    path.write_bytes(pickle.dumps(print, protocol=2))
+    with pytest.raises(pickle.UnpicklingError, match=f"{path}: forbidden global"):
+        mnist_loader.load_data(path)
