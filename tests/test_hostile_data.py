@@ -1,176 +1,48 @@
 """Hostile input for the data loaders: the IDX parser (``read_idx``, ``load_mnist``) and the
 book-pickle loader (``load_mnist_pickle``, ``mnist_loader.load_data``), fuzzed and with known
-attacks.
-
-Each case runs in a forked child under ``RLIMIT_AS`` = the child's address space + a fixed
-margin + 100x the file's size, so a crash (a signal), a large allocation (MemoryError) or an
-undocumented exception fails the test without taking pytest down. A loader may accept a file
-(the result is then checked) or refuse it with a documented error that names the file:
+attacks. Each case runs in a child under a memory limit (``hostile.py``). A loader may accept a
+file (the result is then checked) or refuse it with a documented error that names the file:
 ValueError (``pickle.UnpicklingError`` for refused pickles, a ValueError too) or
 FileNotFoundError.
-
-Examples per fuzz test: ``FASTNET_FUZZ_EXAMPLES`` (default 200); with ``CI=true`` the examples
-are derandomized, so CI runs the same ones every time.
 """
 
 from __future__ import annotations
 
-import faulthandler
 import gzip
 import hashlib
 import io
-import json
 import os
 import pickle
 import struct
-import subprocess
-import sys
 import tempfile
-import traceback
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-resource = pytest.importorskip("resource")  # POSIX only, as is os.fork
-if not hasattr(os, "fork") or not os.path.exists("/proc/self/status"):
-    pytest.skip("needs os.fork and /proc (Linux)", allow_module_level=True)
+import hostile
+from hostile import budget, run_limited
 
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+if hostile.SKIP_REASON:
+    pytest.skip(hostile.SKIP_REASON, allow_module_level=True)
+
+from hypothesis import given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from fastnet import datasets, mnist_loader  # noqa: E402
 from fastnet.datasets import MNIST_SHA256, load_mnist, load_mnist_pickle, read_idx  # noqa: E402
 
-_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-FUZZ = settings(
-    max_examples=int(os.environ.get("FASTNET_FUZZ_EXAMPLES", "200")),
-    deadline=None,
-    derandomize=_CI,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                           HealthCheck.function_scoped_fixture],
-)
-# What the child may use beyond its address space at the fork, whatever the file: Python's and
-# numpy's working memory. A refused file may cost at most ~100x its size on top.
-MARGIN = 32 << 20
-PER_BYTE = 100
+FUZZ = hostile.fuzz_settings()
 DOCUMENTED = (ValueError, FileNotFoundError, pickle.UnpicklingError)
+worker = hostile.worker_fixture(__name__)
 
 
-def _address_space() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmSize:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmSize in /proc/self/status")
-
-
-def _run_in_child(fn, path: Path, budget: int) -> tuple[int, int, str]:
-    """Fork; in the child, run ``fn(path)`` under RLIMIT_AS = its address space + MARGIN +
-    ``budget``. Returns ``(signal or 0, exit code, text)``: code 0 with "accepted" or the
-    documented error's text; 3 MemoryError; 4 an error not naming ``path``; 5 an undocumented
-    exception."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: never returns
-        code, text = 70, "child failed before running"
-        try:
-            os.close(r)
-            faulthandler.disable()  # a crash is reported by the parent, without a dump
-            limit = _address_space() + MARGIN + budget
-            resource.setrlimit(resource.RLIMIT_AS, (limit, resource.getrlimit(
-                resource.RLIMIT_AS)[1]))
-            try:
-                fn(path)
-                code, text = 0, "accepted"
-            except MemoryError:
-                code, text = 3, "MemoryError (allocation beyond the limit):\n" + \
-                    traceback.format_exc()
-            except DOCUMENTED as e:
-                named = str(path) in str(e)
-                code = 0 if named else 4
-                text = f"{type(e).__name__}: {e}" + ("" if named else "\n(does not name file)")
-            except BaseException:
-                code, text = 5, "undocumented exception:\n" + traceback.format_exc()
-            os.write(w, text.encode("utf-8", "replace")[:20000])
-        finally:
-            os._exit(code)
-    os.close(w)
-    with os.fdopen(r, "rb") as f:
-        text = f.read().decode("utf-8", "replace")
-    _, status = os.waitpid(pid, 0)
-    if os.WIFSIGNALED(status):
-        return os.WTERMSIG(status), 0, text
-    return 0, os.WEXITSTATUS(status), text
-
-
-def _serve() -> None:
-    """The worker's loop: a request per stdin line ``check<TAB>path<TAB>budget``, a JSON
-    ``[signal, code, text]`` line back."""
-    with tempfile.TemporaryDirectory() as d:  # the loaders' lazy imports, done once here
+def warm() -> None:
+    """In the worker, before any child: the loaders' lazy imports."""
+    with tempfile.TemporaryDirectory() as d:
         (Path(d) / "warm.pkl").write_bytes(PICKLE_SEEDS[0])
         load_mnist_pickle(Path(d) / "warm.pkl")
-    for line in sys.stdin:
-        name, path, budget = line.rstrip("\n").split("\t")
-        reply = _run_in_child(CHECKS[name], Path(path), int(budget))
-        sys.stdout.write(json.dumps(reply) + "\n")
-        sys.stdout.flush()
-
-
-class Worker:
-    """A lean process that forks the children: forking pytest itself (large, threaded once
-    other tests ran) costs more per example and is less safe."""
-
-    def __init__(self) -> None:
-        boot = ("import sys; sys.path.insert(0, sys.argv[1]); "
-                "import test_hostile_data as t; t._serve()")
-        self.proc = subprocess.Popen([sys.executable, "-c", boot, str(Path(__file__).parent)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-
-    def run(self, check: str, path: Path, budget: int) -> tuple[int, int, str]:
-        assert "\t" not in str(path) and "\n" not in str(path)
-        self.proc.stdin.write(f"{check}\t{path}\t{budget}\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        if not line:
-            pytest.fail(f"the fuzzing worker died (exit {self.proc.wait()})")
-        return tuple(json.loads(line))
-
-    def close(self) -> None:
-        self.proc.stdin.close()
-        self.proc.wait(timeout=30)
-
-
-_worker: Worker | None = None
-
-
-@pytest.fixture(scope="module", autouse=True)
-def worker():
-    global _worker
-    _worker = Worker()
-    yield _worker
-    _worker.close()
-    _worker = None
-
-
-def run_limited(check: str, path: Path, budget: int) -> str:
-    """``CHECKS[check](path)`` in a child under the memory limit (see ``_run_in_child``).
-    Returns "accepted" or the documented error's text; fails the test on a crash, a
-    MemoryError, an undocumented exception or an error that does not name ``path``."""
-    assert _worker is not None
-    signal, code, text = _worker.run(check, path, budget)
-    if signal:
-        pytest.fail(f"{check}({path.name}) killed the process by signal {signal} (file of "
-                    f"{path.stat().st_size} bytes)")
-    if code != 0:
-        pytest.fail(f"{check}({path.name}): {text}")
-    return text
-
-
-def _budget(path: Path) -> int:
-    return PER_BYTE * path.stat().st_size
 
 
 # --------------------------------------------------------------------------- valid seeds
@@ -315,7 +187,7 @@ CHECKS = {
     "load_data": _load_data,
     # the harness's own checks
     "segfault": lambda path: os.kill(os.getpid(), 11),
-    "allocate_twice_the_limit": lambda path: bytearray(2 * (MARGIN + _budget(path))),
+    "allocate_twice_the_limit": lambda path: bytearray(2 * (hostile.MARGIN + budget(path))),
     "allocate_1_mib": lambda path: bytearray(1 << 20),
     "unnamed_error": lambda path: int("x"),
     "index_error": lambda path: [][0],
@@ -325,21 +197,21 @@ CHECKS = {
 # --------------------------------------------------------------------------- the harness works
 
 
-def test_harness_catches_crash_and_big_allocation(tmp_path):
+def test_harness_catches_crash_and_big_allocation(worker, tmp_path):
     """The harness itself fails on a signal, on an allocation beyond the budget, on an error
     that does not name the file and on an undocumented exception (else the tests below could
     not fail)."""
     f = tmp_path / "f"
     f.write_bytes(b"x" * 1000)
     with pytest.raises(pytest.fail.Exception, match="signal 11"):
-        run_limited("segfault", f, _budget(f))
+        run_limited(worker, "segfault", f)
     with pytest.raises(pytest.fail.Exception, match="MemoryError"):
-        run_limited("allocate_twice_the_limit", f, _budget(f))
+        run_limited(worker, "allocate_twice_the_limit", f)
     with pytest.raises(pytest.fail.Exception, match="does not name file"):
-        run_limited("unnamed_error", f, _budget(f))
+        run_limited(worker, "unnamed_error", f)
     with pytest.raises(pytest.fail.Exception, match="undocumented exception"):
-        run_limited("index_error", f, _budget(f))
-    assert run_limited("allocate_1_mib", f, _budget(f)) == "accepted"
+        run_limited(worker, "index_error", f)
+    assert run_limited(worker, "allocate_1_mib", f) == "accepted"
 
 
 # --------------------------------------------------------------------------- known attacks
@@ -379,13 +251,13 @@ def bombs(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name", ["small-header.gz", "honest-header.gz"])
-def test_gzip_bomb_idx_refused_cheaply(bombs, name):
-    text = run_limited("read_idx", bombs / name, _budget(bombs / name))
+def test_gzip_bomb_idx_refused_cheaply(worker, bombs, name):
+    text = run_limited(worker, "read_idx", bombs / name)
     assert "ValueError" in text
 
 
-def test_gzip_bomb_pickle_refused_cheaply(bombs):
-    text = run_limited("load_pickle", bombs / "pickle.pkl.gz", _budget(bombs / "pickle.pkl.gz"))
+def test_gzip_bomb_pickle_refused_cheaply(worker, bombs):
+    text = run_limited(worker, "load_pickle", bombs / "pickle.pkl.gz")
     assert "ValueError" in text and "expands beyond" in text
 
 
@@ -425,11 +297,11 @@ HOSTILE_PICKLES = {
 
 @pytest.mark.parametrize("name", sorted(HOSTILE_PICKLES))
 @pytest.mark.parametrize("gzipped", [False, True])
-def test_hostile_pickles_refused(tmp_path, name, gzipped):
+def test_hostile_pickles_refused(worker, tmp_path, name, gzipped):
     data = HOSTILE_PICKLES[name]
     path = tmp_path / ("hostile.pkl.gz" if gzipped else "hostile.pkl")
     path.write_bytes(gzip.compress(data) if gzipped else data)
-    text = run_limited("load_data", path, _budget(path))
+    text = run_limited(worker, "load_data", path)
     assert text.startswith(("ValueError", "ForbiddenPickleError")), text
 
 
@@ -456,14 +328,14 @@ def test_string_arrays_error_names_the_file(tmp_path):
 
 @pytest.mark.parametrize("dims", [(1 << 16,) * 4, (0, 2**32 - 1, 2**32 - 1, 2**32 - 1),
                                   (2**32 - 1,) * 3])
-def test_idx_dims_overflow_names_the_file(tmp_path, dims):
+def test_idx_dims_overflow_names_the_file(worker, tmp_path, dims):
     """Dims whose product overflows int64 (2**64 wraps to 0 bytes: an empty payload matched)
     or that no array can have."""
     path = tmp_path / "dims.idx"
     path.write_bytes(bytes([0, 0, 8, len(dims)]) + struct.pack(f">{len(dims)}I", *dims))
     with pytest.raises(ValueError, match=str(path)):
         read_idx(path)
-    assert "ValueError" in run_limited("read_idx", path, _budget(path))
+    assert "ValueError" in run_limited(worker, "read_idx", path)
 
 
 # --------------------------------------------------------------------------- fuzzing
@@ -471,46 +343,46 @@ def test_idx_dims_overflow_names_the_file(tmp_path, dims):
 
 @FUZZ
 @given(blob=st.one_of(mutated(IDX_SEEDS, header=True), any_bytes))
-def test_fuzz_read_idx(tmp_path, blob):
+def test_fuzz_read_idx(worker, tmp_path, blob):
     path = tmp_path / "fuzz.idx"
     path.write_bytes(blob)
-    run_limited("read_idx", path, _budget(path))
+    run_limited(worker, "read_idx", path)
 
 
 @FUZZ
 @given(which=st.sampled_from(sorted(TINY)), blob=mutated(list(TINY.values()), header=True))
-def test_fuzz_load_mnist(tmp_path, which, blob):
+def test_fuzz_load_mnist(worker, tmp_path, which, blob):
     d = tmp_path / "mnist"
     d.mkdir(exist_ok=True)
     for f in d.iterdir():
         f.unlink()
     path = d / (which + ".gz" if blob[:2] == b"\x1f\x8b" else which)
     path.write_bytes(blob)
-    run_limited("load_tiny_mnist", path, _budget(path))
+    run_limited(worker, "load_tiny_mnist", path)
 
 
 @FUZZ
 @given(blob=st.one_of(mutated(PICKLE_SEEDS, header=False), any_bytes))
-def test_fuzz_load_mnist_pickle(tmp_path, blob):
+def test_fuzz_load_mnist_pickle(worker, tmp_path, blob):
     path = tmp_path / "fuzz.pkl"
     path.write_bytes(blob)
-    run_limited("load_pickle", path, _budget(path))
+    run_limited(worker, "load_pickle", path)
 
 
-def test_fuzz_seeds_are_accepted(tmp_path):
+def test_fuzz_seeds_are_accepted(worker, tmp_path):
     """The unmutated seeds load: the fuzzing starts from files the loaders accept."""
     for i, blob in enumerate(PICKLE_SEEDS):
         path = tmp_path / f"seed{i}.pkl"
         path.write_bytes(blob)
-        assert run_limited("load_pickle", path, _budget(path)) == "accepted"
+        assert run_limited(worker, "load_pickle", path) == "accepted"
     for i, blob in enumerate(IDX_SEEDS):
         path = tmp_path / f"seed{i}.idx"
         path.write_bytes(gzip.compress(blob))
-        assert run_limited("read_idx", path, _budget(path)) == "accepted"
+        assert run_limited(worker, "read_idx", path) == "accepted"
     d = tmp_path / "mnist"
     d.mkdir()
     path = d / "train-images-idx3-ubyte"
     path.write_bytes(TINY["train-images-idx3-ubyte"])
-    assert run_limited("load_tiny_mnist", path, _budget(path)) == "accepted"
+    assert run_limited(worker, "load_tiny_mnist", path) == "accepted"
     # the children's hash edits stayed in the children
     assert datasets.MNIST_SHA256["train-images-idx3-ubyte"].startswith("ba891046")
