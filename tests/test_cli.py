@@ -17,6 +17,7 @@ import pytest
 
 from fastnet import _cuda, datasets
 from fastnet.__main__ import main
+from offline import closed_port_url, isolate
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("FASTNET_DATA") or REPO.parent / "shared" / "data" / "mnist")
@@ -32,29 +33,10 @@ def run(argv: list[str], capsys) -> tuple[int, str, str]:
     return rc, out, err
 
 
-def _closed_port_url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}/mnist/"
-
-
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch, tmp_path):
-    """A private cache, no $FASTNET_DATA / $FASTNET_DEVICE, mirrors that refuse at once, and no
-    connection to any host but 127.0.0.1."""
-    monkeypatch.setenv("FASTNET_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv("FASTNET_DATA", raising=False)
-    monkeypatch.delenv("FASTNET_DEVICE", raising=False)
-    monkeypatch.setattr(datasets, "MIRRORS", (_closed_port_url(),))
-    real_connect = socket.create_connection
-
-    def local_only(address, *args, **kwargs):
-        if address[0] != "127.0.0.1":
-            raise ConnectionRefusedError(f"network disabled in tests ({address[0]})")
-        return real_connect(address, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "create_connection", local_only)
+    """Every test offline, with a private cache (``offline.isolate``)."""
+    isolate(monkeypatch, tmp_path)
 
 
 @pytest.fixture

@@ -36,6 +36,7 @@ from fastnet.datasets import (
     load_mnist_pickle,
     read_idx,
 )
+from offline import closed_port_url, isolate
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("FASTNET_DATA") or REPO.parent / "shared" / "data" / "mnist")
@@ -53,28 +54,10 @@ def _real_file(name: str) -> Path:
     return raw if raw.is_file() else DATA_DIR / (name + ".gz")
 
 
-def _closed_port_url() -> str:
-    """A URL on 127.0.0.1 whose port nothing listens on: connections are refused at once."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}/mnist/"
-
-
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch, tmp_path):
-    """A private cache dir, no $FASTNET_DATA, and no network but 127.0.0.1 for every test."""
-    monkeypatch.setenv("FASTNET_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv("FASTNET_DATA", raising=False)
-    monkeypatch.setattr(datasets, "MIRRORS", (_closed_port_url(),))
-    real_connect = socket.create_connection
-
-    def local_only(address, *args, **kwargs):
-        if address[0] != "127.0.0.1":
-            raise ConnectionRefusedError(f"network disabled in tests ({address[0]})")
-        return real_connect(address, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "create_connection", local_only)
+    """Every test offline, with a private cache (``offline.isolate``)."""
+    isolate(monkeypatch, tmp_path)
 
 
 class Mirror:
@@ -246,7 +229,7 @@ def test_real_checksum_mismatch_names_file_and_hashes(tmp_path):
 def test_download_into_cache(monkeypatch, tmp_path, capsys, mirror, mnist):
     """First mirror refuses connections, second serves the real files: verified, written
     atomically, once; the refusing mirror is not asked again; one stderr line per URL tried."""
-    dead = _closed_port_url()
+    dead = closed_port_url()
     good = mirror.serve("b", {n + ".gz": _real_file(n).read_bytes() for n in NAMES})
     replaced: list[tuple[str, str]] = []
     real_replace = os.replace
@@ -427,7 +410,7 @@ def test_no_network_lists_every_place(tmp_path, monkeypatch):
     data = tmp_path / "data"
     data.mkdir()
     monkeypatch.setenv("FASTNET_DATA", str(data))
-    mirror_a, mirror_b = _closed_port_url(), _closed_port_url().rstrip("/")
+    mirror_a, mirror_b = closed_port_url(), closed_port_url().rstrip("/")
     with pytest.raises(MNISTNotFoundError) as exc:
         load_mnist(mirrors=[mirror_a, mirror_b], verbose=False)
     msg = str(exc.value)
