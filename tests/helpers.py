@@ -11,11 +11,13 @@ each element of its result as a sum of n terms tᵢ (a dot product, a convolutio
 sum; n = 1 for an elementwise function). The test computes the exact value in float64 from the
 same inputs, and the element must satisfy
 
-    |actual − exact| <= K·ε·(|exact| + √n·Σ|tᵢ|),        K = 4,
+    |actual − exact| <= K·(ε·(|exact| + √n·Σ|tᵢ|) + n·η),        K = 4,
 
 where Σ|tᵢ| (``magnitude``) is the element's sum of absolute terms, e.g. ``|x| @ |w|.T + |b|``
 for a dense layer's ``z = x @ w.T + b`` (n = n_in + 1), worked out by the test alongside the
-exact value.
+exact value. η is the dtype's smallest normal number (1.2e-38 in float32): under fastmath a
+result below it may be flushed to zero, or held at the bottom of the normal range (the kernels'
+exp does that), so each of the n operations may be off by about η.
 
 Why this form. A sum rounded after every addition, in any order, is off by at most
 (n − 1)·u·Σ|tᵢ| (u = ε/2), but that worst case needs every rounding error to point the same way.
@@ -39,17 +41,39 @@ term's size. Where a result chains several sums (a forward pass through layers),
 each stage's ``rounding_bound``, carried through the later stages' weights, and passes the total
 as ``bound=``.
 
+Chained stages (``dense_stack_bounds``, ``cost_bound``). A forward pass through layers is the
+rule at every layer plus the error coming in: layer l's z carries its own rounding (n = n_in + 1)
+and the error of its input a carried through |w|; an activation adds its own rounding (n = 1;
+softmax: n = the row's length, its magnitude grown by the exponents' terms) and passes z's error
+on scaled by its largest slope (¼ for the sigmoid, 1 for the others; softmax by its Jacobian).
+A cost summed from the outputs takes their errors times its slope (|a − y|) plus its own float64
+rounding.
+
+Several training steps (``compounded_bound``). Each step rounds as the rule says, and the steps
+after it carry that error on, damped or amplified by the training dynamics (the data, the
+learning rate, the network: there is no closed form). The test measures that effect instead: the
+NumPy reference runs the same steps from the same start in float32 and in float64, and their
+difference is float32 rounding carried through these dynamics. A kernel rounds as much per step,
+in its own orders, so over the parameter vector its largest distance from the float64 run is of
+the same size (0.5 to 1.8 times the reference's, over the dense epochs of tests/test_dense.py);
+the bound is K times the reference's largest difference, scaled by ε(dtype)/ε(float32) for a
+float64 kernel (errors this small propagate linearly, so they scale with ε).
+
 What the rule is not for. A kernel against its twin, one operation, random data: use the rule.
-A comparison that is not that — central finite differences (truncation error ~h²), several
-training steps compounding rounding, the book's code run seed for seed against the drop-ins —
-states its own bound (``bound=``, or ``rtol=``/``atol=``) with its derivation where it is
-stated. Sums of many equal terms, whose rounding errors all point the same way, are outside the
-random model; no test here relies on the rule for them.
+Other comparisons — central finite differences (truncation error ~h², cancellation ~ε/h), the
+book's code run seed for seed against the drop-ins, two runs that must agree bit for bit — state
+their own bound (``bound=``, or ``rtol=``/``atol=``) with its derivation where it is stated.
+Sums of many equal terms, whose rounding errors all point the same way, are outside the random
+model; no test here relies on the rule for them.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from fastnet.kernels.config import (CROSS_ENTROPY, LINEAR, QUADRATIC, RELU, SIGMOID, SOFTMAX,
+                                    SOFTPLUS, TANH)
+from fastnet.reference import dense as R
 
 # The rule's one constant: λ = 2K = 8 in Higham and Mary's bound (see the module docstring).
 K = 4.0
@@ -60,8 +84,14 @@ def eps(dtype) -> float:
     return float(np.finfo(np.dtype(dtype)).eps)
 
 
+def tiny(dtype) -> float:
+    """The smallest normal number of a floating dtype: what a result flushed to zero loses."""
+    return float(np.finfo(np.dtype(dtype)).tiny)
+
+
 def rounding_bound(exact, dtype, *, n=1, magnitude=None) -> np.ndarray:
-    """The rule: ``K·ε(dtype)·(|exact| + √n·magnitude)``, elementwise (float64).
+    """The rule: ``K·(ε(dtype)·(|exact| + √n·magnitude) + n·tiny(dtype))``, elementwise
+    (float64).
 
     exact: the exact value (float64, or the reference's result); dtype: the precision the kernel
     worked in; n: the number of terms summed into each element (an int or an array broadcast
@@ -73,7 +103,7 @@ def rounding_bound(exact, dtype, *, n=1, magnitude=None) -> np.ndarray:
     n = np.asarray(n, dtype=np.float64)
     if (n < 1).any():
         raise ValueError(f"n must be at least 1 (the terms summed per element), got {n.min()}")
-    return K * eps(dtype) * (e + np.sqrt(n) * m)
+    return K * (eps(dtype) * (e + np.sqrt(n) * m) + n * tiny(dtype))
 
 
 def _index(flat, shape) -> tuple[int, ...]:
@@ -154,3 +184,100 @@ def assert_close(actual, expected, *, n=1, magnitude=None, bound=None, rtol: flo
             f"{name}: {int(over.sum())} of {a.size} elements differ beyond {how}; worst at "
             f"{idx}: actual {float(a[idx])!r}, expected {float(e[idx])!r}, abs err "
             f"{err[idx]:.3g}, allowed {allowed[idx]:.3g} ({ratio[idx]:.3g}× the bound)")
+
+
+# ---------------------------------------------------------------------------- composing the rule
+# The largest slope of each elementwise activation: an error in z reaches a scaled by at most it.
+SLOPE = {LINEAR: 1.0, SIGMOID: 0.25, TANH: 1.0, RELU: 1.0, SOFTPLUS: 1.0}
+
+
+def softmax_bound(z, a, dtype) -> np.ndarray:
+    """The rule for a row softmax a = e^(z − max z) / Σ e^(z − max z) computed in ``dtype`` from
+    z (float64[B, n]) and its exact value a: each exponent z_j − max z is rounded (an absolute
+    error ε·|z_j − max z|, a relative one in e_j), and the row sum has n terms, so a_j's terms
+    have magnitude a_j·(1 + |z_j − max z| + Σ_k a_k·|z_k − max z|)."""
+    z, a = np.asarray(z, np.float64), np.asarray(a, np.float64)
+    gap = np.abs(z - z.max(axis=1, keepdims=True))
+    magnitude = a * (1.0 + gap + (a * gap).sum(axis=1, keepdims=True))
+    return rounding_bound(a, dtype, n=z.shape[1], magnitude=magnitude)
+
+
+def activation_bound(z, a, code, dtype, ez=0.0) -> np.ndarray:
+    """Bound on a computed activation: its own rounding (the rule, n = 1; softmax's above) plus
+    the error ``ez`` already in z carried through the activation's slope."""
+    if code == SOFTMAX:
+        ez = np.broadcast_to(np.asarray(ez, np.float64), np.shape(z))
+        return softmax_bound(z, a, dtype) + a * (ez + (a * ez).sum(axis=1, keepdims=True))
+    return rounding_bound(a, dtype) + SLOPE[code] * ez
+
+
+def prime_magnitude(z, a, code) -> np.ndarray:
+    """Σ|terms| of σ'(z) as the kernels compute it (z, a: float64, exact): from the stored
+    activation, sigmoid a·(1 − a) and tanh 1 − a² are two-term sums with magnitudes a·(1 + a)
+    and 1 + a² (which also cover a's own rounding); softplus' σ(z) is elementwise; linear and
+    ReLU are exact. Never below |σ'(z)|, so it also serves as the magnitude of a term that
+    carries σ'."""
+    z, a = np.asarray(z, np.float64), np.abs(np.asarray(a, np.float64))
+    if code == SIGMOID:
+        return a * (1 + a)
+    if code == TANH:
+        return 1 + a * a
+    return np.abs(R.activation_prime(z, code))
+
+
+def prime_bound(z, a, code, dtype) -> np.ndarray:
+    """The rule for σ'(z) as the kernels compute it (n = 2, ``prime_magnitude``)."""
+    prime = R.activation_prime(np.asarray(z, np.float64), code)
+    return rounding_bound(prime, dtype, n=2, magnitude=prime_magnitude(z, a, code))
+
+
+def dense_stack_bounds(params, layout, acts, x, dtype):
+    """The exact forward pass of a dense stack and the bounds on a kernel's, all float64:
+    ``(zs, activations, ez, ea)``, lists per layer as ``R.forward`` returns them (activations[0]
+    is x, exact, with ea[0] = 0). params, x: the kernel's inputs (any float dtype); dtype: the
+    kernel's."""
+    a, ea = np.asarray(x, np.float64), np.zeros(np.shape(x))
+    zs, activations, ezs, eas = [], [a], [], [ea]
+    for (w, b), code in zip(R.unpack(np.asarray(params, np.float64), layout), acts):
+        z = a @ w.T + b
+        ez = rounding_bound(z, dtype, n=w.shape[1] + 1,
+                            magnitude=np.abs(a) @ np.abs(w).T + np.abs(b)) + ea @ np.abs(w).T
+        a = R.activation(z, code)
+        ea = activation_bound(z, a, code, dtype, ez)
+        zs.append(z)
+        activations.append(a)
+        ezs.append(ez)
+        eas.append(ea)
+    return zs, activations, ezs, eas
+
+
+def cost_bound(z, a, y, loss, dtype, ez=0.0, ea=0.0) -> float:
+    """Bound on the summed cost a kernel computes from its output layer's z and a (float64[B, n],
+    exact) with errors ez, ea: those errors times the cost's slope (|a − y|: quadratic through a,
+    cross-entropy and log-likelihood through z), plus the rule, in the kernel's dtype (its
+    inputs' precision; the CPU kernels sum in float64, which the rule then over-covers), for the
+    sum of B·n terms (quadratic: ½(a − y)², of one sign; cross-entropy: softplus(z) and y·z;
+    log-likelihood: y·(z − log Σ e^z), whose log carries the sum's relative error)."""
+    z, a, y = (np.asarray(v, np.float64) for v in (z, a, y))
+    slope = np.abs(a - y)
+    carried = float(np.sum(slope * (ea if loss == QUADRATIC else ez)))
+    if loss == QUADRATIC:
+        terms = 0.5 * (a - y) ** 2
+    elif loss == CROSS_ENTROPY:
+        terms = np.abs(R.softplus(z)) + np.abs(y * z)
+    else:
+        zmax = z.max(axis=1, keepdims=True)
+        lse = zmax + np.log(np.exp(z - zmax).sum(axis=1, keepdims=True))
+        terms = np.abs(y) * (np.abs(z) + np.abs(lse) + 1.0)
+    exact = R.cost(z, a, y, loss).sum()
+    own = rounding_bound(exact, dtype, n=z.size, magnitude=terms.sum())
+    return carried + float(own)
+
+
+# ---------------------------------------------------------------------------- several steps
+def compounded_bound(ref32, exact, dtype) -> float:
+    """Bound on a kernel's distance from ``exact`` after several training steps (see the module
+    docstring): K times the largest difference between the NumPy reference run in float32
+    (``ref32``) and in float64 (``exact``) from the same start, scaled to ``dtype``'s ε."""
+    spread = float(np.max(np.abs(np.asarray(ref32, np.float64) - np.asarray(exact, np.float64))))
+    return K * spread * eps(dtype) / eps(np.float32)

@@ -191,9 +191,13 @@ def test_rule_value_and_its_terms():
     assert K == 4
     assert eps(F32) == 2.0 ** -23 and eps(F64) == 2.0 ** -52
     e = np.array([2.0, -3.0])
-    np.testing.assert_array_equal(rounding_bound(e, F32), 4 * 2.0 ** -23 * 2 * np.abs(e))
+    tiny32, tiny64 = np.finfo(F32).tiny, np.finfo(F64).tiny
+    np.testing.assert_array_equal(rounding_bound(e, F32),
+                                  4 * (2.0 ** -23 * 2 * np.abs(e) + tiny32))
     np.testing.assert_array_equal(rounding_bound(e, F64, n=16, magnitude=[5.0, 1.0]),
-                                  4 * 2.0 ** -52 * (np.abs(e) + 4 * np.array([5.0, 1.0])))
+                                  4 * (2.0 ** -52 * (np.abs(e) + 4 * np.array([5.0, 1.0])) +
+                                       16 * tiny64))
+    assert rounding_bound(0.0, F32, n=3) == 12 * tiny32     # a result flushed to zero
     with pytest.raises(ValueError, match="n must be at least 1"):
         rounding_bound(e, F32, n=0)
 
