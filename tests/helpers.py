@@ -281,3 +281,18 @@ def compounded_bound(ref32, exact, dtype) -> float:
     (``ref32``) and in float64 (``exact``) from the same start, scaled to ``dtype``'s ε."""
     spread = float(np.max(np.abs(np.asarray(ref32, np.float64) - np.asarray(exact, np.float64))))
     return K * spread * eps(dtype) / eps(np.float32)
+
+
+def dense_reference_runs(params, layout, acts, loss, x, y, orders, batch_size, lr, decay):
+    """The reference's epochs of a dense stack (``R.train_epoch``, one per order in ``orders``)
+    from a kernel's start and data, run in float64 — the exact result — and in float32:
+    ``(exact, ref32)``, float64 arrays for ``compounded_bound``. ``decay`` is the caller's,
+    ``1 − lr·λ/n`` worked out from the book's update, not taken from the code under test."""
+    runs = []
+    for d in (np.float64, np.float32):
+        p = np.array(params, dtype=d)
+        xd, yd = np.asarray(x, d), np.asarray(y, d)
+        for order in orders:
+            R.train_epoch(p, layout, acts, loss, xd, yd, order, batch_size, lr, decay)
+        runs.append(p.astype(np.float64))
+    return tuple(runs)

@@ -18,7 +18,7 @@ from fastnet.kernels.config import (CROSS_ENTROPY, LINEAR, LOG_LIKELIHOOD, QUADR
                                     SIGMOID, SOFTMAX, SOFTPLUS, TANH)
 from fastnet.reference import dense as R
 from helpers import (activation_bound, assert_close, compounded_bound, cost_bound,
-                     dense_stack_bounds, prime_bound, rounding_bound)
+                     dense_reference_runs, dense_stack_bounds, prime_bound, rounding_bound)
 
 DTYPES = [np.float32, np.float64]
 HIDDEN = [SIGMOID, TANH, RELU, SOFTPLUS, LINEAR]
@@ -374,18 +374,6 @@ def make_net(sizes, dtype, seed):
     return layout, params, rng
 
 
-def reference_epochs(params, layout, acts, loss, x, y, order, batch_size, lr, decay):
-    """The reference's epoch from the kernel's start and data, in float64 (the exact result)
-    and in float32 (for ``compounded_bound``)."""
-    runs = []
-    for d in (np.float64, np.float32):
-        p = params.astype(d)
-        R.train_epoch(p, layout, acts, loss, x.astype(d), y.astype(d), order, batch_size, lr,
-                      decay)
-        runs.append(p.astype(np.float64))
-    return runs
-
-
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("sizes,acts,loss", NETS)
 @pytest.mark.parametrize("batch_size", [1, 3, 10])
@@ -396,8 +384,8 @@ def test_train_epoch(sizes, acts, loss, batch_size, dtype):
     x = rand(rng, (N, sizes[0]), dtype)
     y = one_hot(rng.integers(0, sizes[-1], N), sizes[-1], dtype)
     order = rng.permutation(N)
-    exact, ref32 = reference_epochs(params, layout, acts, loss, x, y, order, batch_size, 0.5,
-                                    0.99)
+    exact, ref32 = dense_reference_runs(params, layout, acts, loss, x, y, [order], batch_size,
+                                        0.5, 0.99)
     K.train_epoch(params, layout, acts, loss, x, y, order, batch_size, 0.5, 0.99)
     assert_close(params, exact.astype(dtype), bound=compounded_bound(ref32, exact, dtype),
                  name="params")
