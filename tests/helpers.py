@@ -69,6 +69,8 @@ model; no test here relies on the rule for them.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 from fastnet.kernels.config import (CROSS_ENTROPY, LINEAR, QUADRATIC, RELU, SIGMOID, SOFTMAX,
@@ -296,3 +298,71 @@ def dense_reference_runs(params, layout, acts, loss, x, y, orders, batch_size, l
             R.train_epoch(p, layout, acts, loss, xd, yd, order, batch_size, lr, decay)
         runs.append(p.astype(np.float64))
     return tuple(runs)
+
+
+# ---------------------------------------------------------------------------- the book's update
+def fit_orders(model, n: int, epochs: int) -> list:
+    """The orders ``Model.fit(shuffle=True)`` will visit n samples in over ``epochs`` epochs,
+    read before the fit: one permutation per epoch from (a copy of) the model's generator."""
+    rng = copy.deepcopy(model._rng)
+    return [rng.permutation(n) for _ in range(epochs)]
+
+
+def weight_mask(model) -> np.ndarray:
+    """bool[params.size]: True on every layer's weights ``w`` (which L2 decays), False on
+    biases, found from the layers' views into the flat buffer."""
+    mask = np.zeros(model.params.size, dtype=bool)
+    base = model.params.__array_interface__["data"][0]
+    for i in range(len(model.layers)):
+        w = model.params_of(i).get("w")
+        if w is not None:
+            off = (w.__array_interface__["data"][0] - base) // model.params.itemsize
+            mask[off:off + w.size] = True
+    return mask
+
+
+def book_sgd(model, x, y, orders, batch_size: int, lr: float, lmbda: float) -> None:
+    """Train ``model`` in place by the book's update, stated here rather than taken from
+    model.py: for each mini-batch of m samples (consecutive slices of each order),
+
+        w ← (1 − η·λ/n)·w − (η/m)·Σ∇w,    b ← b − (η/m)·Σ∇b,    n = len(x).
+
+    The model (device "numpy": the reference layers) supplies the gradient step alone, one
+    mini-batch per ``fit`` with λ = 0; the decay of the weights is applied here."""
+    n = len(x)
+    decay = 1.0 - lr * lmbda / n
+    weights = weight_mask(model)
+    for order in orders:
+        for k in range(0, n, batch_size):
+            idx = order[k:k + batch_size]
+            w = model.params[weights].astype(np.float64)
+            model.fit(x[idx], y[idx], epochs=1, batch_size=len(idx), lr=lr, shuffle=False,
+                      verbose=False, training_metrics=False)
+            model.params[weights] += ((decay - 1.0) * w).astype(model.params.dtype)
+
+
+def book_reference_runs(build, start, x, y, orders, batch_size, lr, lmbda):
+    """``book_sgd`` from a kernel's start and data on reference models (``build(dtype)``: a
+    fresh Model of that dtype on device "numpy"), in float64 — the exact result — and in
+    float32: ``(exact, ref32)`` for ``compounded_bound``. x: the kernel's inputs (already of
+    its dtype, so both runs see the same numbers)."""
+    runs = []
+    for d in ("float64", "float32"):
+        m = build(d)
+        m.params[...] = start
+        book_sgd(m, x, y, orders, batch_size, lr, lmbda)
+        runs.append(m.params.astype(np.float64))
+    return tuple(runs)
+
+
+def cost_difference_bound(params, layout, acts, loss, x, y, dtype, param_error) -> float:
+    """Bound on |C(p') − C(params)|, the summed cost a kernel evaluates at parameters p'
+    within ``param_error`` (a scalar) of ``params`` (a dense stack): the cost's slope, the
+    gradient's ℓ1 norm, times param_error (to first order), plus the evaluation's own rounding
+    (``dense_stack_bounds`` and ``cost_bound``)."""
+    p, x64, y64 = (np.asarray(v, np.float64) for v in (params, x, y))
+    zs, activations = R.forward(p, layout, acts, x64)
+    slope = np.abs(R.backward(p, layout, acts, loss, zs, activations, y64)).sum()
+    zs, activations, ez, ea = dense_stack_bounds(p, layout, acts, x64, dtype)
+    return float(slope * param_error) + cost_bound(zs[-1], activations[-1], y64, loss, dtype,
+                                                   ez[-1], ea[-1])
