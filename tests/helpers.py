@@ -57,7 +57,8 @@ difference is float32 rounding carried through these dynamics. A kernel rounds a
 in its own orders, so over the parameter vector its largest distance from the float64 run is of
 the same size (0.5 to 1.8 times the reference's, over the dense epochs of tests/test_dense.py);
 the bound is K times the reference's largest difference, scaled by ε(dtype)/ε(float32) for a
-float64 kernel (errors this small propagate linearly, so they scale with ε).
+float64 kernel (errors this small propagate linearly, so they scale with ε), plus the rule's
+bound on the last rounding of each element.
 
 What the rule is not for. A kernel against its twin, one operation, random data: use the rule.
 Other comparisons — central finite differences (truncation error ~h², cancellation ~ε/h), the
@@ -75,6 +76,9 @@ import numpy as np
 
 from fastnet.kernels.config import (CROSS_ENTROPY, LINEAR, QUADRATIC, RELU, SIGMOID, SOFTMAX,
                                     SOFTPLUS, TANH)
+
+F64 = np.float64
+from fastnet.reference import conv as C
 from fastnet.reference import dense as R
 
 # The rule's one constant: λ = 2K = 8 in Higham and Mary's bound (see the module docstring).
@@ -233,6 +237,18 @@ def prime_bound(z, a, code, dtype) -> np.ndarray:
     return rounding_bound(prime, dtype, n=2, magnitude=prime_magnitude(z, a, code))
 
 
+def output_delta_bound(z, a, y, loss, act, dtype) -> np.ndarray:
+    """Bound on the output layer's delta a kernel computes from z, a, y (float64, the numbers
+    it was given): a − y is a sum of two terms; for the quadratic cost it is multiplied by
+    σ'(z), each factor's bound times the other factor."""
+    z, a, y = (np.asarray(v, np.float64) for v in (z, a, y))
+    diff = rounding_bound(a - y, dtype, n=2, magnitude=np.abs(a) + np.abs(y))
+    if loss != QUADRATIC:
+        return diff
+    return diff * np.abs(R.activation_prime(z, act)) + np.abs(a - y) * prime_bound(z, a, act,
+                                                                                   dtype)
+
+
 def dense_stack_bounds(params, layout, acts, x, dtype):
     """The exact forward pass of a dense stack and the bounds on a kernel's, all float64:
     ``(zs, activations, ez, ea)``, lists per layer as ``R.forward`` returns them (activations[0]
@@ -277,12 +293,16 @@ def cost_bound(z, a, y, loss, dtype, ez=0.0, ea=0.0) -> float:
 
 
 # ---------------------------------------------------------------------------- several steps
-def compounded_bound(ref32, exact, dtype) -> float:
+def compounded_bound(ref32, exact, dtype) -> np.ndarray:
     """Bound on a kernel's distance from ``exact`` after several training steps (see the module
     docstring): K times the largest difference between the NumPy reference run in float32
-    (``ref32``) and in float64 (``exact``) from the same start, scaled to ``dtype``'s ε."""
-    spread = float(np.max(np.abs(np.asarray(ref32, np.float64) - np.asarray(exact, np.float64))))
-    return K * spread * eps(dtype) / eps(np.float32)
+    (``ref32``) and in float64 (``exact``) from the same start, scaled to ``dtype``'s ε, plus
+    the rule for each element's last rounding (which a spread over few elements, small by
+    chance, could miss). The same measure serves any result that chains more operations than
+    ``dense_stack_bounds`` follows (a whole CNN's outputs, the losses of a training history)."""
+    exact = np.asarray(exact, np.float64)
+    spread = float(np.max(np.abs(np.asarray(ref32, np.float64) - exact)))
+    return K * spread * eps(dtype) / eps(np.float32) + rounding_bound(exact, dtype)
 
 
 def dense_reference_runs(params, layout, acts, loss, x, y, orders, batch_size, lr, decay):
@@ -366,3 +386,84 @@ def cost_difference_bound(params, layout, acts, loss, x, y, dtype, param_error) 
     zs, activations, ez, ea = dense_stack_bounds(p, layout, acts, x64, dtype)
     return float(slope * param_error) + cost_bound(zs[-1], activations[-1], y64, loss, dtype,
                                                    ez[-1], ea[-1])
+
+
+# ---------------------------------------------------------------------------- convolution
+# The convolution and its gradients are linear in each operand, so each element's Σ|terms| is
+# the reference itself run on absolute values.
+def f64(*arrays):
+    return [np.asarray(v, F64) for v in arrays]
+
+
+def assert_conv(z, x, w, b, name="z"):
+    """z = x ⋆ w + b by the rule (n = c_in·kh·kw + 1)."""
+    x64, w64, b64 = f64(x, w, b)
+    exact = C.conv2d_forward(x64, w64, b64)
+    magnitude = C.conv2d_forward(np.abs(x64), np.abs(w64), np.abs(b64))
+    assert_close(z, exact.astype(z.dtype), n=w[0].size + 1, magnitude=magnitude, name=name)
+
+
+def assert_backward_from(got, x, w, dconv, dconv_mag, db_terms, suffix=""):
+    """(dx, dw, db) of a correlation whose output gradient is ``dconv`` (float64, the conv
+    plane; ``dconv_mag`` its terms' magnitudes) by the rule: dx sums c_out·kh·kw terms, dw and
+    db one per position the gradient reaches (``db_terms``: all of them, or the winners)."""
+    x64, w64 = f64(x, w)
+    edx, edw, edb = C.conv2d_backward(x64, w64, dconv)
+    mdx, mdw, mdb = C.conv2d_backward(np.abs(x64), np.abs(w64), dconv_mag)
+    dx, dw, db = got
+    c_out, _, kh, kw = w.shape
+    if dx is not None:
+        assert_close(dx, edx.astype(x.dtype), n=c_out * kh * kw, magnitude=mdx,
+                     name="dx" + suffix)
+    assert_close(dw, edw.astype(x.dtype), n=db_terms, magnitude=mdw, name="dw" + suffix)
+    assert_close(db, edb.astype(x.dtype), n=db_terms, magnitude=mdb, name="db" + suffix)
+
+
+def assert_convpool_backward(got, x, w, z, a, argmax, da, act, suffix=""):
+    """A convpool backward's (dx, dw, db) by the rule: the deltas dz = da·σ'(z) (magnitude
+    |da|·``prime_magnitude``) routed to the winners, then a correlation's backward."""
+    z64, a64, da64 = f64(z, a, da)
+    dz = da64 * R.activation_prime(z64, act) if act != LINEAR else da64
+    mag = np.abs(da64) * prime_magnitude(z64, a64, act)
+    n, c_out = da.shape[:2]
+    plane = (n, c_out, x.shape[2] - w.shape[2] + 1, x.shape[3] - w.shape[3] + 1)
+    with np.errstate(invalid="ignore"):
+        assert_backward_from(got, x, w, C.maxpool_backward(dz, argmax, plane),
+                             C.maxpool_backward(mag, argmax, plane), n * da[0, 0].size, suffix)
+
+
+def check_argmax(argmax, expected, conv_ref, conv_bound, dtype):
+    """Winners must agree, except where float32 rounding may reorder near-equal values: there
+    the reference conv values at both winners must differ by at most what rounding moves each
+    (``conv_bound``: the rule's bound on a conv output, largest of the window)."""
+    if dtype == np.float64:
+        np.testing.assert_array_equal(argmax, expected)
+        return
+    n, c = argmax.shape[:2]
+    flat = conv_ref.reshape(n, c, -1)
+    at_kernel = np.take_along_axis(flat, argmax.reshape(n, c, -1).astype(np.intp), 2)
+    at_ref = np.take_along_axis(flat, expected.reshape(n, c, -1).astype(np.intp), 2)
+    assert_close(at_kernel, at_ref, bound=2 * conv_bound, name="conv value at argmax")
+
+
+def check_convpool_forward(a, z, argmax, x, w, b, pool, act):
+    """A convpool forward's outputs against the reference on float64 inputs: z = the window's
+    largest conv output + b by the rule (the magnitude the window's largest, so a near-tie
+    decided the other way by rounding is covered), a = act(z) with z's error carried
+    (``activation_bound``), the winners as ``check_argmax`` says."""
+    dtype = x.dtype.type
+    x64, w64, b64 = f64(x, w, b)
+    ea, ez, eargmax = C.convpool_forward(x64, w64, b64, pool, act)
+    conv_mag = C.conv2d_forward(np.abs(x64), np.abs(w64), np.zeros(len(b)))
+    window_mag = C.maxpool_forward(conv_mag, pool)[0]
+    ezb = rounding_bound(ez, dtype, n=w[0].size + 1,
+                         magnitude=window_mag + np.abs(b64)[:, None, None])
+    assert_close(z, ez.astype(dtype), bound=ezb, name="z")
+    with np.errstate(invalid="ignore"):
+        assert_close(a, ea.astype(dtype), bound=activation_bound(ez, ea, act, dtype, ezb),
+                     name="a")
+    assert argmax.shape == eargmax.shape
+    conv_bound = rounding_bound(C.maxpool_forward(np.abs(C.conv2d_forward(
+        x64, w64, np.zeros(len(b)))), pool)[0], dtype, n=w[0].size, magnitude=window_mag)
+    check_argmax(argmax, eargmax, C.conv2d_forward(x64, w64, np.zeros(w.shape[0])),
+                 conv_bound.reshape(argmax.shape[0], argmax.shape[1], -1), dtype)

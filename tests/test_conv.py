@@ -18,7 +18,8 @@ import pytest
 from fastnet.kernels import conv_cpu as K
 from fastnet.kernels.config import LINEAR, RELU, SIGMOID, SOFTPLUS, TANH
 from fastnet.reference import conv as R
-from helpers import activation_bound, assert_close, prime_magnitude, rounding_bound
+from helpers import (assert_backward_from, assert_close, assert_conv, assert_convpool_backward,
+                     check_convpool_forward)
 
 F64 = np.float64
 DTYPES = [np.float32, np.float64]
@@ -134,65 +135,11 @@ def upstream(rng, shape, dtype):
     return (rng.standard_normal(shape) / np.sqrt(terms)).astype(dtype)
 
 
-def f64(*arrays):
-    return [np.asarray(v, F64) for v in arrays]
-
-
-def assert_conv(z, x, w, b, name="z"):
-    """z = x ⋆ w + b by the rule (n = c_in·kh·kw + 1)."""
-    x64, w64, b64 = f64(x, w, b)
-    exact = R.conv2d_forward(x64, w64, b64)
-    magnitude = R.conv2d_forward(np.abs(x64), np.abs(w64), np.abs(b64))
-    assert_close(z, exact.astype(z.dtype), n=w[0].size + 1, magnitude=magnitude, name=name)
-
-
-def assert_backward_from(got, x, w, dconv, dconv_mag, db_terms, suffix=""):
-    """(dx, dw, db) of a correlation whose output gradient is ``dconv`` (float64, the conv
-    plane; ``dconv_mag`` its terms' magnitudes) by the rule: dx sums c_out·kh·kw terms, dw and
-    db one per position the gradient reaches (``db_terms``: all of them, or the winners)."""
-    x64, w64 = f64(x, w)
-    edx, edw, edb = R.conv2d_backward(x64, w64, dconv)
-    mdx, mdw, mdb = R.conv2d_backward(np.abs(x64), np.abs(w64), dconv_mag)
-    dx, dw, db = got
-    c_out, _, kh, kw = w.shape
-    if dx is not None:
-        assert_close(dx, edx.astype(x.dtype), n=c_out * kh * kw, magnitude=mdx, name="dx" + suffix)
-    assert_close(dw, edw.astype(x.dtype), n=db_terms, magnitude=mdw, name="dw" + suffix)
-    assert_close(db, edb.astype(x.dtype), n=db_terms, magnitude=mdb, name="db" + suffix)
-
-
-def assert_convpool_backward(got, x, w, z, a, argmax, da, act, suffix=""):
-    """A convpool backward's (dx, dw, db) by the rule: the deltas dz = da·σ'(z) (magnitude
-    |da|·``prime_magnitude``) routed to the winners, then a correlation's backward."""
-    z64, a64, da64 = f64(z, a, da)
-    dz = da64 * R.activation_prime(z64, act) if act != LINEAR else da64
-    mag = np.abs(da64) * prime_magnitude(z64, a64, act)
-    n, c_out = da.shape[:2]
-    plane = (n, c_out, x.shape[2] - w.shape[2] + 1, x.shape[3] - w.shape[3] + 1)
-    with np.errstate(invalid="ignore"):
-        assert_backward_from(got, x, w, R.maxpool_backward(dz, argmax, plane),
-                             R.maxpool_backward(mag, argmax, plane), n * da[0, 0].size, suffix)
-
-
 def backward_matches_reference(x, w, z, a, argmax, da, act, dtype):
     """convpool_backward against the reference's (dx, dw, db); returns the reference's."""
     got = K.convpool_backward(x, w, z, a, argmax, da, act)
     assert_convpool_backward(got, x, w, z, a, argmax, da, act)
     return R.convpool_backward(x, w, z, a, argmax, da, act)
-
-
-def check_argmax(argmax, expected, conv_ref, conv_bound, dtype):
-    """Winners must agree, except where float32 rounding may reorder near-equal values: there
-    the reference conv values at both winners must differ by at most what rounding moves each
-    (``conv_bound``: the rule's bound on a conv output, largest of the window)."""
-    if dtype == np.float64:
-        np.testing.assert_array_equal(argmax, expected)
-        return
-    n, c = argmax.shape[:2]
-    flat = conv_ref.reshape(n, c, -1)
-    at_kernel = np.take_along_axis(flat, argmax.reshape(n, c, -1).astype(np.intp), 2)
-    at_ref = np.take_along_axis(flat, expected.reshape(n, c, -1).astype(np.intp), 2)
-    assert_close(at_kernel, at_ref, bound=2 * conv_bound, name="conv value at argmax")
 
 
 # ---------------------------------------------------------------------------- kernels vs reference
@@ -292,29 +239,6 @@ def test_convpool_forward(shape, dtype):
     a, z, argmax = K.convpool_forward(x, w, b, pool, SIGMOID)
     assert argmax.dtype == np.int32
     check_convpool_forward(a, z, argmax, x, w, b, pool, SIGMOID)
-
-
-def check_convpool_forward(a, z, argmax, x, w, b, pool, act):
-    """A convpool forward's outputs against the reference on float64 inputs: z = the window's
-    largest conv output + b by the rule (the magnitude the window's largest, so a near-tie
-    decided the other way by rounding is covered), a = act(z) with z's error carried
-    (``activation_bound``), the winners as ``check_argmax`` says."""
-    dtype = x.dtype.type
-    x64, w64, b64 = f64(x, w, b)
-    ea, ez, eargmax = R.convpool_forward(x64, w64, b64, pool, act)
-    conv_mag = R.conv2d_forward(np.abs(x64), np.abs(w64), np.zeros(len(b)))
-    window_mag = R.maxpool_forward(conv_mag, pool)[0]
-    ezb = rounding_bound(ez, dtype, n=w[0].size + 1,
-                         magnitude=window_mag + np.abs(b64)[:, None, None])
-    assert_close(z, ez.astype(dtype), bound=ezb, name="z")
-    with np.errstate(invalid="ignore"):
-        assert_close(a, ea.astype(dtype), bound=activation_bound(ez, ea, act, dtype, ezb),
-                     name="a")
-    assert argmax.shape == eargmax.shape
-    conv_bound = rounding_bound(R.maxpool_forward(np.abs(R.conv2d_forward(
-        x64, w64, np.zeros(len(b)))), pool)[0], dtype, n=w[0].size, magnitude=window_mag)
-    check_argmax(argmax, eargmax, R.conv2d_forward(x64, w64, np.zeros(w.shape[0])),
-                 conv_bound.reshape(argmax.shape[0], argmax.shape[1], -1), dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

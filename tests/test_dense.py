@@ -18,7 +18,8 @@ from fastnet.kernels.config import (CROSS_ENTROPY, LINEAR, LOG_LIKELIHOOD, QUADR
                                     SIGMOID, SOFTMAX, SOFTPLUS, TANH)
 from fastnet.reference import dense as R
 from helpers import (activation_bound, assert_close, compounded_bound, cost_bound,
-                     dense_reference_runs, dense_stack_bounds, prime_bound, rounding_bound)
+                     dense_reference_runs, dense_stack_bounds, output_delta_bound, prime_bound,
+                     rounding_bound)
 
 DTYPES = [np.float32, np.float64]
 HIDDEN = [SIGMOID, TANH, RELU, SOFTPLUS, LINEAR]
@@ -240,14 +241,8 @@ def test_output_delta_and_cost(loss, out_act, dtype):
     K.output_delta(z, a, y, loss, out_act, delta)
     z64, a64, y64 = (v.astype(np.float64) for v in (z, a, y))
     exact = R.output_delta(z64, a64, y64, loss, out_act)
-    # a − y: two terms; for the quadratic cost times σ'(z), whose own rounding is prime_bound's
-    diff = rounding_bound(a64 - y64, dtype, n=2, magnitude=np.abs(a64) + np.abs(y64))
-    if loss == QUADRATIC:
-        prime = R.activation_prime(z64, out_act)
-        bound = diff * np.abs(prime) + np.abs(a64 - y64) * prime_bound(z64, a64, out_act, dtype)
-    else:
-        bound = diff
-    assert_close(delta, exact.astype(dtype), bound=bound, name="delta")
+    assert_close(delta, exact.astype(dtype), name="delta",
+                 bound=output_delta_bound(z64, a64, y64, loss, out_act, dtype))
     total, correct = K.loss_and_correct(z, a, y, loss)
     assert_close(np.float64(total), R.cost(z64, a64, y64, loss).sum(),
                  bound=cost_bound(z64, a64, y64, loss, dtype), name="cost")
