@@ -71,6 +71,7 @@ model; no test here relies on the rule for them.
 from __future__ import annotations
 
 import copy
+import threading
 
 import numpy as np
 
@@ -467,3 +468,25 @@ def check_convpool_forward(a, z, argmax, x, w, b, pool, act):
         x64, w64, np.zeros(len(b)))), pool)[0], dtype, n=w[0].size, magnitude=window_mag)
     check_argmax(argmax, eargmax, C.conv2d_forward(x64, w64, np.zeros(w.shape[0])),
                  conv_bound.reshape(argmax.shape[0], argmax.shape[1], -1), dtype)
+
+
+# ---------------------------------------------------------------------------- threads
+def call_with_watchdog(fn, seconds=120.0):
+    """Run ``fn()`` on a watchdog thread and return the exception it raised (None if none);
+    fail if it has not returned within ``seconds`` — a worker left waiting at a barrier would
+    hang the call — or if a worker thread outlives it."""
+    raised = []
+
+    def run():
+        try:
+            fn()
+        except BaseException as e:  # noqa: BLE001 - handed to the test below
+            raised.append(e)
+
+    watchdog = threading.Thread(target=run, daemon=True)
+    watchdog.start()
+    watchdog.join(seconds)
+    assert not watchdog.is_alive(), f"no return after {seconds} s: a thread is left waiting"
+    workers = [t.name for t in threading.enumerate() if t.name.startswith("fastnet-worker")]
+    assert not workers, f"worker threads still running: {workers}"
+    return raised[0] if raised else None

@@ -11,7 +11,8 @@ import pytest
 
 from fastnet import Conv2D, Dense, Dropout, Flatten, MaxPool2D, Model
 from fastnet.kernels import cnn_cpu
-from helpers import assert_close, book_reference_runs, compounded_bound, fit_orders
+from helpers import (assert_close, book_reference_runs, call_with_watchdog, compounded_bound,
+                     fit_orders)
 
 # (c_in, h, w, c_out, k, pool, conv act, hidden, out act, loss): odd sizes, several input
 # maps, a non-square kernel and pool, every loss
@@ -134,8 +135,9 @@ def test_worker_error_reaches_the_caller():
     layout = m._runner(None).cnn[0].copy()
     layout[-1, 2] = m.params.size
     for nthreads in (1, 2):
-        with pytest.raises(IndexError):
-            _direct(case, "float64", x, y, 5, nthreads, layout=layout)
+        err = call_with_watchdog(lambda: _direct(case, "float64", x, y, 5, nthreads,
+                                                 layout=layout))
+        assert isinstance(err, IndexError), repr(err)
 
 
 def test_thread_choice():

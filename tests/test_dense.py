@@ -7,8 +7,6 @@ forward pass through layers composes the rule (``dense_stack_bounds``) and an ep
 against the float64 reference with ``compounded_bound``.
 """
 
-import threading
-
 import numpy as np
 import pytest
 from numba.core.errors import TypingError
@@ -17,9 +15,9 @@ from fastnet.kernels import dense_cpu as K
 from fastnet.kernels.config import (CROSS_ENTROPY, LINEAR, LOG_LIKELIHOOD, QUADRATIC, RELU,
                                     SIGMOID, SOFTMAX, SOFTPLUS, TANH)
 from fastnet.reference import dense as R
-from helpers import (activation_bound, assert_close, compounded_bound, cost_bound,
-                     dense_reference_runs, dense_stack_bounds, output_delta_bound, prime_bound,
-                     rounding_bound)
+from helpers import (activation_bound, assert_close, call_with_watchdog, compounded_bound,
+                     cost_bound, dense_reference_runs, dense_stack_bounds, output_delta_bound,
+                     prime_bound, rounding_bound)
 
 DTYPES = [np.float32, np.float64]
 HIDDEN = [SIGMOID, TANH, RELU, SOFTPLUS, LINEAR]
@@ -442,27 +440,6 @@ def test_epoch_threads_choice():
         assert K.epoch_threads(big, 10) == 1
     finally:
         numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
-
-
-def call_with_watchdog(fn, seconds=120.0):
-    """Run ``fn()`` on a watchdog thread and return the exception it raised (None if none);
-    fail if it has not returned within ``seconds`` — a worker left waiting at a barrier would
-    hang the call — or if a worker thread outlives it."""
-    raised = []
-
-    def run():
-        try:
-            fn()
-        except BaseException as e:  # noqa: BLE001 - handed to the test below
-            raised.append(e)
-
-    watchdog = threading.Thread(target=run, daemon=True)
-    watchdog.start()
-    watchdog.join(seconds)
-    assert not watchdog.is_alive(), f"no return after {seconds} s: a thread is left waiting"
-    workers = [t.name for t in threading.enumerate() if t.name.startswith("fastnet-worker")]
-    assert not workers, f"worker threads still running: {workers}"
-    return raised[0] if raised else None
 
 
 def test_threaded_epoch_error_reaches_caller():

@@ -16,9 +16,9 @@ from fastnet.kernels import sparse_cpu as S
 from fastnet.kernels.config import (CROSS_ENTROPY, LINEAR, LOG_LIKELIHOOD, QUADRATIC, RELU,
                                     SIGMOID, SOFTMAX, SOFTPLUS, TANH)
 from fastnet.reference import dense as R
-from helpers import (assert_close, compounded_bound, cost_bound, cost_difference_bound,
-                     dense_reference_runs, dense_stack_bounds, fit_orders, rounding_bound)
-from test_dense import call_with_watchdog
+from helpers import (assert_close, call_with_watchdog, compounded_bound, cost_bound,
+                     cost_difference_bound, dense_reference_runs, dense_stack_bounds, fit_orders,
+                     rounding_bound)
 
 DTYPES = [np.float32, np.float64]
 NETS = [  # sizes, activations, loss (as in test_dense, plus a layer 0 wider than 4 vectors)
