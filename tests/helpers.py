@@ -2,7 +2,11 @@
 
 ``assert_close`` compares an array against its expected value in a fixed order — shape, then
 dtype, then values — so a failure says first what kind of mismatch it is, and for values it names
-the worst element (index, both values, its error and the error allowed there).
+the worst element (index, both values, its error and the error allowed there). The rest of this
+module states the rule (``rounding_bound``), composes it over chained stages (a dense forward
+pass, a cost, the convolution family), bounds several training steps (``compounded_bound``),
+states the book's update independently of the code under test (``book_sgd``), and runs a
+threaded call under a watchdog (``call_with_watchdog``).
 
 The rule (``rounding_bound``), for a kernel against its NumPy twin
 -----------------------------------------------------------------
@@ -77,10 +81,10 @@ import numpy as np
 
 from fastnet.kernels.config import (CROSS_ENTROPY, LINEAR, QUADRATIC, RELU, SIGMOID, SOFTMAX,
                                     SOFTPLUS, TANH)
-
-F64 = np.float64
 from fastnet.reference import conv as C
 from fastnet.reference import dense as R
+
+F64 = np.float64
 
 # The rule's one constant: λ = 2K = 8 in Higham and Mary's bound (see the module docstring).
 K = 4.0

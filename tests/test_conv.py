@@ -435,9 +435,9 @@ def numerical_grad(f, arr, eps=1e-6):
 
 
 # Not kernels against their twins: central differences with eps = 1e-6 in float64 are off by
-# their truncation, eps²/6·|C‴| (~1e-13 for these quadratic-in-nothing, O(1) costs), and by the
-# cost's rounding over 2·eps (|C| ~ 10 to ~1e-15 relative: ~1e-14 / 2e-6 = 5e-9): atol 1e-8
-# covers both, rtol 1e-6 the truncation growing with the gradient.
+# their truncation, eps²/6·|C‴| (~1e-12 for these costs, whose third derivatives are O(1)),
+# and by the cost's rounding over 2·eps (|C| ~ 10, evaluated to ~1e-15 relative: ~1e-14 / 2e-6
+# = 5e-9): atol 1e-8 covers both, rtol 1e-6 the truncation growing with the gradient.
 FD_TOL = dict(rtol=1e-6, atol=1e-8)
 
 

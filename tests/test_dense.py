@@ -444,9 +444,9 @@ def test_epoch_threads_choice():
 
 def test_threaded_epoch_error_reaches_caller():
     """A failure in the compiled epoch is raised in the caller, and no thread is left waiting
-    at a barrier: a type error at dispatch (in every thread), and a bounds error in the second
-    thread alone (layer 0's last 15 weight rows, its share, lie past the buffer's end) while
-    the first goes on to the step's barrier."""
+    at a barrier: a type error at dispatch (in every thread), and a bounds error in thread 0
+    alone (the upper layers are its work, and layer 1's weights lie past the buffer's end)
+    while the other waits for it at the step's second barrier."""
     layout = R.layout_for([784, 30, 10])
     params = np.zeros(R.n_params(layout), np.float32)
     x, y = np.zeros((20, 784), np.float32), np.zeros((20, 10), np.float32)
@@ -454,10 +454,10 @@ def test_threaded_epoch_error_reaches_caller():
     err = call_with_watchdog(lambda: K.train_epoch_threaded(
         params, layout, acts, 0, x, y, np.arange(20.0), 10, 0.5, 1.0, 2))  # float order
     assert isinstance(err, TypingError) and "getitem" in str(err), repr(err)
-    half = layout.copy()
-    half[0, 2] = params.size - 784 * 15
+    upper_out = layout.copy()
+    upper_out[1, 2] = params.size
     err = call_with_watchdog(lambda: K.train_epoch_threaded(
-        params, half, acts, 0, x, y, np.arange(20), 10, 0.5, 1.0, 2))
+        params, upper_out, acts, 0, x, y, np.arange(20), 10, 0.5, 1.0, 2))
     assert isinstance(err, IndexError) and "rows_of" in str(err), repr(err)
     assert call_with_watchdog(lambda: K.train_epoch_threaded(
         params, layout, acts, 0, x, y, np.arange(20), 10, 0.5, 1.0, 2)) is None

@@ -277,8 +277,9 @@ def test_lite_kernels_return_no_arrays():
 
 
 def test_sparse_epoch_error_reaches_caller():
-    """A failure in the compiled epoch (a type error at dispatch, in every thread) is raised in
-    the caller, and no thread is left waiting at a barrier (``call_with_watchdog``)."""
+    """A failure in the compiled epoch is raised in the caller, and no thread is left waiting
+    at a barrier (``call_with_watchdog``): a type error at dispatch (in every thread), and a
+    bounds error in the upper layers (layer 1's weights past the buffer's end)."""
     layout = R.layout_for([784, 30, 10])
     params = np.zeros(R.n_params(layout), np.float32)
     csr = csr_of(np.zeros((20, 784), np.float32))
@@ -286,6 +287,13 @@ def test_sparse_epoch_error_reaches_caller():
     err = call_with_watchdog(lambda: S.train_epoch_threaded(
         params, layout, np.ones(2, np.int64), 0, csr, y, np.arange(20.0), 10, 0.5, 1.0, 2))
     assert isinstance(err, TypingError) and "getitem" in str(err), repr(err)
+    upper_out = layout.copy()
+    upper_out[1, 2] = params.size
+    err = call_with_watchdog(lambda: S.train_epoch_threaded(
+        params, upper_out, np.ones(2, np.int64), 0, csr_of(sparse_x(np.random.default_rng(0),
+                                                                    20, 784, np.float32)),
+        y, np.arange(20), 10, 0.5, 1.0, 2))
+    assert isinstance(err, IndexError) and "rows_of" in str(err), repr(err)
     assert call_with_watchdog(lambda: S.train_epoch_threaded(
         params, layout, np.ones(2, np.int64), 0, csr, y, np.arange(20), 10, 0.5, 1.0, 2)) is None
 
