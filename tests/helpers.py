@@ -382,15 +382,15 @@ def book_reference_runs(build, start, x, y, orders, batch_size, lr, lmbda):
 
 def cost_difference_bound(params, layout, acts, loss, x, y, dtype, param_error) -> float:
     """Bound on |C(p') − C(params)|, the summed cost a kernel evaluates at parameters p'
-    within ``param_error`` (a scalar) of ``params`` (a dense stack): the cost's slope, the
-    gradient's ℓ1 norm, times param_error (to first order), plus the evaluation's own rounding
-    (``dense_stack_bounds`` and ``cost_bound``)."""
+    within ``param_error`` (a scalar, or one bound per parameter) of ``params`` (a dense
+    stack): the cost's slope, |∂C/∂p|, times param_error summed over the parameters (to first
+    order), plus the evaluation's own rounding (``dense_stack_bounds`` and ``cost_bound``)."""
     p, x64, y64 = (np.asarray(v, np.float64) for v in (params, x, y))
     zs, activations = R.forward(p, layout, acts, x64)
-    slope = np.abs(R.backward(p, layout, acts, loss, zs, activations, y64)).sum()
+    slope = np.abs(R.backward(p, layout, acts, loss, zs, activations, y64))
     zs, activations, ez, ea = dense_stack_bounds(p, layout, acts, x64, dtype)
-    return float(slope * param_error) + cost_bound(zs[-1], activations[-1], y64, loss, dtype,
-                                                   ez[-1], ea[-1])
+    carried = float(np.sum(slope * np.asarray(param_error, np.float64)))
+    return carried + cost_bound(zs[-1], activations[-1], y64, loss, dtype, ez[-1], ea[-1])
 
 
 # ---------------------------------------------------------------------------- convolution
