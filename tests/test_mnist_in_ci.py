@@ -22,26 +22,28 @@ NEEDS_MNIST = [
 ]
 
 
-def run_without_mnist(node: str, tmp_path: Path, ci: str | None):
+def run_without_mnist(tmp_path: Path, ci: str | None):
+    """pytest on the NEEDS_MNIST tests in a subprocess, FASTNET_DATA an empty directory and $CI
+    as given (unset for None): its exit status and output."""
     env = {k: v for k, v in os.environ.items() if k != "CI"}
     env["FASTNET_DATA"] = str(tmp_path)
     if ci is not None:
         env["CI"] = ci
-    extra = ["--benchmark-disable"] if node.startswith("bench/") else []
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rfEs", "-p", "no:cacheprovider",
-                        node, *extra], cwd=REPO, env=env, capture_output=True, text=True,
-                       timeout=300)
+                        "--benchmark-disable", *NEEDS_MNIST], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=300)
     return r.returncode, r.stdout + r.stderr
 
 
-@pytest.mark.parametrize("node", NEEDS_MNIST)
-def test_missing_mnist_skips_outside_ci_and_fails_in_ci(node, tmp_path):
-    rc, out = run_without_mnist(node, tmp_path, None)
-    assert rc == 0 and "1 skipped" in out and "MNIST not found in" in out, out[-2000:]
-    rc, out = run_without_mnist(node, tmp_path, "true")
-    assert rc == 1 and "skipped" not in out.splitlines()[-1], out[-2000:]
-    assert "MNIST not found in" in out and "in CI a missing data set fails the run" in out, \
-        out[-2000:]
+def test_missing_mnist_skips_outside_ci_and_fails_in_ci(tmp_path):
+    rc, out = run_without_mnist(tmp_path, None)
+    assert rc == 0 and "3 skipped" in out and "MNIST not found in" in out, out[-3000:]
+    rc, out = run_without_mnist(tmp_path, "true")
+    assert rc == 1 and "skipped" not in out.splitlines()[-1], out[-3000:]
+    reported = [line.split(" - ")[0].split()[-1] for line in out.splitlines()
+                if line.startswith(("FAILED ", "ERROR "))]
+    assert sorted(reported) == sorted(NEEDS_MNIST), out[-3000:]
+    assert out.count("in CI a missing data set fails the run") >= 3, out[-3000:]
 
 
 @pytest.mark.parametrize("value,ci", [("true", True), ("1", True), ("yes", True),
