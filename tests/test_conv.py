@@ -277,12 +277,12 @@ def column_zero_winners(rng, c_in, width, k, dtype):
 def test_convpool_backward_every_image_width(k, dtype):
     """The backward decodes each winner's row from its flat index in float32,
     y = ⌊(argmax + ½)·(1/cw)⌋: without the ½, 1/cw rounded down puts a winner in column 0 of
-    row y into row y − 1 for some widths (45 with 5×5 filters, 64 with 4×4, ...). So every
-    square image width from 6 to 70 with k×k filters and 2×2 pools, winners in column 0 at
-    every row (``column_zero_winners``), one call per width: one input map, which the sparse
-    backward takes straight from the image (the path that decodes rows), and at every fifth
-    width two maps, through the patch matrix where c_in·k > 5; the dense path wherever
-    ``_sparse_backward`` picks it (always for k = 2)."""
+    row y into row y − 1 where cw is 41, 47, 55 or 61 (widths 44 to 65 for 4×4 and 5×5
+    filters). So every square image width from 6 to 70 with k×k filters and 2×2 pools,
+    winners in column 0 at every row (``column_zero_winners``), one call per width: one input
+    map, which the sparse backward takes straight from the image (the path that decodes rows),
+    and at every fifth width two maps, through the patch matrix where c_in·k > 5; the dense
+    path wherever ``_sparse_backward`` picks it (always for k = 2)."""
     paths, seen = set(), set()
     for width in list(range(6, 71)) + list(range(6, 71, 5)):
         c_in = 2 if width in seen else 1
