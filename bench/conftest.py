@@ -1,5 +1,6 @@
-"""Fixtures of the benchmark suite: MNIST (skipped with the reason when missing; 1,000 images
-under ``FASTNET_BENCH_SMALL=1``), and the machine facts written into the JSON's
+"""Fixtures of the benchmark suite: MNIST (skipped with the reason when missing — failed in CI,
+$CI set, where the benchmarks' smoke run must not disappear as skips; 1,000 images under
+``FASTNET_BENCH_SMALL=1``), and the machine facts written into the JSON's
 ``machine_info["fastnet"]`` (load averages, versions, and the measured matrix-product peak when
 the ``peak`` rows were filtered out of a timed run)."""
 
@@ -28,7 +29,12 @@ def pytest_sessionstart(session):
 def _mnist_splits():
     if not (MNIST_DIR / "train-images-idx3-ubyte.gz").exists() and \
             not (MNIST_DIR / "train-images-idx3-ubyte").exists():
-        pytest.skip(f"MNIST not found in {MNIST_DIR} (set FASTNET_DATA to its directory)")
+        reason = f"MNIST not found in {MNIST_DIR} (set FASTNET_DATA to its directory)"
+        ci = os.environ.get("CI", "").strip().lower()
+        if ci not in ("", "0", "false", "no"):   # as tests/conftest.py's in_ci()
+            pytest.fail(f"{reason}; CI={ci!r}: in CI a missing data set fails the run",
+                        pytrace=False)
+        pytest.skip(reason)
     from fastnet.datasets import load_mnist
     return load_mnist(MNIST_DIR)
 

@@ -1,5 +1,7 @@
 """Shared fixtures. MNIST is found via $FASTNET_DATA, else <repo>/../shared/data/mnist; tests
-that need it are skipped (with the reason) when neither holds it."""
+that need it are skipped (with the reason) when neither holds it — except in CI ($CI set, as CI
+services set it), where a missing data set fails the run: the comparisons with the book must
+run there, not disappear as skips."""
 
 import os
 from pathlib import Path
@@ -8,13 +10,33 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 MNIST_DIR = Path(os.environ.get("FASTNET_DATA") or REPO.parent / "shared" / "data" / "mnist")
+# The start of every skip reason for a missing MNIST, here and in test_datasets.py.
+MNIST_MISSING = "MNIST not found in"
+
+
+def in_ci() -> bool:
+    """Whether this run is CI's: $CI set to anything but "", "0", "false" or "no"."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _ci_failure(reason: str) -> str:
+    return (f"{reason}; CI={os.environ.get('CI')!r}: in CI a missing data set fails the run "
+            "instead of skipping the tests that need it")
+
+
+def skip_or_fail_without_mnist(reason: str) -> None:
+    """Skip the test for a missing MNIST — or, in CI, fail it."""
+    if in_ci():
+        pytest.fail(_ci_failure(reason), pytrace=False)
+    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")
 def mnist_dir() -> Path:
     if not (MNIST_DIR / "train-images-idx3-ubyte.gz").exists() and \
             not (MNIST_DIR / "train-images-idx3-ubyte").exists():
-        pytest.skip(f"MNIST not found in {MNIST_DIR} (set FASTNET_DATA to its directory)")
+        skip_or_fail_without_mnist(f"{MNIST_MISSING} {MNIST_DIR} (set FASTNET_DATA to its "
+                                   "directory)")
     return MNIST_DIR
 
 
@@ -23,3 +45,17 @@ def mnist(mnist_dir):
     """``(train, val, test)`` as returned by ``fastnet.datasets.load_mnist``."""
     from fastnet.datasets import load_mnist
     return load_mnist(mnist_dir)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """In CI, a test skipped for a missing MNIST by its own means (a ``skipif`` mark, a
+    module's fixture) is reported as failed, as the ``mnist_dir`` fixture's are."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and in_ci() and not hasattr(report, "wasxfail"):
+        longrepr = report.longrepr
+        reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        if MNIST_MISSING in reason:
+            report.outcome = "failed"
+            report.longrepr = _ci_failure(reason.removeprefix("Skipped: "))

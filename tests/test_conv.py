@@ -2,11 +2,11 @@
 reference (``fastnet.reference.conv``), the reference's gradients against central finite
 differences, dropout, and saturated activations.
 
-Tolerances: float64 rtol 1e-10 / atol 1e-12; float32 rtol 1e-4 / atol 1e-5. Inputs are scaled so
-every compared array is O(1) (weights ~ 1/sqrt(fan-in), upstream gradients ~ 1/sqrt(terms
-summed)), which makes the absolute tolerance meaningful. float32 kernels accumulate in float32
-under fastmath while the reference sums in float64: the worst observed error is 0.14 of the
-tolerance in float32 and 0.001 of it in float64.
+Values are compared by the rule of tests/helpers.py against the reference run on float64
+inputs. Each element's Σ|terms| is the reference itself run on absolute values (the convolution
+and its gradients are linear in each operand): ``|x| ⋆ |w| + |b|`` for z (n = c_in·kh·kw + 1);
+for the backward, the deltas' magnitudes |da|·σ'-magnitude routed to the winners and correlated
+with |x| (dw, n = the windows summed over) or |w| (dx, n = c_out·kh·kw).
 Arrays keep one layout and dtype per kernel so each kernel compiles once per dtype.
 """
 
@@ -18,9 +18,10 @@ import pytest
 from fastnet.kernels import conv_cpu as K
 from fastnet.kernels.config import LINEAR, RELU, SIGMOID, SOFTPLUS, TANH
 from fastnet.reference import conv as R
-from helpers import assert_close
+from helpers import (assert_backward_from, assert_close, assert_conv, assert_convpool_backward,
+                     check_convpool_forward)
 
-TOL = {np.float64: dict(rtol=1e-10, atol=1e-12), np.float32: dict(rtol=1e-4, atol=1e-5)}
+F64 = np.float64
 DTYPES = [np.float32, np.float64]
 ACTS = [SIGMOID, TANH, RELU, SOFTPLUS, LINEAR]
 
@@ -90,10 +91,13 @@ def test_accumulate_rows_every_window_layout(nv, fresh, dtype):
     buf[:width] = rng.standard_normal(width)
     out = buf[:width]
     start, stop = 1, 6
-    expected = (0 if fresh else out.astype(np.float64)) + \
-        coef[start:stop].astype(np.float64) @ rows[idx[start:stop]].astype(np.float64)
+    c, r = coef[start:stop].astype(F64), rows[idx[start:stop]].astype(F64)
+    before = 0 if fresh else out.astype(F64)
+    expected = before + c @ r
+    magnitude = np.abs(before) + np.abs(c) @ np.abs(r)
     K._accumulate_rows(rows, idx, coef, start, stop, out, fresh)
-    assert_close(out, expected.astype(dtype), **TOL[dtype], name="sums")
+    assert_close(out, expected.astype(dtype), n=stop - start + 1, magnitude=magnitude,
+                 name="sums")
     assert (buf[width:] == -3.0).all()
     before = out.copy()
     K._accumulate_rows(rows, idx, coef, 3, 3, out, False)      # no rows: out unchanged
@@ -134,23 +138,8 @@ def upstream(rng, shape, dtype):
 def backward_matches_reference(x, w, z, a, argmax, da, act, dtype):
     """convpool_backward against the reference's (dx, dw, db); returns the reference's."""
     got = K.convpool_backward(x, w, z, a, argmax, da, act)
-    expected = R.convpool_backward(x, w, z, a, argmax, da, act)
-    for g, e, name in zip(got, expected, ("dx", "dw", "db")):
-        assert_close(g, e, **TOL[dtype], name=name)
-    return expected
-
-
-def check_argmax(argmax, expected, conv_ref, dtype):
-    """Winners must agree, except where float32 rounding may reorder near-equal values: there
-    the reference conv values at both winners must be equal within tolerance."""
-    if dtype == np.float64:
-        np.testing.assert_array_equal(argmax, expected)
-        return
-    n, c = argmax.shape[:2]
-    flat = conv_ref.reshape(n, c, -1)
-    at_kernel = np.take_along_axis(flat, argmax.reshape(n, c, -1).astype(np.intp), 2)
-    at_ref = np.take_along_axis(flat, expected.reshape(n, c, -1).astype(np.intp), 2)
-    assert_close(at_kernel, at_ref, **TOL[dtype], name="conv value at argmax")
+    assert_convpool_backward(got, x, w, z, a, argmax, da, act)
+    return R.convpool_backward(x, w, z, a, argmax, da, act)
 
 
 # ---------------------------------------------------------------------------- kernels vs reference
@@ -158,7 +147,7 @@ def check_argmax(argmax, expected, conv_ref, dtype):
 @pytest.mark.parametrize("shape", CONV_SHAPES)
 def test_conv2d_forward(shape, dtype):
     x, w, b = conv_inputs(np.random.default_rng(sum(shape)), *shape, dtype)
-    assert_close(K.conv2d_forward(x, w, b), R.conv2d_forward(x, w, b), **TOL[dtype], name="z")
+    assert_conv(K.conv2d_forward(x, w, b), x, w, b)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -167,15 +156,12 @@ def test_conv2d_backward(shape, dtype):
     rng = np.random.default_rng(sum(shape) + 1)
     x, w, b = conv_inputs(rng, *shape, dtype)
     dz = upstream(rng, R.conv2d_forward(x, w, b).shape, dtype)
-    dx, dw, db = K.conv2d_backward(x, w, dz)
-    edx, edw, edb = R.conv2d_backward(x, w, dz)
-    assert_close(dx, edx, **TOL[dtype], name="dx")
-    assert_close(dw, edw, **TOL[dtype], name="dw")
-    assert_close(db, edb, **TOL[dtype], name="db")
+    dz64 = dz.astype(F64)
+    terms = dz.shape[0] * dz[0, 0].size
+    assert_backward_from(K.conv2d_backward(x, w, dz), x, w, dz64, np.abs(dz64), terms)
     no_dx, dw1, db1 = K.conv2d_backward(x, w, dz, need_dx=False)
     assert no_dx is None
-    assert_close(dw1, edw, **TOL[dtype], name="dw without dx")
-    assert_close(db1, edb, **TOL[dtype], name="db without dx")
+    assert_backward_from((None, dw1, db1), x, w, dz64, np.abs(dz64), terms, " without dx")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -251,12 +237,8 @@ def test_convpool_forward(shape, dtype):
     *conv_shape, pool = shape
     x, w, b = conv_inputs(np.random.default_rng(sum(conv_shape)), *conv_shape, dtype)
     a, z, argmax = K.convpool_forward(x, w, b, pool, SIGMOID)
-    ea, ez, eargmax = R.convpool_forward(x, w, b, pool, SIGMOID)
-    assert_close(z, ez, **TOL[dtype], name="z")
-    assert_close(a, ea, **TOL[dtype], name="a")
-    assert argmax.dtype == np.int32 and argmax.shape == eargmax.shape
-    check_argmax(argmax, eargmax, R.conv2d_forward(x.astype(np.float64), w.astype(np.float64),
-                                                   np.zeros(w.shape[0])), dtype)
+    assert argmax.dtype == np.int32
+    check_convpool_forward(a, z, argmax, x, w, b, pool, SIGMOID)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -267,15 +249,60 @@ def test_convpool_backward(shape, dtype):
     x, w, b = conv_inputs(rng, *conv_shape, dtype)
     a, z, argmax = R.convpool_forward(x, w, b, pool, SIGMOID)   # both sides see the same winners
     da = upstream(rng, a.shape, dtype)
-    dx, dw, db = K.convpool_backward(x, w, z, a, argmax, da, SIGMOID)
-    edx, edw, edb = R.convpool_backward(x, w, z, a, argmax, da, SIGMOID)
-    assert_close(dx, edx, **TOL[dtype], name="dx")
-    assert_close(dw, edw, **TOL[dtype], name="dw")
-    assert_close(db, edb, **TOL[dtype], name="db")
+    got = K.convpool_backward(x, w, z, a, argmax, da, SIGMOID)
+    assert_convpool_backward(got, x, w, z, a, argmax, da, SIGMOID)
     no_dx, dw1, db1 = K.convpool_backward(x, w, z, a, argmax, da, SIGMOID, need_dx=False)
     assert no_dx is None
-    assert_close(dw1, edw, **TOL[dtype], name="dw without dx")
-    assert_close(db1, edb, **TOL[dtype], name="db without dx")
+    assert_convpool_backward((None, dw1, db1), x, w, z, a, argmax, da, SIGMOID, " without dx")
+
+
+def column_zero_winners(rng, c_in, width, k, dtype):
+    """One square image, two positive k×k filters and zero biases that put the winner of every
+    2×2 window in its left column, and in its upper row for the first filter, its lower row for
+    the second: the input falls along each row and is raised on even rows, and each filter
+    weighs one row (its first, its second) above the others. The windows at the left edge then
+    have their winners at every row y of the conv output that a window covers, in column 0:
+    flat index y·cw."""
+    rows = np.arange(width)[:, None]
+    cols = np.arange(width, dtype=F64)[None, :]
+    x = (-cols + 0.5 * (rows % 2 == 0))[None, None] + 0.01 * rng.random((1, c_in, width, width))
+    w = 0.01 * rng.random((2, c_in, k, k))
+    w[0, :, 0, :] += 1.0
+    w[1, :, 1, :] += 1.0
+    return x.astype(dtype), w.astype(dtype), np.zeros(2, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", [2, 3, 4, 5])
+def test_convpool_backward_every_image_width(k, dtype):
+    """The backward decodes each winner's row from its flat index in float32,
+    y = ⌊(argmax + ½)·(1/cw)⌋: without the ½, 1/cw rounded down puts a winner in column 0 of
+    row y into row y − 1 where cw is 41, 47, 55 or 61 (widths 44 to 65 for 4×4 and 5×5
+    filters). So every square image width from 6 to 70 with k×k filters and 2×2 pools,
+    winners in column 0 at every row (``column_zero_winners``), one call per width: one input
+    map, which the sparse backward takes straight from the image (the path that decodes rows),
+    and at every fifth width two maps, through the patch matrix where c_in·k > 5; the dense
+    path wherever ``_sparse_backward`` picks it (always for k = 2)."""
+    paths, seen = set(), set()
+    for width in list(range(6, 71)) + list(range(6, 71, 5)):
+        c_in = 2 if width in seen else 1
+        seen.add(width)
+        rng = np.random.default_rng(width * 10 + k + c_in)
+        x, w, b = column_zero_winners(rng, c_in, width, k, dtype)
+        ch = width - k + 1
+        if K._sparse_backward(k, (ch // 2) ** 2, ch, width):
+            paths.add("patches" if K._through_patches(c_in, k, k, ch * ch) else "direct")
+        a, z, argmax = R.convpool_forward(x, w, b, (2, 2), LINEAR)
+        cw = ch
+        assert (argmax[:, :, :, 0] % cw == 0).all()        # column 0 of the conv output
+        rows = argmax[0, :, :, 0] // cw
+        assert (rows[0] % 2 == 0).all() and (rows[1] % 2 == 1).all()   # both rows of a window
+        da = upstream(rng, a.shape, dtype)
+        got = np.empty_like(x), np.empty_like(w), np.empty_like(b)
+        K.convpool_backward_into(x, w, z, a, argmax, da, LINEAR, *got, 1)   # one thread: cheap
+        assert_convpool_backward(got, x, w, z, a, argmax, da, LINEAR,
+                                 f" at width {width}, {c_in} input map(s)")
+    assert paths == ({"direct", "patches"} if k > 2 else set()), paths
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -301,9 +328,10 @@ def test_convpool_backward_winners_at_the_image_edge(c_in, pool, dtype):
     # holds -0.0, which any store or +0.0 add would turn into +0.0
     buf = np.full(edx.size + 16, -0.0, dtype)
     dx2 = buf[:edx.size].reshape(edx.shape)
-    K.convpool_backward_into(x, wt, z, a, argmax, da, LINEAR, dx2, np.empty_like(wt),
-                             np.empty_like(b), 1)
-    assert_close(dx2, edx, **TOL[dtype], name="dx into a longer buffer")
+    dw2, db2 = np.empty_like(wt), np.empty_like(b)
+    K.convpool_backward_into(x, wt, z, a, argmax, da, LINEAR, dx2, dw2, db2, 1)
+    assert_convpool_backward((dx2, dw2, db2), x, wt, z, a, argmax, da, LINEAR,
+                             " into a longer buffer")
     assert np.signbit(buf[edx.size:]).all(), "written past dx"
 
 
@@ -329,15 +357,20 @@ def test_convpool_backward_nonfinite_input_no_winner_covers(c_in, dtype):
     assert np.isfinite(a[0]).all() and np.isinf(a[1]).any()
     dx, dw, db = K.convpool_backward(x, w, z, a, argmax, da, LINEAR)
     cw = x.shape[3] - w.shape[3] + 1
-    edw = np.zeros(w.shape)
+    edw, mdw = np.zeros(w.shape), np.zeros(w.shape)
     with np.errstate(invalid="ignore"):
         for n, o, qy, qx in np.ndindex(*a.shape):            # LINEAR: dz = da at the winner
             yy, xx = divmod(int(argmax[n, o, qy, qx]), cw)
-            edw[o] += float(da[n, o, qy, qx]) * x[n, :, yy:yy + 5, xx:xx + 5].astype(np.float64)
+            patch = x[n, :, yy:yy + 5, xx:xx + 5].astype(F64)
+            edw[o] += float(da[n, o, qy, qx]) * patch
+            mdw[o] += abs(float(da[n, o, qy, qx])) * np.abs(patch)
     assert not np.isfinite(edw).all()         # the +inf reached dw
-    assert_close(dw, edw.astype(dtype), **TOL[dtype], name="dw")
-    assert_close(db, edb, **TOL[dtype], name="db")
-    assert_close(dx, edx, **TOL[dtype], name="dx")
+    assert_close(dw, edw.astype(dtype), n=a[:, 0].size, magnitude=mdw, name="dw")
+    da64 = da.astype(F64)
+    assert_close(db, edb, n=a[:, 0].size, magnitude=np.abs(da64).sum(axis=(0, 2, 3)), name="db")
+    plane = R.maxpool_backward(np.abs(da64), argmax, (2, 3, cw, cw))
+    mdx = R.conv2d_backward(np.abs(x.astype(F64)), np.abs(w.astype(F64)), plane)[0]
+    assert_close(dx, edx, n=3 * 25, magnitude=mdx, name="dx")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -364,13 +397,10 @@ def test_convpool_activations(act, dtype):
     rng = np.random.default_rng(act)
     x, w, b = conv_inputs(rng, 2, 2, 3, 9, 8, 3, 3, dtype)
     a, z, argmax = K.convpool_forward(x, w, b, (2, 2), act)
-    ea, ez, _ = R.convpool_forward(x, w, b, (2, 2), act)
-    assert_close(a, ea, **TOL[dtype], name="a")
+    check_convpool_forward(a, z, argmax, x, w, b, (2, 2), act)
     da = upstream(rng, a.shape, dtype)
-    for got, expected, name in zip(K.convpool_backward(x, w, z, a, argmax, da, act),
-                                   R.convpool_backward(x, w, z, a, argmax, da, act),
-                                   ["dx", "dw", "db"]):
-        assert_close(got, expected, **TOL[dtype], name=name)
+    assert_convpool_backward(K.convpool_backward(x, w, z, a, argmax, da, act), x, w, z, a,
+                             argmax, da, act)
 
 
 @pytest.mark.parametrize("nthreads", [1, 2, 3])
@@ -382,14 +412,11 @@ def test_thread_chunks_agree(nthreads):
     ea, ez, eargmax = R.convpool_forward(x, w, b, (2, 2), TANH)
     a, z, argmax = np.empty_like(ea), np.empty_like(ez), np.empty_like(eargmax)
     K.convpool_forward_into(x, w, b, 2, 2, TANH, a, z, argmax, nthreads)
-    assert_close(a, ea, **TOL[dtype], name="a")
+    check_convpool_forward(a, z, argmax, x, w, b, (2, 2), TANH)
     da = upstream(rng, a.shape, dtype)
     dx, dw, db = np.empty_like(x), np.empty_like(w), np.empty(4, dtype)
     K.convpool_backward_into(x, w, z, a, argmax, da, TANH, dx, dw, db, nthreads)
-    edx, edw, edb = R.convpool_backward(x, w, z, a, argmax, da, TANH)
-    assert_close(dx, edx, **TOL[dtype], name="dx")
-    assert_close(dw, edw, **TOL[dtype], name="dw")
-    assert_close(db, edb, **TOL[dtype], name="db")
+    assert_convpool_backward((dx, dw, db), x, w, z, a, argmax, da, TANH)
 
 
 # ---------------------------------------------------------------------------- finite differences
@@ -407,6 +434,10 @@ def numerical_grad(f, arr, eps=1e-6):
     return g
 
 
+# Not kernels against their twins: central differences with eps = 1e-6 in float64 are off by
+# their truncation, eps²/6·|C‴| (~1e-12 for these costs, whose third derivatives are O(1)),
+# and by the cost's rounding over 2·eps (|C| ~ 10, evaluated to ~1e-15 relative: ~1e-14 / 2e-6
+# = 5e-9): atol 1e-8 covers both, rtol 1e-6 the truncation growing with the gradient.
 FD_TOL = dict(rtol=1e-6, atol=1e-8)
 
 
@@ -472,7 +503,7 @@ def test_dropout_train_and_inference(dtype):
     assert y.dtype == dtype
     np.testing.assert_array_equal(y, np.where(mask == 1, x, 0))
     np.testing.assert_array_equal(R.dropout_backward(x, mask), y)
-    assert_close(R.dropout_inference(x, 0.25), (0.75 * x).astype(dtype), **TOL[dtype])
+    assert_close(R.dropout_inference(x, 0.25), (0.75 * x.astype(F64)).astype(dtype))
 
 
 # ---------------------------------------------------------------------------- adversarial

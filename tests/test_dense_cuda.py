@@ -10,8 +10,8 @@ Two groups, by the hardware they need:
   ([784,30,10], [784,100,10], random data, a few hundred samples); skipped, with the reason,
   where ``numba.cuda.is_available()`` is False.
 
-Tolerances (tests/cuda_sim/dense_checks.py): float64 rtol 1e-10 / atol 1e-12; float32
-rtol 1e-4 / atol 1e-5, against the reference run in float64.
+Values are compared with the reference run in float64 by the rule of tests/helpers.py
+(tests/cuda_sim/dense_checks.py).
 """
 
 import subprocess

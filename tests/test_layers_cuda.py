@@ -11,9 +11,9 @@ Two groups, by the hardware they need:
 - ``@pytest.mark.cuda``: the same checks on a real GPU with the book's CNN shapes; skipped,
   with the reason, where ``numba.cuda.is_available()`` is False.
 
-Tolerances (tests/cuda_sim/layers_checks.py): float64 rtol 1e-10 / atol 1e-12, float32
-rtol 1e-4 / atol 1e-5 on the simulator's tiny shapes; on the GPU, sums over thousands of
-terms get rtol 1e-9 / atol 1e-9 (float64) and rtol 1e-3 / atol 1e-3 (float32).
+Values are compared by the rule of tests/helpers.py (tests/cuda_sim/layers_checks.py), which
+states each sum's length and magnitude, so one bound serves the simulator's tiny shapes and the
+GPU's sums over thousands of terms.
 """
 
 
@@ -37,13 +37,6 @@ def _gpu_or_skip():
 
 F32, F64 = np.float32, np.float64
 DTYPES = pytest.mark.parametrize("dtype", [F32, F64], ids=["f32", "f64"])
-GPU_TOL = {np.dtype(F64): dict(rtol=1e-9, atol=1e-9), np.dtype(F32): dict(rtol=1e-3, atol=1e-3)}
-
-
-def _tol(dtype):
-    return GPU_TOL[np.dtype(dtype)]
-
-
 @pytest.mark.cuda
 def test_method_set_gpu():
     _gpu_or_skip().check_method_set()
@@ -54,9 +47,9 @@ def test_method_set_gpu():
 def test_elementwise_and_output_layer_gpu(dtype):
     C = _gpu_or_skip()
     C.check_data_movement(dtype)
-    C.check_elementwise(dtype, (10, 20, 24, 24), tol=_tol(dtype))
-    C.check_softmax(dtype, 1000, 10, tol=_tol(dtype))
-    C.check_output_layer(dtype, 1000, 10, tol=_tol(dtype))
+    C.check_elementwise(dtype, (10, 20, 24, 24))
+    C.check_softmax(dtype, 1000, 10)
+    C.check_output_layer(dtype, 1000, 10)
     C.check_sgd(dtype, 100_003)
 
 
@@ -65,7 +58,7 @@ def test_elementwise_and_output_layer_gpu(dtype):
 @pytest.mark.parametrize("batch, n_in, n_out", [(10, 640, 100), (100, 100, 10), (1, 784, 30),
                                                 (1000, 30, 10)])
 def test_dense_gpu(dtype, batch, n_in, n_out):
-    _gpu_or_skip().check_dense(dtype, batch, n_in, n_out, tol=_tol(dtype))
+    _gpu_or_skip().check_dense(dtype, batch, n_in, n_out)
 
 
 @pytest.mark.cuda
@@ -76,7 +69,7 @@ def test_dense_gpu(dtype, batch, n_in, n_out):
     ((3, 3, 31, 17), (5, 3, 4, 2), True),
 ])
 def test_conv2d_gpu(dtype, x_shape, w_shape, need_dx):
-    _gpu_or_skip().check_conv2d(dtype, x_shape, w_shape, need_dx, tol=_tol(dtype))
+    _gpu_or_skip().check_conv2d(dtype, x_shape, w_shape, need_dx)
 
 
 @pytest.mark.cuda
@@ -84,7 +77,7 @@ def test_conv2d_gpu(dtype, x_shape, w_shape, need_dx):
 @pytest.mark.parametrize("x_shape, size", [((10, 20, 24, 24), (2, 2)), ((7, 3, 25, 23), (3, 2)),
                                            ((2, 4, 8, 9), (3, 4))])
 def test_maxpool_gpu(dtype, x_shape, size):
-    _gpu_or_skip().check_maxpool(dtype, x_shape, size, tol=_tol(dtype))
+    _gpu_or_skip().check_maxpool(dtype, x_shape, size)
 
 
 @pytest.mark.cuda
@@ -95,8 +88,7 @@ def test_maxpool_gpu(dtype, x_shape, size):
     ((3, 2, 29, 27), (4, 2, 5, 5), (3, 2), TANH, True),
 ])
 def test_convpool_gpu(dtype, x_shape, w_shape, size, code, need_dx):
-    _gpu_or_skip().check_convpool(dtype, x_shape, w_shape, size, code, need_dx,
-                                  tol=_tol(dtype))
+    _gpu_or_skip().check_convpool(dtype, x_shape, w_shape, size, code, need_dx)
 
 
 @pytest.mark.cuda

@@ -7,6 +7,7 @@ import pytest
 from numba import njit
 
 from fastnet.kernels import simd
+from helpers import assert_close
 
 DTYPES = [np.float32, np.float64]
 
@@ -114,9 +115,12 @@ def test_fma_load8_and_add_to_touch_only_n_lanes(dtype):
         out = rng.standard_normal(12).astype(dtype)
         before = out.copy()
         _axpy(dtype(0.5), a, 3, dtype(-2.0), out, 4, n)
-        expected = before.copy()
-        expected[4:4 + n] += (dtype(0.5) + a[3:3 + n] * dtype(-2.0))
-        np.testing.assert_allclose(out, expected, rtol=1e-6 if dtype == np.float32 else 1e-15)
+        expected = before.astype(np.float64)
+        magnitude = np.abs(expected)
+        terms = (0.5, a[3:3 + n].astype(np.float64) * -2.0)      # out + 0.5 + a·(−2): n = 3
+        expected[4:4 + n] += terms[0] + terms[1]
+        magnitude[4:4 + n] += 0.5 + np.abs(terms[1])
+        assert_close(out, expected.astype(dtype), n=3, magnitude=magnitude, name="axpy")
         np.testing.assert_array_equal(out[:4], before[:4])
         np.testing.assert_array_equal(out[4 + n:], before[4 + n:])
 
@@ -140,11 +144,12 @@ def test_sums_across_a_loop_match_numpy(kw, dtype):
     starts = rng.integers(0, x.size - kw + 1, 37)
     starts[-1] = x.size - kw                    # a row ending at x's last element
     d = rng.standard_normal(37).astype(dtype)
-    expected = sum(d[q].astype(np.float64) * x[s:s + kw] for q, s in enumerate(starts))
+    rows = np.array([x[s:s + kw] for s in starts], np.float64)
+    expected = d.astype(np.float64) @ rows
     got = _dot_rows(x, starts, d, kw)
     assert got.dtype == dtype
-    np.testing.assert_allclose(got, expected, rtol=1e-5 if dtype == np.float32 else 1e-13,
-                               atol=1e-5 if dtype == np.float32 else 1e-13)
+    assert_close(got, expected.astype(dtype), n=37,
+                 magnitude=np.abs(d.astype(np.float64)) @ np.abs(rows), name="sums")
 
 
 @pytest.mark.parametrize("i,n", [(-1, 2), (0, 9), (0, -1), (7, 4)])

@@ -1,13 +1,14 @@
 """The sparse-input epoch (kernels/sparse_cpu.py) against the NumPy reference, its vector
 intrinsics against NumPy, and the CPU backend's choice between the sparse and dense epochs.
 
-Tolerances as in tests/test_dense.py: an epoch in float64 rtol 1e-10 / atol 1e-12; float32
-rtol 1e-3 / atol 1e-4 (the epoch compounds the reordered sums of every step); single kernels
-float32 rtol 2e-5 / atol 1e-6 (sums of at most ~60 terms).
+Values are compared as in tests/test_dense.py, by the rule of tests/helpers.py: single kernels
+with their sums' n and Σ|terms|, inference through ``dense_stack_bounds``, and epochs against
+the float64 reference with ``compounded_bound``.
 """
 
 import numpy as np
 import pytest
+from numba.core.errors import TypingError
 
 from fastnet import Model
 from fastnet.backends import CpuBackend, SparseInputs
@@ -15,7 +16,9 @@ from fastnet.kernels import sparse_cpu as S
 from fastnet.kernels.config import (CROSS_ENTROPY, LINEAR, LOG_LIKELIHOOD, QUADRATIC, RELU,
                                     SIGMOID, SOFTMAX, SOFTPLUS, TANH)
 from fastnet.reference import dense as R
-from helpers import assert_close
+from helpers import (assert_close, call_with_watchdog, compounded_bound, cost_bound,
+                     cost_difference_bound, dense_reference_runs, dense_stack_bounds, fit_orders,
+                     rounding_bound)
 
 DTYPES = [np.float32, np.float64]
 NETS = [  # sizes, activations, loss (as in test_dense, plus a layer 0 wider than 4 vectors)
@@ -92,16 +95,20 @@ def test_gather_and_scatter_cols(dtype):
         vals = rng.standard_normal(17).astype(dtype)
         lo, hi = v, v + width
         out = rng.standard_normal(width + 2 * v).astype(dtype)
-        expected = out.copy()
-        expected[lo:hi] += vals[2:15].astype(np.float64) @ wt[idx[2:15], lo:hi]
+        v64, w64 = vals[2:15].astype(np.float64), wt[idx[2:15], lo:hi].astype(np.float64)
+        expected, magnitude = out.astype(np.float64), np.abs(out.astype(np.float64))
+        expected[lo:hi] += v64 @ w64                        # 13 products and out: n = 14
+        magnitude[lo:hi] += np.abs(v64) @ np.abs(w64)
         S.gather_cols(vals, idx, 2, 15, wt, lo, hi, out)
-        tol = dict(rtol=2e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-13)
-        assert_close(out, expected.astype(dtype), **tol, name="gather")
+        assert_close(out, expected.astype(dtype), n=14, magnitude=magnitude, name="gather")
         coef = rng.standard_normal(width + 2 * v).astype(dtype)
         new = wt.astype(np.float64)
-        new[idx[2:15], lo:hi] += np.outer(vals[2:15], coef[lo:hi])
+        step = np.outer(vals[2:15], coef[lo:hi]).astype(np.float64)
+        magnitude = np.abs(new)
+        new[idx[2:15], lo:hi] += step                       # each a sum of two terms
+        magnitude[idx[2:15], lo:hi] += np.abs(step)
         S.scatter_cols(vals, idx, 2, 15, wt, lo, hi, coef)
-        assert_close(wt, new.astype(dtype), **tol, name="scatter")
+        assert_close(wt, new.astype(dtype), n=2, magnitude=magnitude, name="scatter")
 
 
 def make_net(sizes, dtype, seed):
@@ -121,13 +128,12 @@ def test_sparse_epoch_against_reference(sizes, acts, loss, batch_size, dtype):
     x = sparse_x(rng, N, sizes[0], dtype)
     y = one_hot(rng.integers(0, sizes[-1], N), sizes[-1], dtype)
     order = rng.permutation(N)
-    expected = params.astype(np.float64)
-    R.train_epoch(expected, layout, acts, loss, x.astype(np.float64), y.astype(np.float64),
-                  order, batch_size, 0.5, 0.99)
+    exact, ref32 = dense_reference_runs(params, layout, acts, loss, x, y, [order], batch_size,
+                                        0.5, 0.99)
     S.train_epoch(params, layout, acts, loss, csr_of(x), y, order, batch_size, 0.5,
                   0.99)
-    tol = dict(rtol=1e-10, atol=1e-12) if dtype == np.float64 else dict(rtol=1e-3, atol=1e-4)
-    assert_close(params, expected.astype(dtype), **tol, name="params")
+    assert_close(params, exact.astype(dtype), bound=compounded_bound(ref32, exact, dtype),
+                 name="params")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -223,6 +229,20 @@ def test_epoch_frees_what_it_allocates():
     assert s1.mi_alloc - s0.mi_alloc == s1.mi_free - s0.mi_free
 
 
+def load_cached_overloads(disp):
+    """Load every overload of ``disp`` that the on-disk cache holds for this machine. A kernel
+    called only from other compiled kernels is compiled, and cached, along with them; a later
+    process that finds those callers cached never loads it, so without this its overloads
+    would be missing from ``disp.overloads`` (Numba's cache index is private API)."""
+    cache = getattr(disp, "_cache", None)
+    if cache is None or not hasattr(cache, "_cache_file"):
+        return
+    magic = disp.targetctx.codegen().magic_tuple()
+    for key in cache._cache_file._load_index():
+        if key[1] == magic:
+            disp.compile(key[0])
+
+
 def test_lite_kernels_return_no_arrays():
     """Kernels compiled without reference counting (``dense_cpu._lite``) must not hand an array
     (or a tuple holding one) to a caller that counts: it would be freed too early. Every
@@ -249,6 +269,7 @@ def test_lite_kernels_return_no_arrays():
     for mod in (dense_cpu, S, sync_cpu):
         for name, disp in vars(mod).items():
             if isinstance(disp, CPUDispatcher) and disp.targetoptions.get("_nrt") is False:
+                load_cached_overloads(disp)
                 for sig, cres in disp.overloads.items():
                     lite += 1
                     assert not holds_array(cres.signature.return_type), (name, sig)
@@ -256,12 +277,25 @@ def test_lite_kernels_return_no_arrays():
 
 
 def test_sparse_epoch_error_reaches_caller():
+    """A failure in the compiled epoch is raised in the caller, and no thread is left waiting
+    at a barrier (``call_with_watchdog``): a type error at dispatch (in every thread), and a
+    bounds error in the upper layers (layer 1's weights past the buffer's end)."""
     layout = R.layout_for([784, 30, 10])
     params = np.zeros(R.n_params(layout), np.float32)
     csr = csr_of(np.zeros((20, 784), np.float32))
-    with pytest.raises(Exception):
-        S.train_epoch_threaded(params, layout, np.ones(2, np.int64), 0, csr,
-                               np.zeros((20, 10), np.float32), np.arange(20.0), 10, 0.5, 1.0, 2)
+    y = np.zeros((20, 10), np.float32)
+    err = call_with_watchdog(lambda: S.train_epoch_threaded(
+        params, layout, np.ones(2, np.int64), 0, csr, y, np.arange(20.0), 10, 0.5, 1.0, 2))
+    assert isinstance(err, TypingError) and "getitem" in str(err), repr(err)
+    upper_out = layout.copy()
+    upper_out[1, 2] = params.size
+    err = call_with_watchdog(lambda: S.train_epoch_threaded(
+        params, upper_out, np.ones(2, np.int64), 0, csr_of(sparse_x(np.random.default_rng(0),
+                                                                    20, 784, np.float32)),
+        y, np.arange(20), 10, 0.5, 1.0, 2))
+    assert isinstance(err, IndexError) and "rows_of" in str(err), repr(err)
+    assert call_with_watchdog(lambda: S.train_epoch_threaded(
+        params, layout, np.ones(2, np.int64), 0, csr, y, np.arange(20), 10, 0.5, 1.0, 2)) is None
 
 
 def test_backend_chooses_by_density():
@@ -283,20 +317,32 @@ def test_model_fit_sparse_matches_dense_path(dtype, monkeypatch):
     rng = np.random.default_rng(3)
     x = sparse_x(rng, 200, 64, dtype, density=0.2)
     y = rng.integers(0, 10, 200)
+    lr, lmbda, epochs = 0.5, 0.1, 2
     results = []
     calls = []
     real_epoch = S.train_epoch_threaded
     monkeypatch.setattr(S, "train_epoch_threaded", lambda *a: calls.append(1) or real_epoch(*a))
-    for limit in (S.SPARSE_MAX_DENSITY, -1.0):  # -1: every input counts as dense
+    for limit, sparse_epochs in ((S.SPARSE_MAX_DENSITY, 2), (-1.0, 0)):  # -1: all dense
         monkeypatch.setattr(S, "SPARSE_MAX_DENSITY", limit)
         model = Model([64, 20, 10], dtype=dtype, seed=1)
-        history = model.fit(x, y, epochs=2, batch_size=10, lr=0.5, lmbda=0.1, verbose=False,
-                            validation_data=(x[:50], y[:50]))
+        start, orders = model.params.copy(), fit_orders(model, 200, epochs)
+        history = model.fit(x, y, epochs=epochs, batch_size=10, lr=lr, lmbda=lmbda,
+                            verbose=False, validation_data=(x[:50], y[:50]))
         results.append((model.params.copy(), history.loss, history.val_accuracy))
-        assert len(calls) == (2 if limit > 0 else 2)  # two sparse epochs, then none
-    tol = dict(rtol=1e-10, atol=1e-12) if dtype == "float64" else dict(rtol=1e-3, atol=1e-4)
-    assert_close(results[0][0], results[1][0], **tol, name="params")
-    assert results[0][1] == pytest.approx(results[1][1], rel=1e-3)
+        assert len(calls) == sparse_epochs
+        calls.clear()
+    # Both against the book's update run by the reference, the decay worked out here
+    exact, ref32 = dense_reference_runs(start, model._layout, model._acts, model._loss_code,
+                                        x, np.eye(10)[y], orders, 10, lr, 1 - lr * lmbda / 200)
+    bound = compounded_bound(ref32, exact, dtype)
+    for params, _, _ in results:
+        assert_close(params, exact.astype(dtype), bound=bound, name="params")
+    # The last epoch's training loss, a mean of 200 costs: each run's within
+    # cost_difference_bound of the exact parameters' cost
+    each = cost_difference_bound(exact, model._layout, model._acts, model._loss_code, x,
+                                 np.eye(10)[y], dtype, bound) / 200
+    assert_close(np.float64(results[0][1][-1]), np.float64(results[1][1][-1]), bound=2 * each,
+                 name="last epoch's loss")
     assert results[0][2] == results[1][2]
 
 
@@ -312,16 +358,16 @@ def test_sparse_evaluate_and_predict(sizes, acts, loss, nthreads, dtype):
     y = one_hot(rng.integers(0, sizes[-1], 17), sizes[-1], dtype)
     csr = csr_of(x)
     total, correct = S.evaluate(params, layout, acts, loss, csr, y, 5, nthreads)
+    zs, activations, ez, ea = dense_stack_bounds(params, layout, acts, x, dtype)
+    y64 = y.astype(np.float64)
     e_total, e_correct = R.loss_and_correct(params.astype(np.float64), layout, acts, loss,
-                                            x.astype(np.float64), y.astype(np.float64))
-    rtol = 1e-9 if dtype == np.float64 else 2e-3
-    assert total == pytest.approx(e_total, rel=rtol)
+                                            x.astype(np.float64), y64)
+    assert_close(np.float64(total), np.float64(e_total), name="cost",
+                 bound=cost_bound(zs[-1], activations[-1], y64, loss, dtype, ez[-1], ea[-1]))
     assert correct == e_correct
     out = np.empty((17, sizes[-1]), dtype)
     S.predict(params, layout, acts, csr, out, 4, nthreads)
-    _, activations = R.forward(params.astype(np.float64), layout, acts, x.astype(np.float64))
-    tol = dict(rtol=1e-10, atol=1e-12) if dtype == np.float64 else dict(rtol=2e-4, atol=2e-5)
-    assert_close(out, activations[-1].astype(dtype), **tol)
+    assert_close(out, activations[-1].astype(dtype), bound=ea[-1], name="outputs")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -341,9 +387,12 @@ def test_sparse_inference_does_not_depend_on_thread_count(dtype):
         S.predict(params, layout, acts, csr, out, 5, nthreads)
         outs.append(out)
         sums.append(S.evaluate(params, layout, acts, LOG_LIKELIHOOD, csr, y, 5, nthreads))
+    # the summed cost: the same 37 per-sample costs (positive: the magnitude is the sum)
+    # added in other groupings; each sum is within the rule of the exact one
+    same_costs = 2 * rounding_bound(sums[0][0], dtype, n=37)
     for out, s in zip(outs[1:], sums[1:]):
         assert np.array_equal(out, outs[0]) and s[1] == sums[0][1]
-        assert s[0] == pytest.approx(sums[0][0], rel=1e-12 if dtype == np.float64 else 1e-6)
+        assert_close(np.float64(s[0]), np.float64(sums[0][0]), bound=same_costs, name="cost")
 
 
 def test_backend_float32_inputs_float64_params():
@@ -359,19 +408,24 @@ def test_backend_float32_inputs_float64_params():
     order = rng.permutation(50)
     sparse_in = backend.inputs(x)
     assert isinstance(sparse_in, SparseInputs) and sparse_in.csr[2].dtype == np.float32
-    got, expected = params.copy(), params.copy()
+    got = params.copy()
     backend.train_epoch(got, layout, acts, QUADRATIC, sparse_in, y, order, 7, 0.5, 0.99)
-    R.train_epoch(expected, layout, acts, QUADRATIC, x.astype(np.float64), y, order, 7, 0.5,
-                  0.99)
-    assert_close(got, expected, rtol=1e-10, atol=1e-12, name="params")
+    exact, ref32 = dense_reference_runs(params, layout, acts, QUADRATIC, x, y, [order], 7, 0.5,
+                                        0.99)
+    assert_close(got, exact, bound=compounded_bound(ref32, exact, np.float64), name="params")
     out = backend.predict(got, layout, acts, sparse_in)
-    _, activations = R.forward(got, layout, acts, x.astype(np.float64))
+    zs, activations, ez, ea = dense_stack_bounds(got, layout, acts, x, np.float64)
     assert out.dtype == np.float32 and out.shape == (50, 10)
-    assert_close(out, activations[-1].astype(np.float32), rtol=1e-6, atol=1e-7)
+    # computed in float64, then rounded to x's float32
+    assert_close(out, activations[-1].astype(np.float32),
+                 bound=ea[-1] + rounding_bound(activations[-1], np.float32), name="outputs")
     total, correct = backend.evaluate(got, layout, acts, QUADRATIC, sparse_in, y)
     e_total, e_correct = R.loss_and_correct(got, layout, acts, QUADRATIC, x.astype(np.float64),
                                             y)
-    assert total == pytest.approx(e_total, rel=1e-10) and correct == e_correct
+    assert_close(np.float64(total), np.float64(e_total), name="cost",
+                 bound=cost_bound(zs[-1], activations[-1], y, QUADRATIC, np.float64, ez[-1],
+                                  ea[-1]))
+    assert correct == e_correct
 
 
 def test_backend_inputs_wider_than_layer0_use_the_dense_path():
@@ -398,13 +452,14 @@ def test_batch_larger_than_the_data():
     x = sparse_x(rng, 13, 30, np.float64)
     y = one_hot(rng.integers(0, 4, 13), 4, np.float64)
     order = rng.permutation(13)
-    expected = params.copy()
-    R.train_epoch(expected, layout, acts, QUADRATIC, x, y, order, 1000, 0.5, 1.0)
+    exact, ref32 = dense_reference_runs(params, layout, acts, QUADRATIC, x, y, [order], 1000,
+                                        0.5, 1.0)
     for nthreads in (1, 2):
         got = params.copy()
         S.train_epoch_threaded(got, layout, acts, QUADRATIC, csr_of(x), y, order, 1000, 0.5,
                                1.0, nthreads)
-        assert_close(got, expected, rtol=1e-10, atol=1e-12, name="params")
+        assert_close(got, exact, bound=compounded_bound(ref32, exact, np.float64),
+                     name="params")
 
 
 def test_network3_fully_connected_net_trains_on_the_sparse_path(monkeypatch, capsys):
@@ -418,15 +473,33 @@ def test_network3_fully_connected_net_trains_on_the_sparse_path(monkeypatch, cap
     calls = []
     real_epoch = S.train_epoch_threaded
     monkeypatch.setattr(S, "train_epoch_threaded", lambda *a: calls.append(1) or real_epoch(*a))
-    weights = []
+    steps = []      # what network3 asks the backend for: its start, and each call's epoch
+    real_backend_epoch = CpuBackend.train_epoch
+
+    def recording(self, params, layout, acts, loss, x_, y_, order, batch, lr, decay, *rest):
+        steps.append((params.copy(), layout, acts, loss, np.array(y_), order.copy(), batch, lr,
+                      decay))
+        return real_backend_epoch(self, params, layout, acts, loss, x_, y_, order, batch, lr,
+                                  decay, *rest)
+
+    monkeypatch.setattr(CpuBackend, "train_epoch", recording)
+    params = []
     for limit in (S.SPARSE_MAX_DENSITY, -1.0):
         monkeypatch.setattr(S, "SPARSE_MAX_DENSITY", limit)
         np.random.seed(0)
         net = network3.Network([network3.FullyConnectedLayer(n_in=784, n_out=20),
                                 network3.SoftmaxLayer(n_in=20, n_out=10)], 10)
         net.SGD((x, y), 2, 10, 0.5, (x[:40], y[:40]), (x[:40], y[:40]))
-        weights.append([np.array(layer.w) for layer in net.layers])
+        params.append(net.model.params.copy())
     capsys.readouterr()
     assert len(calls) == 2  # the two epochs of the first run
-    for a, b in zip(*weights):
-        assert_close(a, b, rtol=1e-4, atol=1e-5, name="w")  # network3 trains in float32
+    # network3 trains in float32: both runs against the reference's float64 run of the same
+    # calls from the same start, by compounded_bound
+    start, layout, acts, loss, y1, _, batch, lr, decay = steps[0]
+    orders = [s[5] for s in steps[:len(steps) // 2]]
+    assert all(s[8] == decay and s[6] == batch for s in steps)
+    exact, ref32 = dense_reference_runs(start, layout, acts, loss, x, y1, orders, batch, lr,
+                                        decay)
+    for p in params:
+        assert_close(p, exact.astype(np.float32), bound=compounded_bound(ref32, exact,
+                                                                         np.float32), name="w")
