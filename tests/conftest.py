@@ -10,8 +10,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 MNIST_DIR = Path(os.environ.get("FASTNET_DATA") or REPO.parent / "shared" / "data" / "mnist")
-# The start of every skip reason for a missing MNIST, here and in test_datasets.py.
-MNIST_MISSING = "MNIST not found in"
 
 
 def in_ci() -> bool:
@@ -35,7 +33,7 @@ def skip_or_fail_without_mnist(reason: str) -> None:
 def mnist_dir() -> Path:
     if not (MNIST_DIR / "train-images-idx3-ubyte.gz").exists() and \
             not (MNIST_DIR / "train-images-idx3-ubyte").exists():
-        skip_or_fail_without_mnist(f"{MNIST_MISSING} {MNIST_DIR} (set FASTNET_DATA to its "
+        skip_or_fail_without_mnist(f"MNIST not found in {MNIST_DIR} (set FASTNET_DATA to its "
                                    "directory)")
     return MNIST_DIR
 
@@ -45,17 +43,3 @@ def mnist(mnist_dir):
     """``(train, val, test)`` as returned by ``fastnet.datasets.load_mnist``."""
     from fastnet.datasets import load_mnist
     return load_mnist(mnist_dir)
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    """In CI, a test skipped for a missing MNIST by its own means (a ``skipif`` mark, a
-    module's fixture) is reported as failed, as the ``mnist_dir`` fixture's are."""
-    outcome = yield
-    report = outcome.get_result()
-    if report.skipped and in_ci() and not hasattr(report, "wasxfail"):
-        longrepr = report.longrepr
-        reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
-        if MNIST_MISSING in reason:
-            report.outcome = "failed"
-            report.longrepr = _ci_failure(reason.removeprefix("Skipped: "))

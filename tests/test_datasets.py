@@ -38,20 +38,12 @@ from fastnet.datasets import (
 )
 from offline import closed_port_url, isolate
 
-REPO = Path(__file__).resolve().parents[1]
-DATA_DIR = Path(os.environ.get("FASTNET_DATA") or REPO.parent / "shared" / "data" / "mnist")
 NAMES = list(MNIST_SHA256)
-HAVE_MNIST = all(
-    (DATA_DIR / n).is_file() or (DATA_DIR / (n + ".gz")).is_file() for n in NAMES
-)
-needs_mnist = pytest.mark.skipif(
-    not HAVE_MNIST, reason=f"MNIST not found in {DATA_DIR} (set FASTNET_DATA to its directory)"
-)
 
 
-def _real_file(name: str) -> Path:
-    raw = DATA_DIR / name
-    return raw if raw.is_file() else DATA_DIR / (name + ".gz")
+def _real_file(mnist_dir: Path, name: str) -> Path:
+    raw = mnist_dir / name
+    return raw if raw.is_file() else mnist_dir / (name + ".gz")
 
 
 @pytest.fixture(autouse=True)
@@ -141,20 +133,10 @@ def black_hole_url():
 
 
 @pytest.fixture(scope="module")
-def mnist():
-    if not HAVE_MNIST:
-        pytest.skip(f"MNIST not found in {DATA_DIR}")
-    return load_mnist(DATA_DIR)
+def raw_train(mnist_dir):
+    return read_idx(_real_file(mnist_dir, NAMES[0])), read_idx(_real_file(mnist_dir, NAMES[1]))
 
 
-@pytest.fixture(scope="module")
-def raw_train():
-    if not HAVE_MNIST:
-        pytest.skip(f"MNIST not found in {DATA_DIR}")
-    return read_idx(_real_file(NAMES[0])), read_idx(_real_file(NAMES[1]))
-
-
-@needs_mnist
 def test_shapes_and_dtypes(mnist):
     expected = [50000, 10000, 10000]
     for (x, y), n in zip(mnist, expected):
@@ -162,7 +144,6 @@ def test_shapes_and_dtypes(mnist):
         assert y.shape == (n,) and y.dtype == np.int64
 
 
-@needs_mnist
 def test_split_is_the_books(mnist, raw_train):
     """train = first 50,000 of the training file, val = its last 10,000, scaled by 1/255."""
     images, labels = raw_train
@@ -175,7 +156,6 @@ def test_split_is_the_books(mnist, raw_train):
     np.testing.assert_array_equal(va_y, labels[50000:])
 
 
-@needs_mnist
 def test_value_range_and_mean_pixel(mnist):
     (tr_x, _), (va_x, _), (te_x, _) = mnist
     for x in (tr_x, va_x, te_x):
@@ -184,16 +164,14 @@ def test_value_range_and_mean_pixel(mnist):
     assert abs(total / (60000 * 784) - 0.1306604762738429) < 1e-6
 
 
-@needs_mnist
 def test_labels(mnist):
     for _, y in mnist:
         assert y.min() == 0 and y.max() == 9
         assert set(np.unique(y)) == set(range(10))
 
 
-@needs_mnist
-def test_fastnet_data_env_and_empty_validation(monkeypatch):
-    monkeypatch.setenv("FASTNET_DATA", str(DATA_DIR))
+def test_fastnet_data_env_and_empty_validation(monkeypatch, mnist_dir):
+    monkeypatch.setenv("FASTNET_DATA", str(mnist_dir))
     (tr_x, tr_y), (va_x, va_y), (te_x, _) = load_mnist(validation=0, download=False)
     assert tr_x.shape == (60000, 784) and tr_y.shape == (60000,)
     assert va_x.shape == (0, 784) and va_x.dtype == np.float32
@@ -201,21 +179,19 @@ def test_fastnet_data_env_and_empty_validation(monkeypatch):
     assert te_x.shape == (10000, 784)
 
 
-@needs_mnist
-def test_reads_uncompressed_files(tmp_path, mnist):
+def test_reads_uncompressed_files(tmp_path, mnist, mnist_dir):
     for name in NAMES:
-        (tmp_path / name).write_bytes(gzip.decompress(_real_file(name).read_bytes()))
+        (tmp_path / name).write_bytes(gzip.decompress(_real_file(mnist_dir, name).read_bytes()))
     got = load_mnist(tmp_path, validation=10000)
     for (x, y), (ex, ey) in zip(got, mnist):
         np.testing.assert_array_equal(x, ex)
         np.testing.assert_array_equal(y, ey)
 
 
-@needs_mnist
-def test_real_checksum_mismatch_names_file_and_hashes(tmp_path):
+def test_real_checksum_mismatch_names_file_and_hashes(tmp_path, mnist_dir):
     for name in NAMES[:3]:
-        (tmp_path / (name + ".gz")).symlink_to(_real_file(name))
-    labels = bytearray(gzip.decompress(_real_file(NAMES[3]).read_bytes()))
+        (tmp_path / (name + ".gz")).symlink_to(_real_file(mnist_dir, name))
+    labels = bytearray(gzip.decompress(_real_file(mnist_dir, NAMES[3]).read_bytes()))
     labels[-1] = (labels[-1] + 1) % 10  # still a valid label: only the hash can tell
     (tmp_path / NAMES[3]).write_bytes(bytes(labels))
     with pytest.raises(ValueError) as exc:
@@ -225,12 +201,11 @@ def test_real_checksum_mismatch_names_file_and_hashes(tmp_path):
     assert hashlib.sha256(labels).hexdigest() in msg
 
 
-@needs_mnist
-def test_download_into_cache(monkeypatch, tmp_path, capsys, mirror, mnist):
+def test_download_into_cache(monkeypatch, tmp_path, capsys, mirror, mnist, mnist_dir):
     """First mirror refuses connections, second serves the real files: verified, written
     atomically, once; the refusing mirror is not asked again; one stderr line per URL tried."""
     dead = closed_port_url()
-    good = mirror.serve("b", {n + ".gz": _real_file(n).read_bytes() for n in NAMES})
+    good = mirror.serve("b", {n + ".gz": _real_file(mnist_dir, n).read_bytes() for n in NAMES})
     replaced: list[tuple[str, str]] = []
     real_replace = os.replace
 

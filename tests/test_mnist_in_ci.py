@@ -1,7 +1,7 @@
 """A missing MNIST skips the tests that need it — and fails them in CI ($CI set), so that the
 comparisons with the book cannot silently drop out of a CI run: through the ``mnist_dir``
-fixture (tests/conftest.py), through test_datasets.py's own ``skipif`` (the conftest's report
-hook), and through the benchmarks' MNIST fixture (bench/conftest.py). Each case runs pytest on
+fixture (tests/conftest.py, which test_datasets.py uses too) and through the benchmarks' MNIST
+fixture (bench/conftest.py). Each case runs pytest on
 one test in a subprocess with FASTNET_DATA pointing at an empty directory."""
 
 import os
@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 NEEDS_MNIST = [
     "tests/test_mnist_loader.py::test_load_data_is_the_books_split",      # the mnist_dir fixture
-    "tests/test_datasets.py::test_shapes_and_dtypes",                     # its own skipif mark
+    "tests/test_datasets.py::test_shapes_and_dtypes",                     # the mnist fixture
     "bench/test_epochs.py::test_dropin_network_ch1",                      # bench/conftest.py
 ]
 
