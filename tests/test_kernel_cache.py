@@ -151,8 +151,10 @@ def _compile_in_subprocess(tmp_path: Path, **env_vars: str) -> subprocess.Comple
            if k not in ("NUMBA_CACHE_DIR", "FASTNET_KERNEL_CACHE", "FASTNET_NO_CACHE")}
     env.update(HOME=str(tmp_path / "home"), XDG_CACHE_HOME=str(tmp_path / "xdg"), **env_vars)
     before = _builds_in(KERNELS_DIR)
-    run = subprocess.run([sys.executable, "-c", _COMPILE], env=env, capture_output=True,
-                         text=True, timeout=300)
+    # cwd outside the checkout: from its root, "python -c" would import the source tree's
+    # fastnet/ (which has no kernels/) rather than the installed package.
+    run = subprocess.run([sys.executable, "-c", _COMPILE], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     assert _builds_in(KERNELS_DIR) == before, "a kernel build was written in the package"
     return run
