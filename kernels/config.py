@@ -2,6 +2,7 @@
 CPU and CUDA kernels. See docs/design.md for the conventions."""
 
 import os
+import sys
 
 # Activation codes.
 LINEAR, SIGMOID, TANH, RELU, SOFTPLUS, SOFTMAX = 0, 1, 2, 3, 4, 5
@@ -17,12 +18,22 @@ LOSSES = {"quadratic": QUADRATIC, "cross_entropy": CROSS_ENTROPY,
 CACHE = os.environ.get("FASTNET_NO_CACHE", "") == ""
 
 
+# Where the builds go. Never inside the package: an installed package's directory belongs to
+# pip, which removes only the files it installed, so builds left in
+# site-packages/fastnet/kernels/__pycache__ outlive an uninstall and turn the leftover
+# site-packages/fastnet/ into a namespace package that shadows the next (editable) install.
+# A per-user cache directory instead, keyed by fastnet's and Numba's versions and the kernel
+# sources so that two installs never overwrite each other's builds.
+#
 # Numba checks a cached kernel against its own source file only, but a kernel compiles in the
 # functions it calls from the other kernel modules (cnn_cpu's epoch holds conv_cpu's and
 # dense_cpu's), so an edit or an upgrade there would keep serving the stale build. For the
 # files of this package the cache is keyed on a digest of all of them instead. (Numba's
-# cache-locator list is internal: if it ever changes, the default keying applies.)
+# cache-locator list is internal: if it ever changes, Numba's own locators apply.)
 _KERNELS_DIR = os.path.dirname(os.path.abspath(__file__))
+
+#: Names the kernel cache directory itself (builds go in a keyed subdirectory of it).
+KERNEL_CACHE_ENV = "FASTNET_KERNEL_CACHE"
 
 
 def sources_digest(directory: str = _KERNELS_DIR) -> bytes:
@@ -37,36 +48,153 @@ def sources_digest(directory: str = _KERNELS_DIR) -> bytes:
     return h.digest()
 
 
+def kernel_cache_root(platform: str = sys.platform) -> str:
+    """The kernel cache directory (not created here); builds go in a keyed subdirectory.
+
+    In order: ``$NUMBA_CACHE_DIR/fastnet/kernels`` when Numba's cache directory is set
+    (``numba.config.CACHE_DIR``); else ``$FASTNET_KERNEL_CACHE``; else the per-user cache:
+    ``%LOCALAPPDATA%\\fastnet\\kernels`` on Windows, ``~/Library/Caches/fastnet/kernels`` on
+    macOS, ``$XDG_CACHE_HOME/fastnet/kernels`` or ``~/.cache/fastnet/kernels`` elsewhere.
+    """
+    from numba.core import config as numba_config
+    if numba_config.CACHE_DIR:
+        return os.path.join(os.path.abspath(os.path.expanduser(numba_config.CACHE_DIR)),
+                            "fastnet", "kernels")
+    if os.environ.get(KERNEL_CACHE_ENV):
+        return os.path.abspath(os.path.expanduser(os.environ[KERNEL_CACHE_ENV]))
+    home = os.path.expanduser("~")
+    if platform == "win32":
+        base = os.environ.get("LOCALAPPDATA") or os.path.join(home, "AppData", "Local")
+    elif platform == "darwin":
+        base = os.path.join(home, "Library", "Caches")
+    else:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(home, ".cache")
+    return os.path.join(os.path.abspath(os.path.expanduser(base)), "fastnet", "kernels")
+
+
+def cache_key(fastnet_version: str, numba_version: str, digest: bytes) -> str:
+    """The subdirectory name of one install's builds: ``<fastnet>-numba<numba>-<digest>``.
+
+    Numba keeps one index per function and Python version in a directory and drops the entries
+    of another Numba version or source stamp when it rewrites it, so installs that differ in
+    any of these would otherwise overwrite each other's builds on every run."""
+    def clean(text):
+        return "".join(c if c.isalnum() or c in ".+_" else "_" for c in text)
+    return f"{clean(fastnet_version)}-numba{clean(numba_version)}-{digest.hex()[:16]}"
+
+
+def _fastnet_version() -> str:
+    # fastnet/__init__ has run by the time a kernel module is imported (a kernel module is a
+    # submodule of fastnet); the installed metadata covers a partly initialised package.
+    version = getattr(sys.modules.get("fastnet"), "__version__", None)
+    if version is None:
+        from importlib import metadata
+        try:
+            version = metadata.version("fastnet")
+        except metadata.PackageNotFoundError:
+            version = "unknown"
+    return version
+
+
+def kernel_cache_dir() -> str:
+    """The directory this install's kernel builds are cached in (not created here):
+    ``kernel_cache_root()`` joined with ``cache_key(...)`` for this fastnet, Numba and kernel
+    sources."""
+    import numba
+    return os.path.join(kernel_cache_root(),
+                        cache_key(_fastnet_version(), numba.__version__, _PackageStamp.digest()))
+
+
+def _is_kernel_file(py_file: str) -> bool:
+    return os.path.dirname(os.path.abspath(py_file)) == _KERNELS_DIR
+
+
 class _PackageStamp:
-    """Cache-locator mixin: serves only this package's files; their stamp is the digest of
-    all of them (computed once per process)."""
+    """Cache-locator mixin for this package's files: their stamp is the digest of all of them
+    (computed once per process, when the first kernel is defined)."""
 
     _digest = None
 
-    def get_source_stamp(self):
+    @staticmethod
+    def digest() -> bytes:
         if _PackageStamp._digest is None:
             _PackageStamp._digest = sources_digest()
         return _PackageStamp._digest
 
-    @classmethod
-    def from_function(cls, py_func, py_file):
-        if os.path.dirname(os.path.abspath(py_file)) != _KERNELS_DIR:
-            return None
-        return super().from_function(py_func, py_file)
+    def get_source_stamp(self):
+        return _PackageStamp.digest()
+
+
+_warned_unwritable = False
+_scratch_dir = None
+
+
+def _scratch_cache_dir() -> str:
+    """A directory of this process's own, removed at exit: where builds go when the kernel
+    cache directory cannot be written, so that kernels still compile (once per process)."""
+    global _scratch_dir
+    if _scratch_dir is None:
+        import atexit
+        import shutil
+        import tempfile
+        _scratch_dir = tempfile.mkdtemp(prefix="fastnet-kernels-")
+        atexit.register(shutil.rmtree, _scratch_dir, ignore_errors=True)
+    return _scratch_dir
 
 
 def _install_locators():
     try:
         from numba.core import caching
         classes = caching.CacheImpl._locator_classes
+        base = caching.InTreeCacheLocator
     except (ImportError, AttributeError):
         return
     if any(issubclass(c, _PackageStamp) for c in classes):
         return
-    ours = [type(f"Fastnet{base.__name__}", (_PackageStamp, base), {})
-            for base in (caching.UserProvidedCacheLocator, caching.InTreeCacheLocator,
-                         caching.UserWideCacheLocator)]
-    classes[0:0] = ours      # NUMBA_CACHE_DIR first, then __pycache__, then the user cache
+
+    class FastnetKernelCacheLocator(_PackageStamp, base):
+        """Numba's source-file locator with its directory moved out of the package, to
+        ``kernel_cache_dir()``. It serves the kernels of this package only (others go on to
+        Numba's locators). When that directory cannot be written, builds go to a temporary
+        directory of the process's own rather than on to Numba's next locator, the package's
+        ``__pycache__`` (only when no temporary directory can be made either)."""
+
+        def __init__(self, py_func, py_file, directory):
+            super().__init__(py_func, py_file)
+            self._cache_path = directory
+
+        @classmethod
+        def _usable(cls, py_func, py_file, directory):
+            locator = cls(py_func, py_file, directory)
+            try:
+                locator.ensure_cache_path()     # creates it, checks it is writable
+            except OSError:
+                return None
+            return locator
+
+        @classmethod
+        def from_function(cls, py_func, py_file):
+            global _warned_unwritable
+            if not _is_kernel_file(py_file) or not os.path.exists(py_file):
+                return None
+            directory = kernel_cache_dir()
+            locator = cls._usable(py_func, py_file, directory)
+            if locator is None:
+                if not _warned_unwritable:
+                    _warned_unwritable = True
+                    import warnings
+                    warnings.warn(
+                        f"fastnet: cannot write the kernel cache directory {directory}; "
+                        f"kernels compile again in every process (set {KERNEL_CACHE_ENV} or "
+                        f"NUMBA_CACHE_DIR to a writable directory)", RuntimeWarning,
+                        stacklevel=2)
+                try:
+                    locator = cls._usable(py_func, py_file, _scratch_cache_dir())
+                except OSError:
+                    return None
+            return locator
+
+    classes.insert(0, FastnetKernelCacheLocator)
 
 
 _install_locators()
