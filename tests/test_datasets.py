@@ -521,13 +521,15 @@ def test_default_data_dir(monkeypatch, tmp_path):
     assert default_data_dir() == tmp_path / "local" / "fastnet" / "mnist"
 
 
-def test_import_has_no_side_effects():
+def test_import_has_no_side_effects(tmp_path):
     code = (
         "import sys, fastnet.datasets, fastnet.mnist_loader, fastnet.__main__; "
         "assert 'urllib.request' not in sys.modules and 'http.client' not in sys.modules; "
         "assert 'fastnet._safe_pickle' not in sys.modules and 'pickletools' not in sys.modules"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    # run outside the checkout: its fastnet/ (without kernels/) would shadow an installed one
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout == "" and out.stderr == ""
 
