@@ -34,12 +34,14 @@ import numbers
 import os
 import struct
 import sys
-import tempfile
 import zlib
 from pathlib import Path
 from typing import IO, Any, Sequence, Union
 
 import numpy as np
+
+from fastnet import _http
+from fastnet.savefile import write_atomic
 
 __all__ = [
     "MNIST_SHA256",
@@ -74,9 +76,6 @@ _N_TRAIN_FILE = 60000  # images in the standard training file: bounds `validatio
 # urllib has one timeout for connecting and for each read; they are split (see _opener) so that
 # a mirror behind a firewall that drops packets costs a few seconds, not a minute, while a slow
 # but live transfer still gets time.
-_CONNECT_TIMEOUT_S = 5.0
-_READ_TIMEOUT_S = 30.0
-_MAX_DOWNLOAD_BYTES = 64 << 20  # the largest file is ~9.9 MB gzipped; refuse runaway responses
 _GZIP_MAGIC = b"\x1f\x8b"
 # A gzip file may expand to 100x its size (MNIST's expand ~5x), or to 4 MiB whatever its size:
 # a small file that claims or streams gigabytes is refused before they are allocated.
@@ -235,71 +234,6 @@ def _find_local(name: str, dirs: Sequence[Path]) -> Path | None:
     return None
 
 
-def _atomic_write(dest: Path, data: bytes) -> None:
-    """Write ``data`` to ``dest`` via a temp file in the same directory and ``os.replace``."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _opener() -> Any:
-    """A urllib opener whose connections time out after ``_CONNECT_TIMEOUT_S`` while connecting
-    (and in the TLS handshake), then after ``_READ_TIMEOUT_S`` of silence while reading."""
-    import http.client  # lazy: keeps `import fastnet` free of the network stack
-    import urllib.request
-
-    class Timeouts:
-        def connect(self) -> None:
-            super().connect()  # type: ignore[misc]  # uses self.timeout: the connect timeout
-            self.sock.settimeout(_READ_TIMEOUT_S)  # type: ignore[attr-defined]
-
-    class HTTPConnection(Timeouts, http.client.HTTPConnection):
-        pass
-
-    class HTTPSConnection(Timeouts, http.client.HTTPSConnection):
-        pass
-
-    class HTTPHandler(urllib.request.HTTPHandler):
-        def http_open(self, req: Any) -> Any:
-            return self.do_open(HTTPConnection, req)
-
-    class HTTPSHandler(urllib.request.HTTPSHandler):
-        def https_open(self, req: Any) -> Any:
-            return self.do_open(HTTPSConnection, req, context=self._context)  # type: ignore
-
-    return urllib.request.build_opener(HTTPHandler, HTTPSHandler)
-
-
-def _fetch(opener: Any, url: str) -> bytes:
-    """The body at ``url`` (at most ``_MAX_DOWNLOAD_BYTES``). Raises OSError (urllib's
-    URLError/HTTPError, timeouts) or http.client.HTTPException on failure."""
-    import http.client
-
-    with opener.open(url, timeout=_CONNECT_TIMEOUT_S) as resp:
-        blob = resp.read(_MAX_DOWNLOAD_BYTES + 1)
-        if len(blob) > _MAX_DOWNLOAD_BYTES:
-            raise OSError(f"response larger than {_MAX_DOWNLOAD_BYTES} bytes")
-        if resp.length:  # read(n) returns short when the server closes early: say so
-            raise http.client.IncompleteRead(blob, resp.length)
-    return blob
-
-
-def _unreachable(e: BaseException) -> bool:
-    """True if ``e`` says the server could not be reached or went silent (not an HTTP error
-    status): that mirror is then not asked for the remaining files."""
-    import urllib.error
-
-    return isinstance(e, OSError) and not isinstance(e, urllib.error.HTTPError)
-
-
 def _download(name: str, dest_dir: Path, mirrors: Sequence[str], verbose: bool,
               dead: set[str]) -> Path:
     """Fetch ``<name>.gz`` from the first mirror serving bytes with the right sha256.
@@ -315,7 +249,7 @@ def _download(name: str, dest_dir: Path, mirrors: Sequence[str], verbose: bool,
     fname = name + ".gz"
     errors: list[str] = []
     bad_hash: str | None = None
-    opener = _opener()
+    opener = _http.opener()
     for base in mirrors:
         url = base.rstrip("/") + "/" + fname
         if base in dead:
@@ -324,17 +258,18 @@ def _download(name: str, dest_dir: Path, mirrors: Sequence[str], verbose: bool,
         if verbose:
             print(f"fastnet: downloading {url} ... ", end="", file=sys.stderr, flush=True)
         try:
-            blob = _fetch(opener, url)
+            blob = _http.fetch(opener, url)
             _, actual = _decode_idx(blob, url, digest=True)
         except (OSError, ValueError, http.client.HTTPException) as e:
-            if _unreachable(e):
+            if _http.unreachable(e):
                 dead.add(base)
             reason = (str(e).removeprefix(f"{url}: ") if isinstance(e, ValueError)
                       else f"{type(e).__name__}: {e}")
         else:
             if actual == MNIST_SHA256[name]:
                 dest = dest_dir / fname
-                _atomic_write(dest, blob)
+                dest_dir.mkdir(parents=True, exist_ok=True)
+                write_atomic(dest, lambda f: f.write(blob))
                 if verbose:
                     print(f"done ({len(blob) / 1e6:.1f} MB)", file=sys.stderr, flush=True)
                 return dest

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastnet import datasets
+from fastnet import _http, datasets
 from fastnet.datasets import (
     MNIST_SHA256,
     MNISTNotFoundError,
@@ -219,7 +219,7 @@ def test_download_into_cache(monkeypatch, tmp_path, capsys, mirror, mnist, mnist
     assert sorted(p.name for p in cache.iterdir()) == sorted(n + ".gz" for n in NAMES)
     assert len(replaced) == 4
     for src, dst in replaced:  # temp file in the same directory, then renamed over
-        assert Path(src).parent == Path(dst).parent == cache and src.endswith(".part")
+        assert Path(src).parent == Path(dst).parent == cache and src.endswith(".tmp")
     assert sorted(mirror.asked) == sorted(f"b/{n}.gz" for n in NAMES)
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 5, err  # the dead mirror once (then skipped), the good one four times
@@ -454,7 +454,7 @@ def test_download_read_timeout(tiny, monkeypatch, capsys, silent_url, mirror):
     """A mirror that accepts the connection but never answers costs one read timeout, once:
     it is not asked for the other three files; the next mirror serves them."""
     d, _ = tiny
-    monkeypatch.setattr(datasets, "_READ_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(_http, "READ_TIMEOUT_S", 0.5)
     good = mirror.serve("b", {n + ".gz": (d / (n + ".gz")).read_bytes() for n in NAMES})
     t0 = time.perf_counter()
     (tr_x, _), _, _ = load_mnist(mirrors=[silent_url, good], validation=2)
@@ -467,7 +467,7 @@ def test_download_read_timeout(tiny, monkeypatch, capsys, silent_url, mirror):
 def test_download_connect_timeout(monkeypatch, capsys, black_hole_url):
     """A mirror whose connections hang (packets dropped) fails after the connect timeout, once,
     and the error says how to point fastnet at local files."""
-    monkeypatch.setattr(datasets, "_CONNECT_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(_http, "CONNECT_TIMEOUT_S", 0.5)
     t0 = time.perf_counter()
     with pytest.raises(MNISTNotFoundError) as exc:
         load_mnist(mirrors=[black_hole_url])
