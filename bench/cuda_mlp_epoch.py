@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from fastnet._cuda import require_cuda
+from fastnet.kernels.cuda_target import require_cuda
 
 cuda = require_cuda()
 

@@ -68,13 +68,13 @@ def unavailable(backend: str) -> str | None:
         return None
     if backend in ("cuda", "cuda_xfer"):
         try:
-            from fastnet import _cuda
+            from fastnet.kernels import cuda_target as _cuda
         except ImportError as exc:
-            return f"fastnet._cuda is missing ({exc})"
+            return f"fastnet.kernels.cuda_target is missing ({exc})"
         if _cuda.simulator_enabled():
             return "NUMBA_ENABLE_CUDASIM is set: the CUDA simulator is not benchmarked"
         if not _cuda.is_available():
-            return "no CUDA GPU: fastnet._cuda.is_available() is False"
+            return "no CUDA GPU: fastnet.kernels.cuda_target.is_available() is False"
         return None
     if backend.startswith("torch"):
         if importlib.util.find_spec("torch") is None:

@@ -2,8 +2,9 @@
 quadratic cost, lr 3.0) at mini-batch 10 and 100, float32 (and float64 on the CPU).
 
 Rows of a group (one batch size × dtype):
-- ``numpy`` / ``cpu`` / ``cuda``: the backend's ``train_epoch`` (``fastnet.backends``), the
-  data already where the backend computes (``backend.inputs``: on the CPU, MNIST's inputs in
+- ``numpy`` / ``cpu`` / ``cuda``: the device's dense kernel set's ``train_epoch``
+  (``fastnet.devices.get(name).dense``), the data already where it computes (``inputs``: on
+  the CPU, MNIST's inputs in
   sparse form, so the ``cpu`` row is the sparse epoch, ``kernels/sparse_cpu.py``): the kernel
   time of an epoch;
 - ``cpu (1 thread)``: the same on one thread; ``cpu (dense epoch)``: the dense-input epoch
@@ -70,27 +71,29 @@ def _init(dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 # ---------------------------------------------------------------------------- runners
 def _backend_runner(name, params, layout, acts, x, y, order, batch):
-    """``fastnet.backends.get_backend(name).train_epoch`` on resident data (``cuda_xfer``: the
-    transfers inside the call)."""
-    from fastnet.backends import get_backend
+    """``fastnet.devices.get(name).dense.train_epoch`` on resident data, on the threads the
+    device chooses (``cuda_xfer``: the transfers inside the call)."""
+    from fastnet import devices
     try:
-        be = get_backend("cuda" if name == "cuda_xfer" else name)
+        be = devices.get("cuda" if name == "cuda_xfer" else name).dense
     except (ImportError, RuntimeError) as exc:
-        pytest.skip(f"{name}: get_backend failed: {exc}")
+        pytest.skip(f"{name}: no device: {exc}")
     host = params.copy()
     sync = synchronizer(name)
+    threads = be.epoch_threads(layout, batch)
     if name == "cuda_xfer":
         def call():
             d = be.upload(host)
-            be.train_epoch(d, layout, acts, QUADRATIC, be.inputs(x), be.upload(y),
-                           be.upload(order), batch, LR, 1.0)
+            be.train_epoch(d, layout, acts, QUADRATIC, be.inputs(x, threads), be.upload(y),
+                           be.upload(order), batch, LR, 1.0, threads)
             host[...] = be.download(d)
         return Runner(call, lambda: host)
     d_params, dy, d_order = (be.upload(a) for a in (host, y, order))
-    dx = be.inputs(x)
+    dx = be.inputs(x, threads)
 
     def call():
-        be.train_epoch(d_params, layout, acts, QUADRATIC, dx, dy, d_order, batch, LR, 1.0)
+        be.train_epoch(d_params, layout, acts, QUADRATIC, dx, dy, d_order, batch, LR, 1.0,
+                       threads)
         sync()
     return Runner(call, lambda: np.asarray(be.download(d_params)))
 
@@ -188,8 +191,8 @@ def test_epoch_cpu_variant(benchmark, mnist, batch, dtype, variant):
     """Beside the ``cpu`` row: the CPU backend's epoch on this thread only
     (``train_epoch(..., threads=1)``: what the second core buys), and the dense-input epoch
     on x as an array (what the sparse form buys)."""
-    from fastnet.backends import get_backend
-    be = get_backend("cpu")
+    from fastnet import devices
+    be = devices.get("cpu").dense
     x, _, targets = mnist
     dt = np.dtype(dtype)
     x, y = x.astype(dt), targets.astype(dt)
@@ -197,11 +200,11 @@ def test_epoch_cpu_variant(benchmark, mnist, batch, dtype, variant):
 
     def build(params, layout, acts, xs, ys, order, batch):
         host = params.copy()
-        data = be.inputs(xs) if variant == "1 thread" else xs
+        data = be.inputs(xs, 1) if variant == "1 thread" else xs
+        n = threads or be.epoch_threads(layout, batch)
 
         def call():
-            be.train_epoch(host, layout, acts, QUADRATIC, data, ys, order, batch, LR, 1.0,
-                           threads=threads)
+            be.train_epoch(host, layout, acts, QUADRATIC, data, ys, order, batch, LR, 1.0, n)
         return Runner(call, lambda: host)
 
     margin = _check_epoch(build, dt, batch, x, y, f"cpu, {variant}")

@@ -24,7 +24,7 @@ import time
 import numpy as np
 
 from fastnet import mnist_loader, network, network2
-from fastnet.backends import get_backend
+from fastnet import devices
 from fastnet.network import to_arrays
 
 
@@ -75,18 +75,18 @@ def main():
     print(f"load average {os.getloadavg()[0]:.2f} at end")
     # What the kernel alone takes: one fp64 epoch and one 10,000-image predict, best of 3, on
     # the inputs in the form the drop-ins use (backend.inputs: sparse for MNIST).
-    backend, net = get_backend("cpu"), network.Network([784, 30, 10])
+    model = network.Network([784, 30, 10])._model()
+    trainer = devices.get("cpu").trainer(model._spec, model.params, dropout_rng=None)
     train = to_arrays(training_data, "training_data", 784, 10, vectors=True)
     test = to_arrays(test_data, "test_data", 784, 10, vectors=False)
-    train_x, test_x = backend.inputs(train.x), backend.inputs(test.x)
-    params, order = net._pack(), np.random.permutation(len(train)).astype(np.int64)
+    train_data, test_x = trainer.data(train.x, train.targets), trainer.data(test.x)
+    order = np.random.permutation(len(train)).astype(np.int64)
     epoch_s, predict_s = [], []
     for _ in range(3):
         t0 = time.perf_counter()
-        backend.train_epoch(params, net._layout, net._acts, 0, train_x, train.targets, order,
-                            10, 3.0, 1.0)
+        trainer.train_epoch(train_data, order, 10, 3.0, 1.0)
         t1 = time.perf_counter()
-        backend.predict(params, net._layout, net._acts, test_x)
+        trainer.predict(test_x)
         epoch_s.append(t1 - t0)
         predict_s.append(time.perf_counter() - t1)
     print(f"kernel alone: fp64 epoch {min(epoch_s):.3f} s, predict on the test data "

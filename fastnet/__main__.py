@@ -118,9 +118,8 @@ def _train(args: argparse.Namespace) -> int:
     try:
         model = Model(args.sizes, activation=args.activation, loss=args.loss, dtype=args.dtype,
                       device=args.device, seed=args.seed)
-        if model.device == "cuda":
-            from fastnet._cuda import require_cuda
-            require_cuda()
+        from fastnet import devices
+        devices.get(model.device)  # a device that cannot run here (no GPU) says why, now
     except (ValueError, TypeError, RuntimeError) as exc:
         raise _UsageError(str(exc)) from None
     if args.save:

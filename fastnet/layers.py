@@ -8,9 +8,9 @@ round-trip a layer through JSON for ``Model.save``.
 For the layer-by-layer training path each layer also has ``forward(ops, p, x, train, rng)``,
 returning its output and a context holding what its backward needs, and
 ``backward(ops, p, g, ctx, dout, need_dx)`` (writing its summed gradients into the views ``g``
-and returning ∂C/∂x); ``ops`` is an op set from ``fastnet.ops``. Layers keep no per-call state:
-the context belongs to the caller, so a ``predict`` in one thread can run beside a ``fit`` in
-another. A ``Conv2D`` directly followed by a ``MaxPool2D`` runs as one fused ConvPool
+and returning ∂C/∂x); ``ops`` is an op set from ``fastnet.devices.ops``. Layers keep no
+per-call state: the context belongs to the caller, so a ``predict`` in one thread can run
+beside a ``fit`` in another. A ``Conv2D`` directly followed by a ``MaxPool2D`` runs as one fused ConvPool
 stage (``fuse``): act(maxpool(conv(x) + b)) equals maxpool(act(conv(x) + b)) because every
 activation here is monotone and the bias is constant over a pooling window.
 """

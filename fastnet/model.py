@@ -1,33 +1,26 @@
-"""``fastnet.Model``: a network of layers trained by mini-batch SGD on a chosen backend.
+"""``fastnet.Model``: a network of layers trained by mini-batch SGD on a chosen device.
 
 >>> model = Model([784, 30, 10], seed=1)            # doctest: +SKIP
 >>> history = model.fit(x, y, epochs=3, batch_size=10, lr=3.0, validation_data=(xv, yv))
 
 The model owns one flat parameter buffer (docs/design.md); each layer's ``w``/``b`` are views
-into it (``model.params_of(i)``). ``fit`` checks every argument before anything changes. A stack
-of dense layers trains through the fused path: the data moves to the backend once and each epoch
-is one backend call. Models with other layers (convolution, pooling, dropout, flatten) train
-layer by layer, one Python step per mini-batch calling a kernel per layer (``fastnet.ops``),
-except on the CPU a ConvPool → Flatten → Dense… model, whose epoch is one compiled call too
-(``kernels/cnn_cpu.py``).
+into it (``model.params_of(i)``). ``fit`` checks every argument before anything changes, then
+runs the epochs through a trainer of the chosen device (``fastnet.devices``), which decides how
+the network trains there: a whole epoch per kernel call, or layer by layer.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import time
 from dataclasses import dataclass, field
-from functools import cached_property
 
 import numpy as np
 
-from fastnet import _checks
-from fastnet.backends import BACKENDS, get_backend
-from fastnet.kernels.config import ACTIVATIONS, LOSSES
-from fastnet.layers import Dense, Layer, from_config, fuse
-from fastnet.ops import get_ops
+from fastnet import _checks, devices, fitting
+from fastnet.callbacks import as_callbacks
+from fastnet.devices import ACTIVATION_NAMES, LOSS_NAMES, NetSpec
+from fastnet.layers import Dense, Layer, from_config
 from fastnet.savefile import NpzReader, save_npz_atomic
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
@@ -63,12 +56,6 @@ def _resolve_dtype(dtype) -> np.dtype:
     return np.dtype(DTYPES[name])
 
 
-def _resolve_device(device) -> str:
-    if device is None:
-        device = os.environ.get("FASTNET_DEVICE", "cpu") or "cpu"
-    return _checks.choice(device, "device", BACKENDS)
-
-
 class Model:
     """A feed-forward network.
 
@@ -101,9 +88,9 @@ class Model:
     # ------------------------------------------------------------------ construction
     def _configure(self, sizes_or_layers, activation, loss, dtype, device, input_shape, seed):
         """Check the arguments and build the layers; allocates nothing."""
-        self.loss = _checks.choice(loss, "loss", LOSSES)
+        self.loss = _checks.choice(loss, "loss", LOSS_NAMES)
         self.dtype = _resolve_dtype(dtype)
-        self.device = _resolve_device(device)
+        self.device = devices.resolve(device)
         if seed is not None:
             _checks.positive_int(seed, "seed", minimum=0)
         self.layers = self._build_layers(sizes_or_layers, activation, input_shape)
@@ -115,7 +102,7 @@ class Model:
             np.random.SeedSequence(seed).spawn(1)[0] if seed is not None else None)
 
     def _parameter_count(self) -> int:
-        """The size of the flat parameter buffer, from the layers alone."""
+        """The size of the flat parameter buffer, from the layers alone (nothing allocated)."""
         return sum(math.prod(shape) for layer in self.layers
                    for _, shape in layer.param_shapes())
 
@@ -128,7 +115,7 @@ class Model:
         elif any(isinstance(s, Layer) for s in spec):
             raise TypeError("sizes_or_layers must be all sizes or all layers, not a mixture")
         else:
-            _checks.choice(activation, "activation", ACTIVATIONS)
+            _checks.choice(activation, "activation", ACTIVATION_NAMES)
             if activation == "softmax":
                 raise ValueError("activation='softmax' is for the output layer only: use "
                                  "loss='log_likelihood', which makes the output a softmax")
@@ -171,38 +158,21 @@ class Model:
             raise ValueError(f"loss='cross_entropy' needs a sigmoid output layer, got {out!r}")
 
     def _allocate(self, params: np.ndarray | None = None):
-        """The flat parameter buffer (zeros, or ``params`` adopted as it is) and the layout
-        derived from the layers."""
-        self._slices = []
-        off = 0
-        for layer in self.layers:
-            entry = {}
-            for name, shape in layer.param_shapes():
-                size = int(np.prod(shape))
-                entry[name] = (off, shape)
-                off += size
-            self._slices.append(entry)
-        self.params = np.zeros(off, dtype=self.dtype) if params is None else params
-        self._decayed = np.zeros(off, dtype=np.bool_)  # weights decay under L2, biases don't
-        for entry in self._slices:
-            if "w" in entry:
-                w_off, shape = entry["w"]
-                self._decayed[w_off:w_off + int(np.prod(shape))] = True
-        self._loss_code = LOSSES[self.loss]
-        self._fused = all(isinstance(layer, Dense) for layer in self.layers)
-        if self._fused:  # the flat layout of docs/design.md, for the fused epoch kernels
-            self._layout = np.array([(l.n_in, l.n_out, e["w"][0], e["b"][0])
-                                     for l, e in zip(self.layers, self._slices)],
-                                    dtype=np.int64).reshape(-1, 4)
-            self._acts = np.array([ACTIVATIONS[l.activation] for l in self.layers],
-                                  dtype=np.int64)
-        self._stages = fuse(self.layers)
+        """The network's description for the devices (``NetSpec``) and the flat parameter
+        buffer: zeros, or ``params`` adopted as it is."""
+        self._spec = NetSpec(self.layers, self.input_shape, self.loss, self.dtype)
+        self.params = np.zeros(self._spec.size, dtype=self.dtype) if params is None else params
 
-    def params_of(self, i: int) -> dict[str, np.ndarray]:
+    def params_of(self, i: int, params: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Views of layer ``i``'s parameters into the flat buffer (editing them edits the
-        model)."""
-        return {name: self.params[off:off + int(np.prod(shape))].reshape(shape)
-                for name, (off, shape) in self._slices[i].items()}
+        model), or into ``params``: another flat buffer of this network (e.g. a callback's
+        ``EpochEnd.params``)."""
+        if params is None:
+            params = self.params
+        elif getattr(params, "shape", None) != self.params.shape:
+            raise ValueError(f"params must be a flat array of {self.params.size} values, got "
+                             f"shape {getattr(params, 'shape', type(params).__name__)}")
+        return self._spec.views(params, i)
 
     @property
     def n_in(self) -> int:
@@ -220,7 +190,8 @@ class Model:
 
     # ------------------------------------------------------------------ training
     def fit(self, x, y, *, epochs: int, batch_size: int, lr: float, lmbda: float = 0.0,
-            validation_data=None, shuffle: bool = True, verbose: bool = True,
+            validation_data=None, shuffle: bool = True, order=None, callbacks=None,
+            overlap: bool | None = None, threads: int | None = None, verbose: bool = True,
             device: str | None = None, training_metrics: bool = True) -> History:
         """Train by mini-batch SGD: ``w ← (1 − lr·lmbda/n)·w − (lr/m)·Σ∇w``.
 
@@ -228,32 +199,50 @@ class Model:
         ``(n, n_out)`` targets. validation_data: ``(x_val, y_val)`` of the same forms, scored
         after every epoch. Read-only arrays (``np.load(..., mmap_mode="r")``) are fine; any
         input that is not already a writable C-contiguous array of the model's dtype is
-        copied once. shuffle: draw a new order every epoch from the model's seeded
-        generator (else the data order). The last mini-batch of an epoch may be shorter; a
-        ``batch_size`` above n trains on all n samples at once. lmbda must leave the decay
-        factor ``1 − lr·lmbda/n`` positive.
-        device: run this fit on another backend than the model's (``"cpu"``, ``"cuda"``,
-        ``"numpy"``). training_metrics: score the whole training set after every epoch
-        (``history.loss``, ``history.accuracy``); False skips that pass, as the book's
-        ``monitor_training_*=False`` does (for the book's first CNN it costs a quarter to a
-        third of an epoch).
+        copied once. The last mini-batch of an epoch may be shorter; a ``batch_size`` above n
+        trains on all n samples at once. lmbda must leave the decay factor
+        ``1 − lr·lmbda/n`` positive.
+
+        Sample order: with ``shuffle`` (default) a new permutation every epoch from the
+        model's seeded generator, else the data order; ``order``, a callable
+        ``order(epoch) -> (n,) ints in [0, n)``, overrides both (epochs count from 1; the
+        book's drop-ins pass ``random.shuffle``'s order through it).
+        callbacks: ``fastnet.callbacks.Callback`` objects or callables ``cb(end)``, called
+        after every epoch with a ``fastnet.callbacks.EpochEnd`` (the history so far,
+        ``predict``/``evaluate`` on the epoch's parameters, ``stop()``).
+        overlap: score epoch k (metrics and callbacks) while epoch k+1 trains in a worker
+        thread, on a copy of epoch k's parameters; the epochs then run on one thread. None
+        (default) lets the device decide (it overlaps on the host when the scoring costs
+        about as much as an epoch, or the epoch uses one thread anyway); False never; True
+        wherever the device can (host devices, no mini-batch marks). Results are the same
+        either way. threads: the CPU thread count of this fit's epochs and scoring (None: the
+        device's choice; at most ``NUMBA_NUM_THREADS``) — e.g. 1 for several fits side by
+        side. device: run this fit on another device than the model's (``"cpu"``,
+        ``"cuda"``, ``"numpy"``). training_metrics: score the whole training set after every
+        epoch (``history.loss``, ``history.accuracy``); False skips that pass, as the
+        book's ``monitor_training_*=False`` does.
 
         Divergence: after every epoch the parameters (and the training and validation loss,
-        when computed) must be finite. If not, or if an epoch raises (e.g. KeyboardInterrupt),
-        the model is put back as it was after the last complete finite epoch — parameters and
-        random generators — and the error is raised: ``FloatingPointError`` for divergence,
-        naming the epoch; its ``history`` attribute holds the epochs that completed.
-        Returns a ``History``.
+        when computed) must be finite. If not, or if an epoch or a callback raises (e.g.
+        KeyboardInterrupt), the model is put back as it was after the last complete finite
+        epoch — parameters and random generators — and the error is raised:
+        ``FloatingPointError`` for divergence, naming the epoch; its ``history`` attribute
+        holds the epochs that completed. Returns a ``History``.
         """
         epochs = _checks.positive_int(epochs, "epochs")
         batch_size = _checks.positive_int(batch_size, "batch_size")
         lr = _checks.finite_float(lr, "lr", positive=True)
         lmbda = _checks.finite_float(lmbda, "lmbda", nonnegative=True)
-        if not isinstance(shuffle, bool):
-            raise TypeError(f"shuffle must be True or False, got {shuffle!r}")
-        if not isinstance(training_metrics, bool):
-            raise TypeError(f"training_metrics must be True or False, got "
-                            f"{training_metrics!r}")
+        for flag, name in ((shuffle, "shuffle"), (training_metrics, "training_metrics"),
+                           (verbose, "verbose")):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be True or False, got {flag!r}")
+        if overlap is not None and not isinstance(overlap, bool):
+            raise TypeError(f"overlap must be None, True or False, got {overlap!r}")
+        if order is not None and not callable(order):
+            raise TypeError(f"order must be a callable order(epoch) -> sample indices, got "
+                            f"{type(order).__name__}")
+        callbacks = as_callbacks(callbacks)
         xs = self._samples(x, "x")
         n = len(xs)
         ys = _checks.targets(y, "y", n, self.n_out, self.dtype)
@@ -272,48 +261,58 @@ class Model:
         # One mini-batch of all n samples is the same step as any larger batch_size; the
         # kernels' buffers are sized by it.
         batch_size = min(batch_size, n)
-        runner = self._runner(device)
+        runner = self._runner(device, threads)
+        train = runner.data(xs, ys)
+        valid = runner.data(*val) if val else None
+        # what a callback's EpochEnd.predict/evaluate may ask again, already prepared
+        prepared = {(id(x), id(None)): (x, None, n, (train[0], None))}
+        if val:
+            prepared[tuple(map(id, validation_data))] = (*validation_data, len(val[0]), valid)
+        return fitting.run(self, runner, train, valid, prepared,
+                           n=n, n_valid=len(val[0]) if val else 0,
+                           epochs=epochs, batch_size=batch_size, lr=lr, lmbda=lmbda,
+                           decay=decay, order_for=self._order_source(order, shuffle, n),
+                           callbacks=callbacks, training_metrics=training_metrics,
+                           overlap=overlap, verbose=verbose, history=History())
 
-        history = History()
-        train = runner.data(xs, ys, training=True)
-        valid = runner.data(*val, training=True) if val else None  # read every epoch
-        good = _Snapshot(self)                                      # the last finite state
+    def _order_source(self, order, shuffle: bool, n: int):
+        """``epoch -> int64[n]`` sample order: ``order``'s (checked), a permutation from the
+        model's generator, or the data order."""
+        if order is not None:
+            def checked(epoch):
+                got = np.asarray(order(epoch))
+                if got.shape != (n,) or got.dtype.kind not in "iu":
+                    raise ValueError(f"order({epoch}) must return {n} integer sample "
+                                     f"indices, got {got.dtype} {got.shape}")
+                if n and (got.min() < 0 or got.max() >= n):
+                    raise ValueError(f"order({epoch}) returned indices outside [0, {n})")
+                return got.astype(np.int64)
+            return checked
+        if shuffle:
+            return lambda epoch: self._rng.permutation(n).astype(np.int64)
+        return lambda epoch: np.arange(n, dtype=np.int64)
+
+    @property
+    def random_state(self) -> dict:
+        """The states of the model's generators, ``{"shuffle": ..., "dropout": ...}`` (NumPy
+        PCG64 state dicts): the mini-batch order and the dropout masks. Assign a dict of this
+        form to put them back (e.g. when resuming)."""
+        return {"shuffle": self._rng.bit_generator.state,
+                "dropout": self._dropout_rng.bit_generator.state}
+
+    @random_state.setter
+    def random_state(self, state) -> None:
+        if not isinstance(state, dict) or set(state) != {"shuffle", "dropout"}:
+            raise TypeError("random_state must be a dict with keys 'shuffle' and 'dropout' "
+                            "(Model.random_state's form)")
+        before = self.random_state
         try:
-            for epoch in range(1, epochs + 1):
-                order = self._rng.permutation(n) if shuffle else np.arange(n)
-                t0 = time.perf_counter()
-                runner.train_epoch(train, order.astype(np.int64), batch_size, lr, decay)
-                history.seconds.append(time.perf_counter() - t0)
-                params = runner.host_params()
-                bad = None if np.isfinite(params).all() else "the parameters are not finite"
-                if training_metrics:
-                    total, correct = runner.evaluate(train)
-                    history.loss.append(total / n)
-                    history.accuracy.append(correct / n)
-                    if bad is None and not np.isfinite(history.loss[-1]):
-                        bad = f"the training loss is {history.loss[-1]}"
-                if valid is not None:
-                    total, correct = runner.evaluate(valid)
-                    history.val_loss.append(total / len(val[0]))
-                    history.val_accuracy.append(correct / len(val[0]))
-                    if bad is None and not np.isfinite(history.val_loss[-1]):
-                        bad = f"the validation loss is {history.val_loss[-1]}"
-                if bad is not None:
-                    err = FloatingPointError(
-                        f"training diverged in epoch {epoch} of {epochs}: {bad}. The model "
-                        f"was restored to {good.describe()}; lower lr (now {lr:g})"
-                        + (f" or lmbda (now {lmbda:g})" if lmbda else ""))
-                    err.history = history
-                    raise err
-                good = _Snapshot(self, params)
-                if verbose:
-                    print(self._epoch_line(epoch - 1, epochs, history), flush=True)
-        except BaseException:
-            runner.close(changed=False)
-            good.restore(self)
-            raise
-        runner.close()
-        return history
+            self._rng.bit_generator.state = state["shuffle"]
+            self._dropout_rng.bit_generator.state = state["dropout"]
+        except (TypeError, ValueError, KeyError) as exc:
+            self._rng.bit_generator.state = before["shuffle"]
+            self._dropout_rng.bit_generator.state = before["dropout"]
+            raise ValueError(f"random_state is not a pair of PCG64 states: {exc}") from None
 
     def _samples(self, x, name: str) -> np.ndarray:
         """``x`` as a checked ``(n, n_in)`` array of the model's dtype; ``(n, *input_shape)``
@@ -325,20 +324,12 @@ class Model:
                 x = arr.reshape(len(arr), -1)
         return _checks.features(x, name, self.n_in, self.dtype)
 
-    def _runner(self, device):
-        name = _resolve_device(device) if device is not None else self.device
-        return _FusedRunner(self, name) if self._fused else _LayerwiseRunner(self, name)
-
-    @staticmethod
-    def _epoch_line(epoch, epochs, h: History) -> str:
-        parts = []
-        if h.loss:
-            parts.append(f"loss {h.loss[-1]:.4f} - accuracy {h.accuracy[-1]:.4f}")
-        if h.val_loss:
-            parts.append(f"val_loss {h.val_loss[-1]:.4f} - val_accuracy "
-                         f"{h.val_accuracy[-1]:.4f}")
-        line = f"Epoch {epoch + 1}/{epochs}:" + (" " + " - ".join(parts) if parts else "")
-        return f"{line} ({h.seconds[-1]:.3f} s)"
+    def _runner(self, device=None, threads=None):
+        """A trainer of this model's network on ``device`` (None: the model's), over
+        ``params``."""
+        name = devices.resolve(device) if device is not None else self.device
+        return devices.get(name).trainer(self._spec, self.params,
+                                         dropout_rng=self._dropout_rng, threads=threads)
 
     # ------------------------------------------------------------------ inference
     def predict(self, x) -> np.ndarray:
@@ -347,7 +338,7 @@ class Model:
         xs = self._samples(x, "x")
         runner = self._runner(None)
         try:
-            return runner.predict(runner.data(xs, None)[0])
+            return runner.predict(runner.data(xs))
         finally:
             runner.close(changed=False)
 
@@ -377,222 +368,6 @@ class Model:
                         architecture=np.array(json.dumps(self.architecture())))
 
 
-class _Snapshot:
-    """A model's trainable state at one moment of ``fit``: its parameters (a host copy) and the
-    states of its random generators (shuffling, dropout). ``restore`` puts them back."""
-
-    def __init__(self, model: Model, params: np.ndarray | None = None):
-        self.params = model.params.copy() if params is None else params
-        self.initial = params is None
-        self.rngs = (model._rng.bit_generator.state, model._dropout_rng.bit_generator.state)
-
-    def describe(self) -> str:
-        return ("its state before this fit" if self.initial else
-                "its state after the last epoch with finite parameters")
-
-    def restore(self, model: Model) -> None:
-        model.params[...] = self.params
-        model._rng.bit_generator.state, model._dropout_rng.bit_generator.state = self.rngs
-
-
-_EVAL_CHUNK = 1000  # samples per forward pass when scoring or predicting layer by layer
-
-
-class _FusedRunner:
-    """Runs a dense stack through a backend's fused kernels: parameters and data are uploaded
-    once, each epoch is one backend call, parameters come back on ``close``."""
-
-    def __init__(self, model: Model, device: str):
-        self.model, self.backend = model, get_backend(device)
-        self.params = self.backend.upload(model.params)
-        self.args = (model._layout, model._acts)
-
-    def data(self, x, y, training=False):
-        """x and y on the backend; ``training``: data read every epoch, in the form the
-        backend reads best (``backend.inputs``)."""
-        x = self.backend.inputs(x) if training else self.backend.upload(x)
-        return (x, None if y is None else self.backend.upload(y))
-
-    def train_epoch(self, data, order, batch_size, lr, decay):
-        self.backend.train_epoch(self.params, *self.args, self.model._loss_code, *data,
-                                 self.backend.upload(order), batch_size, lr, decay)
-
-    def evaluate(self, data):
-        return self.backend.evaluate(self.params, *self.args, self.model._loss_code, *data)
-
-    def predict(self, x):
-        return np.asarray(self.backend.predict(self.params, *self.args, x))
-
-    def host_params(self):
-        """A host copy of the parameters being trained."""
-        return np.array(self.backend.download(self.params))
-
-    def close(self, changed=True):
-        if changed and self.params is not self.model.params:
-            self.model.params[...] = self.backend.download(self.params)
-
-
-class _LayerwiseRunner:
-    """Trains layer by layer on the host: one Python step per mini-batch, one kernel call per
-    stage (``fastnet.layers.fuse``), gradients into one flat buffer, one SGD update pass. On
-    the CPU a ConvPool → Flatten → Dense… model (the book's first CNN) trains instead through
-    ``kernels/cnn_cpu.py``: the whole epoch in one compiled call on OS threads."""
-
-    def __init__(self, model: Model, device: str):
-        self.model, self.ops = model, get_ops(device)
-        self.params = self.ops.upload(model.params)
-        self.views = [self._views(self.params, e) for e in model._slices]
-        # On the CPU each dense layer takes its SGD step inside its backward kernel
-        # (``ops.dense_backward_sgd``); the one update pass then covers the other layers'
-        # parameters only: ``rest``, ranges of the flat buffer.
-        self.fused_sgd = self.ops.name == "cpu"
-
-    # What only training needs is built on first use: ``predict`` and ``evaluate`` make a
-    # runner per call, and zeroing a gradient buffer the size of the parameters, with its
-    # views, cost more than a small batch's forward pass.
-    @cached_property
-    def grads(self):
-        return self.ops.upload(np.zeros_like(self.model.params))
-
-    @cached_property
-    def gviews(self):
-        return [self._views(self.grads, e) for e in self.model._slices]
-
-    @cached_property
-    def decayed(self):
-        return self.ops.upload(self.model._decayed)
-
-    @cached_property
-    def cnn(self):
-        return self._cnn_plan(self.model) if self.ops.name == "cpu" else None
-
-    @cached_property
-    def rest(self):
-        return self._rest_ranges(self.model) if self.fused_sgd else [(0, len(self.model.params))]
-
-    @staticmethod
-    def _cnn_plan(model):
-        """(layout, acts, cg) for ``cnn_cpu.train_epoch`` when the model is one ConvPool, a
-        Flatten and dense layers, else None."""
-        from fastnet.layers import ConvPool, Flatten
-        stages = model._stages
-        if len(stages) < 3 or not isinstance(stages[0][0], ConvPool) or \
-                not isinstance(stages[1][0], Flatten) or \
-                not all(isinstance(st, Dense) for st, _ in stages[2:]):
-            return None
-        cp = stages[0][0]
-        conv, slices = cp.conv, model._slices
-        c_in, h, w = model.input_shape
-        c_out, oh, ow = cp.pool.output_shape(conv.output_shape(model.input_shape))
-        kh, kw = conv.kernel_size
-        ph, pw = cp.pool.size
-        rows = [(c_in * h * w, c_out * oh * ow, slices[0]["w"][0], slices[0]["b"][0])]
-        rows += [(st.n_in, st.n_out, slices[i]["w"][0], slices[i]["b"][0])
-                 for st, i in stages[2:]]
-        acts = [cp.code] + [ACTIVATIONS[st.activation] for st, _ in stages[2:]]
-        cg = [c_in, h, w, c_out, kh, kw, ph, pw, slices[0]["w"][0], slices[0]["b"][0]]
-        return (np.array(rows, dtype=np.int64), np.array(acts, dtype=np.int64),
-                np.array(cg, dtype=np.int64))
-
-    @staticmethod
-    def _rest_ranges(model):
-        """[lo, hi) ranges of the flat buffer holding the parameters of the stages that are
-        not Dense (adjacent ones merged)."""
-        ranges = []
-        for stage, i in model._stages:
-            if isinstance(stage, Dense):
-                continue
-            for off, shape in model._slices[i].values():
-                lo, hi = off, off + int(np.prod(shape))
-                if ranges and ranges[-1][1] == lo:
-                    ranges[-1] = (ranges[-1][0], hi)
-                else:
-                    ranges.append((lo, hi))
-        return ranges
-
-    @staticmethod
-    def _views(flat, entry):
-        return {k: flat[o:o + math.prod(s)].reshape(s) for k, (o, s) in entry.items()}
-
-    def data(self, x, y, training=False):
-        """x (in the model's input shape) and y on the backend; ``training`` changes nothing
-        here: the layer-by-layer kernels read arrays."""
-        x = self.ops.upload(x.reshape((len(x),) + self.model.input_shape))
-        return (x, None if y is None else self.ops.upload(y))
-
-    def _forward(self, x, train):
-        """``(output, ctxs)``: the last stage's output and each stage's context for the
-        backward pass (the output layer's ``ctxs[-1] = (x, z, a)`` gives the loss its ``z``).
-        Everything lives in this call's frame, nothing in the layers."""
-        a, ctxs = x, []
-        for stage, i in self.model._stages:
-            a, ctx = stage.forward(self.ops, self.views[i], a, train, self.model._dropout_rng)
-            ctxs.append(ctx)
-        return a, ctxs
-
-    def train_epoch(self, data, order, batch_size, lr, decay):
-        x, y = data
-        if self.cnn is not None:
-            import numba
-
-            from fastnet.kernels import cnn_cpu
-            layout, acts, cg = self.cnn
-            nthreads = cnn_cpu.epoch_threads(layout, cg, batch_size, numba.get_num_threads())
-            cnn_cpu.train_epoch(self.params, layout, acts, self.model._loss_code, cg, x, y,
-                                order, batch_size, lr, decay, nthreads)
-            return
-        with self.ops.running():
-            for k in range(0, len(order), batch_size):
-                self._step(x, y, order[k:k + batch_size], lr, decay)
-
-    def _step(self, x, y, idx, lr, decay):
-        """One SGD step on the mini-batch ``x[idx]``: forward through every stage, the output
-        delta, backward (the first stage computes no input gradient; on the CPU each dense
-        layer updates itself there, after computing its input gradient), one update pass over
-        the other parameters."""
-        ops, model = self.ops, self.model
-        out = model.layers[-1]
-        scale = lr / len(idx)
-        a, ctxs = self._forward(ops.take(x, idx), True)
-        delta = ops.output_delta(ctxs[-1][1], a, ops.take(y, idx), model._loss_code,
-                                 ACTIVATIONS[out.activation])
-        last = len(model._stages) - 1
-        for s in range(last, -1, -1):
-            stage, i = model._stages[s]
-            extra = {"is_dz": True} if s == last else {}
-            if self.fused_sgd and isinstance(stage, Dense):
-                extra["sgd"] = (scale, decay)
-            delta = stage.backward(ops, self.views[i], self.gviews[i], ctxs[s], delta, s > 0,
-                                   **extra)
-        for lo, hi in self.rest:
-            ops.sgd_apply(self.params[lo:hi], self.grads[lo:hi], self.decayed[lo:hi], decay,
-                          scale)
-
-    def evaluate(self, data):
-        x, y = data
-        total, correct = 0.0, 0
-        with self.ops.running():
-            for k in range(0, len(x), _EVAL_CHUNK):
-                a, ctxs = self._forward(x[k:k + _EVAL_CHUNK], False)
-                t, c = self.ops.loss_and_correct(ctxs[-1][1], a, y[k:k + _EVAL_CHUNK],
-                                                 self.model._loss_code)
-                total += t
-                correct += c
-        return total, correct
-
-    def predict(self, x):
-        return np.concatenate([self.ops.download(self._forward(x[k:k + _EVAL_CHUNK], False)[0])
-                               for k in range(0, len(x), _EVAL_CHUNK)])
-
-    def host_params(self):
-        """A host copy of the parameters being trained."""
-        return np.array(self.ops.download(self.params))
-
-    def close(self, changed=True):
-        if changed and self.params is not self.model.params:
-            self.model.params[...] = self.ops.download(self.params)
-
-
 _ARCHITECTURE_LIMIT = 1 << 20   # characters of JSON; a model of thousands of layers needs far less
 _MODEL_FILE = "a fastnet model file (Model.save)"
 
@@ -606,7 +381,7 @@ def load(path, *, device: str | None = "cpu") -> Model:
     problem with the file's contents raises one ``ValueError`` naming the file and what is
     wrong; a missing file raises ``FileNotFoundError``.
     """
-    device = _resolve_device(device)
+    device = devices.resolve(device)
     with NpzReader(path, _MODEL_FILE) as f:
         try:
             arch = json.loads(f.text("architecture", _ARCHITECTURE_LIMIT))

@@ -15,12 +15,14 @@ mini-batches (each epoch ``random.shuffle``s a list as long as the training data
 weights after training agree with the book's to ~1e-12 relative (the sums are merely taken in
 another order).
 
-What changes: ``SGD`` converts the list of ``(x, y)`` pairs to arrays once, then runs each epoch
-as one call of a compiled kernel (``fastnet.backends``: ``device="cpu"`` by default, or
-``$FASTNET_DEVICE``) on a flat float64 copy of the parameters. ``weights`` and ``biases`` remain
-the source of truth: ``SGD`` reads them when it starts and, after every epoch, replaces them with
-new arrays holding the trained values, as the book's update does after every mini-batch (arrays
-you held before keep their old values; edits between calls are what the next call trains).
+What changes: ``SGD`` converts the list of ``(x, y)`` pairs to arrays once and trains a float64
+``fastnet.Model`` holding a copy of the parameters (``Model.fit``, its ``order`` hook giving the
+book's mini-batches, a callback printing the book's lines; ``device="cpu"`` by default, or
+``$FASTNET_DEVICE``). ``weights`` and ``biases`` remain the source of truth: ``SGD`` reads them
+when it starts and, after every epoch, replaces them with new arrays holding the trained values,
+as the book's update does after every mini-batch (arrays you held before keep their old values;
+edits between calls are what the next call trains). A run that diverges (NaN or inf weights)
+stops with ``FloatingPointError``, the weights left as after the last finite epoch.
 Bad data raises ``ValueError``/``TypeError`` naming the position of the first bad pair and the
 expected shape, before anything changes. ``SGD`` does not shuffle your list in place (the book's
 Python 2 code did; its Python 3 ports copy it first, as here).
@@ -28,18 +30,13 @@ Python 2 code did; its Python 3 ports copy it first, as here).
 
 from __future__ import annotations
 
-import contextlib
 import numbers
-import os
 import random
-from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
-from fastnet import _checks
-from fastnet.backends import BACKENDS, get_backend
-from fastnet.kernels.config import QUADRATIC, SIGMOID
-from fastnet.reference.dense import layout_for
+from fastnet import _checks, devices
+from fastnet.model import Model
 
 __all__ = ["Network", "sigmoid", "sigmoid_prime"]
 
@@ -57,18 +54,13 @@ def sigmoid(z):
 
 def _activate(z):
     """sigmoid(z) for the float arrays ``feedforward`` makes, through the kernels' compiled
-    sigmoid (``dense_cpu.activate_flat``: one pass, no temporaries; float64 within 5e-16
-    relative of the exact σ, a few ulps from ``sigmoid``). A [784, 30, 10] network's
-    feedforward of one column, Zen 3 (2026-11-23): 27 µs with ``sigmoid``'s six NumPy calls
-    per layer, 8 µs so (the book's code: 22 µs).
-    As in the compiled ``predict`` the monitors use, e^z is floored at e^−708 (float32:
-    e^−87), so below that an output is ~1e-308 (~1.6e-38) where ``sigmoid`` gives 0 or a
-    subnormal. Anything else (integers, other ranks): ``sigmoid``."""
+    sigmoid (``fastnet.devices.activate``: one pass, no temporaries; float64 within 5e-16
+    relative of the exact σ, a few ulps from ``sigmoid``; about 3× faster than ``sigmoid``'s
+    six NumPy calls on a column). As in the compiled ``predict`` the monitors use, e^z is
+    floored at e^−708 (float32: e^−87), so below that an output is ~1e-308 (~1.6e-38) where
+    ``sigmoid`` gives 0 or a subnormal. Anything else (integers, other ranks): ``sigmoid``."""
     if z.ndim == 2 and z.dtype in (np.float32, np.float64) and z.flags.c_contiguous:
-        from fastnet.kernels import dense_cpu
-        out = np.empty_like(z)
-        dense_cpu.activate_flat(z, out, SIGMOID)
-        return out
+        return devices.activate(z, "sigmoid")
     return sigmoid(z)
 
 
@@ -199,32 +191,6 @@ def _check_finite(a: np.ndarray, name: str, what: str) -> None:
         raise ValueError(f"{name}[{i}]: {what} contains NaN or inf")
 
 
-def resolve_device(device) -> str:
-    """``device``, or ``$FASTNET_DEVICE`` when it is None, or ``"cpu"``."""
-    if device is None:
-        device = os.environ.get("FASTNET_DEVICE", "") or "cpu"
-    return _checks.choice(device, "device", BACKENDS)
-
-
-# ---------------------------------------------------------------------------- the network
-_HOST_BACKENDS = ("cpu", "numpy")  # compute on the host: safe to call from a worker thread
-
-
-@contextlib.contextmanager
-def _numba_threads(n: int | None):
-    """Numba's thread count for this thread set to ``n`` inside the block (None: unchanged)."""
-    if n is None:
-        yield
-        return
-    import numba
-    before = numba.get_num_threads()
-    numba.set_num_threads(n)
-    try:
-        yield
-    finally:
-        numba.set_num_threads(before)
-
-
 def _book_shuffle(order: np.ndarray) -> None:
     """``random.shuffle(order)`` for an int64 array, compiled (``kernels/shuffle_cpu.py``):
     the same permutation, and ``random``'s state moves on exactly as the call would move it."""
@@ -235,30 +201,13 @@ def _book_shuffle(order: np.ndarray) -> None:
     random.setstate((version, tuple(mt.tolist()) + (int(pos),), gauss_next))
 
 
-class _InlineExecutor:
-    """``ThreadPoolExecutor``'s ``submit`` run at once in the calling thread."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def submit(self, fn, *args) -> Future:
-        future = Future()
-        try:
-            future.set_result(fn(*args))
-        except BaseException as exc:  # re-raised by future.result(), as from a thread
-            future.set_exception(exc)
-        return future
-
-
+# ---------------------------------------------------------------------------- the network
 class SigmoidNetwork:
     """What ``network.Network`` and ``network2.Network`` share: sigmoid layers whose
-    ``weights``/``biases`` lists (the book's shapes) are packed into the flat float64 buffer of
-    docs/design.md for the compiled kernels, and unpacked after them."""
+    ``weights``/``biases`` lists (the book's shapes) are copied into a float64
+    ``fastnet.Model`` for each call that computes, and replaced from it afterwards."""
 
-    _loss_code = QUADRATIC
+    _loss = "quadratic"
 
     def _setup(self, sizes, device) -> None:
         if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__len__"):
@@ -269,23 +218,19 @@ class SigmoidNetwork:
             raise ValueError(f"sizes needs an input and an output size at least, got {sizes}")
         self.num_layers = len(sizes)
         self.sizes = sizes
-        self.device = resolve_device(device)
-        self._layout = layout_for(sizes)
-        self._acts = np.full(len(sizes) - 1, SIGMOID, dtype=np.int64)
+        self.device = devices.resolve(device)
 
-    def _backend(self):
-        return get_backend(self.device)
-
-    # ------------------------------------------------------------------ flat parameters
-    def _pack(self) -> np.ndarray:
-        """The current ``weights``/``biases`` as one new float64 buffer (checked against
+    # ------------------------------------------------------------------ the Model
+    def _model(self) -> Model:
+        """A float64 ``Model`` holding the current ``weights``/``biases`` (checked against
         ``sizes``)."""
         n_layers = len(self.sizes) - 1
         if len(self.weights) != n_layers or len(self.biases) != n_layers:
             raise ValueError(f"the network has {n_layers} layers (sizes {self.sizes}) but "
                              f"{len(self.weights)} weight and {len(self.biases)} bias arrays")
-        flat = np.empty(int(self._layout[-1, 3] + self._layout[-1, 1]))
-        for l, (n_in, n_out, w_off, b_off) in enumerate(self._layout.tolist()):
+        model = Model(self.sizes, activation="sigmoid", loss=self._loss, dtype="float64",
+                      device=self.device, seed=0)
+        for l, (n_in, n_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:])):
             w, b = np.asarray(self.weights[l]), np.asarray(self.biases[l])
             if w.shape != (n_out, n_in):
                 raise ValueError(f"weights[{l}] has shape {w.shape}, expected {(n_out, n_in)} "
@@ -293,17 +238,17 @@ class SigmoidNetwork:
             if b.shape != (n_out, 1) and b.shape != (n_out,):
                 raise ValueError(f"biases[{l}] has shape {b.shape}, expected {(n_out, 1)} "
                                  f"for sizes {self.sizes}")
-            flat[w_off:w_off + n_out * n_in] = w.reshape(-1)
-            flat[b_off:b_off + n_out] = b.reshape(-1)
-        return flat
+            views = model.params_of(l)
+            views["w"][...] = w
+            views["b"][...] = b.reshape(-1)
+        return model
 
-    def _unpack(self, flat) -> None:
-        """Replace ``weights``/``biases`` by new arrays holding the values in ``flat``."""
-        flat = np.asarray(flat)
-        self.weights = [flat[w_off:w_off + n_out * n_in].reshape(n_out, n_in).copy()
-                        for n_in, n_out, w_off, _ in self._layout.tolist()]
-        self.biases = [flat[b_off:b_off + n_out].reshape(n_out, 1).copy()
-                       for _, n_out, _, b_off in self._layout.tolist()]
+    def _take(self, model: Model, params=None) -> None:
+        """Replace ``weights``/``biases`` by new arrays holding ``model``'s parameters (or
+        ``params``, a flat buffer of the same network)."""
+        views = [model.params_of(l, params) for l in range(len(self.sizes) - 1)]
+        self.weights = [v["w"].copy() for v in views]
+        self.biases = [v["b"].reshape(-1, 1).copy() for v in views]
 
     # ------------------------------------------------------------------ data
     def _arrays(self, data, name: str, *, vectors: bool) -> _Arrays:
@@ -318,112 +263,60 @@ class SigmoidNetwork:
             raise TypeError(f"{name} must be a list of (x, y) pairs, got {type(data).__name__}")
         return data if isinstance(data, (list, tuple)) else list(data)
 
-    # ------------------------------------------------------------------ compiled passes
-    def _train(self, backend, dparams, dx, dy, order, mini_batch_size: int, eta: float,
-               decay: float = 1.0, threads: int | None = None) -> None:
-        """One epoch on the backend, in place on ``dparams``: mini-batches are consecutive
-        slices of ``order`` (the last one may be shorter). ``threads``: a host backend's thread
-        count for the epoch (None: its own choice)."""
-        extra = {} if threads is None else {"threads": threads}
-        # a mini-batch of all the samples is the same step as any larger one; the kernels'
-        # buffers are sized by it
-        mini_batch_size = min(mini_batch_size, len(order))
-        backend.train_epoch(dparams, self._layout, self._acts, self._loss_code, dx, dy,
-                            backend.upload(np.asarray(order, dtype=np.int64)),
-                            mini_batch_size, eta, decay, **extra)
-
-    def _run_epochs(self, train: _Arrays, epochs: int, mini_batch_size: int, eta: float,
-                    decay: float, after_epoch, *, monitored: int = 0) -> None:
-        """Train ``epochs`` epochs from the current ``weights``/``biases``, writing them back
-        after each epoch, then calling ``after_epoch(j, outputs)`` for the monitors and printed
-        lines, where ``outputs(arrays)`` gives the network's outputs ``float64[n, n_out]`` after
-        epoch ``j`` for the ``_Arrays`` ``arrays`` (each data set is uploaded once).
+    # ------------------------------------------------------------------ training
+    def _fit(self, train: _Arrays, epochs: int, mini_batch_size: int, eta: float,
+             lmbda: float, after_epoch, *, monitored: int = 0) -> None:
+        """Train ``epochs`` epochs from the current ``weights``/``biases`` through
+        ``Model.fit``, replacing them after each epoch, then calling
+        ``after_epoch(j, outputs)`` (``j`` from 0, as the book counts) where
+        ``outputs(arrays)`` gives the network's outputs ``float64[n, n_out]`` after epoch
+        ``j`` for the ``_Arrays`` ``arrays``.
 
         Each epoch's order is the book's: ``random.shuffle`` of a list of ``n`` indices kept
         from epoch to epoch (the book shuffles its list of pairs in place), so the same
-        ``random.seed`` gives the same mini-batches; the shuffle itself is compiled
-        (``_book_shuffle``).
-
-        ``monitored``: how many samples ``after_epoch`` runs through the network. On a host
-        backend, when that is at least half the training set (network2 with the training-set
-        monitors on), the epochs run on one thread and the next one trains in a worker thread
-        (the kernels release the GIL) while this thread runs ``after_epoch`` on a copy of the
-        parameters: the monitors then cost no wall time. Otherwise the epochs use the
-        backend's threads (both cores) and the monitors run in between: a third busy thread
-        would stall the threaded epoch's barriers. Measured on the 2-core machine, fp64: the
-        chapter-3 run with all four monitors takes 12.6 s the first way and 15.0 s the
-        second; chapter 1 (10,000 test images an epoch) is faster the second way. The results
-        are the same either way (the one- and two-thread epochs agree bit for bit)."""
+        ``random.seed`` gives the same mini-batches (``Model.fit``'s ``order`` hook).
+        ``monitored``: how many samples ``after_epoch`` runs through the network; at least
+        half the training set (network2 with the training-set monitors on) asks ``fit`` to
+        score each epoch while the next one trains."""
         if epochs == 0:
             return
-        backend = self._backend()
-        dparams = backend.upload(self._pack())
-        dx, dy = backend.inputs(train.x), backend.upload(train.targets)
+        model = self._model()
         order = np.arange(len(train), dtype=np.int64)
 
-        def next_order():
+        def next_order(epoch):
             _book_shuffle(order)
             return order.copy()
 
-        # Only backends that compute on the host are driven from a second thread; a device
-        # backend is called from this thread only, one step after the other.
-        threads = None
-        overlap = backend.name in _HOST_BACKENDS
-        if overlap:
-            threads = backend.epoch_threads(self._layout, mini_batch_size)
-            overlap = threads == 1 or 2 * monitored >= len(train)
-            threads = 1 if overlap else threads
+        def epoch_end(end):
+            self._take(model, end.params)
+            after_epoch(end.epoch - 1, lambda arrays: end.predict(arrays.x))
 
-        def epoch(order_j):
-            self._train(backend, dparams, dx, dy, order_j, mini_batch_size, eta, decay,
-                        threads=threads)
+        model.fit(train.x, train.targets, epochs=epochs, batch_size=mini_batch_size, lr=eta,
+                  lmbda=lmbda, order=next_order, callbacks=[epoch_end],
+                  overlap=True if 2 * monitored >= len(train) else None, verbose=False,
+                  training_metrics=False)
 
-        pool = ThreadPoolExecutor(1) if overlap else _InlineExecutor()
-        uploaded = {id(train.x): dx}
-
-        def outputs(arrays: _Arrays) -> np.ndarray:
-            if id(arrays.x) not in uploaded:
-                uploaded[id(arrays.x)] = backend.inputs(arrays.x)  # read every epoch
-            return self._outputs(backend, snapshot, uploaded[id(arrays.x)])
-
-        # While an epoch trains beside them, the monitors' compiled passes keep to this
-        # thread (Numba's thread count is per calling thread).
-        with pool, _numba_threads(1 if overlap else None):
-            pending = pool.submit(epoch, next_order())
-            # Each order is drawn while the epoch before it trains; the shuffles still come in
-            # the book's sequence, and nothing else draws from `random` in between.
-            upcoming = next_order() if epochs > 1 else None
-            for j in range(epochs):
-                pending.result()
-                params = np.array(backend.download(dparams))  # a copy: training goes on
-                if j + 1 < epochs:
-                    pending = pool.submit(epoch, upcoming)
-                    upcoming = next_order() if j + 2 < epochs else None
-                self._unpack(params)
-                snapshot = backend.upload(params)
-                after_epoch(j, outputs)
-
-    def _outputs(self, backend, dparams, dx) -> np.ndarray:
-        """The network's outputs ``float64[n, n_out]`` (host) for the uploaded inputs."""
-        return np.asarray(backend.predict(dparams, self._layout, self._acts, dx))
-
-    def _update(self, mini_batch, eta: float, decay: float) -> None:
-        """One SGD step on ``mini_batch`` through the compiled kernel."""
+    def _update(self, mini_batch, eta: float, lmbda: float = 0.0, n: int | None = None) -> None:
+        """One SGD step on ``mini_batch``: ``w ← (1 − eta·lmbda/n)·w − (eta/m)·Σ∇w``."""
         batch = self._arrays(self._materialize(mini_batch, "mini_batch"), "mini_batch",
                              vectors=True)
-        eta = _checks.finite_float(eta, "eta")
-        backend = self._backend()
-        dparams = backend.upload(self._pack())
-        self._train(backend, dparams, backend.upload(batch.x), backend.upload(batch.targets),
-                    np.arange(len(batch)), len(batch), eta, decay)
-        self._unpack(backend.download(dparams))
+        eta = _checks.finite_float(eta, "eta", positive=True)
+        m = len(batch)
+        model = self._model()
+        # fit's decay is 1 − lr·lmbda/m for its m samples; the book's n is the training set's
+        model.fit(batch.x, batch.targets, epochs=1, batch_size=m, lr=eta,
+                  lmbda=lmbda * m / n if lmbda else 0.0, shuffle=False, verbose=False,
+                  training_metrics=False)
+        self._take(model)
+
+    def _outputs(self, arrays: _Arrays) -> np.ndarray:
+        """The network's outputs ``float64[n, n_out]`` for ``arrays`` (as ``SGD``'s monitors
+        compute them)."""
+        return self._model().predict(arrays.x)
 
     def _count_correct(self, data, name: str, *, vectors: bool) -> int:
         arrays = self._arrays(self._materialize(data, name), name, vectors=vectors)
-        backend = self._backend()
-        # inputs(): the form the monitors of SGD read, so that the results agree bit for bit
-        out = self._outputs(backend, backend.upload(self._pack()), backend.inputs(arrays.x))
-        return int(np.count_nonzero(out.argmax(axis=1) == arrays.labels))
+        return int(np.count_nonzero(self._outputs(arrays).argmax(axis=1) == arrays.labels))
 
     # ------------------------------------------------------------------ the book's methods
     def feedforward(self, a):
@@ -475,7 +368,7 @@ class Network(SigmoidNetwork):
 
     sizes: the number of neurons per layer, e.g. ``[784, 30, 10]``. Biases are drawn first, then
         weights, all with ``np.random.randn``, exactly as the book does.
-    device: where ``SGD`` runs: ``"cpu"`` (Numba kernels), or another ``fastnet.backends``
+    device: where ``SGD`` runs: ``"cpu"`` (Numba kernels), or another ``fastnet.devices``
         name; ``None`` reads ``$FASTNET_DEVICE`` (default ``"cpu"``).
 
     Attributes (the book's): ``num_layers``, ``sizes``, ``biases`` (list of ``(y, 1)``
@@ -504,7 +397,7 @@ class Network(SigmoidNetwork):
         """
         epochs = _checks.positive_int(epochs, "epochs", minimum=0)
         mini_batch_size = _checks.positive_int(mini_batch_size, "mini_batch_size")
-        eta = _checks.finite_float(eta, "eta")
+        eta = _checks.finite_float(eta, "eta", positive=True)
         train = self._arrays(self._materialize(training_data, "training_data"),
                              "training_data", vectors=True)
         test_data = self._materialize(test_data, "test_data")
@@ -517,12 +410,12 @@ class Network(SigmoidNetwork):
                 correct = int(np.count_nonzero(outputs(test).argmax(axis=1) == test.labels))
                 print("Epoch {0}: {1} / {2}".format(j, correct, len(test)))
 
-        self._run_epochs(train, epochs, mini_batch_size, eta, 1.0, after_epoch)
+        self._fit(train, epochs, mini_batch_size, eta, 0.0, after_epoch)
 
     def update_mini_batch(self, mini_batch, eta):
         """One gradient-descent step on ``mini_batch`` (pairs ``(x, y)`` as in ``SGD``):
         ``w ← w − (eta/len(mini_batch))·Σ∇w``, computed by the compiled kernel."""
-        self._update(mini_batch, eta, 1.0)
+        self._update(mini_batch, eta)
 
     def evaluate(self, test_data):
         """The number of pairs ``(x, label)`` in ``test_data`` for which the output neuron with

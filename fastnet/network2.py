@@ -31,7 +31,6 @@ import os
 import numpy as np
 
 from fastnet import _checks
-from fastnet.kernels.config import CROSS_ENTROPY, QUADRATIC
 from fastnet.mnist_loader import vectorized_result
 from fastnet.network import SigmoidNetwork, sigmoid, sigmoid_prime
 from fastnet.savefile import write_atomic
@@ -71,10 +70,10 @@ class CrossEntropyCost:
         return a - y
 
 
-# The kernels know these costs by code; a cost is recognised by its class name, so the book's
-# own QuadraticCost/CrossEntropyCost classes work too.
-_COSTS = {"QuadraticCost": (QuadraticCost, QUADRATIC),
-          "CrossEntropyCost": (CrossEntropyCost, CROSS_ENTROPY)}
+# Each cost is a Model loss; a cost is recognised by its class name, so the book's own
+# QuadraticCost/CrossEntropyCost classes work too.
+_COSTS = {"QuadraticCost": (QuadraticCost, "quadratic"),
+          "CrossEntropyCost": (CrossEntropyCost, "cross_entropy")}
 
 
 def _cost_name(cost) -> str:
@@ -85,9 +84,9 @@ def _cost_name(cost) -> str:
     return cls.__name__
 
 
-def _per_sample_cost(code: int, a: np.ndarray, y: np.ndarray) -> np.ndarray:
+def _per_sample_cost(loss: str, a: np.ndarray, y: np.ndarray) -> np.ndarray:
     """The book's ``cost.fn(a, y)`` for every row of ``a, y: float64[n, n_out]``."""
-    if code == QUADRATIC:
+    if loss == "quadratic":
         return 0.5 * np.einsum("ij,ij->i", a - y, a - y)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         return np.nan_to_num(-y * np.log(a) - (1 - y) * np.log(1 - a)).sum(axis=1)
@@ -101,7 +100,7 @@ class Network(SigmoidNetwork):
         ``default_weight_initializer`` (the book's order of ``np.random.randn`` calls).
     cost: ``CrossEntropyCost`` (default) or ``QuadraticCost``, the class or an instance.
     device: where training and the monitors run: ``"cpu"`` (Numba kernels) or another
-        ``fastnet.backends`` name; ``None`` reads ``$FASTNET_DEVICE`` (default ``"cpu"``).
+        ``fastnet.devices`` name; ``None`` reads ``$FASTNET_DEVICE`` (default ``"cpu"``).
     """
 
     def __init__(self, sizes, cost=CrossEntropyCost, device: str | None = None):
@@ -111,7 +110,7 @@ class Network(SigmoidNetwork):
         self.cost = cost
 
     @property
-    def _loss_code(self) -> int:
+    def _loss(self) -> str:
         return _COSTS[_cost_name(self.cost)][1]  # follows a cost assigned after construction
 
     def __repr__(self):
@@ -146,8 +145,8 @@ class Network(SigmoidNetwork):
         """
         epochs = _checks.positive_int(epochs, "epochs", minimum=0)
         mini_batch_size = _checks.positive_int(mini_batch_size, "mini_batch_size")
-        eta = _checks.finite_float(eta, "eta")
-        lmbda = _checks.finite_float(lmbda, "lmbda")
+        eta = _checks.finite_float(eta, "eta", positive=True)
+        lmbda = _checks.finite_float(lmbda, "lmbda", nonnegative=True)
         train = self._arrays(self._materialize(training_data, "training_data"),
                              "training_data", vectors=True)
         evaluation_data = self._materialize(evaluation_data, "evaluation_data")
@@ -187,16 +186,15 @@ class Network(SigmoidNetwork):
 
         monitored = (n if monitor_training_cost or monitor_training_accuracy else 0) + \
             (len(evaluation) if monitor_evaluation_cost or monitor_evaluation_accuracy else 0)
-        self._run_epochs(train, epochs, mini_batch_size, eta, 1 - eta * (lmbda / n),
-                         after_epoch, monitored=monitored)
+        self._fit(train, epochs, mini_batch_size, eta, lmbda, after_epoch, monitored=monitored)
         return evaluation_cost, evaluation_accuracy, training_cost, training_accuracy
 
     def update_mini_batch(self, mini_batch, eta, lmbda, n):
         """One step on ``mini_batch`` (pairs ``(x, y)``) out of a training set of ``n``:
         ``w ← (1 − eta·lmbda/n)·w − (eta/len(mini_batch))·Σ∇w``; compiled."""
-        lmbda = _checks.finite_float(lmbda, "lmbda")
+        lmbda = _checks.finite_float(lmbda, "lmbda", nonnegative=True)
         n = _checks.positive_int(n, "n")
-        self._update(mini_batch, eta, 1 - eta * (lmbda / n))
+        self._update(mini_batch, eta, lmbda, n)
 
     def _output_delta(self, z, a, y):
         return self.cost.delta(z, a, y)
@@ -207,7 +205,7 @@ class Network(SigmoidNetwork):
         ``float64[n, n_out]``: Σ cost/n + ½·(λ/n)·Σ‖w‖²."""
         n = len(out)
         with np.errstate(over="ignore"):  # saturated terms may sum to inf, as in the book
-            cost = float(np.sum(_per_sample_cost(self._loss_code, out, targets) / n))
+            cost = float(np.sum(_per_sample_cost(self._loss, out, targets) / n))
         return cost + 0.5 * (lmbda / n) * sum(np.linalg.norm(w) ** 2 for w in self.weights)
 
     def accuracy(self, data, convert=False):
@@ -222,17 +220,14 @@ class Network(SigmoidNetwork):
         are int labels (validation or test data)."""
         lmbda = _checks.finite_float(lmbda, "lmbda")
         arrays = self._arrays(self._materialize(data, "data"), "data", vectors=not convert)
-        backend = self._backend()
-        # inputs(): the form the monitors of SGD read, so that the results agree bit for bit
-        out = self._outputs(backend, backend.upload(self._pack()), backend.inputs(arrays.x))
-        return self._cost_of(out, arrays.one_hot(self.sizes[-1]), lmbda)
+        return self._cost_of(self._outputs(arrays), arrays.one_hot(self.sizes[-1]), lmbda)
 
     # ------------------------------------------------------------------ persistence
     def save(self, filename):
         """Write the network to ``filename`` as the book's JSON: ``{"sizes", "weights",
         "biases", "cost"}`` with nested lists and the cost's class name. The file is replaced
         atomically (written to a temporary file beside it, then renamed)."""
-        self._pack()  # checks the shapes against sizes
+        self._model()  # checks the shapes against sizes
         data = {"sizes": self.sizes,
                 "weights": [np.asarray(w, dtype=np.float64).tolist() for w in self.weights],
                 "biases": [np.asarray(b, dtype=np.float64).reshape(-1, 1).tolist()

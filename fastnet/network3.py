@@ -37,9 +37,10 @@ import numpy as np
 
 from fastnet import _checks
 from fastnet.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D
+from fastnet.callbacks import Callback
 from fastnet.model import Model
+from fastnet.network import sigmoid as _sigmoid
 from fastnet.savefile import NpzReader, save_npz_atomic
-from fastnet.reference.dense import sigmoid as _sigmoid
 
 __all__ = ["Network", "ConvPoolLayer", "FullyConnectedLayer", "SoftmaxLayer",
            "load_data_shared", "linear", "ReLU", "sigmoid", "tanh", "size"]
@@ -286,6 +287,42 @@ def _digest(*arrays) -> str:
 
 
 # ---------------------------------------------------------------------------- network
+class _Progress(Callback):
+    """The book's lines while ``SGD`` trains through ``Model.fit``: "Training mini-batch
+    number i" before every 1000th mini-batch of the run (``batch_marks``), then per epoch the
+    validation accuracy, the test accuracy at a new best, and the checkpoint."""
+
+    def __init__(self, start, batches, best, test, ckpt):
+        self.start, self.batches, self.best, self.test, self.ckpt = start, batches, best, test, \
+            ckpt
+
+    def _first(self, epoch):
+        """The run's index of this fit epoch's first mini-batch."""
+        return self.batches * (self.start + epoch - 1)
+
+    def batch_marks(self, epoch, batches):
+        return range((-self._first(epoch)) % 1000, batches, 1000)
+
+    def on_batch(self, epoch, batch):
+        print(f"Training mini-batch number {self._first(epoch) + batch}")
+
+    def on_epoch_end(self, end):
+        epoch = self.start + end.epoch - 1
+        best_validation_accuracy, best_iteration, test_accuracy = self.best
+        validation_accuracy = end.history.val_accuracy[-1]
+        print(f"Epoch {epoch}: validation accuracy {validation_accuracy:.2%}")
+        if validation_accuracy >= best_validation_accuracy:
+            print("This is the best validation accuracy to date.")
+            best_validation_accuracy = validation_accuracy
+            best_iteration = self.batches * (epoch + 1) - 1
+            if self.test is not None:
+                test_accuracy = end.evaluate(*self.test)["accuracy"]
+                print(f"The corresponding test accuracy is {test_accuracy:.2%}")
+        self.best = (best_validation_accuracy, best_iteration, test_accuracy)
+        if self.ckpt is not None:
+            self.ckpt.save(end.params, epoch + 1, self.best, end.random_state["dropout"])
+
+
 class Network:
     """``Network(layers, mini_batch_size)``: the layers must chain (image shapes, mini-batch
     size, n_in of each fully connected layer) and end in a ``SoftmaxLayer``. ``dtype``
@@ -353,13 +390,17 @@ class Network:
             layer._get(self._views(layer))
 
     def _data(self, data, name):
+        n_in = int(np.prod(self.input_shape))
+        x_form = f"(n, {n_in})" + (f" or (n, {', '.join(map(str, self.input_shape))})"
+                                   if len(self.input_shape) > 1 else "")
         if not (isinstance(data, (tuple, list)) and len(data) == 2):
-            n_in = int(np.prod(self.input_shape))
-            x_form = f"(n, {n_in})" + (f" or (n, {', '.join(map(str, self.input_shape))})"
-                                       if len(self.input_shape) > 1 else "")
             raise TypeError(f"{name} must be a pair (x, y) with x of shape {x_form} and y "
                             f"(n,) integer labels, got {type(data).__name__}")
-        x = self.model._samples(data[0], f"{name}[0]")
+        x = _checks.as_array(data[0], f"{name}[0]", x_form) if len(self.input_shape) > 1 \
+            else data[0]
+        if getattr(x, "shape", ())[1:] == self.input_shape:
+            x = x.reshape(len(x), -1)
+        x = _checks.features(x, f"{name}[0]", n_in, self.model.dtype)
         y = np.asarray(data[1])
         if y.shape != (len(x),) or y.dtype.kind not in "iu":
             raise ValueError(f"{name}[1] must be integer labels of shape ({len(x)},), got "
@@ -402,7 +443,12 @@ class Network:
         test = self._data(test_data, "test_data") if test_data else None
 
         num_training_batches = len(train[0]) // mbs
-        decay = 1.0 - eta * lmbda / num_training_batches  # the book scales L2 by batches
+        # the book scales L2 by mini-batches: w ← (1 − η·λ/num_training_batches)·w, which is
+        # fit's 1 − lr·lmbda/n with lmbda·mini_batch_size
+        if not 1.0 - eta * lmbda / num_training_batches > 0:
+            raise ValueError(f"lmbda={lmbda} is too large for eta={eta}: the weight-decay "
+                             f"factor 1 − eta·lmbda/num_training_batches must be > 0 (lmbda < "
+                             f"{num_training_batches / eta:.6g})")
         ckpt = None
         if checkpoint is not None:
             ckpt = _Checkpoint(checkpoint, self._fingerprint(mbs, eta, lmbda, train, valid, test))
@@ -412,39 +458,19 @@ class Network:
         if resumed is not None:
             start, best = resumed["epochs_done"], tuple(resumed["best"])
             self.model.params[...] = resumed["params"]
-            self.model._dropout_rng.bit_generator.state = resumed["dropout_rng"]
+            self.model.random_state = {"shuffle": self.model.random_state["shuffle"],
+                                       "dropout": resumed["dropout_rng"]}
             print(f"Resuming from {os.fspath(checkpoint)}: {start} epochs done")
-        runner = self.model._runner(None)
-        dtrain, dvalid = runner.data(*train, training=True), runner.data(*valid, training=True)
-        dtest = runner.data(*test) if test else None
-        best_validation_accuracy, best_iteration, test_accuracy = best
+        progress = _Progress(start, num_training_batches, best, test, ckpt)
         try:
-            for epoch in range(start, epochs):
-                mb = 0
-                while mb < num_training_batches:  # in runs that end where the book prints
-                    iteration = num_training_batches * epoch + mb
-                    if iteration % 1000 == 0:
-                        print(f"Training mini-batch number {iteration}")
-                    stop = min(num_training_batches, mb + 1000 - iteration % 1000)
-                    order = np.arange(mb * mbs, stop * mbs, dtype=np.int64)
-                    runner.train_epoch(dtrain, order, mbs, eta, decay)
-                    mb = stop
-                validation_accuracy = runner.evaluate(dvalid)[1] / len(valid[0])
-                print(f"Epoch {epoch}: validation accuracy {validation_accuracy:.2%}")
-                if validation_accuracy >= best_validation_accuracy:
-                    print("This is the best validation accuracy to date.")
-                    best_validation_accuracy = validation_accuracy
-                    best_iteration = num_training_batches * (epoch + 1) - 1
-                    if dtest is not None:
-                        test_accuracy = runner.evaluate(dtest)[1] / len(test[0])
-                        print(f"The corresponding test accuracy is {test_accuracy:.2%}")
-                if ckpt is not None:
-                    ckpt.save(runner.host_params(), epoch + 1,
-                              (best_validation_accuracy, best_iteration, test_accuracy),
-                              self.model._dropout_rng.bit_generator.state)
+            if start < epochs:
+                self.model.fit(*train, epochs=epochs - start, batch_size=mbs, lr=eta,
+                               lmbda=lmbda * mbs, shuffle=False, validation_data=valid,
+                               training_metrics=False, callbacks=[progress], overlap=False,
+                               verbose=False)
         finally:
-            runner.close()
             self._pull()
+        best_validation_accuracy, best_iteration, test_accuracy = progress.best
         print("Finished training network.")
         print(f"Best validation accuracy of {best_validation_accuracy:.2%} obtained at "
               f"iteration {best_iteration}")

@@ -2,7 +2,7 @@
 book's first CNN shape, ConvPool → Flatten → Dense → … → Dense (any elementwise activations,
 softmax output allowed, any loss), on the CPU.
 
-Twin: the layer-by-layer path (``fastnet.model._LayerwiseRunner`` over ``fastnet.ops``), which
+Twin: the layer-by-layer path (``fastnet.devices.layerwise.LayerwiseTrainer`` over ``fastnet.devices.ops``), which
 is itself tested against the NumPy reference; ``tests/test_cnn_epoch.py`` checks this epoch
 against the reference on 1 to 4 threads and against itself. Benchmark: ``bench/test_cnn.py``
 (the ``cpu`` rows run this epoch; ``docs/performance.md``).

@@ -56,7 +56,7 @@ from numba import cuda
 from numba.core import config as numba_config
 from numba.core.errors import NumbaPerformanceWarning
 
-from fastnet._cuda import apply_numpy_shim
+from .cuda_target import apply_numpy_shim
 
 from . import config
 from .config import CROSS_ENTROPY, QUADRATIC, RELU, SIGMOID, SOFTMAX, SOFTPLUS, TANH

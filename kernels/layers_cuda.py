@@ -1,9 +1,9 @@
 """Per-layer CUDA kernels (numba.cuda) for the layer-by-layer training path: mini-batch gather,
 dropout, elementwise activations and their derivatives, output deltas, the dense layer's
-forward and backward products, the summed cost, and the SGD update. ``fastnet._cuda_ops.CudaOps``
+forward and backward products, the summed cost, and the SGD update. ``fastnet.devices.cuda.CudaOps``
 calls these; the convolution family is in ``conv_cuda.py``.
 
-Twin: ``fastnet.ops.NumpyOps`` on ``fastnet.reference.dense`` (same arguments and results; every
+Twin: ``fastnet.devices.ops.NumpyOps`` on ``fastnet.reference.dense`` (same arguments and results; every
 function here allocates and returns C-contiguous device arrays of the input's dtype). Fused
 dense stacks do not come here: they train in one launch per epoch (``dense_cuda.py``).
 Tests: ``tests/test_layers_cuda.py`` (simulator subprocess running

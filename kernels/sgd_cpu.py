@@ -1,7 +1,7 @@
 """The SGD parameter update over a whole flat parameter buffer, for the layer-by-layer training
 path (the fused dense epoch applies its update inside ``dense_cpu.dense_update``).
 
-Twin: ``fastnet.ops.NumpyOps.sgd_apply``. Tests: ``tests/test_layers.py``.
+Twin: ``fastnet.devices.ops.NumpyOps.sgd_apply``. Tests: ``tests/test_layers.py``.
 
 One pass over the buffer, split into ``nthreads`` contiguous ranges under ``prange``. Each
 range's loop runs over slices: ``for i in range(lo, hi)`` indexes with a signed integer that

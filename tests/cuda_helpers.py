@@ -36,7 +36,7 @@ def gpu_checks_or_skip(module: str):
         pytest.skip("NUMBA_ENABLE_CUDASIM is set: the real-GPU tests need the real target")
     if not HAVE_NUMBA_CUDA:
         pytest.skip("numba-cuda is not installed")
-    from fastnet import _cuda
+    from fastnet.kernels import cuda_target as _cuda
     if not _cuda.is_available():
         pytest.skip("no CUDA GPU: numba.cuda.is_available() is False")
     if str(TESTS / "cuda_sim") not in sys.path:

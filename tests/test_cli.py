@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastnet import _cuda, datasets
+from fastnet import datasets
+from fastnet.kernels import cuda_target as _cuda
 from fastnet.__main__ import main
 from offline import closed_port_url, isolate
 
@@ -203,7 +204,7 @@ def test_cuda_message_with_the_real_builtin_target():
         "from numba import cuda\n"
         "if getattr(cuda, 'implementation', 'Built-in') != 'Built-in' or cuda.is_available():\n"
         "    print('SKIP'); raise SystemExit\n"
-        "from fastnet import _cuda\n"
+        "from fastnet.kernels import cuda_target as _cuda\n"
         "try:\n"
         "    _cuda.require_cuda()\n"
         "except RuntimeError as e:\n"

@@ -54,7 +54,7 @@ def data(case, n, seed=0):
 def test_epoch_matches_reference(case, dtype, n, batch):
     x, y = data(case, n)
     cpu = build(case, dtype, "cpu")
-    assert cpu._runner(None).cnn is not None
+    assert cpu._runner(None).plan is not None
     start, orders = cpu.params.copy(), fit_orders(cpu, n, 2)
     cpu.fit(x, y, epochs=2, batch_size=batch, lr=0.2, lmbda=0.3, verbose=False)
     exact, ref32 = book_reference_runs(lambda d: build(case, d, "numpy"), start,
@@ -74,9 +74,9 @@ def test_thread_counts_agree(dtype):
     for nthreads in (1, 2, 3):
         m = build(case, dtype, "cpu")
         r = m._runner(None)
-        xs, ys = r.data(m._samples(x, "x"), np.eye(3, dtype=m.dtype)[y], training=True)
-        layout, acts, cg = r.cnn
-        cnn_cpu.train_epoch(r.params, layout, acts, m._loss_code, cg, xs, ys, order, 4, 0.3,
+        xs, ys = r.data(m._samples(x, "x"), np.eye(3, dtype=m.dtype)[y])
+        layout, acts, cg = r.plan
+        cnn_cpu.train_epoch(r.params, layout, acts, m._spec.loss_code, cg, xs, ys, order, 4, 0.3,
                             0.99, nthreads)
         results.append(r.params.copy())
     start = build(case, dtype, "cpu").params
@@ -94,11 +94,11 @@ def _direct(case, dtype, x, y, batch, nthreads, order=None, layout=None):
     parameters after it."""
     m = build(case, dtype, "cpu")
     r = m._runner(None)
-    xs, ys = r.data(m._samples(x, "x"), np.eye(3, dtype=m.dtype)[y], training=True)
-    plan_layout, acts, cg = r.cnn
+    xs, ys = r.data(m._samples(x, "x"), np.eye(3, dtype=m.dtype)[y])
+    plan_layout, acts, cg = r.plan
     order = np.arange(len(x)) if order is None else order
     cnn_cpu.train_epoch(r.params, plan_layout if layout is None else layout, acts,
-                        m._loss_code, cg, xs, ys, order, batch, 0.2, 0.98, nthreads)
+                        m._spec.loss_code, cg, xs, ys, order, batch, 0.2, 0.98, nthreads)
     return r.params.copy()
 
 
@@ -132,7 +132,7 @@ def test_worker_error_reaches_the_caller():
     case = CASES[0]
     x, y = data(case, 10)
     m = build(case, "float64", "cpu")
-    layout = m._runner(None).cnn[0].copy()
+    layout = m._runner(None).plan[0].copy()
     layout[-1, 2] = m.params.size
     for nthreads in (1, 2):
         err = call_with_watchdog(lambda: _direct(case, "float64", x, y, 5, nthreads,
@@ -142,12 +142,12 @@ def test_worker_error_reaches_the_caller():
 
 def test_thread_choice():
     case = CASES[0]
-    layout, _, cg = build(case, "float32", "cpu")._runner(None).cnn
+    layout, _, cg = build(case, "float32", "cpu")._runner(None).plan
     assert cnn_cpu.epoch_threads(layout, cg, 10, 4) == 1          # a tiny net: one thread
     book = Model([Conv2D(1, 20, 5, activation="sigmoid"), MaxPool2D(2), Flatten(),
                   Dense(2880, 100), Dense(100, 10, "softmax")], loss="log_likelihood",
                  input_shape=(1, 28, 28))
-    layout, _, cg = book._runner(None).cnn
+    layout, _, cg = book._runner(None).plan
     assert cnn_cpu.epoch_threads(layout, cg, 10, 2) == 2
     assert cnn_cpu.epoch_threads(layout, cg, 3, 8) == 3          # one per sample at most
     assert cnn_cpu.epoch_threads(layout, cg, 10, 1) == 1
@@ -155,13 +155,14 @@ def test_thread_choice():
 
 def test_which_models_take_the_compiled_epoch():
     case = CASES[0]
-    assert build(case, "float32", "cpu")._runner(None).cnn is not None
-    assert build(case, "float32", "numpy")._runner(None).cnn is None     # the reference path
+    assert build(case, "float32", "cpu")._runner(None).plan is not None
+    reference = build(case, "float32", "numpy")._runner(None)
+    assert getattr(reference, "plan", None) is None                   # the reference path
     with_dropout = Model([Conv2D(1, 2, 3), MaxPool2D(2), Flatten(), Dropout(0.5),
                           Dense(18, 3, "sigmoid")], input_shape=(1, 8, 8))
-    assert with_dropout._runner(None).cnn is None
+    assert getattr(with_dropout._runner(None), "plan", None) is None
     two_convs = Model([Conv2D(1, 2, 3), MaxPool2D(2), Conv2D(2, 2, 2), MaxPool2D(1), Flatten(),
                        Dense(2 * 2 * 2, 3, "sigmoid")], input_shape=(1, 8, 8))
-    assert two_convs._runner(None).cnn is None
+    assert getattr(two_convs._runner(None), "plan", None) is None
     no_pool = Model([Conv2D(1, 2, 3), Flatten(), Dense(72, 3, "sigmoid")], input_shape=(1, 8, 8))
-    assert no_pool._runner(None).cnn is None
+    assert getattr(no_pool._runner(None), "plan", None) is None

@@ -68,7 +68,7 @@ def test_cnn_cpu_matches_numpy_reference(act, dtype):
 def test_two_conv_layerwise_cpu_matches_numpy_reference(dtype):
     """Two ConvPool stages train layer by layer; on the CPU the dense layers take their SGD
     step inside their backward kernel and the update pass covers only the conv parameters
-    (``_LayerwiseRunner.rest``) — with weight decay, against the reference's single pass."""
+    (``LayerwiseTrainer.rest``) — with weight decay, against the reference's single pass."""
     x, y = images(n=20, h=14, w=14, dtype=np.dtype(dtype).type)
 
     def build(device, dt=dtype):
@@ -79,7 +79,7 @@ def test_two_conv_layerwise_cpu_matches_numpy_reference(dtype):
                      input_shape=(1, 14, 14))
     ref, cpu = build("numpy"), build("cpu")
     runner = cpu._runner(None)
-    assert runner.cnn is None and runner.fused_sgd
+    assert not hasattr(runner, "plan") and runner.fused_sgd
     assert [hi - lo for lo, hi in runner.rest] == [3 * 9 + 3 + 4 * 3 * 9 + 4]
     h_ref, h_cpu = fit_against_book([ref, cpu], lambda d: build("numpy", d), x, y, epochs=2,
                                     batch_size=6, lr=0.2, lmbda=0.5)
@@ -128,13 +128,14 @@ def test_layerwise_dense_matches_fused_path():
     fused = Model([Dense(6, 5, "tanh"), Dense(5, 3)], dtype="float64", seed=4)
     layerwise = Model([Dropout(0.0), Dense(6, 5, "tanh"), Dense(5, 3)], dtype="float64",
                       seed=4, input_shape=(6,))
-    assert not layerwise._fused and fused._fused
+    assert not layerwise._spec.dense and fused._spec.dense
     start, orders = fused.params.copy(), fit_orders(fused, 40, 2)
     lr, lmbda = 0.5, 0.3
     fused.fit(x, y, epochs=2, batch_size=7, lr=lr, lmbda=lmbda, verbose=False)
     layerwise.fit(x, y, epochs=2, batch_size=7, lr=lr, lmbda=lmbda, verbose=False)
     # both against the book's update (its decay worked out here) run by the reference
-    exact, ref32 = dense_reference_runs(start, fused._layout, fused._acts, fused._loss_code, x,
+    spec = fused._spec
+    exact, ref32 = dense_reference_runs(start, spec.layout, spec.acts, spec.loss_code, x,
                                         np.eye(3)[y], orders, 7, lr, 1 - lr * lmbda / 40)
     for m in (fused, layerwise):
         assert_close(m.params, exact, bound=compounded_bound(ref32, exact, np.float64))
@@ -144,8 +145,8 @@ def test_dropout_training_and_inference():
     rng = np.random.default_rng(0)
     x = rng.random((2000, 50))
     d = Dropout(0.3)
-    from fastnet.ops import get_ops
-    ops = get_ops("cpu")
+    from fastnet import devices
+    ops = devices.get("cpu").ops
     out, mask = d.forward(ops, {}, x, True, np.random.default_rng(1))
     kept = (out != 0).mean()
     assert abs(kept - 0.7) < 0.01
@@ -202,12 +203,12 @@ def test_wrong_image_shape_is_rejected():
 @pytest.mark.parametrize("nthreads", [1, 2, 5])
 def test_sgd_apply(dtype, decay, nthreads):
     from fastnet.kernels.sgd_cpu import sgd_apply
-    from fastnet.ops import get_ops
+    from fastnet import devices
     rng = np.random.default_rng(0)
     p, g = rng.standard_normal(37).astype(dtype), rng.standard_normal(37).astype(dtype)
     mask = rng.random(37) > 0.5
     expected = p.copy()
-    get_ops("numpy").sgd_apply(expected, g, mask, decay, 0.1)
+    devices.get("numpy").ops.sgd_apply(expected, g, mask, decay, 0.1)
     # p ← decay·p − scale·g on the weights, p − scale·g elsewhere: two terms each
     d, sc = np.where(mask, float(dtype(decay)), 1.0), float(dtype(0.1))
     p64, g64 = p.astype(np.float64), g.astype(np.float64)

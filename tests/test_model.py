@@ -59,14 +59,15 @@ def test_backends_agree(loss, act, dtype):
     h_cpu = cpu.fit(x, y, epochs=2, batch_size=7, lr=lr, lmbda=lmbda, verbose=False)
     # both against the book's update run by the reference, its decay worked out here
     xk, yk = x.astype(dtype), np.eye(3)[y]
-    exact, ref32 = dense_reference_runs(start, cpu._layout, cpu._acts, cpu._loss_code, xk, yk,
+    spec = cpu._spec
+    exact, ref32 = dense_reference_runs(start, spec.layout, spec.acts, spec.loss_code, xk, yk,
                                         orders, 7, lr, 1 - lr * lmbda / len(x))
     bound = compounded_bound(ref32, exact, dtype)
     for m in (ref, cpu):
         assert_close(m.params, exact.astype(dtype), bound=bound, name=f"params ({m.device})")
     assert h_cpu.accuracy == h_ref.accuracy
     # the last epoch's mean loss: each within cost_difference_bound of the exact parameters'
-    each = cost_difference_bound(exact, cpu._layout, cpu._acts, cpu._loss_code, xk, yk, dtype,
+    each = cost_difference_bound(exact, spec.layout, spec.acts, spec.loss_code, xk, yk, dtype,
                                  bound) / len(x)
     assert_close(np.float64(h_cpu.loss[-1]), np.float64(h_ref.loss[-1]), bound=2 * each,
                  name="loss")
@@ -90,16 +91,15 @@ def test_inference_builds_no_training_state(device, monkeypatch):
     training needs (a zeroed gradient buffer the size of the parameters, its views, the
     compiled epoch's plan), which cost more than a small batch's forward pass. A model then
     trained through the same kind of runner gets them on first use."""
-    from fastnet import model as model_module
+    from fastnet.devices.layerwise import LayerwiseTrainer
     runners = []
-    real = model_module._LayerwiseRunner
+    real = LayerwiseTrainer.__init__
 
-    class Recording(real):
-        def __init__(self, *args):
-            super().__init__(*args)
-            runners.append(self)
+    def recording(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        runners.append(self)
 
-    monkeypatch.setattr(model_module, "_LayerwiseRunner", Recording)
+    monkeypatch.setattr(LayerwiseTrainer, "__init__", recording)
     m = Model([Conv2D(1, 2, 3, activation="sigmoid"), MaxPool2D(2), Flatten(),
                Dense(2 * 3 * 3, 3, activation="softmax")], loss="log_likelihood",
               input_shape=(1, 8, 8), dtype="float64", device=device, seed=0)
@@ -110,10 +110,10 @@ def test_inference_builds_no_training_state(device, monkeypatch):
     m.evaluate(x, y)
     assert len(runners) == 2
     for r in runners:
-        assert not {"grads", "gviews", "decayed", "cnn", "rest"} & set(vars(r))
+        assert not {"grads", "gviews", "decayed", "rest"} & set(vars(r))
     assert np.array_equal(m.params, before)
     m.fit(x, y, epochs=1, batch_size=2, lr=0.5, verbose=False)
-    assert "grads" in vars(runners[-1]) or "cnn" in vars(runners[-1])
+    assert "grads" in vars(runners[-1]) or hasattr(runners[-1], "plan")
     assert not np.array_equal(m.params, before)
 
 
@@ -131,7 +131,8 @@ def test_no_shuffle_follows_data_order():
     x, y = toy_data()
     m = Model([6, 4, 3], dtype="float64", seed=2)
     lr, lmbda = 0.5, 2.0
-    exact, ref32 = dense_reference_runs(m.params, m._layout, m._acts, 0, x, np.eye(3)[y],
+    exact, ref32 = dense_reference_runs(m.params, m._spec.layout, m._spec.acts, 0, x,
+                                        np.eye(3)[y],
                                         [np.arange(len(x))], 8, lr, 1 - lr * lmbda / len(x))
     m.fit(x, y, epochs=1, batch_size=8, lr=lr, lmbda=lmbda, shuffle=False, verbose=False)
     assert_close(m.params, exact, bound=compounded_bound(ref32, exact, np.float64))

@@ -71,15 +71,13 @@ def test_divergence_restores_the_last_finite_epoch(monkeypatch, device, sizes_or
     """NaN after epoch 2 of 3: the model holds exactly the parameters and generator states it
     had after epoch 1 (as a fit of one epoch leaves them) and the error carries the history of
     the epochs run."""
-    from fastnet import model as model_module
     shape = None if isinstance(sizes_or_layers[0], int) else (1, 6, 6)
     x, y = data(n_in=36)
     kw = dict(loss="log_likelihood", input_shape=shape, device=device, seed=5)
     fit = dict(batch_size=5, lr=0.5, verbose=False, training_metrics=training_metrics)
     after_one = Model(sizes_or_layers, **kw)
     after_one.fit(x, y, epochs=1, **fit)
-    runner = model_module._FusedRunner if shape is None else model_module._LayerwiseRunner
-    _poisoned(monkeypatch, runner, at_call=2)
+    _poisoned(monkeypatch, type(after_one._runner(None)), at_call=2)
     m = Model(sizes_or_layers, **kw)
     with pytest.raises(FloatingPointError, match=r"diverged in epoch 2 of 3: .*restored to its "
                                                  r"state after the last epoch") as err:
@@ -93,12 +91,12 @@ def test_divergence_restores_the_last_finite_epoch(monkeypatch, device, sizes_or
 
 def test_an_interrupted_epoch_keeps_the_last_complete_one(monkeypatch):
     """KeyboardInterrupt in epoch 2: the model is as after epoch 1, and the error passes."""
-    from fastnet import model as model_module
+    from fastnet.devices.dense import DenseTrainer
     x, y = data()
     after_one = Model([8, 5, 3], seed=2)
     after_one.fit(x, y, epochs=1, batch_size=4, lr=0.5, verbose=False)
     calls = []
-    real = model_module._FusedRunner.train_epoch
+    real = DenseTrainer.train_epoch
 
     def interrupted(self, *args):
         calls.append(1)
@@ -106,7 +104,7 @@ def test_an_interrupted_epoch_keeps_the_last_complete_one(monkeypatch):
         if len(calls) == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(model_module._FusedRunner, "train_epoch", interrupted)
+    monkeypatch.setattr(DenseTrainer, "train_epoch", interrupted)
     m = Model([8, 5, 3], seed=2)
     with pytest.raises(KeyboardInterrupt):
         m.fit(x, y, epochs=3, batch_size=4, lr=0.5, verbose=False)

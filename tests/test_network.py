@@ -295,16 +295,24 @@ def test_device_keyword_and_environment(monkeypatch):
     assert_same_params(nets[0], nets[1], rtol=1e-12)
 
 
-def test_pipelined_and_inline_epochs_agree(monkeypatch, capsys):
-    """Host backends train the next epoch in a worker thread while the monitors run; device
-    backends are driven from one thread. Both give the same weights and lines."""
+@pytest.mark.parametrize("device", ["cpu", "numpy"])
+def test_pipelined_and_inline_epochs_agree(monkeypatch, capsys, device):
+    """On the host, Model.fit may train the next epoch in a worker thread while the monitors
+    score the last one (``overlap``); a device is driven from one thread. Both give the same
+    weights and lines."""
+    from fastnet.devices.dense import DenseTrainer
+    real = DenseTrainer.plan_overlap
     training, test = tiny_data()
-    results = []
-    for host in (("cpu", "numpy"), ()):
-        monkeypatch.setattr(network, "_HOST_BACKENDS", host)
-        net = seeded(network.Network, 12, [4, 5, 3])
+    results, chosen = [], []
+    for overlap in (True, False):
+        def plan(self, batch_size, n, scored, asked, overlap=overlap):
+            chosen.append(real(self, batch_size, n, scored, True) if overlap else False)
+            return chosen[-1]
+        monkeypatch.setattr(DenseTrainer, "plan_overlap", plan)
+        net = seeded(network.Network, 12, [4, 5, 3], device=device)
         net.SGD(training, 4, 5, 1.0, test_data=test)
         results.append((net, capsys.readouterr().out))
+    assert chosen == [True, False]
     (a, out_a), (b, out_b) = results
     assert out_a == out_b and out_a.count("\n") == 4
     for x, y in zip(a.weights + a.biases, b.weights + b.biases):

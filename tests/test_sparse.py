@@ -11,7 +11,7 @@ import pytest
 from numba.core.errors import TypingError
 
 from fastnet import Model
-from fastnet.backends import CpuBackend, SparseInputs
+from fastnet.devices.dense import CpuDense, SparseInputs
 from fastnet.kernels import sparse_cpu as S
 from fastnet.kernels.config import (CROSS_ENTROPY, LINEAR, LOG_LIKELIHOOD, QUADRATIC, RELU,
                                     SIGMOID, SOFTMAX, SOFTPLUS, TANH)
@@ -299,15 +299,15 @@ def test_sparse_epoch_error_reaches_caller():
 
 
 def test_backend_chooses_by_density():
-    backend = CpuBackend()
+    backend = CpuDense()
     rng = np.random.default_rng(0)
     sparse = sparse_x(rng, 30, 50, np.float32, density=0.2)
     dense = rng.standard_normal((30, 50)).astype(np.float32)
-    got = backend.inputs(sparse)
+    got = backend.inputs(sparse, 2)
     assert isinstance(got, SparseInputs) and got.dense is sparse and len(got) == 30
-    assert backend.inputs(dense) is dense
+    assert backend.inputs(dense, 2) is dense
     empty = np.zeros((0, 50), np.float32)
-    assert backend.inputs(empty) is empty
+    assert backend.inputs(empty, 2) is empty
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -332,14 +332,15 @@ def test_model_fit_sparse_matches_dense_path(dtype, monkeypatch):
         assert len(calls) == sparse_epochs
         calls.clear()
     # Both against the book's update run by the reference, the decay worked out here
-    exact, ref32 = dense_reference_runs(start, model._layout, model._acts, model._loss_code,
+    spec = model._spec
+    exact, ref32 = dense_reference_runs(start, spec.layout, spec.acts, spec.loss_code,
                                         x, np.eye(10)[y], orders, 10, lr, 1 - lr * lmbda / 200)
     bound = compounded_bound(ref32, exact, dtype)
     for params, _, _ in results:
         assert_close(params, exact.astype(dtype), bound=bound, name="params")
     # The last epoch's training loss, a mean of 200 costs: each run's within
     # cost_difference_bound of the exact parameters' cost
-    each = cost_difference_bound(exact, model._layout, model._acts, model._loss_code, x,
+    each = cost_difference_bound(exact, spec.layout, spec.acts, spec.loss_code, x,
                                  np.eye(10)[y], dtype, bound) / 200
     assert_close(np.float64(results[0][1][-1]), np.float64(results[1][1][-1]), bound=2 * each,
                  name="last epoch's loss")
@@ -400,26 +401,26 @@ def test_backend_float32_inputs_float64_params():
     and compute in the weights' dtype (the reference's float64 result); the outputs take x's
     dtype, as on the dense path. (The dense path's scratch takes x's dtype instead, so it is
     not the yardstick here; the drop-ins pass float64 x.)"""
-    backend = CpuBackend()
+    backend = CpuDense()
     layout, params, rng = make_net([40, 12, 10], np.float64, 4)
     acts = np.array([SIGMOID, SIGMOID], dtype=np.int64)
     x = sparse_x(rng, 50, 40, np.float32)
     y = one_hot(rng.integers(0, 10, 50), 10, np.float64)
     order = rng.permutation(50)
-    sparse_in = backend.inputs(x)
+    sparse_in = backend.inputs(x, 2)
     assert isinstance(sparse_in, SparseInputs) and sparse_in.csr[2].dtype == np.float32
     got = params.copy()
-    backend.train_epoch(got, layout, acts, QUADRATIC, sparse_in, y, order, 7, 0.5, 0.99)
+    backend.train_epoch(got, layout, acts, QUADRATIC, sparse_in, y, order, 7, 0.5, 0.99, 2)
     exact, ref32 = dense_reference_runs(params, layout, acts, QUADRATIC, x, y, [order], 7, 0.5,
                                         0.99)
     assert_close(got, exact, bound=compounded_bound(ref32, exact, np.float64), name="params")
-    out = backend.predict(got, layout, acts, sparse_in)
+    out = backend.predict(got, layout, acts, sparse_in, 2)
     zs, activations, ez, ea = dense_stack_bounds(got, layout, acts, x, np.float64)
     assert out.dtype == np.float32 and out.shape == (50, 10)
     # computed in float64, then rounded to x's float32
     assert_close(out, activations[-1].astype(np.float32),
                  bound=ea[-1] + rounding_bound(activations[-1], np.float32), name="outputs")
-    total, correct = backend.evaluate(got, layout, acts, QUADRATIC, sparse_in, y)
+    total, correct = backend.evaluate(got, layout, acts, QUADRATIC, sparse_in, y, 2)
     e_total, e_correct = R.loss_and_correct(got, layout, acts, QUADRATIC, x.astype(np.float64),
                                             y)
     assert_close(np.float64(total), np.float64(e_total), name="cost",
@@ -431,7 +432,7 @@ def test_backend_float32_inputs_float64_params():
 def test_backend_inputs_wider_than_layer0_use_the_dense_path():
     """The dense kernels read the first n_in columns of a wider x; the CSR form would index
     weight rows that do not exist, so such inputs train on the dense path (same result)."""
-    backend = CpuBackend()
+    backend = CpuDense()
     layout, params, rng = make_net([20, 6, 3], np.float64, 5)
     acts = np.array([SIGMOID, SIGMOID], dtype=np.int64)
     x = sparse_x(rng, 30, 50, np.float64, density=0.1)
@@ -439,11 +440,12 @@ def test_backend_inputs_wider_than_layer0_use_the_dense_path():
     y = one_hot(rng.integers(0, 3, 30), 3, np.float64)
     order = rng.permutation(30)
     a, b = params.copy(), params.copy()
-    backend.train_epoch(a, layout, acts, QUADRATIC, backend.inputs(x), y, order, 4, 0.5, 1.0)
-    backend.train_epoch(b, layout, acts, QUADRATIC, x, y, order, 4, 0.5, 1.0)
+    backend.train_epoch(a, layout, acts, QUADRATIC, backend.inputs(x, 2), y, order, 4, 0.5, 1.0,
+                        2)
+    backend.train_epoch(b, layout, acts, QUADRATIC, x, y, order, 4, 0.5, 1.0, 2)
     assert np.array_equal(a, b)
-    assert np.array_equal(backend.predict(a, layout, acts, backend.inputs(x)),
-                          backend.predict(a, layout, acts, x))
+    assert np.array_equal(backend.predict(a, layout, acts, backend.inputs(x, 2), 2),
+                          backend.predict(a, layout, acts, x, 2))
 
 
 def test_batch_larger_than_the_data():
@@ -474,7 +476,7 @@ def test_network3_fully_connected_net_trains_on_the_sparse_path(monkeypatch, cap
     real_epoch = S.train_epoch_threaded
     monkeypatch.setattr(S, "train_epoch_threaded", lambda *a: calls.append(1) or real_epoch(*a))
     steps = []      # what network3 asks the backend for: its start, and each call's epoch
-    real_backend_epoch = CpuBackend.train_epoch
+    real_backend_epoch = CpuDense.train_epoch
 
     def recording(self, params, layout, acts, loss, x_, y_, order, batch, lr, decay, *rest):
         steps.append((params.copy(), layout, acts, loss, np.array(y_), order.copy(), batch, lr,
@@ -482,7 +484,7 @@ def test_network3_fully_connected_net_trains_on_the_sparse_path(monkeypatch, cap
         return real_backend_epoch(self, params, layout, acts, loss, x_, y_, order, batch, lr,
                                   decay, *rest)
 
-    monkeypatch.setattr(CpuBackend, "train_epoch", recording)
+    monkeypatch.setattr(CpuDense, "train_epoch", recording)
     params = []
     for limit in (S.SPARSE_MAX_DENSITY, -1.0):
         monkeypatch.setattr(S, "SPARSE_MAX_DENSITY", limit)

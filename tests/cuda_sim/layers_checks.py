@@ -1,4 +1,4 @@
-"""Checks of ``fastnet._cuda_ops.CudaOps`` (the "cuda" op set of the layer-by-layer path)
+"""Checks of ``fastnet.devices.cuda.CudaOps`` (the "cuda" op set of the layer-by-layer path)
 against ``NumpyOps``, shared by the simulator run (``sim_layers_cuda.py``, tiny shapes, in a
 subprocess) and the real-GPU tests in ``tests/test_layers_cuda.py`` (the book's CNN shapes).
 
@@ -22,7 +22,7 @@ import numpy as np
 from fastnet import Conv2D, Dense, Dropout, Flatten, MaxPool2D, Model
 from fastnet.kernels.config import (CROSS_ENTROPY, LINEAR, LOG_LIKELIHOOD, QUADRATIC, RELU,
                                     SIGMOID, SOFTMAX, SOFTPLUS, TANH)
-from fastnet.ops import get_ops
+from fastnet import devices
 from helpers import (activation_bound, assert_backward_from, assert_close, assert_conv,
                      assert_convpool_backward, book_reference_runs, check_convpool_forward,
                      compounded_bound, cost_bound, dense_reference_runs, fit_orders,
@@ -31,11 +31,11 @@ from helpers import (activation_bound, assert_backward_from, assert_close, asser
 F64 = np.float64
 ELEMENTWISE = (LINEAR, SIGMOID, TANH, RELU, SOFTPLUS)
 
-REF = get_ops("numpy")
+REF = devices.get("numpy").ops
 
 
 def cuda_ops():
-    return get_ops("cuda")
+    return devices.get("cuda").ops
 
 
 def host(got, name):
@@ -65,14 +65,13 @@ def _rand(rng, shape, dtype, scale=1.0):
 # ---------------------------------------------------------------------------- interface
 def check_method_set():
     """CudaOps has exactly NumpyOps' public methods, with the same parameter names."""
-    from fastnet._cuda_ops import CudaOps
-    from fastnet.ops import NumpyOps
+    from fastnet.devices.cuda import CudaOps
+    from fastnet.devices.ops import NumpyOps
 
     def methods(cls):
         return {n: list(inspect.signature(getattr(cls, n)).parameters) for n in dir(cls)
                 if callable(getattr(cls, n)) and not n.startswith("_")}
     assert methods(CudaOps) == methods(NumpyOps)
-    assert CudaOps.name == "cuda"
 
 
 def check_data_movement(dtype, seed=0):
@@ -367,8 +366,9 @@ def check_dropout_inference(p=0.3, seed=2):
 
 
 def check_dense_model(sizes=(4, 3, 2), n=7, batch_size=3, seed=6, dtype="float64"):
-    """The fused dense path (``_cuda_backend``) on "cuda" and "numpy" after one epoch, against
-    the book's update run by the reference, its decay 1 − η·λ/n worked out here."""
+    """The fused dense path (``fastnet.devices.cuda.CudaDense``) on "cuda" and "numpy" after
+    one epoch, against the book's update run by the reference, its decay 1 − η·λ/n worked out
+    here."""
     rng = np.random.default_rng(seed)
     x, y = rng.random((n, sizes[0])), rng.integers(0, sizes[-1], n)
     models = {dev: Model(list(sizes), device=dev, dtype=dtype, seed=seed)
@@ -377,7 +377,9 @@ def check_dense_model(sizes=(4, 3, 2), n=7, batch_size=3, seed=6, dtype="float64
     start, orders = m.params.copy(), fit_orders(m, n, 1)
     for model in models.values():
         model.fit(x, y, epochs=1, batch_size=batch_size, lr=0.5, lmbda=0.2, verbose=False)
-    exact, ref32 = dense_reference_runs(start, m._layout, m._acts, m._loss_code, x.astype(dtype),
+    spec = m._spec
+    exact, ref32 = dense_reference_runs(start, spec.layout, spec.acts, spec.loss_code,
+                                        x.astype(dtype),
                                         np.eye(sizes[-1])[y], orders, batch_size, 0.5,
                                         1 - 0.5 * 0.2 / n)
     for dev, model in models.items():

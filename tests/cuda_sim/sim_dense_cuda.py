@@ -68,7 +68,7 @@ def test_inference_sim(sizes, acts, loss, dtype, extra):
 
 
 def test_cuda_is_available_in_simulator():
-    from fastnet import _cuda
+    from fastnet.kernels import cuda_target as _cuda
     assert _cuda.is_available()
     assert _cuda.require_cuda().is_available()
 

@@ -1,10 +1,11 @@
-"""Lazy access to the CUDA target (numba-cuda) for fastnet's API.
+"""The CUDA target (numba-cuda), reached lazily: the one module that imports ``numba.cuda`` for
+fastnet's own code (the CUDA kernel modules and the ``"cuda"`` device).
 
 Importing ``fastnet`` never imports ``numba.cuda``: a machine without numba-cuda, a driver or a
-GPU can still use the CPU and NumPy backends. The API calls ``require_cuda()`` the first time a
-model asks for ``backend="cuda"``; it returns the ``numba.cuda`` module or raises one
-``RuntimeError`` that says what is missing and how to fix it. ``is_available()`` answers the same
-question without raising.
+GPU can still use the CPU and NumPy devices. ``require_cuda()``, called the first time a model
+asks for ``device="cuda"``, returns the ``numba.cuda`` module or raises one ``RuntimeError``
+that says what is missing and how to fix it; ``is_available()`` answers the same question
+without raising; ``to_device``/``to_host`` move arrays.
 
 numpy 2.5 removed ``np.row_stack``, which numba-cuda 0.30.4 (its last release) still calls while
 compiling a kernel. ``apply_numpy_shim()`` aliases it to ``np.vstack`` when it is missing, before

@@ -1,19 +1,16 @@
-"""``CudaOps``: the op set for device "cuda" in the layer-by-layer training path (models with
-convolution, pooling, dropout or flatten layers), on numba.cuda device arrays.
+"""The ``"cuda"`` device's kernel sets, on numba.cuda device arrays: ``CudaDense`` (a dense
+stack's whole epoch in one cooperative launch, ``kernels/dense_cuda.py``) and ``CudaOps`` (the
+layer-by-layer ops, ``kernels/layers_cuda.py`` and ``conv_cuda.py``).
 
-Same methods, arguments and results as ``fastnet.ops.NumpyOps`` (the reference); every method
-launches kernels from ``fastnet.kernels.layers_cuda`` / ``conv_cuda`` and returns new
-C-contiguous device arrays of the input's dtype (so ``reshape`` works on them, as ``Flatten``
-needs). Only ``download``, ``loss_and_correct`` (two numbers) and ``take``'s index upload move
-data between host and device; the parameters, gradients and data stay on the device for the
-whole ``fit``.
+Same methods, arguments and results as ``fastnet.devices.dense.NumpyDense`` and
+``fastnet.devices.ops.NumpyOps``; every kernel returns new C-contiguous device arrays of the
+input's dtype. Only ``download``, ``evaluate``/``loss_and_correct`` (two numbers) and ``take``'s
+index upload move data between host and device. Dropout masks come from a counter-based hash on
+the device, keyed per call from the caller's seeded generator (``rng.integers(2**63)``): a seeded
+model repeats its masks, which differ from ``NumpyOps``'.
 
-Dropout masks come from a counter-based hash on the device; each call draws its key from the
-caller's seeded generator (``rng.integers(2**63)``), so a seeded model repeats its masks — but
-they differ from ``NumpyOps``' (which draws ``rng.random(shape)``).
-
-Created only through ``fastnet.ops.get_ops("cuda")``; ``require_cuda()`` raises a clear error
-when numba-cuda or a GPU is missing (Numba's CUDA simulator counts as present).
+Made only when a model asks for ``device="cuda"``; ``require_cuda()`` raises a clear error when
+numba-cuda or a GPU is missing (Numba's CUDA simulator counts as present).
 """
 
 from __future__ import annotations
@@ -22,13 +19,45 @@ import contextlib
 
 import numpy as np
 
-from fastnet._cuda import require_cuda, to_device, to_host
-from fastnet.ops import ConvFamilyOps
+from fastnet.devices.ops import ConvFamily, Ops
+from fastnet.kernels.cuda_target import require_cuda, to_device, to_host
 
 
-class CudaOps(ConvFamilyOps):
-    name = "cuda"
+class CudaDense:
+    """``kernels/dense_cuda.py``: each epoch one cooperative launch; evaluation brings back
+    two numbers (summed cost, number correct)."""
 
+    def __init__(self):
+        self._cuda = require_cuda()
+        from fastnet.kernels import dense_cuda
+        self._k = dense_cuda
+
+    def upload(self, a):
+        return to_device(a)
+
+    def download(self, a):
+        return to_host(a)
+
+    on_host = False
+
+    def inputs(self, x, threads):
+        return to_device(x)
+
+    def epoch_threads(self, layout, batch_size) -> int:
+        return 1                          # host threads: the GPU runs the epoch
+
+    def train_epoch(self, params, layout, acts, loss, x, y, order, batch_size, lr, decay,
+                    threads):
+        self._k.train_epoch(params, layout, acts, loss, x, y, order, batch_size, lr, decay)
+
+    def evaluate(self, params, layout, acts, loss, x, y, threads):
+        return self._k.loss_and_correct(params, layout, acts, loss, x, y)
+
+    def predict(self, params, layout, acts, x, threads):
+        return self._k.forward(params, layout, acts, x).copy_to_host()
+
+
+class CudaOps(ConvFamily, Ops):
     def __init__(self):
         self._cuda = require_cuda()
         from fastnet.kernels import conv_cuda, layers_cuda

@@ -1,0 +1,211 @@
+"""Dense stacks on the fused path: each epoch, evaluation or prediction is one kernel call over
+the whole flat parameter buffer (docs/design.md) and a data set uploaded once.
+
+A kernel set has these methods (``NumpyDense``: the reference, ``fastnet.reference.dense``;
+``CpuDense``: Numba kernels, ``dense_cpu`` and ``sparse_cpu``; ``CudaDense`` in
+``fastnet.devices.cuda``):
+
+- ``upload(a)`` / ``download(a)``: an array to where the kernels compute, and back;
+- ``inputs(x, threads)``: a data set's inputs in the form the kernels read best, made once per
+  data set (``upload(x)``, or on the CPU a ``SparseInputs`` when most of x is zeros);
+- ``on_host``: True where the kernels compute on the host (an epoch may then train in a worker
+  thread while the caller scores a snapshot);
+- ``epoch_threads(layout, batch_size)``: how many threads an epoch uses when not told;
+- ``train_epoch(params, layout, acts, loss, x, y, order, batch_size, lr, decay, threads)``: one
+  epoch of SGD in place on ``params``;
+- ``evaluate(params, layout, acts, loss, x, y, threads) -> (summed cost, number correct)``;
+- ``predict(params, layout, acts, x, threads) -> host array (n, n_out)``.
+
+``DenseTrainer`` drives one of them for a ``fastnet.devices.Trainer``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fastnet.devices.trainer import Trainer
+
+EVAL_CHUNK = 1024  # rows per forward pass when evaluating or predicting
+
+
+class NumpyDense:
+    """The pure-NumPy reference: slow, simple, the oracle. One thread."""
+
+    def __init__(self):
+        from fastnet.reference import dense
+        self._ref = dense
+
+    def upload(self, a):
+        return a
+
+    def download(self, a):
+        return a
+
+    on_host = True
+
+    def inputs(self, x, threads):
+        return x
+
+    def epoch_threads(self, layout, batch_size) -> int:
+        return 1
+
+    def train_epoch(self, params, layout, acts, loss, x, y, order, batch_size, lr, decay,
+                    threads):
+        self._ref.train_epoch(params, layout, acts, loss, x, y, order, batch_size, lr, decay)
+
+    def evaluate(self, params, layout, acts, loss, x, y, threads):
+        total, correct = 0.0, 0
+        for k in range(0, len(x), EVAL_CHUNK):
+            t, c = self._ref.loss_and_correct(params, layout, acts, loss,
+                                              x[k:k + EVAL_CHUNK], y[k:k + EVAL_CHUNK])
+            total += t
+            correct += c
+        return total, correct
+
+    def predict(self, params, layout, acts, x, threads):
+        out = [self._ref.forward(params, layout, acts, x[k:k + EVAL_CHUNK])[1][-1]
+               for k in range(0, len(x), EVAL_CHUNK)]
+        return np.concatenate(out).astype(x.dtype, copy=False)
+
+
+class SparseInputs:
+    """A data set's inputs kept twice: ``dense`` (the array) and ``csr``
+    (``sparse_cpu.sparse_inputs``: the nonzeros by row) for the sparse epoch. About
+    1.2× the dense array's memory at MNIST's density (19% nonzero, float32)."""
+
+    def __init__(self, dense, csr):
+        self.dense, self.csr = dense, csr
+
+    def __len__(self):
+        return len(self.dense)
+
+
+def _sparse_for(x, layout):
+    """x's CSR form when the sparse kernels can read it for this network, else None: x must be
+    a ``SparseInputs`` exactly as wide as layer 0 (the dense kernels read only the first n_in
+    columns of a wider x; the CSR form would index weight rows that do not exist)."""
+    if isinstance(x, SparseInputs) and x.dense.shape[1] == int(layout[0, 0]):
+        return x.csr
+    return None
+
+
+def _dense(x):
+    return x.dense if isinstance(x, SparseInputs) else x
+
+
+class CpuDense:
+    """Numba ``@njit`` kernels (``dense_cpu``, and ``sparse_cpu`` for inputs that are mostly
+    zeros), compiled on first use and cached on disk."""
+
+    def __init__(self):
+        from fastnet.kernels import dense_cpu, sparse_cpu
+        self._k, self._sparse = dense_cpu, sparse_cpu
+
+    def upload(self, a):
+        return a
+
+    def download(self, a):
+        return a
+
+    on_host = True
+
+    def inputs(self, x, threads):
+        """x, or a ``SparseInputs`` when x is a 2-D batch with at most
+        ``sparse_cpu.SPARSE_MAX_DENSITY`` of its entries nonzero (where the sparse epoch
+        overtakes the dense one)."""
+        if isinstance(x, np.ndarray) and x.ndim == 2 and x.size:
+            indptr = self._sparse.row_pointers(x, threads)
+            if indptr[-1] <= self._sparse.SPARSE_MAX_DENSITY * x.size:
+                return SparseInputs(x, self._sparse.sparse_inputs(x, indptr, threads))
+        return x
+
+    def epoch_threads(self, layout, batch_size) -> int:
+        """``dense_cpu.epoch_threads``: 2 on a 2-core machine for the book's networks; 1 for
+        small layers or with ``NUMBA_NUM_THREADS=1``. (The sparse epoch uses at most 2.)"""
+        return self._k.epoch_threads(layout, batch_size)
+
+    def train_epoch(self, params, layout, acts, loss, x, y, order, batch_size, lr, decay,
+                    threads):
+        """x: an array, or ``inputs(x)``'s ``SparseInputs`` for the sparse epoch."""
+        csr = _sparse_for(x, layout)
+        if csr is not None:
+            self._sparse.train_epoch_threaded(params, layout, acts, loss, csr, y, order,
+                                              batch_size, lr, decay, threads)
+        else:
+            self._k.train_epoch_threaded(params, layout, acts, loss, _dense(x), y, order,
+                                         batch_size, lr, decay, threads)
+
+    def evaluate(self, params, layout, acts, loss, x, y, threads):
+        csr = _sparse_for(x, layout)
+        if csr is not None:
+            total, correct = self._sparse.evaluate(params, layout, acts, loss, csr, y,
+                                                   EVAL_CHUNK, threads)
+        else:
+            total, correct = self._k.evaluate(params, layout, acts, loss, _dense(x), y,
+                                              EVAL_CHUNK, threads)
+        return float(total), int(correct)
+
+    def predict(self, params, layout, acts, x, threads):
+        csr = _sparse_for(x, layout)
+        x = _dense(x)
+        out = np.empty((x.shape[0], int(layout[-1, 1])), dtype=x.dtype)
+        if csr is not None:
+            self._sparse.predict(params, layout, acts, csr, out, EVAL_CHUNK, threads)
+        else:
+            self._k.predict(params, layout, acts, x, out, EVAL_CHUNK, threads)
+        return out
+
+
+class DenseTrainer(Trainer):
+    """A dense stack on a kernel set: parameters and data are uploaded once, each epoch is one
+    kernel call, parameters come back on ``close``. ``threads``: the epochs' thread count
+    (None: the kernel set's choice for each batch size); evaluation and prediction use
+    ``inference_threads``."""
+
+    def __init__(self, spec, params, kernels, *, threads, inference_threads):
+        super().__init__(spec, params, kernels)
+        self._threads, self.inference_threads = threads, inference_threads
+        self._args = (spec.layout, spec.acts)
+
+    def data(self, x, y=None):
+        """x in ``inputs``' form (the same for training, scoring and prediction, so that
+        ``predict`` after ``fit`` repeats what ``fit`` scored, bit for bit), and y."""
+        x = self.kernels.inputs(x, self.inference_threads)
+        return x, None if y is None else self.kernels.upload(y)
+
+    def plan_overlap(self, batch_size, n, scored, asked):
+        """Overlap on the host when asked, or (``asked`` None) when an epoch would use one
+        thread anyway or the scoring runs through at least half as many samples as an epoch
+        (then two threads for the epoch do not pay for the third that scores: the epoch's
+        barriers stall). Overlapped epochs use one thread unless ``threads`` was given."""
+        if asked is False or not self.kernels.on_host or not scored and asked is None:
+            return False
+        if asked is None and not (self.epoch_threads(batch_size) == 1 or 2 * scored >= n):
+            return False
+        if self._threads is None:
+            self._threads = 1
+        self.inference_threads = 1
+        return True
+
+    def fork(self, params):
+        """A trainer over ``params`` (a host copy) that scores what this one prepared."""
+        return DenseTrainer(self.spec, params, self.kernels, threads=1,
+                            inference_threads=self.inference_threads)
+
+    def epoch_threads(self, batch_size: int) -> int:
+        if self._threads is not None:
+            return self._threads
+        return self.kernels.epoch_threads(self.spec.layout, batch_size)
+
+    def train_epoch(self, data, order, batch_size, lr, decay):
+        self.kernels.train_epoch(self.params, *self._args, self.spec.loss_code, *data,
+                                 self.kernels.upload(order), batch_size, lr, decay,
+                                 self.epoch_threads(batch_size))
+
+    def evaluate(self, data):
+        return self.kernels.evaluate(self.params, *self._args, self.spec.loss_code, *data,
+                                     self.inference_threads)
+
+    def predict(self, data):
+        return np.asarray(self.kernels.predict(self.params, *self._args, data[0],
+                                               self.inference_threads))

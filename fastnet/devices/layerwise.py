@@ -1,0 +1,196 @@
+"""The layer-by-layer path: models with convolution, pooling, dropout or flatten layers.
+
+``LayerwiseTrainer`` runs one Python step per mini-batch over an op set
+(``fastnet.devices.ops``): a kernel call per stage forward (``fastnet.layers.fuse``: a Conv2D →
+MaxPool2D pair is one stage), the output delta, a call per stage backward writing Σ-gradients
+into one flat buffer, then one update pass. The stages' contexts (what a backward needs) live in
+the step's frame, never on the layers, so inference may run beside training.
+
+``CnnTrainer`` (CPU) trains a ConvPool → Flatten → Dense… model (the book's first CNN) through
+``kernels/cnn_cpu.py`` instead, a whole epoch in one compiled call on OS threads; it evaluates
+and predicts layer by layer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from functools import cached_property
+
+import numpy as np
+
+from fastnet.devices.trainer import Trainer
+from fastnet.kernels.config import ACTIVATIONS
+from fastnet.layers import ConvPool, Dense, Flatten
+
+EVAL_CHUNK = 1000  # samples per forward pass when scoring or predicting layer by layer
+
+
+class LayerwiseTrainer(Trainer):
+    """ops: an op set; dropout_rng: the generator dropout masks are drawn from;
+    fused_sgd: each dense layer takes its SGD step inside its backward kernel
+    (``ops.dense_backward_sgd``, CPU) and the update pass covers the other layers only;
+    threads: a Numba thread count for every op call (None: Numba's)."""
+
+    def __init__(self, spec, params, ops, *, dropout_rng, fused_sgd=False, threads=None):
+        super().__init__(spec, params, ops)
+        self.ops, self.dropout_rng, self.fused_sgd = ops, dropout_rng, fused_sgd
+        self.threads = threads
+        self.views = [spec.views(self.params, i) for i in range(len(spec.layers))]
+
+    def _scope(self):
+        """Numba's thread count of this thread set to ``threads`` for the calls inside."""
+        if self.threads is None:
+            return contextlib.nullcontext()
+        return _numba_threads(self.threads)
+
+    # What only training needs is built on first use: ``predict`` and ``evaluate`` make a
+    # trainer per call, and zeroing a gradient buffer the size of the parameters, with its
+    # views, costs more than a small batch's forward pass.
+    @cached_property
+    def grads(self):
+        return self.ops.upload(np.zeros(self.spec.size, dtype=self.spec.dtype))
+
+    @cached_property
+    def gviews(self):
+        return [self.spec.views(self.grads, i) for i in range(len(self.spec.layers))]
+
+    @cached_property
+    def decayed(self):
+        return self.ops.upload(self.spec.decayed)
+
+    @cached_property
+    def rest(self):
+        """[lo, hi) ranges of the flat buffer the update pass covers: everything, or with
+        ``fused_sgd`` the parameters of the stages that are not Dense (adjacent ones merged)."""
+        if not self.fused_sgd:
+            return [(0, self.spec.size)]
+        ranges = []
+        for stage, i in self.spec.stages:
+            if isinstance(stage, Dense):
+                continue
+            for off, shape in self.spec.slices[i].values():
+                lo, hi = off, off + int(np.prod(shape))
+                if ranges and ranges[-1][1] == lo:
+                    ranges[-1] = (ranges[-1][0], hi)
+                else:
+                    ranges.append((lo, hi))
+        return ranges
+
+    def data(self, x, y=None):
+        """x in the model's input shape, and y, where the ops compute."""
+        x = self.ops.upload(x.reshape((len(x),) + self.spec.input_shape))
+        return x, None if y is None else self.ops.upload(y)
+
+    def _forward(self, x, train):
+        """``(output, ctxs)``: the last stage's output and each stage's context for the
+        backward pass (the output layer's ``ctxs[-1] = (x, z, a)`` gives the loss its ``z``)."""
+        a, ctxs = x, []
+        for stage, i in self.spec.stages:
+            a, ctx = stage.forward(self.ops, self.views[i], a, train, self.dropout_rng)
+            ctxs.append(ctx)
+        return a, ctxs
+
+    def train_epoch(self, data, order, batch_size, lr, decay):
+        x, y = data
+        with self._scope(), self.ops.running():
+            for k in range(0, len(order), batch_size):
+                self._step(x, y, order[k:k + batch_size], lr, decay)
+
+    def _step(self, x, y, idx, lr, decay):
+        """One SGD step on the mini-batch ``x[idx]``: forward through every stage, the output
+        delta, backward (the first stage computes no input gradient; with ``fused_sgd`` each
+        dense layer updates itself there, after computing its input gradient), one update
+        pass over the other parameters."""
+        ops, spec = self.ops, self.spec
+        scale = lr / len(idx)
+        a, ctxs = self._forward(ops.take(x, idx), True)
+        delta = ops.output_delta(ctxs[-1][1], a, ops.take(y, idx), spec.loss_code,
+                                 spec.output_code)
+        last = len(spec.stages) - 1
+        for s in range(last, -1, -1):
+            stage, i = spec.stages[s]
+            extra = {"is_dz": True} if s == last else {}
+            if self.fused_sgd and isinstance(stage, Dense):
+                extra["sgd"] = (scale, decay)
+            delta = stage.backward(ops, self.views[i], self.gviews[i], ctxs[s], delta, s > 0,
+                                   **extra)
+        for lo, hi in self.rest:
+            ops.sgd_apply(self.params[lo:hi], self.grads[lo:hi], self.decayed[lo:hi], decay,
+                          scale)
+
+    def evaluate(self, data):
+        x, y = data
+        total, correct = 0.0, 0
+        with self._scope(), self.ops.running():
+            for k in range(0, len(x), EVAL_CHUNK):
+                a, ctxs = self._forward(x[k:k + EVAL_CHUNK], False)
+                t, c = self.ops.loss_and_correct(ctxs[-1][1], a, y[k:k + EVAL_CHUNK],
+                                                 self.spec.loss_code)
+                total += t
+                correct += c
+        return total, correct
+
+    def predict(self, data):
+        x = data[0]
+        with self._scope():
+            return np.concatenate([self.ops.download(self._forward(x[k:k + EVAL_CHUNK],
+                                                                   False)[0])
+                                   for k in range(0, len(x), EVAL_CHUNK)])
+
+
+def cnn_plan(spec):
+    """(layout, acts, cg) for ``cnn_cpu.train_epoch`` when the network is one ConvPool, a
+    Flatten and dense layers, else None."""
+    stages, slices = spec.stages, spec.slices
+    if len(stages) < 3 or not isinstance(stages[0][0], ConvPool) or \
+            not isinstance(stages[1][0], Flatten) or \
+            not all(isinstance(st, Dense) for st, _ in stages[2:]):
+        return None
+    cp = stages[0][0]
+    conv = cp.conv
+    c_in, h, w = spec.input_shape
+    c_out, oh, ow = cp.pool.output_shape(conv.output_shape(spec.input_shape))
+    kh, kw = conv.kernel_size
+    ph, pw = cp.pool.size
+    rows = [(c_in * h * w, c_out * oh * ow, slices[0]["w"][0], slices[0]["b"][0])]
+    rows += [(st.n_in, st.n_out, slices[i]["w"][0], slices[i]["b"][0]) for st, i in stages[2:]]
+    acts = [cp.code] + [ACTIVATIONS[st.activation] for st, _ in stages[2:]]
+    cg = [c_in, h, w, c_out, kh, kw, ph, pw, slices[0]["w"][0], slices[0]["b"][0]]
+    return (np.array(rows, dtype=np.int64), np.array(acts, dtype=np.int64),
+            np.array(cg, dtype=np.int64))
+
+
+class CnnTrainer(LayerwiseTrainer):
+    """The book's first CNN on the CPU: epochs through ``kernels/cnn_cpu.py`` (``plan`` from
+    ``cnn_plan``), evaluation and prediction layer by layer."""
+
+    def __init__(self, spec, params, ops, plan, **kwargs):
+        super().__init__(spec, params, ops, **kwargs)
+        self.plan = plan
+
+    def epoch_threads(self, batch_size: int) -> int:
+        import numba
+
+        from fastnet.kernels import cnn_cpu
+        layout, _, cg = self.plan
+        available = numba.get_num_threads() if self.threads is None else self.threads
+        return cnn_cpu.epoch_threads(layout, cg, batch_size, available)
+
+    def train_epoch(self, data, order, batch_size, lr, decay):
+        from fastnet.kernels import cnn_cpu
+        x, y = data
+        layout, acts, cg = self.plan
+        cnn_cpu.train_epoch(self.params, layout, acts, self.spec.loss_code, cg, x, y, order,
+                            batch_size, lr, decay, self.epoch_threads(batch_size))
+
+
+@contextlib.contextmanager
+def _numba_threads(n: int):
+    """Numba's thread count for the calling thread set to ``n`` inside the block."""
+    import numba
+    before = numba.get_num_threads()
+    numba.set_num_threads(n)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)

@@ -1,0 +1,67 @@
+"""``Trainer``: one network's parameters on one device, and what ``Model`` asks of them.
+
+    trainer = fastnet.devices.get("cpu").trainer(spec, params, threads=None)
+    data = trainer.data(x, y)                    # a data set prepared once (upload, CSR form)
+    trainer.train_epoch(data, order, batch_size, lr, decay)   # in place on the parameters
+    total, correct = trainer.evaluate(data)      # summed cost, number classified right
+    outputs = trainer.predict(trainer.data(x))   # host array (n, n_out)
+    trainer.close()                              # the trained parameters back into ``params``
+
+On the host devices the trainer works on ``params`` itself; on a GPU on a device copy that
+``close`` (or ``host_params``) brings back. Made by a device (``fastnet.devices``), which picks
+the subclass: ``DenseTrainer`` (fused dense epochs), ``LayerwiseTrainer`` (one kernel per layer
+per mini-batch) or the CPU's ``CnnTrainer``.
+"""
+
+from __future__ import annotations
+
+import abc
+
+import numpy as np
+
+
+class Trainer(abc.ABC):
+    """Base class: ``spec`` (a ``NetSpec``), the host parameter buffer ``params`` and the
+    device's kernel set (``upload``/``download`` and the kernels the subclass calls)."""
+
+    def __init__(self, spec, params: np.ndarray, kernels):
+        self.spec, self.host, self.kernels = spec, params, kernels
+        self.params = kernels.upload(params)
+
+    @abc.abstractmethod
+    def data(self, x, y=None):
+        """``(x, y)`` where the kernels read them, in the form they read best (made once per
+        data set, read by every epoch and score)."""
+
+    @abc.abstractmethod
+    def train_epoch(self, data, order: np.ndarray, batch_size: int, lr: float,
+                    decay: float) -> None:
+        """One epoch of SGD over ``data`` in the sample order ``order`` (int64), in place."""
+
+    @abc.abstractmethod
+    def evaluate(self, data) -> tuple[float, int]:
+        """(summed cost, number classified correctly) over ``data``."""
+
+    @abc.abstractmethod
+    def predict(self, data) -> np.ndarray:
+        """The outputs (n, n_out) for ``data``'s inputs, on the host."""
+
+    def plan_overlap(self, batch_size: int, n: int, scored: int, asked) -> bool:
+        """Whether epochs train in a worker thread while the caller scores a snapshot
+        (``fork``): ``asked`` is ``Model.fit``'s ``overlap``; ``scored`` the samples scored per
+        epoch of ``n``. May change the thread counts this trainer uses. Default: never."""
+        return False
+
+    def fork(self, params: np.ndarray) -> "Trainer":
+        """A trainer over the host copy ``params`` for scoring beside training (only asked of
+        trainers whose ``plan_overlap`` said yes)."""
+        raise NotImplementedError(f"{type(self).__name__} does not score beside training")
+
+    def host_params(self) -> np.ndarray:
+        """A host copy of the parameters being trained."""
+        return np.array(self.kernels.download(self.params))
+
+    def close(self, changed: bool = True) -> None:
+        """Write the trained parameters back into the host buffer (if they live elsewhere)."""
+        if changed and self.params is not self.host:
+            self.host[...] = self.kernels.download(self.params)

@@ -1,0 +1,157 @@
+"""The epoch loop of ``Model.fit`` (the only one: the drop-ins train through it).
+
+``run`` trains a model's trainer (``fastnet.devices``) for a number of epochs: each epoch's
+sample order, the epoch (in pieces where a callback marks mini-batches), the finiteness check,
+the metrics, the printed line and the callbacks. With overlap, epoch k+1 trains in a worker
+thread while the metrics and callbacks of epoch k run on a snapshot of its parameters. On
+divergence, an exception or ``EpochEnd.stop`` during an overlapped epoch, the model is put back
+to the last good epoch (parameters and random generators). Tests: ``tests/test_fit_hooks.py``,
+``tests/test_model_safety.py``.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+
+import numpy as np
+
+from fastnet.callbacks import Callback, EpochEnd
+
+
+class Snapshot:
+    """A model's trainable state at one moment: a host copy of its parameters and the states of
+    its random generators. ``restore`` puts them back."""
+
+    def __init__(self, model, params=None, random_state=None, initial=False):
+        self.params = model.params.copy() if params is None else params
+        self.random_state = model.random_state if random_state is None else random_state
+        self.initial = initial
+
+    def describe(self) -> str:
+        return ("its state before this fit" if self.initial else
+                "its state after the last epoch with finite parameters")
+
+    def restore(self, model) -> None:
+        model.params[...] = self.params
+        model.random_state = self.random_state
+
+
+class _Inline:
+    """``ThreadPoolExecutor``'s ``submit``, run at once in the calling thread."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def submit(self, fn, *args) -> Future:
+        future = Future()
+        try:
+            future.set_result(fn(*args))
+        except BaseException as exc:      # re-raised by future.result(), as from a thread
+            future.set_exception(exc)
+        return future
+
+
+def _marks(callbacks, epoch: int, batches: int) -> list[set[int]]:
+    """Each callback's marked mini-batches of this epoch (those in range)."""
+    return [{int(b) for b in cb.batch_marks(epoch, batches) if 0 <= int(b) < batches}
+            for cb in callbacks]
+
+
+def run(model, runner, train, valid, prepared, *, n, n_valid, epochs, batch_size, lr, lmbda, decay,
+        order_for, callbacks, training_metrics, overlap, verbose, history):
+    """Train ``epochs`` epochs; returns ``history`` (filled in). ``order_for(epoch)``: the
+    int64 sample order of an epoch; ``overlap``: True/False/None as ``Model.fit`` takes it;
+    ``prepared``: the data sets ``EpochEnd`` may be asked about, by id (see ``EpochEnd``)."""
+    marked = any(type(cb).batch_marks is not Callback.batch_marks for cb in callbacks)
+    scored = (n if training_metrics else 0) + n_valid
+    overlapping = not marked and runner.plan_overlap(batch_size, n, scored, overlap)
+
+    def epoch_of(epoch, order):
+        t0 = time.perf_counter()
+        batches = -(-len(order) // batch_size)
+        marks = _marks(callbacks, epoch, batches) if marked else []
+        cuts = sorted(set().union({0, batches}, *marks))
+        for lo, hi in zip(cuts[:-1], cuts[1:]):
+            for cb, its in zip(callbacks, marks):
+                if lo in its:
+                    cb.on_batch(epoch, lo)
+            runner.train_epoch(train, order[lo * batch_size:hi * batch_size], batch_size, lr,
+                               decay)
+        return time.perf_counter() - t0
+
+    good = Snapshot(model, initial=True)
+    pending = None
+    pool = ThreadPoolExecutor(1, thread_name_prefix="fastnet-epoch") if overlapping \
+        else _Inline()
+    with pool:
+        try:
+            pending = pool.submit(epoch_of, 1, order_for(1))
+            for epoch in range(1, epochs + 1):
+                seconds = pending.result()
+                pending = None
+                params = runner.host_params()
+                state = model.random_state
+                bad = None if np.isfinite(params).all() else "the parameters are not finite"
+                scorer = runner
+                if overlapping and bad is None and epoch < epochs:
+                    scorer = runner.fork(params)
+                    pending = pool.submit(epoch_of, epoch + 1, order_for(epoch + 1))
+                history.seconds.append(seconds)
+                if training_metrics:
+                    total, correct = scorer.evaluate(train)
+                    history.loss.append(total / n)
+                    history.accuracy.append(correct / n)
+                    if bad is None and not np.isfinite(history.loss[-1]):
+                        bad = f"the training loss is {history.loss[-1]}"
+                if valid is not None:
+                    total, correct = scorer.evaluate(valid)
+                    history.val_loss.append(total / n_valid)
+                    history.val_accuracy.append(correct / n_valid)
+                    if bad is None and not np.isfinite(history.val_loss[-1]):
+                        bad = f"the validation loss is {history.val_loss[-1]}"
+                if bad is not None:
+                    err = FloatingPointError(
+                        f"training diverged in epoch {epoch} of {epochs}: {bad}. The model "
+                        f"was restored to {good.describe()}; lower lr (now {lr:g})"
+                        + (f" or lmbda (now {lmbda:g})" if lmbda else ""))
+                    err.history = history
+                    raise err
+                good = Snapshot(model, params, state)
+                if verbose:
+                    print(epoch_line(epoch, epochs, history), flush=True)
+                end = EpochEnd(model, scorer, epoch, epochs, history, params, state, prepared)
+                for cb in callbacks:
+                    cb.on_epoch_end(end)
+                if end.stopped:
+                    if pending is not None:            # the next epoch ran: undo it
+                        pending.result()
+                        pending = None
+                        runner.close(changed=False)
+                        good.restore(model)
+                        return history
+                    break
+                if not overlapping and epoch < epochs:
+                    pending = pool.submit(epoch_of, epoch + 1, order_for(epoch + 1))
+        except BaseException:
+            if pending is not None:
+                wait([pending])
+            runner.close(changed=False)
+            good.restore(model)
+            raise
+    runner.close()
+    return history
+
+
+def epoch_line(epoch: int, epochs: int, h) -> str:
+    """``Epoch 3/10: loss … - accuracy … - val_loss … - val_accuracy … (0.046 s)``."""
+    parts = []
+    if h.loss:
+        parts.append(f"loss {h.loss[-1]:.4f} - accuracy {h.accuracy[-1]:.4f}")
+    if h.val_loss:
+        parts.append(f"val_loss {h.val_loss[-1]:.4f} - val_accuracy {h.val_accuracy[-1]:.4f}")
+    line = f"Epoch {epoch}/{epochs}:" + (" " + " - ".join(parts) if parts else "")
+    return f"{line} ({h.seconds[-1]:.3f} s)"
