@@ -211,11 +211,11 @@ class Model:
         after every epoch with a ``fastnet.callbacks.EpochEnd`` (the history so far,
         ``predict``/``evaluate`` on the epoch's parameters, ``stop()``).
         overlap: score epoch k (metrics and callbacks) while epoch k+1 trains in a worker
-        thread, on a copy of epoch k's parameters; the epochs then run on one thread. None
-        (default) lets the device decide (it overlaps on the host when the scoring costs
-        about as much as an epoch, or the epoch uses one thread anyway); False never; True
-        wherever the device can (host devices, no mini-batch marks). Results are the same
-        either way. threads: the CPU thread count of this fit's epochs and scoring (None: the
+        thread, on a copy of epoch k's parameters; the epochs then run on one thread. It pays
+        when the scoring costs about as much as an epoch (the book's network2 with all four
+        monitors). None (default): only where the epoch runs on one thread anyway; False:
+        never; True: wherever the device can (host devices, no mini-batch marks). Results are
+        the same either way. threads: the CPU thread count of this fit's epochs and scoring (None: the
         device's choice; at most ``NUMBA_NUM_THREADS``) — e.g. 1 for several fits side by
         side. device: run this fit on another device than the model's (``"cpu"``,
         ``"cuda"``, ``"numpy"``). training_metrics: score the whole training set after every

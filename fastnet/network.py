@@ -185,8 +185,8 @@ def to_arrays(data, name: str, n_in: int, n_out: int, *, vectors: bool) -> _Arra
 
 
 def _check_finite(a: np.ndarray, name: str, what: str) -> None:
-    ok = np.isfinite(a).all(axis=1)
-    if not ok.all():
+    ok = _checks.finite_rows(a)
+    if ok is not None:
         i = int(np.argmin(ok))
         raise ValueError(f"{name}[{i}]: {what} contains NaN or inf")
 

@@ -13,6 +13,7 @@ checks the name. Importing this package compiles nothing and touches no GPU.
 from __future__ import annotations
 
 import os
+from functools import cached_property
 
 import numpy as np
 
@@ -51,10 +52,15 @@ class Device:
 class NumpyDevice(Device):
     name = "numpy"
 
-    def __init__(self):
+    @cached_property
+    def dense(self):
         from fastnet.devices.dense import NumpyDense
+        return NumpyDense()
+
+    @cached_property
+    def ops(self):
         from fastnet.devices.ops import NumpyOps
-        self.dense, self.ops = NumpyDense(), NumpyOps()
+        return NumpyOps()
 
     def trainer(self, spec, params, *, dropout_rng, threads=None):
         from fastnet.devices.dense import DenseTrainer
@@ -73,10 +79,15 @@ class CpuDevice(Device):
 
     name = "cpu"
 
-    def __init__(self):
+    @cached_property
+    def dense(self):
         from fastnet.devices.dense import CpuDense
+        return CpuDense()
+
+    @cached_property
+    def ops(self):
         from fastnet.devices.ops import CpuOps
-        self.dense, self.ops = CpuDense(), CpuOps()
+        return CpuOps()
 
     def check_threads(self, threads) -> int | None:
         threads = super().check_threads(threads)

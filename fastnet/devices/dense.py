@@ -174,13 +174,13 @@ class DenseTrainer(Trainer):
         return x, None if y is None else self.kernels.upload(y)
 
     def plan_overlap(self, batch_size, n, scored, asked):
-        """Overlap on the host when asked, or (``asked`` None) when an epoch would use one
-        thread anyway or the scoring runs through at least half as many samples as an epoch
-        (then two threads for the epoch do not pay for the third that scores: the epoch's
-        barriers stall). Overlapped epochs use one thread unless ``threads`` was given."""
-        if asked is False or not self.kernels.on_host or not scored and asked is None:
+        """Overlap on the host when asked, or (``asked`` None) when there is scoring and the
+        epoch would use one thread anyway (then scoring beside it is free). Overlapped epochs
+        use one thread unless ``threads`` was given: two epoch threads and a third that
+        scores stall the epoch's barriers on two cores."""
+        if asked is False or not self.kernels.on_host:
             return False
-        if asked is None and not (self.epoch_threads(batch_size) == 1 or 2 * scored >= n):
+        if asked is None and not (scored and self.epoch_threads(batch_size) == 1):
             return False
         if self._threads is None:
             self._threads = 1
