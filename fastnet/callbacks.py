@@ -82,22 +82,21 @@ class EpochEnd:
     def stop(self) -> None:
         self.stopped = True
 
-    def _data(self, x, y=None):
+    def _data(self, x, y, need_y):
+        from fastnet.data import Source
         key = (id(x), id(y))
         hit = self._prepared.get(key)
         if hit is None:
-            from fastnet import _checks
-            model = self._model
-            xs = model._samples(x, "x")
-            ys = None if y is None else _checks.targets(y, "y", len(xs), model.n_out,
-                                                        model.dtype)
-            hit = self._prepared[key] = (x, y, len(xs), self._scorer.data(xs, ys))
+            src = Source(self._model, x, y, "x", "y", need_y)
+            if src.ds is not None:                  # a Dataset keeps its prepared forms
+                return src.n, src.prepared(self._model, self._scorer)
+            hit = self._prepared[key] = (x, y, src.n, src.prepared(self._model, self._scorer))
         return hit[2], hit[3]
 
     def predict(self, x) -> np.ndarray:
-        return self._scorer.predict(self._data(x)[1])
+        return self._scorer.predict(self._data(x, None, False)[1])
 
-    def evaluate(self, x, y) -> dict[str, float]:
-        n, data = self._data(x, y)
+    def evaluate(self, x, y=None) -> dict[str, float]:
+        n, data = self._data(x, y, True)
         total, correct = self._scorer.evaluate(data)
         return {"loss": total / n, "accuracy": correct / n}

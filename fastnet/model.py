@@ -19,6 +19,7 @@ import numpy as np
 
 from fastnet import _checks, devices, fitting
 from fastnet.callbacks import as_callbacks
+from fastnet.data import Dataset, Source
 from fastnet.devices import ACTIVATION_NAMES, LOSS_NAMES, NetSpec
 from fastnet.layers import Dense, Layer, from_config
 from fastnet.savefile import NpzReader, save_npz_atomic
@@ -189,15 +190,16 @@ class Model:
                 f"device={self.device!r}, params={self.params.size})")
 
     # ------------------------------------------------------------------ training
-    def fit(self, x, y, *, epochs: int, batch_size: int, lr: float, lmbda: float = 0.0,
+    def fit(self, x, y=None, *, epochs: int, batch_size: int, lr: float, lmbda: float = 0.0,
             validation_data=None, shuffle: bool = True, order=None, callbacks=None,
             overlap: bool | None = None, threads: int | None = None, verbose: bool = True,
             device: str | None = None, training_metrics: bool = True) -> History:
         """Train by mini-batch SGD: ``w ← (1 − lr·lmbda/n)·w − (lr/m)·Σ∇w``.
 
         x: ``(n, n_in)`` real array; y: ``(n,)`` integer labels in ``[0, n_out)`` or
-        ``(n, n_out)`` targets. validation_data: ``(x_val, y_val)`` of the same forms, scored
-        after every epoch. Read-only arrays (``np.load(..., mmap_mode="r")``) are fine; any
+        ``(n, n_out)`` targets; or x a ``fastnet.Dataset`` holding both (checked and
+        prepared once, however many calls use it). validation_data: ``(x_val, y_val)`` of
+        the same forms, or a ``Dataset``, scored after every epoch. Read-only arrays (``np.load(..., mmap_mode="r")``) are fine; any
         input that is not already a writable C-contiguous array of the model's dtype is
         copied once. The last mini-batch of an epoch may be shorter; a ``batch_size`` above n
         trains on all n samples at once. lmbda must leave the decay factor
@@ -243,33 +245,37 @@ class Model:
             raise TypeError(f"order must be a callable order(epoch) -> sample indices, got "
                             f"{type(order).__name__}")
         callbacks = as_callbacks(callbacks)
-        xs = self._samples(x, "x")
-        n = len(xs)
-        ys = _checks.targets(y, "y", n, self.n_out, self.dtype)
+        src = Source(self, x, y, "x", "y", need_y=True)
+        n = src.n
         decay = 1.0 - lr * lmbda / n
         if not decay > 0:
             raise ValueError(f"lmbda={lmbda} is too large for lr={lr} and n={n} samples: the "
                              f"weight-decay factor 1 − lr·lmbda/n = {decay:.6g} must be > 0 "
                              f"(lmbda < {n / lr:.6g})")
         val = None
-        if validation_data is not None:
+        if isinstance(validation_data, Dataset):
+            val = Source(self, validation_data, None, "validation_data", "validation_data.y",
+                         need_y=True)
+        elif validation_data is not None:
             if not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2):
-                raise TypeError("validation_data must be a pair (x_val, y_val)")
-            xv = self._samples(validation_data[0], "validation_data[0]")
-            val = (xv, _checks.targets(validation_data[1], "validation_data[1]", len(xv),
-                                       self.n_out, self.dtype))
+                raise TypeError("validation_data must be a pair (x_val, y_val) or a "
+                                "fastnet.Dataset")
+            val = Source(self, *validation_data, "validation_data[0]", "validation_data[1]",
+                         need_y=True)
         # One mini-batch of all n samples is the same step as any larger batch_size; the
         # kernels' buffers are sized by it.
         batch_size = min(batch_size, n)
         runner = self._runner(device, threads)
-        train = runner.data(xs, ys)
-        valid = runner.data(*val) if val else None
-        # what a callback's EpochEnd.predict/evaluate may ask again, already prepared
-        prepared = {(id(x), id(None)): (x, None, n, (train[0], None))}
-        if val:
-            prepared[tuple(map(id, validation_data))] = (*validation_data, len(val[0]), valid)
+        train = src.prepared(self, runner)
+        valid = val.prepared(self, runner) if val else None
+        # what a callback's EpochEnd.predict/evaluate may ask again (arrays: by id)
+        prepared = {}
+        if src.ds is None:
+            prepared[(id(x), id(None))] = (x, None, n, (train[0], None))
+        if val and val.ds is None:
+            prepared[tuple(map(id, validation_data))] = (*validation_data, val.n, valid)
         return fitting.run(self, runner, train, valid, prepared,
-                           n=n, n_valid=len(val[0]) if val else 0,
+                           n=n, n_valid=val.n if val else 0,
                            epochs=epochs, batch_size=batch_size, lr=lr, lmbda=lmbda,
                            decay=decay, order_for=self._order_source(order, shuffle, n),
                            callbacks=callbacks, training_metrics=training_metrics,
@@ -334,25 +340,25 @@ class Model:
     # ------------------------------------------------------------------ inference
     def predict(self, x) -> np.ndarray:
         """Outputs ``(n, n_out)`` of the model's dtype for ``x: (n, n_in)`` (or
-        ``(n, *input_shape)``). Dropout layers scale by their keep probability."""
-        xs = self._samples(x, "x")
+        ``(n, *input_shape)``, or a ``fastnet.Dataset``). Dropout layers scale by their keep
+        probability."""
+        src = Source(self, x, None, "x", "y", need_y=False)
         runner = self._runner(None)
         try:
-            return runner.predict(runner.data(xs))
+            return runner.predict(src.prepared(self, runner))
         finally:
             runner.close(changed=False)
 
-    def evaluate(self, x, y) -> dict[str, float]:
+    def evaluate(self, x, y=None) -> dict[str, float]:
         """``{"loss": mean cost, "accuracy": fraction correct}`` on ``(x, y)`` (forms as in
-        ``fit``)."""
-        xs = self._samples(x, "x")
-        ys = _checks.targets(y, "y", len(xs), self.n_out, self.dtype)
+        ``fit``; or x a ``fastnet.Dataset``)."""
+        src = Source(self, x, y, "x", "y", need_y=True)
         runner = self._runner(None)
         try:
-            total, correct = runner.evaluate(runner.data(xs, ys))
+            total, correct = runner.evaluate(src.prepared(self, runner))
         finally:
             runner.close(changed=False)
-        return {"loss": total / len(xs), "accuracy": correct / len(xs)}
+        return {"loss": total / src.n, "accuracy": correct / src.n}
 
     # ------------------------------------------------------------------ persistence
     def architecture(self) -> dict:

@@ -171,7 +171,7 @@ class DenseTrainer(Trainer):
         """x in ``inputs``' form (the same for training, scoring and prediction, so that
         ``predict`` after ``fit`` repeats what ``fit`` scored, bit for bit), and y."""
         x = self.kernels.inputs(x, self.inference_threads)
-        return x, None if y is None else self.kernels.upload(y)
+        return x, None if y is None else self.targets(y)
 
     def plan_overlap(self, batch_size, n, scored, asked):
         """Overlap on the host when asked, or (``asked`` None) when there is scoring and the

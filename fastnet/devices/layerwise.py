@@ -79,7 +79,7 @@ class LayerwiseTrainer(Trainer):
     def data(self, x, y=None):
         """x in the model's input shape, and y, where the ops compute."""
         x = self.ops.upload(x.reshape((len(x),) + self.spec.input_shape))
-        return x, None if y is None else self.ops.upload(y)
+        return x, None if y is None else self.targets(y)
 
     def _forward(self, x, train):
         """``(output, ctxs)``: the last stage's output and each stage's context for the

@@ -46,6 +46,17 @@ class Trainer(abc.ABC):
     def predict(self, data) -> np.ndarray:
         """The outputs (n, n_out) for ``data``'s inputs, on the host."""
 
+    def targets(self, y: np.ndarray):
+        """The targets ``y`` (n, n_out) where the kernels read them."""
+        return self.kernels.upload(y)
+
+    @property
+    def data_key(self) -> tuple:
+        """Equal for trainers whose ``data`` gives the same form (a prepared data set made by
+        one serves the other)."""
+        return (type(self).__name__, type(self.kernels).__name__, self.spec.dtype.str,
+                self.spec.input_shape)
+
     def plan_overlap(self, batch_size: int, n: int, scored: int, asked) -> bool:
         """Whether epochs train in a worker thread while the caller scores a snapshot
         (``fork``): ``asked`` is ``Model.fit``'s ``overlap``; ``scored`` the samples scored per
