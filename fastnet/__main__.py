@@ -13,6 +13,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+# what a first `fastnet train` of the book's network spends compiling on a 2-core machine
+_FIRST_COMPILE = "half a minute"
 _DATA_HINT = ("point --data DIR (or FASTNET_DATA=DIR) at a directory holding the four MNIST "
               "IDX files (train-images-idx3-ubyte.gz etc., gzipped or raw)")
 
@@ -112,14 +114,13 @@ def _not_found_message(err) -> str:
 def _train(args: argparse.Namespace) -> int:
     import time
 
-    from fastnet import Model
+    from fastnet import Dataset, Model, devices
     from fastnet.datasets import MNISTNotFoundError, load_mnist
 
     try:
         model = Model(args.sizes, activation=args.activation, loss=args.loss, dtype=args.dtype,
                       device=args.device, seed=args.seed)
-        from fastnet import devices
-        devices.get(model.device)  # a device that cannot run here (no GPU) says why, now
+        device = devices.get(model.device)  # one that cannot run here (no GPU) says why, now
     except (ValueError, TypeError, RuntimeError) as exc:
         raise _UsageError(str(exc)) from None
     if args.save:
@@ -133,13 +134,17 @@ def _train(args: argparse.Namespace) -> int:
     print(f"Training {model.layers} with {args.loss} cost on {len(x)} MNIST images: "
           f"{args.epochs} epochs, mini-batch {args.batch_size}, lr {args.lr} "
           f"({model.dtype.name}, {model.device})", flush=True)
+    if not device.compiled():
+        print(f"Compiling the kernels for this machine first: once per install, about "
+              f"{_FIRST_COMPILE} on 2 cores; later runs load them from the cache.", flush=True)
+    train, test = Dataset(x, y), Dataset(xt, yt)   # checked and prepared once, not per epoch
     try:
         for epoch in range(args.epochs):
             t0 = time.perf_counter()
-            h = model.fit(x, y, epochs=1, batch_size=args.batch_size, lr=args.lr,
+            h = model.fit(train, epochs=1, batch_size=args.batch_size, lr=args.lr,
                           lmbda=args.lmbda, verbose=False)
             seconds = time.perf_counter() - t0
-            score = model.evaluate(xt, yt)
+            score = model.evaluate(test)
             correct = round(score["accuracy"] * len(xt))
             print(f"Epoch {epoch}: {correct} / {len(xt)} test accuracy "
                   f"({score['accuracy']:.2%}, epoch {h.seconds[0]:.3f} s, with metrics "

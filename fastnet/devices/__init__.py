@@ -41,6 +41,11 @@ class Device:
 
     name = ""
 
+    def compiled(self) -> bool:
+        """Whether this device's kernels are ready to load (False: the first run here compiles
+        them, which takes a while once)."""
+        return True
+
     def check_threads(self, threads) -> int | None:
         """``threads`` checked for this device (None passes)."""
         if threads is None:
@@ -88,6 +93,14 @@ class CpuDevice(Device):
     def ops(self):
         from fastnet.devices.ops import CpuOps
         return CpuOps()
+
+    def compiled(self) -> bool:
+        """True when this install's kernel cache directory holds builds (the first run on a
+        machine, or after an upgrade, compiles them into it)."""
+        import glob
+
+        from fastnet.kernels.config import CACHE, kernel_cache_dir
+        return not CACHE or bool(glob.glob(os.path.join(kernel_cache_dir(), "*.nbi")))
 
     def check_threads(self, threads) -> int | None:
         threads = super().check_threads(threads)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastnet.devices.trainer import Trainer
+from fastnet.devices.trainer import Trainer, numba_threads
 
 EVAL_CHUNK = 1024  # rows per forward pass when evaluating or predicting
 
@@ -114,9 +114,10 @@ class CpuDense:
         ``sparse_cpu.SPARSE_MAX_DENSITY`` of its entries nonzero (where the sparse epoch
         overtakes the dense one)."""
         if isinstance(x, np.ndarray) and x.ndim == 2 and x.size:
-            indptr = self._sparse.row_pointers(x, threads)
-            if indptr[-1] <= self._sparse.SPARSE_MAX_DENSITY * x.size:
-                return SparseInputs(x, self._sparse.sparse_inputs(x, indptr, threads))
+            with numba_threads(threads):
+                indptr = self._sparse.row_pointers(x, threads)
+                if indptr[-1] <= self._sparse.SPARSE_MAX_DENSITY * x.size:
+                    return SparseInputs(x, self._sparse.sparse_inputs(x, indptr, threads))
         return x
 
     def epoch_threads(self, layout, batch_size) -> int:
@@ -128,31 +129,34 @@ class CpuDense:
                     threads):
         """x: an array, or ``inputs(x)``'s ``SparseInputs`` for the sparse epoch."""
         csr = _sparse_for(x, layout)
-        if csr is not None:
-            self._sparse.train_epoch_threaded(params, layout, acts, loss, csr, y, order,
-                                              batch_size, lr, decay, threads)
-        else:
-            self._k.train_epoch_threaded(params, layout, acts, loss, _dense(x), y, order,
-                                         batch_size, lr, decay, threads)
+        with numba_threads(threads):
+            if csr is not None:
+                self._sparse.train_epoch_threaded(params, layout, acts, loss, csr, y, order,
+                                                  batch_size, lr, decay, threads)
+            else:
+                self._k.train_epoch_threaded(params, layout, acts, loss, _dense(x), y, order,
+                                             batch_size, lr, decay, threads)
 
     def evaluate(self, params, layout, acts, loss, x, y, threads):
         csr = _sparse_for(x, layout)
-        if csr is not None:
-            total, correct = self._sparse.evaluate(params, layout, acts, loss, csr, y,
-                                                   EVAL_CHUNK, threads)
-        else:
-            total, correct = self._k.evaluate(params, layout, acts, loss, _dense(x), y,
-                                              EVAL_CHUNK, threads)
+        with numba_threads(threads):
+            if csr is not None:
+                total, correct = self._sparse.evaluate(params, layout, acts, loss, csr, y,
+                                                       EVAL_CHUNK, threads)
+            else:
+                total, correct = self._k.evaluate(params, layout, acts, loss, _dense(x), y,
+                                                  EVAL_CHUNK, threads)
         return float(total), int(correct)
 
     def predict(self, params, layout, acts, x, threads):
         csr = _sparse_for(x, layout)
         x = _dense(x)
         out = np.empty((x.shape[0], int(layout[-1, 1])), dtype=x.dtype)
-        if csr is not None:
-            self._sparse.predict(params, layout, acts, csr, out, EVAL_CHUNK, threads)
-        else:
-            self._k.predict(params, layout, acts, x, out, EVAL_CHUNK, threads)
+        with numba_threads(threads):
+            if csr is not None:
+                self._sparse.predict(params, layout, acts, csr, out, EVAL_CHUNK, threads)
+            else:
+                self._k.predict(params, layout, acts, x, out, EVAL_CHUNK, threads)
         return out
 
 

@@ -18,7 +18,7 @@ from functools import cached_property
 
 import numpy as np
 
-from fastnet.devices.trainer import Trainer
+from fastnet.devices.trainer import Trainer, numba_threads
 from fastnet.kernels.config import ACTIVATIONS
 from fastnet.layers import ConvPool, Dense, Flatten
 
@@ -41,7 +41,7 @@ class LayerwiseTrainer(Trainer):
         """Numba's thread count of this thread set to ``threads`` for the calls inside."""
         if self.threads is None:
             return contextlib.nullcontext()
-        return _numba_threads(self.threads)
+        return numba_threads(self.threads)
 
     # What only training needs is built on first use: ``predict`` and ``evaluate`` make a
     # trainer per call, and zeroing a gradient buffer the size of the parameters, with its
@@ -182,15 +182,3 @@ class CnnTrainer(LayerwiseTrainer):
         layout, acts, cg = self.plan
         cnn_cpu.train_epoch(self.params, layout, acts, self.spec.loss_code, cg, x, y, order,
                             batch_size, lr, decay, self.epoch_threads(batch_size))
-
-
-@contextlib.contextmanager
-def _numba_threads(n: int):
-    """Numba's thread count for the calling thread set to ``n`` inside the block."""
-    import numba
-    before = numba.get_num_threads()
-    numba.set_num_threads(n)
-    try:
-        yield
-    finally:
-        numba.set_num_threads(before)

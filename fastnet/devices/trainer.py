@@ -16,6 +16,7 @@ per mini-batch) or the CPU's ``CnnTrainer``.
 from __future__ import annotations
 
 import abc
+import contextlib
 
 import numpy as np
 
@@ -76,3 +77,21 @@ class Trainer(abc.ABC):
         """Write the trained parameters back into the host buffer (if they live elsewhere)."""
         if changed and self.params is not self.host:
             self.host[...] = self.kernels.download(self.params)
+
+
+@contextlib.contextmanager
+def numba_threads(n: int):
+    """Numba's thread count for the calling thread set to ``n`` inside the block: a compiled
+    parallel region then starts ``n`` threads, not the process's default (on two cores, a
+    region of one sample loop beside an epoch in another thread would otherwise wake a
+    third)."""
+    import numba
+    before = numba.get_num_threads()
+    if before == n:
+        yield
+        return
+    numba.set_num_threads(n)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
