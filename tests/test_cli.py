@@ -219,3 +219,32 @@ def test_cuda_message_with_the_real_builtin_target():
     assert "numba-cuda, which is not installed (only numba's built-in CUDA target is)" in \
         proc.stdout
     assert "--device cpu" in proc.stdout
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_first_run_says_it_compiles(tmp_path, fake_mnist, capsys, monkeypatch, compiled):
+    """Before the first epoch on a fresh kernel cache the CLI says that it compiles, once."""
+    from fastnet.devices import CpuDevice
+    monkeypatch.setattr(CpuDevice, "compiled", lambda self: compiled)
+    rc, out, err = run(["train", "--epochs", "1", "--sizes", "784,10", "--seed", "0",
+                        "--data", str(tmp_path)], capsys)
+    assert rc == 0, err
+    lines = out.splitlines()
+    assert lines[1].startswith("Compiling the kernels") != compiled
+    assert lines[-1].startswith("Epoch 0: ")
+
+
+def test_cpu_device_knows_whether_its_kernels_are_built(tmp_path, monkeypatch):
+    from fastnet import devices
+    from fastnet.kernels import config
+    cache = tmp_path / "cache"
+    monkeypatch.setattr(config, "kernel_cache_dir", lambda: str(cache))
+    monkeypatch.setattr(config, "CACHE", True)
+    cpu = devices.get("cpu")
+    assert not cpu.compiled()                         # no directory yet
+    cache.mkdir()
+    (cache / "dense_cpu.forward-10.py311.nbc").write_bytes(b"")
+    assert not cpu.compiled()                         # data without an index
+    (cache / "dense_cpu.forward-10.py311.nbi").write_bytes(b"")
+    assert cpu.compiled()
+    assert devices.get("numpy").compiled()            # nothing to compile
