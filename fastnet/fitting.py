@@ -101,6 +101,7 @@ def run(model, runner, train, valid, prepared, *, n, n_valid, epochs, batch_size
                     scorer = runner.fork(params)
                     pending = pool.submit(epoch_of, epoch + 1, order_for(epoch + 1))
                 history.seconds.append(seconds)
+                history.threads.append(runner.threads_used)
                 if training_metrics:
                     total, correct = scorer.evaluate(train)
                     history.loss.append(total / n)

@@ -34,13 +34,16 @@ class History:
     (without the L2 term), ``accuracy`` the fraction classified correctly (argmax of output vs
     argmax of target), both measured after the epoch (empty lists with
     ``training_metrics=False``); ``val_*`` the same on ``validation_data`` (empty lists when
-    none was given); ``seconds`` the training time of each epoch (excluding the metrics)."""
+    none was given); ``seconds`` the training time of each epoch (excluding the metrics);
+    ``threads`` the CPU thread count that trained most of each epoch (None off the CPU's
+    compiled epochs; chosen by timing unless ``fit(threads=...)``, see devices/threads.py)."""
 
     loss: list[float] = field(default_factory=list)
     accuracy: list[float] = field(default_factory=list)
     val_loss: list[float] = field(default_factory=list)
     val_accuracy: list[float] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
+    threads: list = field(default_factory=list)
 
 
 def _resolve_dtype(dtype) -> np.dtype:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from fastnet.devices.threads import Chooser
 from fastnet.devices.trainer import Trainer, numba_threads
 
 EVAL_CHUNK = 1024  # rows per forward pass when evaluating or predicting
@@ -170,6 +171,7 @@ class DenseTrainer(Trainer):
         super().__init__(spec, params, kernels)
         self._threads, self.inference_threads = threads, inference_threads
         self._args = (spec.layout, spec.acts)
+        self._chooser = Chooser()
 
     def data(self, x, y=None):
         """x in ``inputs``' form (the same for training, scoring and prediction, so that
@@ -202,9 +204,18 @@ class DenseTrainer(Trainer):
         return self.kernels.epoch_threads(self.spec.layout, batch_size)
 
     def train_epoch(self, data, order, batch_size, lr, decay):
-        self.kernels.train_epoch(self.params, *self._args, self.spec.loss_code, *data,
-                                 self.kernels.upload(order), batch_size, lr, decay,
-                                 self.epoch_threads(batch_size))
+        """One epoch; on the host without a fixed ``threads``, on the count ``Chooser``
+        finds faster (``threads_used``)."""
+        def step(part, threads):
+            self.kernels.train_epoch(self.params, *self._args, self.spec.loss_code, *data,
+                                     self.kernels.upload(part), batch_size, lr, decay, threads)
+
+        most = self.epoch_threads(batch_size)
+        if self._threads is not None or not self.kernels.on_host:
+            step(order, most)
+            self.threads_used = most
+        else:
+            self.threads_used = self._chooser.run(step, order, batch_size, most)
 
     def evaluate(self, data):
         return self.kernels.evaluate(self.params, *self._args, self.spec.loss_code, *data,

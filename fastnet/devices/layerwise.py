@@ -18,6 +18,7 @@ from functools import cached_property
 
 import numpy as np
 
+from fastnet.devices.threads import Chooser
 from fastnet.devices.trainer import Trainer, numba_threads
 from fastnet.kernels.config import ACTIVATIONS
 from fastnet.layers import ConvPool, Dense, Flatten
@@ -167,6 +168,7 @@ class CnnTrainer(LayerwiseTrainer):
     def __init__(self, spec, params, ops, plan, **kwargs):
         super().__init__(spec, params, ops, **kwargs)
         self.plan = plan
+        self._chooser = Chooser()
 
     def epoch_threads(self, batch_size: int) -> int:
         import numba
@@ -177,8 +179,27 @@ class CnnTrainer(LayerwiseTrainer):
         return cnn_cpu.epoch_threads(layout, cg, batch_size, available)
 
     def train_epoch(self, data, order, batch_size, lr, decay):
+        """One epoch; without a fixed ``threads``, on the count ``Chooser`` finds faster by
+        training a scratch copy (the count changes the sums' rounding), the whole epoch on
+        that count (``threads_used``)."""
         from fastnet.kernels import cnn_cpu
         x, y = data
         layout, acts, cg = self.plan
-        cnn_cpu.train_epoch(self.params, layout, acts, self.spec.loss_code, cg, x, y, order,
-                            batch_size, lr, decay, self.epoch_threads(batch_size))
+
+        def step(part, threads, params=self.params):
+            cnn_cpu.train_epoch(params, layout, acts, self.spec.loss_code, cg, x, y, part,
+                                batch_size, lr, decay, threads)
+
+        most = self.epoch_threads(batch_size)
+        if self.threads is not None:
+            step(order, most)
+            self.threads_used = most
+        else:
+            copy = []                            # made only if this epoch probes
+
+            def scratch(part, threads):
+                if not copy:
+                    copy.append(self.params.copy())
+                step(part, threads, copy[0])
+            self.threads_used = self._chooser.run(step, order, batch_size, most,
+                                                  scratch=scratch)

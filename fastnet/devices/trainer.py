@@ -25,6 +25,9 @@ class Trainer(abc.ABC):
     """Base class: ``spec`` (a ``NetSpec``), the host parameter buffer ``params`` and the
     device's kernel set (``upload``/``download`` and the kernels the subclass calls)."""
 
+    #: the host thread count the last epoch mostly trained on (None: not a CPU thread count)
+    threads_used = None
+
     def __init__(self, spec, params: np.ndarray, kernels):
         self.spec, self.host, self.kernels = spec, params, kernels
         self.params = kernels.upload(params)
