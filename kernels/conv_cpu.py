@@ -1,63 +1,17 @@
 """Convolution-family kernels for the CPU (Numba): conv2d, max-pooling and the fused ConvPool
 layer of the book's network3, forward and backward.
 
-Twin: ``fastnet.reference.conv`` (same public names and signatures; conventions there and in
-docs/design.md). Tests: ``tests/test_conv.py``. Benchmark: time ``convpool_forward_into`` /
-``convpool_backward_into`` with nthreads 1 and 2 on the book's first CNN layer (x
-float32[10 or 100, 1, 28, 28], w[20, 1, 5, 5], pool (2, 2), sigmoid, no dx) and its second
-(x[·, 20, 12, 12], w[40, 20, 5, 5], with dx) after ~30 warm-up calls, reporting the minimum
-and the median of repeats: the 2-core machine is shared and single runs are noisy.
-
     conv2d    z[n, o, y, x] = b[o] + Σ_{c,i,j} w[o, c, i, j] · x[n, c, y + i, x + j]   (valid)
     maxpool   non-overlapping (ph, pw) windows, remainder dropped; argmax = flat index of the
               winner in the (h, w) plane of the pooled input (int32), first maximum on ties
     convpool  a = act(maxpool(conv(x, w)) + b)   (the book's ConvPoolLayer: bias after pooling)
 
-How — the "flat" correlation. One image ``x[n]`` is read as a flat vector ``xf`` of c_in·h·w
-values, and tap t = (c, i, j) of a filter sits at offset ``offs[t] = c·h·w + i·w + j``. Then
-``zf[o, p] = Σ_t wm[o, t] · xf[p + offs[t]]`` with ``wm = w.reshape(c_out, -1)`` is the output
-at ``p = y·w + x``: one long contiguous inner loop per (filter, tap) that LLVM vectorises, at
-the price of w - ow wasted columns per row (17 % for 5×5 on 28×28). In float32 four filters ×
-sixteen positions keep their sums in eight-lane registers over all taps (``kernels/simd.py``),
-and the forward takes its sixteen positions as two eight-wide chunks of output rows
-(``_corr_rows``), skipping the wasted columns: 16 µs per image for the book's first layer,
-67 µs for its second (19 and 103 flat); float64 runs two filters × four taps per pass over
-the output rows (~30 GFLOP/s in float32, when it was the only path). The weight gradient is the same loop as a dot product,
-``dw[o, t] = Σ_p dzf[o, p] · xf[p + offs[t]]``, with dz at row stride w and zeros elsewhere;
-dx is the forward correlation of dz, zero-padded by (kh - 1, kw - 1), with the flipped
-filters. After a max-pool, though, only each window's winner has a gradient, and the
-backward works from the winners alone (``_sparse_backward`` decides): a filter of at most
-five rows (the book's first layer) loads each winner's patch rows from the image, eight
-lanes each (``_dw_sparse``, ``_dx_sparse``, ``kernels/simd.py``): 19 against 40 µs per image;
-larger ones go through the image's patch matrix (an im2col, ``_patches``) — the weight
-gradient sums each filter's winners' patch rows, the input gradient each position's
-winners' filter rows, added into the patch (``_dw_patches``, ``_dx_patches``): 123 µs per
-image for the book's second layer with dx, against 227 µs from the image and 437-477 µs
-dense (Zen 1; on Zen 3, 2026-11-23: 58.7-62.1 µs with dx and 27.3-27.6 without, after
-``_accumulate_rows`` kept its eight sums at fixed offsets: 66-67 and 34 before). The
-fused kernels pool straight from the per-image scratch rows (the conv output never goes to
-memory) with vectorised, branch-free comparisons, and evaluate the sigmoid of a whole image
-with a vectorised exp (float32). A plain conv2d is the fused layer with a
-1×1 pool and a linear activation, so conv2d and ConvPool share one forward and one backward.
+Shapes: x ``float[n, c_in, h, w]``, w ``float[c_out, c_in, kh, kw]``, b ``float[c_out]``;
+C-contiguous, one dtype, kh <= h, kw <= w: the kernels (``*_into``) do not check (the API layer
+does) and write into arrays passed in. The plain-named wrappers allocate and call them.
 
-Variants: only the flat correlation is kept. Measured and dropped (single thread, float32):
-a row-by-row direct loop (24-wide rows leave LLVM's 32-wide vector body unused: 3× slower),
-2 filters × 5 taps (no faster), and im2col + np.dot (OpenBLAS): 2.0–2.5× slower on the first
-layer (417 vs 211 µs at batch 10), 1.0–1.2× slower on the second.
-
-Threads: the drivers split the batch into ``nthreads`` contiguous chunks under ``prange``,
-each chunk with its own scratch and its own partial dw/db (summed afterwards — never a racing
-``+=``). Two threads are 1.5–2× faster from batch 10 up (a parallel region costs ~4 µs; one
-28×28 image ~85 µs forward and backward on one thread). Under OpenMP (Numba's default layer
-here) a machine busy with other work can stall a region for whole scheduler ticks (4 ms).
-Pass ``numba.get_num_threads()`` (the wrappers do): calling it inside a kernel would stop Numba
-from caching the kernel. (A separate serial path for nthreads=1 was dropped: it cost ~1.5 s
-of compile time per kernel and dtype.)
-
-Kernels (``*_into``) write into the arrays passed in and allocate only their per-call scratch,
-never inside a loop; they accumulate in the arrays' dtype (float32 or float64) and do not
-validate — the API layer does (C-contiguous arrays of one dtype, kh <= h, kw <= w).
-The plain-named wrappers allocate the outputs and call the kernels.
+NumPy twin: ``fastnet.reference.conv`` (same public names). Tests: ``tests/test_conv.py``.
+Why the flat correlation and the backward from the pooling winners: docs/kernels.md.
 """
 
 import math

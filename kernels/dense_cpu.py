@@ -1,66 +1,16 @@
 """Dense-layer kernels for the CPU (Numba ``@njit``): batched feedforward, activations, output
-and hidden deltas, the fused gradient + SGD update, softmax, and a fused training epoch.
-
-Twin: ``fastnet.reference.dense`` (same names, same conventions; see docs/design.md).
-Tests: ``tests/test_dense.py``. Benchmark: ``pytest bench/ --benchmark-only -k dense``.
+and hidden deltas, the fused gradient + SGD update, softmax, the layer-by-layer kernels
+(``*_par``), inference (``evaluate``, ``predict``) and the fused training epoch
+(``train_epoch``, and ``train_epoch_threaded`` on OS threads: a whole epoch per compiled call).
 
 Shapes: ``x: float[B, n_in]``, ``w: float[n_out, n_in]``, ``b: float[n_out]``,
-``z, a, delta: float[B, n_out]``. Kernels write into arrays passed in and allocate nothing in
-their loops; they do not validate (the Python layer does).
+``z, a, delta: float[B, n_out]``; a stack is the flat ``params`` buffer with ``layout[L, 4]``
+rows ``(n_in, n_out, w_offset, b_offset)``, ``acts[L]`` and a loss code (docs/design.md).
+Kernels write into arrays passed in, allocate nothing in their loops and do not validate (the
+Python layer does).
 
-Variants and why (epoch = [784, 30, 10] sigmoid/quadratic, 50,000 samples, lr 3.0, on the
-2-core AVX2 machine; the machine was shared and loaded (load 5-13) while these were taken, so
-figures are minima / CPU times of single-threaded runs, ±10%):
-- v1 (previous default): 2×2 register-blocked ``dense_forward``, ``dense_update`` one row ×
-  two samples per pass, a per-step gather of the mini-batch, libm ``exp`` behind a branch in
-  the sigmoid. Epoch fp32 ≈ 0.25-0.28 s, fp64 ≈ 0.42-0.46 s (bs 10 and 100 alike).
-- v2 (default): micro-kernels over two weight rows × five samples (``_dot_2x5``: 7 loads per
-  10 ymm FMAs, checked in the asm; ``_axpy_2x5`` for the update, now on ``simd`` vectors:
-  its plain loop had 0 packed FMAs in the asm), sample groups outside and rows inside (the
-  5 x rows stay in L1 while weight rows stream: x traffic, not w, limits these loops); x and
-  y read in place through ``order`` (no gather); branch-free,
-  vectorisable sigmoid (own exp: range reduction + degree-12 polynomial + exponent bits);
-  per-code branches hoisted out of the activation loops. Per mini-batch of 10 (fp32, min,
-  in-njit): forward 784→30 ≈ 10.5 µs (was 13), update ≈ 13.7-15.5 µs (was 23). Epoch CPU time
-  fp32 0.19 s (bs 10) / 0.18 s (bs 100), fp64 0.33 s / 0.32 s.
-- Tried, not kept: fusing step t's layer-0 update with step t+1's forward row by row (updated
-  rows still in L1): 30-34 µs vs 29 µs unfused at fp32 — the 20 x rows of both steps (62 KB)
-  then stream through the 32 KB L1 for every row pair, which costs more than re-reading w from
-  L2. Rows outer / samples inner: ~same forward, update 15.5 vs 13.7 µs. One row × ten samples
-  update: 17.8 µs (load-bound).
-- v3 (default on 2+ cores): ``train_epoch_threaded``, the same epoch on OS threads that stay
-  inside one compiled call for the whole epoch: thread t owns a range of layer 0's rows (its
-  update of step t and forward of step t+1), thread 0 alone runs the small layers above
-  (``_step_upper``), two spin barriers per step (``sync_cpu.barrier``, ~0.13 µs). Layer 0's
-  z, a and δ live in rows padded to whole cache lines, each thread writing whole lines of its
-  own (the unpadded first try lost ~3.5 µs per step to false sharing). Bit-identical to the
-  one-thread epoch. Idle machine, 2026-11-22, min of 5: fp32 bs 10 0.128 s (1 thread 0.190 s),
-  bs 100 0.109 s (0.174 s); fp64 bs 10 0.21-0.23 s (0.355 s), bs 100 0.204 s (0.345 s).
-  With another process spinning on one core the 2-thread epoch takes 0.28-0.41 s (fp32) — the
-  waits yield their core after ~4,000 spins, so it degrades instead of stalling; set
-  ``NUMBA_NUM_THREADS=1`` on a busy machine.
-- Tried, not kept: every thread computing its own columns of δ⁰ (from a copy of layer 1's
-  weights) while thread 0 updates the layers above, to shorten the one-thread section between
-  the barriers (~4 µs per step): 0.146 s vs 0.135 s fp32 bs 10 in the same conditions, and the
-  one-thread epoch 0.223 s vs 0.207 s — the per-row column slices and the extra copies cost
-  more than the overlap gains at these sizes.
-- Tried, not kept: one OpenMP ``prange`` region per step for layer 0 (the previous threaded
-  variant): 1.5-10 µs per region to open and close, against ~35 µs of work per step, and an
-  epoch measured 0.189 s vs 0.212 s single (fp32 bs 10); under load every region waited for a
-  descheduled thread (1.3-7 s per epoch).
-- ``_rows_backprop`` and float32 ``_rows_update`` on ``simd`` register sums (2026-11-23):
-  the old loops load and store the output every few FMAs. First blocks of 4 rows × 16
-  columns (Zen 1, one thread, 2,880 → 100, per sample: backprop 25.2 → 21.5 µs at 5 samples,
-  24.6 → 17.0 µs at 50; update 24.4 → 21.9 µs at 50); then, on Zen 3, blocks of 5 rows
-  (a thread's five samples are one block) and column tiles for the update (its 100 samples'
-  activations stay in L2): backprop 15.6 → 11 µs at 5 samples, update 16.9 → ~10 µs at 100;
-  float64 backprop in the same blocks, one vector per row (42-46 → 18-21 µs).
-  ``dense_backward_sgd_par`` fuses a layer's backward with its SGD step for the
-  layer-by-layer path (no gradient buffer, no separate update pass).
-- ``error_model="numpy"`` (``config.CPU_JIT``): without it every float division carries a
-  ZeroDivisionError branch that keeps the sigmoid loop scalar (1.15 µs for 10×10, now 0.45).
-All kernels use ``config.FASTMATH`` (reassociation and contraction only, no ``nnan``/``ninf``):
-the tests pass with margin under it, and NaN/inf checks stay meaningful.
+NumPy twin: ``fastnet.reference.dense`` (same names). Tests: ``tests/test_dense.py``.
+Why the register blocks, the ``simd`` update, the threads and the sigmoid: docs/kernels.md.
 """
 
 import math
