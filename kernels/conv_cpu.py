@@ -95,10 +95,9 @@ def _corr_flat(xf, wm, offs, zf, length):
     float32: four filters × sixteen positions per block, the eight 8-lane sums in registers
     over all T taps (``simd``): per tap two loads of x and four broadcasts feed eight FMAs,
     and z is stored once. The last positions go through masked lanes; a short last group of
-    filters repeats its last filter in sums that are not stored. Against the two-filter ×
-    four-tap passes (``_corr_flat_passes``, which load and store z every four taps), one
-    thread: first conv layer 24.7 → 17.5 µs per image, second (T = 500, 80 positions)
-    153 → 83 µs. float64 (sixteen registers of sums): ``_corr_flat_passes``.
+    filters repeats its last filter in sums that are not stored. Faster than the two-filter ×
+    four-tap passes (``_corr_flat_passes``, which load and store z every four taps), on both
+    of the book's conv layers. float64 (sixteen registers of sums): ``_corr_flat_passes``.
     """
     if not _dense._is_float32(xf.dtype.type(0)):
         _corr_flat_passes(xf, wm, offs, zf, length)
@@ -123,7 +122,7 @@ def _corr_flat(xf, wm, offs, zf, length):
                 c0, c1 = simd.fma(c0, x0, w2[t]), simd.fma(c1, x1, w2[t])
                 d0, d1 = simd.fma(d0, x0, w3[t]), simd.fma(d1, x1, w3[t])
             # plain stores, inline: a call per row (``_put2``) cost as much as the 25 taps
-            # of a 5×5 filter (34 against 18 µs per image for the first layer)
+            # of a 5×5 filter
             simd.store8(z0, p, a0)
             simd.store8(z0, p + L, a1)
             if g > 1:
@@ -177,9 +176,9 @@ def _corr_rows(xf, wm, offs, starts, zf):
     """zf[o, s + j] (overwritten) = Σ_t wm[o, t] · xf[s + j + offs[t]] for every chunk start s
     in starts (``_row_chunks``) and j < 8: ``_corr_flat``'s four filters × sixteen positions
     in registers, float32, but the sixteen positions are two chunks of eight of the conv
-    output's rows, so the w - cw columns between rows are never computed: one thread, the
-    book's second layer (8-wide output rows of 12-wide images: 92 flat positions for 64)
-    103 → 67 µs per image, its first (24 of 28) 19.6 → 16.2 µs. A last odd chunk pairs with
+    output's rows, so the w - cw columns between rows are never computed (the book's second
+    layer, 8-wide output rows of 12-wide images: 64 positions instead of 92 flat ones; its
+    first, 24-wide rows of 28-wide images: 24 of 28). A last odd chunk pairs with
     itself (stored twice, the same values). Every load is inside xf: a chunk ends inside
     its output row, and its last tap's eight values end there in the image."""
     c_out, n_taps = wm.shape
@@ -395,7 +394,7 @@ def _sigmoid_plane(z, a, buf):
 
     float32: exp(-|z|) is built in vectorisable loops — range reduction, a degree-7
     polynomial (relative error ~2e-7) and the exponent bits 2^k — instead of m scalar libm
-    calls (~1.7× faster here); the sign and the underflow below -87 are branch-free ramps.
+    calls (faster); the sign and the underflow below -87 are branch-free ramps.
     float64: one branch-free libm exp per element (accuracy first).
     """
     m = z.size
@@ -674,7 +673,7 @@ def _dw_sparse(xf, dq, pq, offs, kw, dwp):
     vector registers, loaded from and stored back to dwp unmasked (masked stores are slow).
     A patch whose eight-wide rows would run past xf's end (the image's last rows: xf is one
     image) takes masked loads; a filter none of whose winners' patches does runs a tight
-    loop without the check (first layer 19.0 → 16.3 µs per image: fewer registers spilled).
+    loop without the check (fewer registers spilled).
     """
     c_out, nq = dq.shape
     n_rows = offs.shape[0] // kw
@@ -843,10 +842,9 @@ def _through_patches(c_in, kh, kw, n_pos):
     so the direct kernels' sums need several passes over the winners, each loading
     unaligned short rows — and the matrix (n_pos conv output positions × the patch width,
     one per thread chunk) has at most 2^22 elements (16 MB in float32), so that large
-    images do not trade a little speed for a lot of memory. Measured per image here (one
-    thread, float32, ReLU): the book's second layer (20 → 40 maps, 5×5 on 12×12: a 64 × 512
-    matrix) weight gradient 83 → 55 µs with the patches, input gradient 132 → 66 µs; its
-    first layer (one map: five rows) is faster direct (17 µs against 26)."""
+    images do not trade a little speed for a lot of memory. The book's second layer (20 → 40
+    maps, 5×5 on 12×12: a 64 × 512 matrix) computes both gradients faster through the
+    patches; its first layer (one map: five rows) is faster direct."""
     return c_in * kh > 5 and n_pos * _patch_width(c_in * kh * kw, kw) <= 2 ** 22
 
 
@@ -933,8 +931,8 @@ def _accumulate_rows(rows, idx, coef, start, stop, out, fresh):
     :8·nv], nv = out.size // 8: a weighted sum of gathered rows, in windows of eight vectors
     (``_accumulate_window``); a last window of fewer moves back over the previous one's
     vectors (computed again, not stored). Rows of fewer than eight vectors (patch widths
-    under 64: small layers) take them one at a time, 1.1-1.3× the time the clamped
-    eight-register pass took for them (51-62 against 57-83 ns for 16 rows of 4-6 vectors)."""
+    under 64: small layers) take them one at a time, which for them is faster than a
+    clamped eight-register pass."""
     L = simd.LANES
     nv = out.shape[0] // L
     if nv < 8:

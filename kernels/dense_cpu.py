@@ -31,7 +31,7 @@ from .config import CROSS_ENTROPY, QUADRATIC, RELU, SIGMOID, SOFTMAX, SOFTPLUS, 
 _jit = njit(**config.CPU_JIT)
 # Kernels that allocate nothing and return no array (nor a tuple holding one) are compiled
 # without Numba's reference counting: each array view a function makes or passes otherwise
-# costs two atomic updates of a reference count (~10 ns each here), and a fused step makes
+# costs two atomic updates of a reference count, and a fused step makes
 # dozens of views per sample. A ``_lite`` function may call ``_jit`` ones (``config.CPU_JIT``
 # asks for counting explicitly, so they count their own references whoever calls them; the
 # views passed in are borrowed). Numba refuses a call that returns a new array inside a
@@ -94,10 +94,10 @@ def _is_float32(typingctx, z):
 def rows_of(typingctx, a, start, m, n):
     """``a.reshape(-1)[start:start + m * n].reshape((m, n))`` for a C-contiguous a (1-D or
     2-D), sharing a's memory (read-only stays read-only); IndexError when the rows run outside
-    a. ``reshape`` without Numba's helper call (~20 ns, ~20 of them a step in the fused
-    epochs). An intrinsic, so ``_lite`` functions can use it (they cannot call a function that
-    returns a new view) and it costs no compile time of its own (an ``inline="always"``
-    function is typed again at every call site: ~8 s more on a cold cache)."""
+    a. ``reshape`` without Numba's helper call (the fused epochs make many of these a step).
+    An intrinsic, so ``_lite`` functions can use it (they cannot call a function that returns
+    a new view) and it costs no compile time of its own (an ``inline="always"`` function is
+    typed again at every call site, which adds seconds to a cold-cache compile)."""
     if not (isinstance(a, types.Array) and a.layout == "C" and a.ndim in (1, 2)
             and all(isinstance(t, types.Integer) for t in (start, m, n))):
         return None
@@ -177,7 +177,7 @@ def _sigmoid32(z):
 # Without "reassoc": it let LLVM merge the two-part ln2 (Cody-Waite) subtraction, r = t − n·ln2_hi
 # − n·ln2_lo, into one product, so r lost ~|n| ulps and σ's float64 relative error grew with
 # |z| (2.4e-14 near z = −700, 30 ulps at −100; 5e-16 at most so). float32 keeps it: its
-# error (~3e-7, a few float32 ulps) is the same either way, and the sigmoid runs ~10% faster.
+# error (~3e-7, a few float32 ulps) is the same either way, and the sigmoid runs faster.
 @njit(**dict(config.CPU_JIT, fastmath=config.FASTMATH - {"reassoc"}))
 def _sigmoid64(z):
     return _sigmoid_body(z)
@@ -335,7 +335,7 @@ def _axpy_2x5(w0, w1, c0, c1, x0, x1, x2, x3, x4, n, d):
     last step on masked lanes with the same FMA chain, so every element gets the same
     arithmetic whatever the compile (a scalar tail came out differently fresh and from the
     cache) and wherever a row range starts. Written as plain loops over k these did not
-    vectorise with a run-time n (2,880 → 100 on Zen 3: 65-80 µs per sample against 10-13)."""
+    vectorise with a run-time n."""
     k = 0
     while k + simd.LANES <= n:
         v = _x5(x0, x1, x2, x3, x4, k, simd.LANES, True)
@@ -402,8 +402,8 @@ def _rows_forward(x, rows, m, w, b, z, j_lo, j_hi):
     while i < m:
         if i + 1 < m:
             # five samples; a group past the last sample repeats it (summed, not stored):
-            # 2-4 samples cost one group, not 2-4 single-sample passes over w (one thread,
-            # 2,880 → 100 float32, Zen 3: 20-25 µs per sample alone, ~9 in a whole group)
+            # 2-4 samples cost one group, not 2-4 single-sample passes over w (a sample
+            # alone costs more than twice its share of a whole group)
             g = min(5, m - i)
             i1, i2, i3, i4 = _next4(i, m - 1)
             x0, x1, x2 = _xrow(x, rows, i), _xrow(x, rows, i1), _xrow(x, rows, i2)
@@ -496,14 +496,7 @@ def _rows_update(x, rows, m, delta, w, b, scale, decay, j_lo, j_hi):
     them (at 100 samples x is 1.15 MB: untiled, each block streamed it from L3). Each
     element's sum runs over i in order whatever the blocks and tiles, so results do not depend
     on them. Below three samples, at exactly five (one pass of the five-sample groups) and for
-    float64: ``_rows_update_passes``.
-
-    Per sample, 2,880 → 100 float32, one thread, AMD Zen 3 (2026-11-23; the four-row untiled
-    version it replaces in brackets): m = 10: 10.3-11.0 µs (12.7; the passes 10.8-12.3); m = 50:
-    8.6-9.7 (13.0); m = 100: 9.2-11.0 (16.9); m = 5: 12.8-20.3, the passes 9.4-15.9; m = 8:
-    10.5 against the passes' 17 (a group of five, then three single samples). On Zen 1 (2026-11-23,
-    the four-row version against the passes): m = 10: 22.0 against 24.5; m = 50: 21.9
-    against 24.4.
+    float64: ``_rows_update_passes`` (at exactly five samples the passes are the faster).
     """
     if not _is_float32(w.dtype.type(0)) or m < 3 or m == 5:
         _rows_update_passes(x, rows, m, delta, w, b, scale, decay, j_lo, j_hi)
@@ -633,7 +626,7 @@ def dense_update(x, delta, w, b, scale, decay):
 # ---------------------------------------------------------------------------- layer by layer
 # The layer-by-layer path (models with conv layers) calls these once per layer and step; they
 # split the work into ``nthreads`` row or column ranges under ``prange`` (one parallel region
-# per call: ~2-10 µs, against 100 µs-5 ms of work for the book's 2880→100 layer).
+# per call, cheap against the work of a wide layer such as the book's 2880→100).
 _pjit = njit(**config.CPU_JIT, parallel={"comprehension": False, "reduction": False,
                                          "inplace_binop": False, "setitem": False,
                                          "numpy": False, "stencil": False, "fusion": False,
@@ -651,10 +644,9 @@ def _split(n, nthreads, c, align):
 @_lite
 def _rows_backprop_one(dz, w, dx, k_lo, k_hi):
     """``_rows_backprop`` for float64: the same five-row blocks, one eight-lane vector (two
-    AVX2 registers) per row, so the five sums, the row of w and a broadcast fit the sixteen
-    registers. Per sample, 2,880 → 100, one thread, Zen 3: 42-46 µs with the tiled loop it
-    replaces (LLVM's vectorised ``d += a0·w0 + … + a3·w3`` over slices, loading and storing dx
-    every four rows of w), ~20 µs here."""
+    256-bit registers) per row, so the five sums, the row of w and a broadcast fit the sixteen
+    registers. Faster than the tiled loop it replaced (LLVM's vectorised
+    ``d += a0·w0 + … + a3·w3`` over slices, loading and storing dx every four rows of w)."""
     m, n_out = dz.shape
     zero = simd.splat(dx.dtype.type(0))
     k = k_lo
@@ -721,9 +713,8 @@ def _rows_backprop(dz, w, dx, k_lo, k_hi):
     left one row on its own, whose two FMA chains wait on each other's latency. A single last
     row still goes alone (two sums). The last columns go through masked lanes with the same
     per-lane FMA chain, so an element's value does not depend on where a thread's column range
-    begins or ends. Per sample, 2,880 → 100 float32, one thread, AMD Zen 3 (2026-11-23; four-
-    row blocks in brackets): m = 5: 10.9-11.4 µs (15.6); m = 10: 9.1 (13.5); m = 50: 8.1
-    (9.4). float64 (the sums would need 20 registers of their own): ``_rows_backprop_one``.
+    begins or ends. float64 (the sums would need 20 registers of their own):
+    ``_rows_backprop_one``.
     """
     if not _is_float32(w.dtype.type(0)):
         _rows_backprop_one(dz, w, dx, k_lo, k_hi)
@@ -1170,9 +1161,9 @@ def epoch_threads(layout, batch_size):
 def train_epoch_threaded(params, layout, acts, loss, x, y, order, batch_size, lr, decay,
                          nthreads):
     """``train_epoch`` on ``nthreads`` OS threads (this one and nthreads − 1 started here),
-    synchronised by ``sync_cpu.barrier``; the same arithmetic, so the same result as
-    ``train_epoch`` up to the order of a few vectorised sums. The kernels release the GIL. An
-    exception in any thread stops the others and is raised here."""
+    synchronised by ``sync_cpu.barrier``; the same arithmetic in the same order, so the same
+    result as ``train_epoch`` bit for bit (tests/test_dense.py). The kernels release the GIL.
+    An exception in any thread stops the others and is raised here."""
     if nthreads <= 1:
         train_epoch(params, layout, acts, loss, x, y, order, batch_size, lr, decay)
         return

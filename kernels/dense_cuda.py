@@ -409,9 +409,8 @@ def epoch_config(layout, dtype, batch_size, *, units_per_block=None, threads=Non
     if not _SIM and T % 32:
         raise ValueError(f"threads per block must be a multiple of 32, got {T}")
     max_blocks = _SIM_MAX_BLOCKS if _SIM else cuda.get_current_device().MULTIPROCESSOR_COUNT
-    # one layer-0 unit per block measured fastest on the H100 (2026-11-22, [784,30,10] bs 10:
-    # 1 unit → 30 blocks 55.6 ms/epoch, 2 → 61.9, 3 → 70.2, 5 → 85.2; [784,100,10]: 1 → 74.5,
-    # 7 → 119 ms); more units than SMs raise it below
+    # one layer-0 unit per block measured fastest, for [784,30,10] and [784,100,10] alike
+    # (docs/performance.md, launch tuning); more units than SMs raise it below
     upb = units_per_block or 1
     upb = max(int(upb), -(-n1 // max_blocks))     # one block per SM at most: co-resident
     upb = min(upb, n1)

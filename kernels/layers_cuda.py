@@ -29,7 +29,7 @@ TPB = config.THREADS_PER_BLOCK          # threads per block of the 1-D kernels
 TILE = 4 if _SIM else 16                # dense product tiles are TILE × TILE threads
 _TILE_PAD = TILE + 1                    # padded shared rows: no bank conflicts on column reads
 # Blocks of a grid-stride launch at most. The simulator runs every thread as a Python thread
-# (~100 µs each per launch), so it gets two blocks: enough to exercise the block stride.
+# (slow), so it gets two blocks: enough to exercise the block stride.
 MAX_BLOCKS = 2 if _SIM else 1024
 _M32 = 0xFFFFFFFF
 

@@ -120,7 +120,7 @@ def splat(typingctx, s):
 @intrinsic
 def load(typingctx, a, i, n):
     """Lanes k < n: a[i + k]; the others 0. Nothing outside a[i:i + n] is read (a masked
-    load: ~5× slower than ``load8`` on AMD Zen 1, measured here — for the edges)."""
+    load, several times slower than ``load8``: for the edges)."""
     if not (_flat_array(a) and isinstance(i, types.Integer) and isinstance(n, types.Integer)):
         return None
 

@@ -32,8 +32,7 @@ _pjit = njit(**config.CPU_JIT, parallel={"comprehension": False, "reduction": Fa
                                          "prange": True})
 
 # Inputs with more nonzeros than this fraction train on the dense path: one-thread epochs of
-# [784, 30, 10] at mini-batch 10 cross over at density 0.42-0.44 (float32: sparse 72 / 98 ms
-# against dense 87 / 89 ms at densities 0.35 / 0.50; float64 139 / 187 against 158 ms).
+# [784, 30, 10] at mini-batch 10 cross over a little above it.
 SPARSE_MAX_DENSITY = 0.4
 _VBYTES = 32  # one AVX vector
 _PART0_SHARE = 0.5  # of the nonzeros (module doc)
@@ -65,8 +64,8 @@ def nonzero_pattern(x, indptr, nthreads):
     """``(indptr, indices int32[nnz], values[nnz])``, x[N, n] in CSR form (indptr from
     ``row_pointers``): row i's nonzero columns, ascending, are
     ``indices[indptr[i]:indptr[i + 1]]``, their values ``values[...]`` (x's dtype). Rows split
-    over ``nthreads`` threads. The fill branches on each element: 66 ms for MNIST on one
-    thread, against 141 ms branch-free (which writes every element)."""
+    over ``nthreads`` threads. The fill branches on each element: faster for MNIST than a
+    branch-free fill, which writes every element."""
     N, n = x.shape
     indices = np.empty(indptr[N], dtype=np.int32)
     values = np.empty(indptr[N], dtype=x.dtype)
@@ -571,7 +570,7 @@ def _upper(params, layout, acts, loss, y, rows, first, offs, zq, ws, lr, decay):
 @_lite
 def epoch_worker(tid, nthreads, sync, params, layout, acts, loss, csr, y, order, batch_size, lr,
                  decay, sp, ws, up, offs):
-    """Thread ``tid`` of ``nthreads`` running one epoch (see the module doc): thread t runs
+    """Thread ``tid`` of ``nthreads`` running one epoch (docs/kernels.md): thread t runs
     the forward and deltas above layer 0 for half t of each mini-batch's samples, then half t
     of the upper layers' rows and part t of layer 0 (one thread runs both halves and both
     parts, in the same order); ``sp, ws = workspaces(...)``, ``up = upper_workspaces(...)``,
@@ -704,7 +703,7 @@ def _forward_rows(params, layout, acts, loss, csr, wt, bt, y, out, lo, hi, batch
 def _on_threads(params, layout, acts, loss, csr, y, out, batch_size, nthreads):
     """``_forward_rows`` over all rows, in ``nthreads`` ranges of whole ``batch_size`` chunks on
     OS threads (one compiled function for evaluate and predict: a ``prange`` kernel each
-    compiled for ~10-15 s); returns the ranges' (cost, correct) added in range order. The
+    took long to compile); returns the ranges' (cost, correct) added in range order. The
     chunks do not depend on the thread count, so neither do the outputs (the summed cost's
     last bits do: it is added range by range)."""
     sp = workspaces(params, layout, 1)[0]
