@@ -1,25 +1,15 @@
-"""Reading numeric numpy arrays out of an untrusted pickle, without letting numpy rebuild them.
+"""Reading numeric NumPy arrays out of an untrusted pickle (the book's ``mnist.pkl.gz``) without
+running it and without letting NumPy rebuild them from the file's state.
 
-The book's ``mnist.pkl.gz`` is a pickle, and a pickle is a program. Restricting which globals it
-may name is not enough: numpy's own ``dtype`` and ``_reconstruct`` will build an object array
-from raw bytes (pointers the file chose), and ``ndarray.__setstate__`` trusts the file's shape,
-dtype and byte count. So here numpy is never handed the file's state:
+``load_arrays(data, name)`` returns the pickled structure with tuples and lists kept and
+arrays built as ``np.frombuffer(data, dtype).reshape(shape)`` from an allow-listed dtype (bool,
+int/uint 8-64, float 32/64, either byte order), after checking every length, index and byte
+count against the bytes that are there. Anything else in the file (other globals; object,
+void, structured, string or subarray dtypes) raises ``ForbiddenPickleError`` (a ValueError and
+a ``pickle.UnpicklingError``) naming the file, before any array exists.
 
-1. ``_scan`` walks the opcodes without running them: only the opcodes that tuples, lists,
-   numbers, strings and arrays need; every length field checked against the bytes that are
-   there; memo indices and the opcode count bounded. The stock unpickler allocates a
-   ``BINBYTES8`` payload or grows its memo to a declared index *before* reading, so a few bytes
-   could otherwise ask for terabytes.
-2. The unpickler maps the few allowed globals (``numpy.dtype``, ``numpy.ndarray``,
-   ``_reconstruct``, ``_frombuffer``, latin-1 ``_codecs.encode``) to stand-ins that only record
-   their arguments and state.
-3. ``_build`` turns each recorded array into ``np.frombuffer(data, dtype).reshape(shape)``
-   with a dtype made here from an allow-list (bool, int/uint 8-64, float 32/64, either byte
-   order), after checking that the shape's byte count equals the data's length. Object, void,
-   structured, string and subarray dtypes are refused before any array exists.
-
-``load_arrays`` returns the pickled structure with tuples and lists kept and arrays built;
-anything else in the file is refused.
+Twin: none. Tests: ``tests/test_datasets.py``, ``tests/test_hostile_data.py``. Why each step:
+docs/design.md.
 """
 
 from __future__ import annotations

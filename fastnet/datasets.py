@@ -1,27 +1,17 @@
-"""MNIST loading: the four IDX files (gzipped or raw) and the book's ``mnist.pkl.gz``.
+"""MNIST loading: the four IDX files (gzipped or raw) and the book's ``mnist.pkl.gz``; and
+``expand_by_shifts``, the book's ``expand_mnist.py``.
 
 ``load_mnist()`` returns ``(train, val, test)``, each a pair ``(x, y)`` with
-``x: float32[n, 784]`` in [0, 1] (uint8 / 255) and ``y: int64[n]`` in 0..9. As in Nielsen's book
-the 60,000 training images are split into the first 50,000 for training and the last 10,000 for
-validation; the 10,000 test images come from the t10k files.
+``x: float32[n, 784]`` in [0, 1] (uint8 / 255) and ``y: int64[n]`` in 0..9: the first 50,000
+training images for training, the last 10,000 for validation, the 10,000 t10k images for test.
+Files are looked for in the ``path`` argument (only there, never downloading), else
+``$FASTNET_DATA``, then the per-user cache (``default_data_dir()``), downloading what is missing
+into the cache; every file's sha256 (of the uncompressed bytes) is checked on each load. Every
+file is read as untrusted: a bad file raises ValueError naming it, before anything large is
+allocated. Nothing happens at import time: no I/O, no network.
 
-Where the files are looked for, in order: the ``path`` argument (only there, never downloading);
-else ``$FASTNET_DATA`` and then the per-user cache (``default_data_dir()``), downloading what is
-missing into the cache from a list of mirrors. Every file's sha256 (of the uncompressed bytes) is
-checked on each load: hashing the 47 MB training images takes ~0.03 s against ~0.2 s to gunzip
-them, so a memo of verified files would not pay for itself.
-
-Every file is read as untrusted: an IDX header is parsed before its payload and no more is
-decompressed than it declares (a gzip file may expand to at most 100x its size), and the book's
-pickle is read without running it (``fastnet._safe_pickle``). A bad file raises ValueError
-naming it, before anything large is allocated.
-
-Downloads use the standard library (urllib), with a connect timeout of a few seconds. pooch
-would bring seven packages (requests, urllib3, certifi, idna, charset-normalizer, platformdirs,
-packaging) for this one job, and its ``known_hash`` checks the downloaded (compressed) bytes,
-while these hashes are of the uncompressed ones, which hold across gzip re-makes.
-
-Nothing happens at import time: no I/O, no network.
+Twin: none (I/O). Tests: ``tests/test_datasets.py``, ``tests/test_hostile_data.py``. The
+loading rules: docs/guide.md; why the checks are made as they are: docs/design.md.
 """
 
 from __future__ import annotations

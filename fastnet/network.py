@@ -1,31 +1,17 @@
 """Drop-in replacement for ``network.py`` (chapters 1–2) of Michael Nielsen's *Neural Networks
 and Deep Learning*: ``from fastnet import mnist_loader, network`` instead of
-``import mnist_loader, network``, and the book's scripts run unchanged, 20–50× faster.
+``import mnist_loader, network``, and the book's scripts run unchanged on the compiled kernels.
 
->>> training_data, validation_data, test_data = mnist_loader.load_data_wrapper()  # doctest: +SKIP
 >>> net = network.Network([784, 30, 10])                                          # doctest: +SKIP
 >>> net.SGD(training_data, 30, 10, 3.0, test_data=test_data)                      # doctest: +SKIP
-Epoch 0: 9071 / 10000
-...
 
-What stays the book's: the names, signatures and printed lines; the initial weights (drawn with
-``np.random.randn`` in the book's order, so ``np.random.seed(s)`` gives the book's network); the
-mini-batches (each epoch ``random.shuffle``s a list as long as the training data, so
-``random.seed(s)`` gives the book's order); the update ``w ← w − (η/m)·Σ∇w`` in float64. The
-weights after training agree with the book's to ~1e-12 relative (the sums are merely taken in
-another order).
+Shapes: the book's. ``weights[l]: float64[n_out, n_in]``, ``biases[l]: float64[n_out, 1]``;
+data are lists of ``(x, y)`` pairs, ``x: (n_in, 1)``. ``SGD`` trains a float64 ``fastnet.Model``
+on a copy (``Model.fit`` with the book's ``random.shuffle`` mini-batches and printed lines) and
+replaces ``weights``/``biases`` by new arrays after every epoch.
 
-What changes: ``SGD`` converts the list of ``(x, y)`` pairs to arrays once and trains a float64
-``fastnet.Model`` holding a copy of the parameters (``Model.fit``, its ``order`` hook giving the
-book's mini-batches, a callback printing the book's lines; ``device="cpu"`` by default, or
-``$FASTNET_DEVICE``). ``weights`` and ``biases`` remain the source of truth: ``SGD`` reads them
-when it starts and, after every epoch, replaces them with new arrays holding the trained values,
-as the book's update does after every mini-batch (arrays you held before keep their old values;
-edits between calls are what the next call trains). A run that diverges (NaN or inf weights)
-stops with ``FloatingPointError``, the weights left as after the last finite epoch.
-Bad data raises ``ValueError``/``TypeError`` naming the position of the first bad pair and the
-expected shape, before anything changes. ``SGD`` does not shuffle your list in place (the book's
-Python 2 code did; its Python 3 ports copy it first, as here).
+Twin: the book's per-sample algorithm, ``tests/book_reference.py``. Tests:
+``tests/test_network.py``. What stays the book's and what changes: docs/guide.md.
 """
 
 from __future__ import annotations
@@ -55,8 +41,8 @@ def sigmoid(z):
 def _activate(z):
     """sigmoid(z) for the float arrays ``feedforward`` makes, through the kernels' compiled
     sigmoid (``fastnet.devices.activate``: one pass, no temporaries; float64 within 5e-16
-    relative of the exact σ, a few ulps from ``sigmoid``; about 3× faster than ``sigmoid``'s
-    six NumPy calls on a column). As in the compiled ``predict`` the monitors use, e^z is
+    relative of the exact σ, a few ulps from ``sigmoid``; faster than ``sigmoid``'s six NumPy
+    calls on a column). As in the compiled ``predict`` the monitors use, e^z is
     floored at e^−708 (float32: e^−87), so below that an output is ~1e-308 (~1.6e-38) where
     ``sigmoid`` gives 0 or a subnormal. Anything else (integers, other ranks): ``sigmoid``."""
     if z.ndim == 2 and z.dtype in (np.float32, np.float64) and z.flags.c_contiguous:

@@ -6,21 +6,12 @@ Deep Learning*: ``from fastnet import mnist_loader, network2`` instead of
 >>> net.SGD(training_data, 30, 10, 0.5, lmbda=5.0, evaluation_data=validation_data,
 ...         monitor_evaluation_accuracy=True)                                  # doctest: +SKIP
 
-As in ``fastnet.network``: the book's names, signatures, printed lines, initial weights (for the
-same ``np.random.seed``) and mini-batches (for the same ``random.seed``); training runs one
-compiled kernel call per epoch on a flat float64 copy of ``weights``/``biases``, which are
-replaced by new arrays after every epoch. The update is the book's L2-regularised step
-``w ← (1 − η·λ/n)·w − (η/m)·Σ∇w`` (biases not decayed), ``n`` the size of the training data.
+Shapes and training as in ``fastnet.network``, with the book's L2-regularised update
+``w ← (1 − η·λ/n)·w − (η/m)·Σ∇w``; the monitors run one compiled ``predict`` over a data set
+and apply the book's formulas in NumPy. ``save``/``load``: the book's JSON, checked on load.
 
-The monitors (``total_cost``, ``accuracy``) run the network over a whole data set in one
-compiled ``predict`` call, then apply the book's formulas to the outputs in NumPy, so they print
-the book's numbers, including where the cross-entropy saturates (``nan_to_num`` turns
-``log(0)`` into 0 or 1.8e308, as in the book). One exception at the extreme: the kernels' sigmoid
-floors e^z at e^−708, so for z < −708 an output is ~1e-308 where the book's is exactly 0.
-
-Two fixes: ``Network(cost=CrossEntropyCost())`` (an instance) saves fine, and ``load`` only
-accepts the two cost names, checks the shapes in the file against ``sizes`` before building the
-network, refuses NaN/inf weights, and raises ``ValueError`` naming the file and what is wrong.
+Twin: the book's per-sample algorithm, ``tests/book_reference.py``. Tests:
+``tests/test_network2.py``. Where it differs from the book: docs/guide.md.
 """
 
 from __future__ import annotations

@@ -1,29 +1,17 @@
-"""A Theano-free drop-in for the book's chapter-6 ``network3.py``.
+"""A Theano-free drop-in for the book's chapter-6 ``network3.py``: ``Network``,
+``ConvPoolLayer``, ``FullyConnectedLayer``, ``SoftmaxLayer``, ``load_data_shared``, with the
+book's layers, initialisation (``np.random``, the book's order), cost, SGD and printed lines.
+Inside, the network is a ``fastnet.Model`` trained by the compiled kernels.
 
-    from fastnet import network3
-    from fastnet.network3 import Network, ConvPoolLayer, FullyConnectedLayer, SoftmaxLayer
-    training_data, validation_data, test_data = network3.load_data_shared()
-    net = Network([
-        ConvPoolLayer(image_shape=(10, 1, 28, 28), filter_shape=(20, 1, 5, 5), poolsize=(2, 2)),
-        FullyConnectedLayer(n_in=20 * 12 * 12, n_out=100),
-        SoftmaxLayer(n_in=100, n_out=10)], 10)
-    net.SGD(training_data, 60, 10, 0.1, validation_data, test_data)
+Shapes: data sets are ``(x: float32[n, 784], y: int64[n])`` pairs (no Theano shared variables);
+``ConvPoolLayer(image_shape=(mini_batch, c, h, w), filter_shape=(c_out, c, kh, kw),
+poolsize=(ph, pw))``, its ``w`` in the book's (true-convolution) orientation;
+``FullyConnectedLayer.w: (n_in, n_out)``. ``SGD(..., checkpoint=path)`` saves the run after
+every epoch and resumes it from there; results are attributes of the network
+(``best_validation_accuracy``, ``best_iteration``, ``test_accuracy``).
 
-The same layers, initialisation (drawn from ``np.random`` in the book's order and shapes), cost
-(mean log-likelihood + ``0.5·lmbda·Σ‖w‖² / num_training_batches``), plain SGD over whole
-mini-batches in data order (the book does not shuffle), dropout semantics and printed lines.
-Inside, the network is a ``fastnet.Model`` trained layer by layer with the compiled kernels.
-
-Differences, by design: data sets are plain ``(x, y)`` NumPy pairs (no Theano shared variables);
-the dropout masks come from NumPy's generator, not Theano's, so runs with dropout differ in
-their random draws; layer weights are exposed as NumPy arrays (``layer.w``, ``layer.b``) in the
-book's orientation: ``ConvPoolLayer.w`` is a true-convolution filter bank (fastnet computes a
-cross-correlation and stores the flipped filters), ``FullyConnectedLayer.w`` is
-``(n_in, n_out)``. ``device`` (``"cpu"`` or ``"numpy"``; ``FASTNET_DEVICE``) picks the backend.
-``SGD(..., checkpoint=path)`` saves the run after every epoch and resumes it from there (the
-book's longest runs take hours). ``SGD`` returns None, as the book's does; its results are
-attributes of the network (``best_validation_accuracy``, ``best_iteration``,
-``test_accuracy``).
+Twin: ``tests/network3_reference.py`` (the book's algorithm in NumPy). Tests:
+``tests/test_network3.py``. Differences from the book (dropout draws, orientation): docs/guide.md.
 """
 
 from __future__ import annotations

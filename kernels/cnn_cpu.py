@@ -1,31 +1,17 @@
-"""A whole training epoch of a convolutional network in one compiled call, on OS threads: the
-book's first CNN shape, ConvPool → Flatten → Dense → … → Dense (any elementwise activations,
-softmax output allowed, any loss), on the CPU.
+"""A whole training epoch of a convolutional network in one compiled call, on OS threads, on the
+CPU: the book's first CNN shape, ConvPool → Flatten → Dense → … → Dense (any elementwise
+activations, softmax output allowed, any loss). Each thread takes a share of every
+mini-batch's samples through the forward and backward pass; two ``sync_cpu`` barriers per
+mini-batch; results agree across thread counts to rounding (the conv gradient is summed per
+thread).
 
-Twin: the layer-by-layer path (``fastnet.devices.layerwise.LayerwiseTrainer`` over ``fastnet.devices.ops``), which
-is itself tested against the NumPy reference; ``tests/test_cnn_epoch.py`` checks this epoch
-against the reference on 1 to 4 threads and against itself. Benchmark: ``bench/test_cnn.py``
-(the ``cpu`` rows run this epoch; ``docs/performance.md``).
+Shapes: the conv layer is layer 0 of a dense-style ``layout[L, 4]`` (n_in = c·h·w, n_out =
+c_out·oh·ow: its z and a are the pooled pre-activations and activations, a sample's row its
+(c_out, oh, ow) block), rows 1.. the dense layers; ``cg`` the conv geometry;
+``x: float[N, c, h, w]``, ``y: float[N, n_out]``, ``order: int64[N]``.
 
-Why: the layer-by-layer step calls ~12 kernels from Python per mini-batch, each its own
-parallel region that splits its layer over the threads (samples for the conv, rows or columns
-of the weights for the dense layers). Here each of ``nthreads`` threads takes a share of the
-mini-batch's samples through the whole forward and backward pass (conv, pooling, every dense
-layer, the deltas, the conv layer's weight gradient into its own partial sums); then the
-threads meet at a barrier (``sync_cpu``), update disjoint row ranges of every dense layer
-(``dense_cpu.upper_updates``; the last thread also sums the conv partials and updates the conv
-layer), and meet again. Two barriers per mini-batch and no Python between them.
-
-How the pieces map: the conv layer is layer 0 of a dense-style ``layout`` (n_in = c·h·w, n_out
-= c_out·oh·ow; its z and a are the pooled pre-activations and activations, a sample's row is
-its (c_out, oh, ow) block), so the workspaces, the forward of the dense layers, their deltas
-(δ⁰ = (δ¹ W¹) ⊙ act'(z⁰) is the conv layer's pooled delta) and their updates are the dense
-epoch's; the conv parts are ``conv_cpu``'s per-image kernels.
-
-Numerics: float32 or float64, the arithmetic of the kernels named above. The dense layers'
-updates are fused with their gradients (``w ← decay·w − scale·Σ δ·a``, five samples per pass,
-as in the dense epoch), so results match the layer-by-layer path to rounding, not bit for
-bit; the conv gradient is summed per thread, so 1 and 2 threads also agree to rounding.
+NumPy twin: ``fastnet.reference`` (``dense``, ``conv``) through ``Model(device="numpy")``.
+Tests: ``tests/test_cnn_epoch.py``. Why one call per epoch: docs/kernels.md.
 """
 
 import numpy as np

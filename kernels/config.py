@@ -203,9 +203,8 @@ _install_locators()
 FASTMATH = {"contract", "reassoc", "nsz", "arcp"}
 # The options of every CPU kernel. error_model="numpy": a float division by zero gives inf/NaN
 # (IEEE) instead of a Python ZeroDivisionError; the check that raises it is a branch in every
-# division, and it keeps LLVM from vectorising any loop holding one (the sigmoid: 12 ns per
-# element with it, 3 ns without, float32). Kernels never divide by zero on valid input: the
-# Python layer validates first.
+# division, and it keeps LLVM from vectorising any loop holding one (the sigmoid's, for one).
+# Kernels never divide by zero on valid input: the Python layer validates first.
 # _nrt=True (Numba's reference counting, its default) is explicit: a function compiled without
 # it (dense_cpu._lite) would otherwise have every function it calls compiled without it too,
 # and a later counting caller would reuse that build.

@@ -1,63 +1,17 @@
 """Convolution-family kernels for the CPU (Numba): conv2d, max-pooling and the fused ConvPool
 layer of the book's network3, forward and backward.
 
-Twin: ``fastnet.reference.conv`` (same public names and signatures; conventions there and in
-docs/design.md). Tests: ``tests/test_conv.py``. Benchmark: time ``convpool_forward_into`` /
-``convpool_backward_into`` with nthreads 1 and 2 on the book's first CNN layer (x
-float32[10 or 100, 1, 28, 28], w[20, 1, 5, 5], pool (2, 2), sigmoid, no dx) and its second
-(x[·, 20, 12, 12], w[40, 20, 5, 5], with dx) after ~30 warm-up calls, reporting the minimum
-and the median of repeats: the 2-core machine is shared and single runs are noisy.
-
     conv2d    z[n, o, y, x] = b[o] + Σ_{c,i,j} w[o, c, i, j] · x[n, c, y + i, x + j]   (valid)
     maxpool   non-overlapping (ph, pw) windows, remainder dropped; argmax = flat index of the
               winner in the (h, w) plane of the pooled input (int32), first maximum on ties
     convpool  a = act(maxpool(conv(x, w)) + b)   (the book's ConvPoolLayer: bias after pooling)
 
-How — the "flat" correlation. One image ``x[n]`` is read as a flat vector ``xf`` of c_in·h·w
-values, and tap t = (c, i, j) of a filter sits at offset ``offs[t] = c·h·w + i·w + j``. Then
-``zf[o, p] = Σ_t wm[o, t] · xf[p + offs[t]]`` with ``wm = w.reshape(c_out, -1)`` is the output
-at ``p = y·w + x``: one long contiguous inner loop per (filter, tap) that LLVM vectorises, at
-the price of w - ow wasted columns per row (17 % for 5×5 on 28×28). In float32 four filters ×
-sixteen positions keep their sums in eight-lane registers over all taps (``kernels/simd.py``),
-and the forward takes its sixteen positions as two eight-wide chunks of output rows
-(``_corr_rows``), skipping the wasted columns: 16 µs per image for the book's first layer,
-67 µs for its second (19 and 103 flat); float64 runs two filters × four taps per pass over
-the output rows (~30 GFLOP/s in float32, when it was the only path). The weight gradient is the same loop as a dot product,
-``dw[o, t] = Σ_p dzf[o, p] · xf[p + offs[t]]``, with dz at row stride w and zeros elsewhere;
-dx is the forward correlation of dz, zero-padded by (kh - 1, kw - 1), with the flipped
-filters. After a max-pool, though, only each window's winner has a gradient, and the
-backward works from the winners alone (``_sparse_backward`` decides): a filter of at most
-five rows (the book's first layer) loads each winner's patch rows from the image, eight
-lanes each (``_dw_sparse``, ``_dx_sparse``, ``kernels/simd.py``): 19 against 40 µs per image;
-larger ones go through the image's patch matrix (an im2col, ``_patches``) — the weight
-gradient sums each filter's winners' patch rows, the input gradient each position's
-winners' filter rows, added into the patch (``_dw_patches``, ``_dx_patches``): 123 µs per
-image for the book's second layer with dx, against 227 µs from the image and 437-477 µs
-dense (Zen 1; on Zen 3, 2026-11-23: 58.7-62.1 µs with dx and 27.3-27.6 without, after
-``_accumulate_rows`` kept its eight sums at fixed offsets: 66-67 and 34 before). The
-fused kernels pool straight from the per-image scratch rows (the conv output never goes to
-memory) with vectorised, branch-free comparisons, and evaluate the sigmoid of a whole image
-with a vectorised exp (float32). A plain conv2d is the fused layer with a
-1×1 pool and a linear activation, so conv2d and ConvPool share one forward and one backward.
+Shapes: x ``float[n, c_in, h, w]``, w ``float[c_out, c_in, kh, kw]``, b ``float[c_out]``;
+C-contiguous, one dtype, kh <= h, kw <= w: the kernels (``*_into``) do not check (the API layer
+does) and write into arrays passed in. The plain-named wrappers allocate and call them.
 
-Variants: only the flat correlation is kept. Measured and dropped (single thread, float32):
-a row-by-row direct loop (24-wide rows leave LLVM's 32-wide vector body unused: 3× slower),
-2 filters × 5 taps (no faster), and im2col + np.dot (OpenBLAS): 2.0–2.5× slower on the first
-layer (417 vs 211 µs at batch 10), 1.0–1.2× slower on the second.
-
-Threads: the drivers split the batch into ``nthreads`` contiguous chunks under ``prange``,
-each chunk with its own scratch and its own partial dw/db (summed afterwards — never a racing
-``+=``). Two threads are 1.5–2× faster from batch 10 up (a parallel region costs ~4 µs; one
-28×28 image ~85 µs forward and backward on one thread). Under OpenMP (Numba's default layer
-here) a machine busy with other work can stall a region for whole scheduler ticks (4 ms).
-Pass ``numba.get_num_threads()`` (the wrappers do): calling it inside a kernel would stop Numba
-from caching the kernel. (A separate serial path for nthreads=1 was dropped: it cost ~1.5 s
-of compile time per kernel and dtype.)
-
-Kernels (``*_into``) write into the arrays passed in and allocate only their per-call scratch,
-never inside a loop; they accumulate in the arrays' dtype (float32 or float64) and do not
-validate — the API layer does (C-contiguous arrays of one dtype, kh <= h, kw <= w).
-The plain-named wrappers allocate the outputs and call the kernels.
+NumPy twin: ``fastnet.reference.conv`` (same public names). Tests: ``tests/test_conv.py``.
+Why the flat correlation and the backward from the pooling winners: docs/kernels.md.
 """
 
 import math
@@ -141,10 +95,9 @@ def _corr_flat(xf, wm, offs, zf, length):
     float32: four filters × sixteen positions per block, the eight 8-lane sums in registers
     over all T taps (``simd``): per tap two loads of x and four broadcasts feed eight FMAs,
     and z is stored once. The last positions go through masked lanes; a short last group of
-    filters repeats its last filter in sums that are not stored. Against the two-filter ×
-    four-tap passes (``_corr_flat_passes``, which load and store z every four taps), one
-    thread: first conv layer 24.7 → 17.5 µs per image, second (T = 500, 80 positions)
-    153 → 83 µs. float64 (sixteen registers of sums): ``_corr_flat_passes``.
+    filters repeats its last filter in sums that are not stored. Faster than the two-filter ×
+    four-tap passes (``_corr_flat_passes``, which load and store z every four taps), on both
+    of the book's conv layers. float64 (sixteen registers of sums): ``_corr_flat_passes``.
     """
     if not _dense._is_float32(xf.dtype.type(0)):
         _corr_flat_passes(xf, wm, offs, zf, length)
@@ -169,7 +122,7 @@ def _corr_flat(xf, wm, offs, zf, length):
                 c0, c1 = simd.fma(c0, x0, w2[t]), simd.fma(c1, x1, w2[t])
                 d0, d1 = simd.fma(d0, x0, w3[t]), simd.fma(d1, x1, w3[t])
             # plain stores, inline: a call per row (``_put2``) cost as much as the 25 taps
-            # of a 5×5 filter (34 against 18 µs per image for the first layer)
+            # of a 5×5 filter
             simd.store8(z0, p, a0)
             simd.store8(z0, p + L, a1)
             if g > 1:
@@ -223,9 +176,9 @@ def _corr_rows(xf, wm, offs, starts, zf):
     """zf[o, s + j] (overwritten) = Σ_t wm[o, t] · xf[s + j + offs[t]] for every chunk start s
     in starts (``_row_chunks``) and j < 8: ``_corr_flat``'s four filters × sixteen positions
     in registers, float32, but the sixteen positions are two chunks of eight of the conv
-    output's rows, so the w - cw columns between rows are never computed: one thread, the
-    book's second layer (8-wide output rows of 12-wide images: 92 flat positions for 64)
-    103 → 67 µs per image, its first (24 of 28) 19.6 → 16.2 µs. A last odd chunk pairs with
+    output's rows, so the w - cw columns between rows are never computed (the book's second
+    layer, 8-wide output rows of 12-wide images: 64 positions instead of 92 flat ones; its
+    first, 24-wide rows of 28-wide images: 24 of 28). A last odd chunk pairs with
     itself (stored twice, the same values). Every load is inside xf: a chunk ends inside
     its output row, and its last tap's eight values end there in the image."""
     c_out, n_taps = wm.shape
@@ -441,7 +394,7 @@ def _sigmoid_plane(z, a, buf):
 
     float32: exp(-|z|) is built in vectorisable loops — range reduction, a degree-7
     polynomial (relative error ~2e-7) and the exponent bits 2^k — instead of m scalar libm
-    calls (~1.7× faster here); the sign and the underflow below -87 are branch-free ramps.
+    calls (faster); the sign and the underflow below -87 are branch-free ramps.
     float64: one branch-free libm exp per element (accuracy first).
     """
     m = z.size
@@ -720,7 +673,7 @@ def _dw_sparse(xf, dq, pq, offs, kw, dwp):
     vector registers, loaded from and stored back to dwp unmasked (masked stores are slow).
     A patch whose eight-wide rows would run past xf's end (the image's last rows: xf is one
     image) takes masked loads; a filter none of whose winners' patches does runs a tight
-    loop without the check (first layer 19.0 → 16.3 µs per image: fewer registers spilled).
+    loop without the check (fewer registers spilled).
     """
     c_out, nq = dq.shape
     n_rows = offs.shape[0] // kw
@@ -889,10 +842,9 @@ def _through_patches(c_in, kh, kw, n_pos):
     so the direct kernels' sums need several passes over the winners, each loading
     unaligned short rows — and the matrix (n_pos conv output positions × the patch width,
     one per thread chunk) has at most 2^22 elements (16 MB in float32), so that large
-    images do not trade a little speed for a lot of memory. Measured per image here (one
-    thread, float32, ReLU): the book's second layer (20 → 40 maps, 5×5 on 12×12: a 64 × 512
-    matrix) weight gradient 83 → 55 µs with the patches, input gradient 132 → 66 µs; its
-    first layer (one map: five rows) is faster direct (17 µs against 26)."""
+    images do not trade a little speed for a lot of memory. The book's second layer (20 → 40
+    maps, 5×5 on 12×12: a 64 × 512 matrix) computes both gradients faster through the
+    patches; its first layer (one map: five rows) is faster direct."""
     return c_in * kh > 5 and n_pos * _patch_width(c_in * kh * kw, kw) <= 2 ** 22
 
 
@@ -979,8 +931,8 @@ def _accumulate_rows(rows, idx, coef, start, stop, out, fresh):
     :8·nv], nv = out.size // 8: a weighted sum of gathered rows, in windows of eight vectors
     (``_accumulate_window``); a last window of fewer moves back over the previous one's
     vectors (computed again, not stored). Rows of fewer than eight vectors (patch widths
-    under 64: small layers) take them one at a time, 1.1-1.3× the time the clamped
-    eight-register pass took for them (51-62 against 57-83 ns for 16 rows of 4-6 vectors)."""
+    under 64: small layers) take them one at a time, which for them is faster than a
+    clamped eight-register pass."""
     L = simd.LANES
     nv = out.shape[0] // L
     if nv < 8:

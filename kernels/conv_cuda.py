@@ -1,46 +1,17 @@
 """Convolution-family kernels for CUDA (numba.cuda): conv2d, max-pooling and the fused ConvPool
-layer of the book's network3, forward and backward, on device arrays.
+layer of the book's network3, forward and backward, on device arrays; one launch per op and
+direction, deterministic (fixed-order reductions, no atomics).
 
-Twin: ``fastnet.reference.conv`` (same public names and signatures; conventions there and in
-docs/design.md); CPU twin ``conv_cpu.py``. Tests: ``tests/test_layers_cuda.py`` (simulator
-subprocess running ``tests/cuda_sim/sim_layers_cuda.py``; ``-m cuda`` on a GPU). Benchmark on a
-GPU: time ``convpool_forward`` / ``convpool_backward`` on the book's CNN layers (x float32[10 or
-100, 1, 28, 28], w[20, 1, 5, 5], pool (2, 2), sigmoid; then [.., 20, 12, 12], w[40, 20, 5, 5])
-after a warm-up call, ``cuda.synchronize()`` inside the timed function.
+Shapes and formulas as ``conv_cpu``: x ``float[n, c_in, h, w]``, w ``float[c_out, c_in, kh,
+kw]``, b ``float[c_out]``; conv2d is a valid, stride-1 cross-correlation; argmax (int32) is the
+flat index y·w + x of each window's first maximum in the pooled plane. Threads per block:
+``config.THREADS_PER_BLOCK`` (``FASTNET_CUDA_TPB``).
 
-    conv2d    z[n, o, y, x] = b[o] + Σ_{c,i,j} w[o, c, i, j] · x[n, c, y + i, x + j]
-              (valid, stride 1)
-    maxpool   non-overlapping (ph, pw) windows, remainder dropped; argmax = flat index y·w + x of
-              the winner in the (h, w) plane of the pooled input (int32), first maximum on ties
-    convpool  a = act(maxpool(conv(x, w)) + b)   (bias after pooling); argmax indexes the conv
-              output's (h - kh + 1, w - kw + 1) plane
-
-Kernels (one variant each, one launch per op and direction; all deterministic, no atomics):
-- forward (conv, pool, convpool): one thread per output element in a grid-stride loop, the
-  flat output index decoded with x fastest, so neighbouring threads read neighbouring inputs
-  (coalesced) and the same filter taps (broadcast). The fused forward computes the ph·pw conv
-  values of its window and keeps the first maximum: the conv output never goes to memory.
-- maxpool backward: one thread per input element (gather: is it its window's argmax?), so no
-  zero-fill pass and no scattered writes. The backward ops are not given the pooling size;
-  the shapes imply it, up to an ambiguity (8 rows pooled to 2: ph = 3 or 4), so every
-  candidate window is checked (``window_of``; almost always exactly one).
-- conv / convpool backward: ONE launch whose blocks take jobs: block ``k < c_out·c_in·kh·kw``
-  owns weight entry k and sums its products over (batch, positions) — threads stride over the
-  positions, then a two-level shared-memory reduction (fixed order: the same bits every run);
-  the next c_out blocks sum db the same way; the remaining blocks form dx as a gather
-  (dx[n, c, y, x] = Σ_{o,i,j} dconv[n, o, y - i, x - j] · w[o, c, i, j]). For convpool,
-  dconv is never materialised: a conv position gets a gradient only if it is its pooling
-  window's argmax, and ∂C/∂z = da ⊙ σ'(z) is recomputed where used (σ' = a(1 − a) for sigmoid).
-  Possible later variant: blocks per (o, c) with per-thread tap accumulators (fewer, fuller
-  blocks when batch × positions is small).
-
-Accumulation is in the arrays' dtype. No warp shuffles; sigmoid/softplus never overflow.
-Threads per block: ``config.THREADS_PER_BLOCK`` (``FASTNET_CUDA_TPB``; any value, not only
-powers of two).
-
-Status: verified against the reference under Numba's CUDA simulator only; compiled for sm_90
-without a GPU (``tests/cuda_sim/compile_ptx.py``: PTX + ptxas, no spills, no float64 in the
-float32 kernels); never run on a real GPU, never timed.
+NumPy twin: ``fastnet.reference.conv`` (same public names and signatures); CPU twin
+``conv_cpu``. Tests: ``tests/test_layers_cuda.py``: under Numba's CUDA simulator in a
+subprocess (``tests/cuda_sim/sim_layers_cuda.py``, CI), compiled for sm_90 by
+``tests/cuda_sim/compile_ptx.py``, and on a GPU with ``pytest -m cuda`` (the recorded GPU runs:
+docs/performance.md). How the kernels divide the work: docs/kernels.md.
 """
 
 from __future__ import annotations

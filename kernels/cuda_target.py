@@ -1,18 +1,16 @@
 """The CUDA target (numba-cuda), reached lazily: the one module that imports ``numba.cuda`` for
 fastnet's own code (the CUDA kernel modules and the ``"cuda"`` device).
 
-Importing ``fastnet`` never imports ``numba.cuda``: a machine without numba-cuda, a driver or a
-GPU can still use the CPU and NumPy devices. ``require_cuda()``, called the first time a model
-asks for ``device="cuda"``, returns the ``numba.cuda`` module or raises one ``RuntimeError``
-that says what is missing and how to fix it; ``is_available()`` answers the same question
-without raising; ``to_device``/``to_host`` move arrays.
+Importing ``fastnet`` never imports ``numba.cuda``. ``require_cuda()``, called the first time a
+model asks for ``device="cuda"``, returns the ``numba.cuda`` module or raises one
+``RuntimeError`` that says what is missing and how to fix it; ``is_available()`` answers without
+raising; ``to_device``/``to_host`` move arrays. ``apply_numpy_shim()`` defines ``np.row_stack``
+as ``np.vstack`` where NumPy (>= 2.5) no longer has it (numba-cuda 0.30.4 calls it while
+compiling). Numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1`` before numba is first imported)
+counts as available: CI runs the CUDA kernels there.
 
-numpy 2.5 removed ``np.row_stack``, which numba-cuda 0.30.4 (its last release) still calls while
-compiling a kernel. ``apply_numpy_shim()`` aliases it to ``np.vstack`` when it is missing, before
-anything is compiled; the ``[cuda]`` extra therefore does not pin numpy below 2.5.
-
-Numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1`` in the environment before numba is first
-imported) counts as available: CI runs the CUDA kernels there.
+NumPy twin: none. Tests: ``tests/test_cli.py`` and ``tests/test_dense_cuda.py`` (the errors
+without numba-cuda or a GPU; ``import fastnet`` leaves ``numba.cuda`` alone).
 """
 
 from __future__ import annotations

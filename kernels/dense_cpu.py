@@ -1,66 +1,16 @@
 """Dense-layer kernels for the CPU (Numba ``@njit``): batched feedforward, activations, output
-and hidden deltas, the fused gradient + SGD update, softmax, and a fused training epoch.
-
-Twin: ``fastnet.reference.dense`` (same names, same conventions; see docs/design.md).
-Tests: ``tests/test_dense.py``. Benchmark: ``pytest bench/ --benchmark-only -k dense``.
+and hidden deltas, the fused gradient + SGD update, softmax, the layer-by-layer kernels
+(``*_par``), inference (``evaluate``, ``predict``) and the fused training epoch
+(``train_epoch``, and ``train_epoch_threaded`` on OS threads: a whole epoch per compiled call).
 
 Shapes: ``x: float[B, n_in]``, ``w: float[n_out, n_in]``, ``b: float[n_out]``,
-``z, a, delta: float[B, n_out]``. Kernels write into arrays passed in and allocate nothing in
-their loops; they do not validate (the Python layer does).
+``z, a, delta: float[B, n_out]``; a stack is the flat ``params`` buffer with ``layout[L, 4]``
+rows ``(n_in, n_out, w_offset, b_offset)``, ``acts[L]`` and a loss code (docs/design.md).
+Kernels write into arrays passed in, allocate nothing in their loops and do not validate (the
+Python layer does).
 
-Variants and why (epoch = [784, 30, 10] sigmoid/quadratic, 50,000 samples, lr 3.0, on the
-2-core AVX2 machine; the machine was shared and loaded (load 5-13) while these were taken, so
-figures are minima / CPU times of single-threaded runs, ±10%):
-- v1 (previous default): 2×2 register-blocked ``dense_forward``, ``dense_update`` one row ×
-  two samples per pass, a per-step gather of the mini-batch, libm ``exp`` behind a branch in
-  the sigmoid. Epoch fp32 ≈ 0.25-0.28 s, fp64 ≈ 0.42-0.46 s (bs 10 and 100 alike).
-- v2 (default): micro-kernels over two weight rows × five samples (``_dot_2x5``: 7 loads per
-  10 ymm FMAs, checked in the asm; ``_axpy_2x5`` for the update, now on ``simd`` vectors:
-  its plain loop had 0 packed FMAs in the asm), sample groups outside and rows inside (the
-  5 x rows stay in L1 while weight rows stream: x traffic, not w, limits these loops); x and
-  y read in place through ``order`` (no gather); branch-free,
-  vectorisable sigmoid (own exp: range reduction + degree-12 polynomial + exponent bits);
-  per-code branches hoisted out of the activation loops. Per mini-batch of 10 (fp32, min,
-  in-njit): forward 784→30 ≈ 10.5 µs (was 13), update ≈ 13.7-15.5 µs (was 23). Epoch CPU time
-  fp32 0.19 s (bs 10) / 0.18 s (bs 100), fp64 0.33 s / 0.32 s.
-- Tried, not kept: fusing step t's layer-0 update with step t+1's forward row by row (updated
-  rows still in L1): 30-34 µs vs 29 µs unfused at fp32 — the 20 x rows of both steps (62 KB)
-  then stream through the 32 KB L1 for every row pair, which costs more than re-reading w from
-  L2. Rows outer / samples inner: ~same forward, update 15.5 vs 13.7 µs. One row × ten samples
-  update: 17.8 µs (load-bound).
-- v3 (default on 2+ cores): ``train_epoch_threaded``, the same epoch on OS threads that stay
-  inside one compiled call for the whole epoch: thread t owns a range of layer 0's rows (its
-  update of step t and forward of step t+1), thread 0 alone runs the small layers above
-  (``_step_upper``), two spin barriers per step (``sync_cpu.barrier``, ~0.13 µs). Layer 0's
-  z, a and δ live in rows padded to whole cache lines, each thread writing whole lines of its
-  own (the unpadded first try lost ~3.5 µs per step to false sharing). Bit-identical to the
-  one-thread epoch. Idle machine, 2026-11-22, min of 5: fp32 bs 10 0.128 s (1 thread 0.190 s),
-  bs 100 0.109 s (0.174 s); fp64 bs 10 0.21-0.23 s (0.355 s), bs 100 0.204 s (0.345 s).
-  With another process spinning on one core the 2-thread epoch takes 0.28-0.41 s (fp32) — the
-  waits yield their core after ~4,000 spins, so it degrades instead of stalling; set
-  ``NUMBA_NUM_THREADS=1`` on a busy machine.
-- Tried, not kept: every thread computing its own columns of δ⁰ (from a copy of layer 1's
-  weights) while thread 0 updates the layers above, to shorten the one-thread section between
-  the barriers (~4 µs per step): 0.146 s vs 0.135 s fp32 bs 10 in the same conditions, and the
-  one-thread epoch 0.223 s vs 0.207 s — the per-row column slices and the extra copies cost
-  more than the overlap gains at these sizes.
-- Tried, not kept: one OpenMP ``prange`` region per step for layer 0 (the previous threaded
-  variant): 1.5-10 µs per region to open and close, against ~35 µs of work per step, and an
-  epoch measured 0.189 s vs 0.212 s single (fp32 bs 10); under load every region waited for a
-  descheduled thread (1.3-7 s per epoch).
-- ``_rows_backprop`` and float32 ``_rows_update`` on ``simd`` register sums (2026-11-23):
-  the old loops load and store the output every few FMAs. First blocks of 4 rows × 16
-  columns (Zen 1, one thread, 2,880 → 100, per sample: backprop 25.2 → 21.5 µs at 5 samples,
-  24.6 → 17.0 µs at 50; update 24.4 → 21.9 µs at 50); then, on Zen 3, blocks of 5 rows
-  (a thread's five samples are one block) and column tiles for the update (its 100 samples'
-  activations stay in L2): backprop 15.6 → 11 µs at 5 samples, update 16.9 → ~10 µs at 100;
-  float64 backprop in the same blocks, one vector per row (42-46 → 18-21 µs).
-  ``dense_backward_sgd_par`` fuses a layer's backward with its SGD step for the
-  layer-by-layer path (no gradient buffer, no separate update pass).
-- ``error_model="numpy"`` (``config.CPU_JIT``): without it every float division carries a
-  ZeroDivisionError branch that keeps the sigmoid loop scalar (1.15 µs for 10×10, now 0.45).
-All kernels use ``config.FASTMATH`` (reassociation and contraction only, no ``nnan``/``ninf``):
-the tests pass with margin under it, and NaN/inf checks stay meaningful.
+NumPy twin: ``fastnet.reference.dense`` (same names). Tests: ``tests/test_dense.py``.
+Why the register blocks, the ``simd`` update, the threads and the sigmoid: docs/kernels.md.
 """
 
 import math
@@ -81,7 +31,7 @@ from .config import CROSS_ENTROPY, QUADRATIC, RELU, SIGMOID, SOFTMAX, SOFTPLUS, 
 _jit = njit(**config.CPU_JIT)
 # Kernels that allocate nothing and return no array (nor a tuple holding one) are compiled
 # without Numba's reference counting: each array view a function makes or passes otherwise
-# costs two atomic updates of a reference count (~10 ns each here), and a fused step makes
+# costs two atomic updates of a reference count, and a fused step makes
 # dozens of views per sample. A ``_lite`` function may call ``_jit`` ones (``config.CPU_JIT``
 # asks for counting explicitly, so they count their own references whoever calls them; the
 # views passed in are borrowed). Numba refuses a call that returns a new array inside a
@@ -144,10 +94,10 @@ def _is_float32(typingctx, z):
 def rows_of(typingctx, a, start, m, n):
     """``a.reshape(-1)[start:start + m * n].reshape((m, n))`` for a C-contiguous a (1-D or
     2-D), sharing a's memory (read-only stays read-only); IndexError when the rows run outside
-    a. ``reshape`` without Numba's helper call (~20 ns, ~20 of them a step in the fused
-    epochs). An intrinsic, so ``_lite`` functions can use it (they cannot call a function that
-    returns a new view) and it costs no compile time of its own (an ``inline="always"``
-    function is typed again at every call site: ~8 s more on a cold cache)."""
+    a. ``reshape`` without Numba's helper call (the fused epochs make many of these a step).
+    An intrinsic, so ``_lite`` functions can use it (they cannot call a function that returns
+    a new view) and it costs no compile time of its own (an ``inline="always"`` function is
+    typed again at every call site, which adds seconds to a cold-cache compile)."""
     if not (isinstance(a, types.Array) and a.layout == "C" and a.ndim in (1, 2)
             and all(isinstance(t, types.Integer) for t in (start, m, n))):
         return None
@@ -227,7 +177,7 @@ def _sigmoid32(z):
 # Without "reassoc": it let LLVM merge the two-part ln2 (Cody-Waite) subtraction, r = t − n·ln2_hi
 # − n·ln2_lo, into one product, so r lost ~|n| ulps and σ's float64 relative error grew with
 # |z| (2.4e-14 near z = −700, 30 ulps at −100; 5e-16 at most so). float32 keeps it: its
-# error (~3e-7, a few float32 ulps) is the same either way, and the sigmoid runs ~10% faster.
+# error (~3e-7, a few float32 ulps) is the same either way, and the sigmoid runs faster.
 @njit(**dict(config.CPU_JIT, fastmath=config.FASTMATH - {"reassoc"}))
 def _sigmoid64(z):
     return _sigmoid_body(z)
@@ -385,7 +335,7 @@ def _axpy_2x5(w0, w1, c0, c1, x0, x1, x2, x3, x4, n, d):
     last step on masked lanes with the same FMA chain, so every element gets the same
     arithmetic whatever the compile (a scalar tail came out differently fresh and from the
     cache) and wherever a row range starts. Written as plain loops over k these did not
-    vectorise with a run-time n (2,880 → 100 on Zen 3: 65-80 µs per sample against 10-13)."""
+    vectorise with a run-time n."""
     k = 0
     while k + simd.LANES <= n:
         v = _x5(x0, x1, x2, x3, x4, k, simd.LANES, True)
@@ -452,8 +402,8 @@ def _rows_forward(x, rows, m, w, b, z, j_lo, j_hi):
     while i < m:
         if i + 1 < m:
             # five samples; a group past the last sample repeats it (summed, not stored):
-            # 2-4 samples cost one group, not 2-4 single-sample passes over w (one thread,
-            # 2,880 → 100 float32, Zen 3: 20-25 µs per sample alone, ~9 in a whole group)
+            # 2-4 samples cost one group, not 2-4 single-sample passes over w (a sample
+            # alone costs more than twice its share of a whole group)
             g = min(5, m - i)
             i1, i2, i3, i4 = _next4(i, m - 1)
             x0, x1, x2 = _xrow(x, rows, i), _xrow(x, rows, i1), _xrow(x, rows, i2)
@@ -546,14 +496,7 @@ def _rows_update(x, rows, m, delta, w, b, scale, decay, j_lo, j_hi):
     them (at 100 samples x is 1.15 MB: untiled, each block streamed it from L3). Each
     element's sum runs over i in order whatever the blocks and tiles, so results do not depend
     on them. Below three samples, at exactly five (one pass of the five-sample groups) and for
-    float64: ``_rows_update_passes``.
-
-    Per sample, 2,880 → 100 float32, one thread, AMD Zen 3 (2026-11-23; the four-row untiled
-    version it replaces in brackets): m = 10: 10.3-11.0 µs (12.7; the passes 10.8-12.3); m = 50:
-    8.6-9.7 (13.0); m = 100: 9.2-11.0 (16.9); m = 5: 12.8-20.3, the passes 9.4-15.9; m = 8:
-    10.5 against the passes' 17 (a group of five, then three single samples). On Zen 1 (2026-11-23,
-    the four-row version against the passes): m = 10: 22.0 against 24.5; m = 50: 21.9
-    against 24.4.
+    float64: ``_rows_update_passes`` (at exactly five samples the passes are the faster).
     """
     if not _is_float32(w.dtype.type(0)) or m < 3 or m == 5:
         _rows_update_passes(x, rows, m, delta, w, b, scale, decay, j_lo, j_hi)
@@ -683,7 +626,7 @@ def dense_update(x, delta, w, b, scale, decay):
 # ---------------------------------------------------------------------------- layer by layer
 # The layer-by-layer path (models with conv layers) calls these once per layer and step; they
 # split the work into ``nthreads`` row or column ranges under ``prange`` (one parallel region
-# per call: ~2-10 µs, against 100 µs-5 ms of work for the book's 2880→100 layer).
+# per call, cheap against the work of a wide layer such as the book's 2880→100).
 _pjit = njit(**config.CPU_JIT, parallel={"comprehension": False, "reduction": False,
                                          "inplace_binop": False, "setitem": False,
                                          "numpy": False, "stencil": False, "fusion": False,
@@ -701,10 +644,9 @@ def _split(n, nthreads, c, align):
 @_lite
 def _rows_backprop_one(dz, w, dx, k_lo, k_hi):
     """``_rows_backprop`` for float64: the same five-row blocks, one eight-lane vector (two
-    AVX2 registers) per row, so the five sums, the row of w and a broadcast fit the sixteen
-    registers. Per sample, 2,880 → 100, one thread, Zen 3: 42-46 µs with the tiled loop it
-    replaces (LLVM's vectorised ``d += a0·w0 + … + a3·w3`` over slices, loading and storing dx
-    every four rows of w), ~20 µs here."""
+    256-bit registers) per row, so the five sums, the row of w and a broadcast fit the sixteen
+    registers. Faster than the tiled loop it replaced (LLVM's vectorised
+    ``d += a0·w0 + … + a3·w3`` over slices, loading and storing dx every four rows of w)."""
     m, n_out = dz.shape
     zero = simd.splat(dx.dtype.type(0))
     k = k_lo
@@ -771,9 +713,8 @@ def _rows_backprop(dz, w, dx, k_lo, k_hi):
     left one row on its own, whose two FMA chains wait on each other's latency. A single last
     row still goes alone (two sums). The last columns go through masked lanes with the same
     per-lane FMA chain, so an element's value does not depend on where a thread's column range
-    begins or ends. Per sample, 2,880 → 100 float32, one thread, AMD Zen 3 (2026-11-23; four-
-    row blocks in brackets): m = 5: 10.9-11.4 µs (15.6); m = 10: 9.1 (13.5); m = 50: 8.1
-    (9.4). float64 (the sums would need 20 registers of their own): ``_rows_backprop_one``.
+    begins or ends. float64 (the sums would need 20 registers of their own):
+    ``_rows_backprop_one``.
     """
     if not _is_float32(w.dtype.type(0)):
         _rows_backprop_one(dz, w, dx, k_lo, k_hi)
@@ -1220,9 +1161,9 @@ def epoch_threads(layout, batch_size):
 def train_epoch_threaded(params, layout, acts, loss, x, y, order, batch_size, lr, decay,
                          nthreads):
     """``train_epoch`` on ``nthreads`` OS threads (this one and nthreads − 1 started here),
-    synchronised by ``sync_cpu.barrier``; the same arithmetic, so the same result as
-    ``train_epoch`` up to the order of a few vectorised sums. The kernels release the GIL. An
-    exception in any thread stops the others and is raised here."""
+    synchronised by ``sync_cpu.barrier``; the same arithmetic in the same order, so the same
+    result as ``train_epoch`` bit for bit (tests/test_dense.py). The kernels release the GIL.
+    An exception in any thread stops the others and is raised here."""
     if nthreads <= 1:
         train_epoch(params, layout, acts, loss, x, y, order, batch_size, lr, decay)
         return

@@ -1,49 +1,15 @@
-"""Dense-layer kernels for CUDA (numba.cuda): a whole SGD epoch in one persistent launch, and
-batched inference (forward pass, summed cost and argmax hits).
+"""Dense-layer kernels for CUDA (numba.cuda): a whole SGD epoch in one cooperative launch
+(``train_epoch``, configured by ``epoch_config``), and batched inference (``forward``, and
+``loss_and_correct``: the summed cost and argmax hits).
 
-Twin: ``fastnet.reference.dense`` (same conventions: docs/design.md, flat ``params`` buffer,
-``layout`` rows ``(n_in, n_out, w_offset, b_offset)``, activation and loss codes from
-``config``). CPU twin: ``dense_cpu.py``. Tests: ``tests/test_dense_cuda.py`` (CUDA simulator
-in a subprocess, plus ``-m cuda`` on a real GPU). Benchmark on a GPU:
-``python bench/cuda_mlp_epoch.py`` (MNIST [784,30,10], one epoch, mini-batch 10 and 100).
+Shapes: device arrays of the dense epoch's arguments (docs/design.md): the flat ``params``
+buffer, ``layout[L, 4]`` rows ``(n_in, n_out, w_offset, b_offset)``, activation and loss codes
+from ``config``, ``x: float[N, n_in]``, ``y: float[N, n_out]``, ``order: int64[N]``.
 
-Variants
-- ``train_epoch`` — the only training variant: ONE cooperative launch runs the whole epoch.
-  At mini-batch 10 a step is ~0.5 MFLOP, so anything that launches per step is bound by the
-  ~22 µs launch cost (a naive one-block step per launch: 0.64 s per MNIST epoch). Here:
-  * layer 0 (the wide one, n0 × n1 weights) is split by output unit over the grid: block ``b``
-    owns ``UPB`` consecutive units and keeps their weight rows in registers for the whole epoch
-    (thread ``t`` holds inputs ``t, t+T, t+2T, …``). Per step it gathers the mini-batch rows
-    (coalesced), computes its units' pre-activations (warp-shuffle + shared-memory reduction)
-    and writes their activations into a double-buffered exchange array in global memory;
-  * ONE grid sync per step; then every block reads all of layer 0's activations and runs the
-    upper layers (forward, output delta, backprop, SGD update) redundantly on a private copy of
-    their parameters. The blocks execute identical instructions on identical data, so the
-    copies stay bit-identical and need no further sync; block 0 writes them back at the end.
-    Each block then forms δ⁰ for its own units and updates its register-resident rows;
-  * hazards: the exchange array is double-buffered, so a block writing step t+2's values (after
-    passing sync t+1) cannot overwrite step t's values that a slower block may still read
-    (every block finished reading them before it arrived at sync t+1). The next step's x rows
-    are prefetched into registers before the sync, so their latency hides behind it.
-  Arbitrary depth and widths are correct: more units than the GPU has SMs raise ``UPB`` (one
-  block per SM, so the cooperative grid is always co-resident); a private upper-layer
-  workspace too big for shared memory (``_SHARED_BUDGET``) moves to per-block global scratch;
-  mini-batches over 16 samples are processed in chunks (no prefetch). Those paths are slower,
-  not different.
-- ``forward`` — one tiled matrix-product kernel per layer (+ a row softmax); ``loss_and_correct``
-  adds one kernel that sums the cost (float64, atomics) and counts argmax hits on the device.
-
-Under Numba's CUDA simulator a cooperative launch has one block (grid sync = block sync): the
-host then gives all units to one block, and warp shuffles are replaced by a shared-memory
-reduction (tests/cuda_sim/grid_emulator.py runs simulated grids of several blocks concurrently
-to test the exchange). ``config.THREADS_PER_BLOCK`` (``FASTNET_CUDA_TPB``) sets threads per
-block.
-
-Status (2026-11-22): verified against the reference under the simulator only; not yet run or
-timed on a GPU. ptxas (sm_90) for [784,30,10], mini-batch 10, 256 threads: 255 registers,
-~16–24 B spilled in float32 (the prefetched rows cost ~40 registers), ~330 B in float64; the
-chunked mini-batch-100 variant 224 registers, no spills. One block per SM, so this only matters
-for the spills.
+NumPy twin: ``fastnet.reference.dense`` (same names); CPU twin ``dense_cpu``.
+Tests: ``tests/test_dense_cuda.py``: under Numba's CUDA simulator in a subprocess (CI), and on a
+GPU with ``pytest -m cuda`` (the recorded GPU runs: docs/performance.md). Benchmark on a GPU:
+``python bench/cuda_mlp_epoch.py``. How the epoch shares work between blocks: docs/kernels.md.
 """
 
 from __future__ import annotations
@@ -443,9 +409,8 @@ def epoch_config(layout, dtype, batch_size, *, units_per_block=None, threads=Non
     if not _SIM and T % 32:
         raise ValueError(f"threads per block must be a multiple of 32, got {T}")
     max_blocks = _SIM_MAX_BLOCKS if _SIM else cuda.get_current_device().MULTIPROCESSOR_COUNT
-    # one layer-0 unit per block measured fastest on the H100 (2026-11-22, [784,30,10] bs 10:
-    # 1 unit → 30 blocks 55.6 ms/epoch, 2 → 61.9, 3 → 70.2, 5 → 85.2; [784,100,10]: 1 → 74.5,
-    # 7 → 119 ms); more units than SMs raise it below
+    # one layer-0 unit per block measured fastest, for [784,30,10] and [784,100,10] alike
+    # (docs/performance.md, launch tuning); more units than SMs raise it below
     upb = units_per_block or 1
     upb = max(int(upb), -(-n1 // max_blocks))     # one block per SM at most: co-resident
     upb = min(upb, n1)

@@ -1,38 +1,17 @@
 """Per-layer CUDA kernels (numba.cuda) for the layer-by-layer training path: mini-batch gather,
 dropout, elementwise activations and their derivatives, output deltas, the dense layer's
-forward and backward products, the summed cost, and the SGD update. ``fastnet.devices.cuda.CudaOps``
-calls these; the convolution family is in ``conv_cuda.py``.
+forward and backward products, the summed cost, and the SGD update. ``fastnet.devices.cuda``'s
+``CudaOps`` calls these; the convolution family is in ``conv_cuda``, and dense stacks train in
+one launch per epoch instead (``dense_cuda``).
 
-Twin: ``fastnet.devices.ops.NumpyOps`` on ``fastnet.reference.dense`` (same arguments and results; every
-function here allocates and returns C-contiguous device arrays of the input's dtype). Fused
-dense stacks do not come here: they train in one launch per epoch (``dense_cuda.py``).
-Tests: ``tests/test_layers_cuda.py`` (simulator subprocess running
-``tests/cuda_sim/sim_layers_cuda.py``; ``-m cuda`` on a GPU). Benchmark on a GPU: time
-``CudaOps`` calls on the book's CNN shapes (mini-batch 10 and 100) with ``cuda.synchronize()``
-inside the timed function, e.g. via ``bench/`` (no dedicated suite yet).
+Shapes: as the NumPy ops (``x: float[B, n_in]``, ``w: float[n_out, n_in]``, ...); every function
+allocates and returns C-contiguous device arrays of the input's dtype.
 
-Kernels (one variant each; simplest that is coalesced and deterministic):
-- elementwise (``gather``, ``scale``, ``mul``, ``dropout``, ``activate``, ``act_backward``,
-  ``output_delta``, ``sgd``): grid-stride loops over the flat arrays, consecutive threads on
-  consecutive elements. ``gather`` copies whole rows (``x[idx]`` of any rank).
-- ``softmax_rows``: one thread per row, row max subtracted (output rows are short: 10 units).
-- dense products: one (TILE × TILE) shared-memory tile routine computes C = A·B where A and B
-  may be read transposed; every tile load is coalesced along the array's contiguous axis.
-  ``dense_forward`` is one launch (z = x wᵀ + b); ``dense_backward`` is ONE launch whose blocks
-  take different jobs: Σ∇w = dzᵀ x tiles, dx = dz w tiles, and Σ∇b column sums — at mini-batch
-  10 the layer-by-layer path is launch-bound (~22 µs per launch), so jobs are merged.
-- ``dropout``: mask from a counter-based hash of (per-call key, element index) — two rounds of
-  the ``lowbias32`` integer mixer — compared with an integer threshold, so P(keep) = 1 − p to
-  2⁻³²; the key is drawn by the caller from its seeded numpy Generator, so runs repeat. The hash
-  is 32-bit arithmetic carried in int64 (products fit in 64 bits, then masked), which gives the
-  same bits on the GPU and in the simulator (plain Python ints there, no overflow warnings).
-- ``loss_and_correct``: ``dense_cuda``'s cost-and-hits kernel (float64 sums; one atomic add per
-  row, so the float64 cost may differ in the last bits between runs).
-
-No warp shuffles (the simulator has none); sigmoid and softplus only exponentiate values <= 0.
-Status: verified against the reference under Numba's CUDA simulator only; compiled for sm_90
-without a GPU (``tests/cuda_sim/compile_ptx.py``: PTX + ptxas, no spills, no float64 in the
-float32 kernels); never run on a real GPU, never timed.
+NumPy twin: ``fastnet.devices.ops.NumpyOps`` over ``fastnet.reference.dense`` (same arguments and
+results). Tests: ``tests/test_layers_cuda.py``: under Numba's CUDA simulator in a subprocess
+(``tests/cuda_sim/sim_layers_cuda.py``, CI), compiled for sm_90 by
+``tests/cuda_sim/compile_ptx.py``, and on a GPU with ``pytest -m cuda`` (the recorded GPU runs:
+docs/performance.md). Why one launch per op, and the dropout hash: docs/kernels.md.
 """
 
 from __future__ import annotations
@@ -50,7 +29,7 @@ TPB = config.THREADS_PER_BLOCK          # threads per block of the 1-D kernels
 TILE = 4 if _SIM else 16                # dense product tiles are TILE × TILE threads
 _TILE_PAD = TILE + 1                    # padded shared rows: no bank conflicts on column reads
 # Blocks of a grid-stride launch at most. The simulator runs every thread as a Python thread
-# (~100 µs each per launch), so it gets two blocks: enough to exercise the block stride.
+# (slow), so it gets two blocks: enough to exercise the block stride.
 MAX_BLOCKS = 2 if _SIM else 1024
 _M32 = 0xFFFFFFFF
 

@@ -1,36 +1,16 @@
-"""Eight-lane float vectors for CPU kernels whose sums LLVM cannot keep in registers on its own.
+"""Eight-lane float vectors for CPU kernels whose sums LLVM cannot keep in registers on its own:
+``Lanes8(dtype)``, an LLVM ``<8 x float>`` or ``<8 x double>`` as a Numba value, and intrinsics
+on it: ``splat``, ``ramp``, ``fma`` (one rounding), ``keep`` (a select), ``evens``/``odds``,
+``pick_above`` (NaN ranks above every number); the unchecked ``load8``/``store8``/
+``store8_int32``; and the masked, range-checked ``load``/``store``/``add_to``.
 
-Why: a loop that adds a short row (a 5-wide filter row, say) of a different place in memory
-into the same few sums at every step is not a loop LLVM vectorises (the rows are too short and
-gathered), and its scalar sums spill to memory when there are more than a handful. Here a sum
-of eight lanes is one value: ``acc = fma(acc, load(x, i, n), s)`` is a masked vector load and
-one vector FMA, and the sums of a loop stay in vector registers. The users: ``conv_cpu``'s
-flat correlation (``_corr_flat``) and sparse backward (``_dw_sparse``, ``_dx_sparse``,
-``_accumulate_rows``, ``_patches``, ``_dx_patches``: the conv gradients from the pooling
-winners only) and ``dense_cpu``'s float32 backprop and update.
+Shapes: ``a`` is a 1-D C-contiguous float array, ``i`` an element index, ``n`` (0 <= n <= 8)
+the lanes that touch memory. ``load``, ``store``, ``add_to`` and ``keep`` raise IndexError
+unless 0 <= i and i + n <= a.size; ``load8``/``store8`` trust the caller's range (hot loops
+check once and use them). Compiled only inside the kernels that call them (nothing at import).
 
-    Lanes8(dtype)        the type: an LLVM <8 x float> or <8 x double> (two AVX2 registers)
-    splat(s)             all eight lanes s
-    load(a, i, n)        lanes k < n: a[i + k]; lanes k >= n: 0 (a masked load: nothing past
-                         i + n is read); a is 1-D, C-contiguous
-    load8(a, i)          a[i:i + 8], unchecked (the caller has checked the range)
-    store8(a, i, v)      a[i:i + 8] = v, unchecked (likewise)
-    fma(acc, v, s)       acc + v·s, lane by lane, one rounding (llvm.fma)
-    keep(v, n)           lanes k < n of v, the others 0 (a select: NaN or inf there is dropped)
-    ramp(s)              lanes s, s + 1, .., s + 7
-    evens(u, v)          lanes 0, 2, .., 14 of the sixteen u, v (u[0], u[2], .., v[6])
-    odds(u, v)           lanes 1, 3, .., 15 likewise
-    pick_above(x, y, u, v)  lane by lane u if x ranks above y else v: x > y, or x is NaN
-                         and y is not
-    store8_int32(a, i, v)  a[i:i + 8] = v truncated to int32 (a: int32), unchecked
-    store(a, i, n, v)    a[i + k] = v[k] for k < n (a masked store)
-    add_to(a, i, n, v)   a[i + k] += v[k] for k < n (masked load and store)
-
-``load``, ``store``, ``add_to`` and ``keep`` raise IndexError unless 0 <= n <= 8 and 0 <= i,
-i + n <= a.size. Masked loads are ~5× slower than plain ones on AMD Zen 1 (measured here) and
-the checks cost as much again in a tight loop, so hot loops check their range once and use
-``load8``. Twin: plain NumPy (``tests/test_simd.py``). Compiled only inside the kernels that
-call them (nothing at import).
+NumPy twin: plain NumPy slicing and arithmetic. Tests: ``tests/test_simd.py``. Users and the
+reasons for the checked/unchecked split: docs/kernels.md.
 """
 
 from llvmlite import ir
@@ -140,7 +120,7 @@ def splat(typingctx, s):
 @intrinsic
 def load(typingctx, a, i, n):
     """Lanes k < n: a[i + k]; the others 0. Nothing outside a[i:i + n] is read (a masked
-    load: ~5× slower than ``load8`` on AMD Zen 1, measured here — for the edges)."""
+    load, several times slower than ``load8``: for the edges)."""
     if not (_flat_array(a) and isinstance(i, types.Integer) and isinstance(n, types.Integer)):
         return None
 

@@ -1,64 +1,17 @@
-"""The fused dense-network epoch for inputs that are mostly zeros (MNIST: 19% of the pixels are
-nonzero), on the CPU: layer 0's forward and update touch only the weights of each sample's
-nonzero inputs.
+"""The fused dense-network epoch for inputs that are mostly zeros (MNIST's), on the CPU: layer
+0's forward and update touch only the weights of each sample's nonzero inputs. Also
+``evaluate`` and ``predict`` on that form of x. The inputs split at ``k_split`` into two parts
+holding half the nonzeros each, one per thread: at most two threads, and the same result, bit
+for bit, for any thread count.
 
-Twin: ``dense_cpu.train_epoch`` (the same epoch on dense x; the same math, sums in another
-order) and, through it, ``fastnet.reference.dense.train_epoch``. Tests: ``tests/test_sparse.py``.
-Benchmark: ``pytest bench/ --benchmark-only -k epoch``.
+Shapes: as ``dense_cpu``'s epoch (flat ``params``, ``layout[L, 4]``, ``y: float[N, n_out]``,
+``order: int64[N]``), with x as ``csr = sparse_inputs(x, ...)`` = ``(indptr int64[N + 1],
+indices int32[nnz], values[nnz], mid int64[N], k_split)``, built once per data set; layer 0 is
+held transposed during an epoch (``wt: float[n_in, h_pad]``, ``workspaces``).
 
-Why: in a [784, 30, 10] epoch layer 0 is ~97% of the arithmetic, and x's zeros contribute
-nothing to it: z⁰ = b + Σ_{k: x_k ≠ 0} x_k·W[:, k], and the update W[:, k] −= (η/m)·Σ_i x_ik·δ_i
-changes only the columns k where some x_ik ≠ 0. For the epoch, layer 0's weights are held
-transposed (``wt[n_in, h_pad]``: column k of W is row k of wt, contiguous, padded with zeros to
-whole cache lines), so a nonzero input costs one row of vector FMAs in the forward (a gather:
-accumulators in registers) and one in the update (a scatter: read, FMA, write the row). The
-transposes in and out cost ~0.1 ms an epoch. x is read in CSR form (``sparse_inputs``, built
-once per data set, not per epoch). Weight decay (λ > 0) scales all of wt once a step
-(w ← decay·w − update, the book's order).
-
-The layers above layer 0: for the book's networks (one layer above layer 0, ``fused_upper``)
-that layer runs on padded copies of its weights (``upper_workspaces``): as rows (δ⁰ = δ¹·W is
-a gather over them) and as columns (z¹ = b + W·a⁰ is a gather over the columns, held as
-rows), whole vectors with no shape-dependent set-up; both copies take the same update, so they
-stay equal bit for bit. Deeper networks run ``dense_cpu._step_upper``, as the dense epoch does.
-
-Two parts, two threads: the inputs split at k_split into part 0 (k < k_split, half of the
-data set's nonzeros) and part 1. z⁰ is summed per part (part 0 from the biases) and the parts
-added; each part updates only its own rows of wt. The forward and deltas above layer 0 are
-row by row, so each thread runs them for half of the mini-batch's samples, and each updates
-half of the rows of the layers above; thread t then runs part t of layer 0 (one thread runs
-both halves and both parts, in the same order). Two ``sync_cpu`` barriers a step, as in
-``dense_cpu._epoch_worker``. The sums are the same whatever the thread count, so the result
-is too, bit for bit. Splitting by inputs rather than by columns of wt (as the dense epoch
-splits its rows) halves each thread's nonzeros instead of each nonzero's width, so the
-per-nonzero costs (index, value, address) halve too: split by columns the 2-thread epoch took
-0.117 s float32 and 0.22 s float64 (against 0.085 s and 0.135 s then).
-
-The per-step kernels are ``dense_cpu._lite``: compiled without reference counting, which
-cost two atomic updates (~10 ns each) for every array view a function made or passed.
-
-Measured, [784, 30, 10] sigmoid, mini-batch 10 (2026-11-22/23, the 2-core machine; the suite's
-figures are in docs/performance.md). One thread, float32, ms per epoch (2026-11-22): gather
-forward 45 (26 with the samples in data order: the rest is waiting for the CSR data of randomly
-ordered samples; ``_prefetch_rows`` asks for it two steps ahead), scatter update 65, the layers
-above with layer 0's sigmoid 34. 2026-11-23, A/B against the previous commit at quiet moments:
-the layers above split across the threads and without ``reshape`` calls, 0.086 → 0.074 s
-(2 threads, float32); on padded copies and without reference counting, 1 thread 0.122-0.127 →
-0.114-0.117 s, 2 threads 0.075 → 0.069 s. The second vCPU is often busy with other work on
-the host, and then the 2-thread figures rise by 35-90% (0.11-0.13 s float32, 0.17-0.2 s
-float64).
-Tried, not kept:
-- LLVM's own vectorisation of the row loops (slice loops like dense_cpu's former
-  ``_axpy_4``): ~60 instructions of alias checks and set-up per call against 16 of work; 85 ms
-  forward, 110 ms update. Numba leaves the SLP vectoriser off, so 32 scalar accumulators stay
-  scalar. Hence the intrinsics.
-- The mini-batch regrouped by column (CSC, built each step) so that each touched weight row is
-  read and written once a step instead of once per nonzero: the update fell to 42 ms, but the
-  regrouping cost 87-134 ms (scalar bookkeeping per nonzero), and a forward over it (scatter
-  into z) 55 ms.
-- 16-byte vectors: the same times. The scatter is bound by its stores (128 bytes a nonzero);
-  loading two or four rows before the first store (``_make_scatter``'s unroll) took it from
-  62 to 45 ms on a synthetic run.
+NumPy twin: ``fastnet.reference.dense.train_epoch`` (the same epoch on dense x; sums in another
+order). Tests: ``tests/test_sparse.py``. Why this split, the transposed weights and the LLVM
+intrinsics: docs/kernels.md.
 """
 
 import numpy as np
@@ -79,8 +32,7 @@ _pjit = njit(**config.CPU_JIT, parallel={"comprehension": False, "reduction": Fa
                                          "prange": True})
 
 # Inputs with more nonzeros than this fraction train on the dense path: one-thread epochs of
-# [784, 30, 10] at mini-batch 10 cross over at density 0.42-0.44 (float32: sparse 72 / 98 ms
-# against dense 87 / 89 ms at densities 0.35 / 0.50; float64 139 / 187 against 158 ms).
+# [784, 30, 10] at mini-batch 10 cross over a little above it.
 SPARSE_MAX_DENSITY = 0.4
 _VBYTES = 32  # one AVX vector
 _PART0_SHARE = 0.5  # of the nonzeros (module doc)
@@ -112,8 +64,8 @@ def nonzero_pattern(x, indptr, nthreads):
     """``(indptr, indices int32[nnz], values[nnz])``, x[N, n] in CSR form (indptr from
     ``row_pointers``): row i's nonzero columns, ascending, are
     ``indices[indptr[i]:indptr[i + 1]]``, their values ``values[...]`` (x's dtype). Rows split
-    over ``nthreads`` threads. The fill branches on each element: 66 ms for MNIST on one
-    thread, against 141 ms branch-free (which writes every element)."""
+    over ``nthreads`` threads. The fill branches on each element: faster for MNIST than a
+    branch-free fill, which writes every element."""
     N, n = x.shape
     indices = np.empty(indptr[N], dtype=np.int32)
     values = np.empty(indptr[N], dtype=x.dtype)
@@ -618,7 +570,7 @@ def _upper(params, layout, acts, loss, y, rows, first, offs, zq, ws, lr, decay):
 @_lite
 def epoch_worker(tid, nthreads, sync, params, layout, acts, loss, csr, y, order, batch_size, lr,
                  decay, sp, ws, up, offs):
-    """Thread ``tid`` of ``nthreads`` running one epoch (see the module doc): thread t runs
+    """Thread ``tid`` of ``nthreads`` running one epoch (docs/kernels.md): thread t runs
     the forward and deltas above layer 0 for half t of each mini-batch's samples, then half t
     of the upper layers' rows and part t of layer 0 (one thread runs both halves and both
     parts, in the same order); ``sp, ws = workspaces(...)``, ``up = upper_workspaces(...)``,
@@ -751,7 +703,7 @@ def _forward_rows(params, layout, acts, loss, csr, wt, bt, y, out, lo, hi, batch
 def _on_threads(params, layout, acts, loss, csr, y, out, batch_size, nthreads):
     """``_forward_rows`` over all rows, in ``nthreads`` ranges of whole ``batch_size`` chunks on
     OS threads (one compiled function for evaluate and predict: a ``prange`` kernel each
-    compiled for ~10-15 s); returns the ranges' (cost, correct) added in range order. The
+    took long to compile); returns the ranges' (cost, correct) added in range order. The
     chunks do not depend on the thread count, so neither do the outputs (the summed cost's
     last bits do: it is added range by range)."""
     sp = workspaces(params, layout, 1)[0]

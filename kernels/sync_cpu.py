@@ -1,21 +1,16 @@
 """Synchronisation for the CPU kernels that run one compiled loop on several OS threads (the
-threaded dense epoch in ``dense_cpu``): atomic loads and adds on an int64 array, a spin-wait
-hint, and a reusable barrier built on them.
+fused dense, sparse and CNN epochs): atomic loads and adds on an int64 array, a spin-wait hint,
+a reusable barrier built on them, and ``run_threads``, which runs a kernel on n threads.
 
-Why not ``prange``: a training epoch at mini-batch 10 needs two synchronisation points per
-mini-batch (10,000 per MNIST epoch). A Numba/OpenMP parallel region per mini-batch costs
-1.5-10 µs to open and close on the 2-core machine; this barrier costs ~0.13 µs there
-(``tests/test_sync_cpu.py`` checks it; the dense epoch benchmark shows what it buys).
-
-The state is one ``int64[SYNC_SIZE]`` array shared by the threads (zeros to start): the arrival
+State: one ``int64[SYNC_SIZE]`` array shared by the threads (zeros to start): the arrival
 count, the barrier generation and an abort flag, each on its own 64-byte cache line. A waiting
-thread spins ``_SPINS`` times, then calls ``sched_yield`` on every further turn, so a thread
-that the OS has descheduled (a loaded machine) gets its core back instead of being starved by
-a spinner. Setting the abort flag (``abort(sync)``, or ``sync[ABORT] = 1`` from Python)
-releases every waiter; loops check ``aborted(sync)`` after each barrier and return.
+thread spins ``_SPINS`` times, then calls ``sched_yield`` on every further turn. Setting the
+abort flag (``abort(sync)``, or ``sync[ABORT] = 1`` from Python) releases every waiter; loops
+check ``aborted(sync)`` after each barrier and return. Everything is ``@njit(cache=True)``
+compatible: LLVM atomics and the C library's ``sched_yield`` (``SwitchToThread`` on Windows).
 
-Everything is ``@njit(cache=True)``-compatible: the intrinsics emit LLVM atomics and a call to
-the C library's ``sched_yield`` (``SwitchToThread`` on Windows), which the JIT links by name.
+NumPy twin: none (threading primitives). Tests: ``tests/test_sync_cpu.py``. Why a barrier and
+not ``prange``: docs/kernels.md.
 """
 
 import platform

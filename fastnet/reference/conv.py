@@ -1,21 +1,17 @@
 """Pure-NumPy reference for the convolution family: conv2d, max-pooling, dropout and the fused
-ConvPool layer of the book's network3 (``ConvPoolLayer``), forward and backward.
+ConvPool layer of the book's network3, forward and backward; the oracle for
+``fastnet.kernels.conv_cpu``/``conv_cuda`` and the ``device="numpy"`` path (written for clarity,
+float64 inside, arrays of the input's dtype out). Tests: ``tests/test_conv.py``.
 
-Conventions (docs/design.md): images are ``(n, c, h, w)``; conv weights ``w: (c_out, c_in, kh,
-kw)``, bias ``b: (c_out,)``. ``conv2d`` is a "valid" cross-correlation with stride 1::
+Shapes (docs/design.md): images ``(n, c, h, w)``; conv weights ``w: (c_out, c_in, kh, kw)``,
+bias ``b: (c_out,)``. ``conv2d`` is a "valid" cross-correlation with stride 1::
 
     z[n, o, y, x] = b[o] + Σ_{c,i,j} w[o, c, i, j] · x[n, c, y + i, x + j]
 
-The book's Theano ``conv2d`` flips the filters (a true convolution); weights saved in the book's
-format are loaded as ``w[..., ::-1, ::-1]``.
-
-Max-pooling uses non-overlapping ``(ph, pw)`` windows and drops the remainder rows/columns
-(Theano's ``ignore_border=True``). Its ``argmax`` is the flat index ``y * w + x`` of the chosen
-element in the ``(h, w)`` plane of the pooled input (int32); ties go to the first maximum in
-row-major window order.
-
-This is the oracle for ``fastnet.kernels.conv_cpu`` and the ``backend="numpy"`` backend: it is
-written for clarity, computes in float64 and returns arrays of the input's dtype.
+Max-pooling takes non-overlapping ``(ph, pw)`` windows and drops the remainder rows/columns;
+its ``argmax`` (int32) is the flat index ``y * w + x`` of the first maximum in row-major window
+order, in the ``(h, w)`` plane of the pooled input. The book's Theano ``conv2d`` is a true
+convolution: weights in the book's format are loaded as ``w[..., ::-1, ::-1]``.
 """
 
 from __future__ import annotations
