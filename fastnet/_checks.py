@@ -61,9 +61,11 @@ def finite_rows(arr: np.ndarray) -> np.ndarray | None:
     return None if ok.all() else ok
 
 
-def features(x, name: str, n_features: int, dtype: np.dtype) -> np.ndarray:
+def features(x, name: str, n_features: int, dtype: np.dtype, *,
+             finite: bool = True) -> np.ndarray:
     """``x`` as a writable C-contiguous ``dtype[n, n_features]`` array; rejects non-numeric
-    data, wrong shapes, empty data and NaN/inf (a copy is made only when needed)."""
+    data, wrong shapes, empty data and (unless ``finite=False``: the caller checks) NaN/inf.
+    A copy is made only when needed."""
     arr = as_array(x, name, f"(n, {n_features})")
     if arr.dtype.kind not in "fiub":
         raise TypeError(f"{name} must hold real numbers (shape (n, {n_features})), "
@@ -73,12 +75,19 @@ def features(x, name: str, n_features: int, dtype: np.dtype) -> np.ndarray:
     if arr.shape[0] == 0:
         raise ValueError(f"{name} is empty: expected shape (n, {n_features}) with n >= 1")
     arr = writable(arr, dtype)
+    if finite:
+        check_finite(arr, name)
+    return arr
+
+
+def check_finite(arr: np.ndarray, name: str) -> None:
+    """ValueError naming ``name`` and the first NaN/inf's row and column, if ``arr`` (2-D)
+    holds one."""
     rows = finite_rows(arr)
     if rows is not None:
         i = int(np.argmin(rows))
         j = int(np.argmin(np.isfinite(arr[i])))
         raise ValueError(f"{name} contains NaN or inf (first at row {i}, column {j})")
-    return arr
 
 
 def targets(y, name: str, n: int, n_out: int, dtype: np.dtype) -> np.ndarray:

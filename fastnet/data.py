@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from fastnet import _checks
+from fastnet.devices.trainer import NonFiniteInput
 
 
 class Dataset:
@@ -116,12 +117,19 @@ class Source:
         else:
             if need_y and y is None:
                 raise TypeError(f"{yname} is required (or pass a fastnet.Dataset as {xname})")
-            self.ds, self.xs = None, model._samples(x, xname)
+            # NaN/inf in x: found by the trainer's own read of x where it makes one
+            self.ds, self.xs = None, model._samples(x, xname, finite=False)
             self.ys = (_checks.targets(y, yname, len(self.xs), model.n_out, model.dtype)
                        if need_y else None)
-        self.n = len(self.xs)
+        self.n, self._xname = len(self.xs), xname
 
     def prepared(self, model, trainer):
         if self.ds is not None:
             return self.ds.prepared(model, trainer, self.ys is not None)
-        return trainer.data(self.xs, self.ys)
+        if not trainer.checks_finite:
+            _checks.check_finite(self.xs, self._xname)
+        try:
+            return trainer.data(self.xs, self.ys)
+        except NonFiniteInput:
+            _checks.check_finite(self.xs, self._xname)      # the error, named and located
+            raise

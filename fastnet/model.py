@@ -323,15 +323,15 @@ class Model:
             self._dropout_rng.bit_generator.state = before["dropout"]
             raise ValueError(f"random_state is not a pair of PCG64 states: {exc}") from None
 
-    def _samples(self, x, name: str) -> np.ndarray:
+    def _samples(self, x, name: str, finite: bool = True) -> np.ndarray:
         """``x`` as a checked ``(n, n_in)`` array of the model's dtype; ``(n, *input_shape)``
-        is accepted too."""
+        is accepted too. ``finite=False`` leaves the NaN/inf check to the caller."""
         if len(self.input_shape) > 1:
             form = f"(n, {self.n_in}) or (n, {', '.join(map(str, self.input_shape))})"
             arr = _checks.as_array(x, name, form)
             if arr.ndim >= 1 and arr.shape[1:] == self.input_shape:
                 x = arr.reshape(len(arr), -1)
-        return _checks.features(x, name, self.n_in, self.dtype)
+        return _checks.features(x, name, self.n_in, self.dtype, finite=finite)
 
     def _runner(self, device=None, threads=None):
         """A trainer of this model's network on ``device`` (None: the model's), over

@@ -40,49 +40,84 @@ _LINE = 64
 
 
 @_pjit
-def row_pointers(x, nthreads):
-    """indptr[N+1] of x[N, n]'s CSR form: indptr[i + 1] − indptr[i] = row i's nonzeros (NaN
-    counts as nonzero); indptr[N] = all of them. Rows split over ``nthreads`` threads."""
+def scan_rows(x, nthreads):
+    """One read of x[N, n]: ``(indptr[N+1], col_counts[n], nonfinite)`` — the CSR row
+    pointers (indptr[i + 1] − indptr[i] = row i's nonzeros, NaN counting as nonzero), each
+    column's number of nonzeros, and how many entries are NaN or ±inf. Rows split over
+    ``nthreads`` threads; every test is a compare, so the loop vectorises."""
     N, n = x.shape
-    counts = np.zeros(N, dtype=np.int64)
+    indptr = np.zeros(N + 1, dtype=np.int64)
+    per_col = np.zeros((nthreads, n), dtype=np.int64)
+    bad = np.zeros(nthreads, dtype=np.int64)
+    big = np.finfo(x.dtype).max
     for t in prange(nthreads):
         lo, hi = _dense._split(N, nthreads, t, 1)
+        pc = per_col[t]
+        nb = 0
         for i in range(lo, hi):
             xi = x[i]
             c = 0
             for k in range(n):
-                c += np.int64(xi[k] != 0)
-            counts[i] = c
-    indptr = np.zeros(N + 1, dtype=np.int64)
+                v = xi[k]
+                nz = np.int64(v != 0)
+                c += nz
+                pc[k] += nz
+                nb += np.int64(not (abs(v) <= big))
+            indptr[i + 1] = c
+        bad[t] = nb
     for i in range(N):
-        indptr[i + 1] = indptr[i] + counts[i]
-    return indptr
+        indptr[i + 1] += indptr[i]
+    col_counts = np.zeros(n, dtype=np.int64)
+    for t in range(nthreads):
+        col_counts += per_col[t]
+    return indptr, col_counts, bad.sum()
 
 
 @_pjit
-def nonzero_pattern(x, indptr, nthreads):
-    """``(indptr, indices int32[nnz], values[nnz])``, x[N, n] in CSR form (indptr from
-    ``row_pointers``): row i's nonzero columns, ascending, are
-    ``indices[indptr[i]:indptr[i + 1]]``, their values ``values[...]`` (x's dtype). Rows split
-    over ``nthreads`` threads. The fill branches on each element: faster for MNIST than a
-    branch-free fill, which writes every element."""
+def _fill(x, indptr, k_split, nthreads):
+    """``(indices int32[nnz], values[nnz], mid[N])``: row i's nonzero columns, ascending, in
+    ``indices[indptr[i]:indptr[i + 1]]``, their values (x's dtype) beside them, and mid[i] the
+    first position of a column ≥ k_split. The fill branches on each element: faster for MNIST
+    than a branch-free fill, which writes every element."""
     N, n = x.shape
     indices = np.empty(indptr[N], dtype=np.int32)
     values = np.empty(indptr[N], dtype=x.dtype)
+    mid = np.empty(N, dtype=np.int64)
     for t in prange(nthreads):
         lo, hi = _dense._split(N, nthreads, t, 1)
         for i in range(lo, hi):
             p = indptr[i]
             xi = x[i]
-            for k in range(n):
+            for k in range(k_split):
                 if xi[k] != 0:
                     indices[p] = k
                     values[p] = xi[k]
                     p += 1
-    return indptr, indices, values
+            mid[i] = p
+            for k in range(k_split, n):
+                if xi[k] != 0:
+                    indices[p] = k
+                    values[p] = xi[k]
+                    p += 1
+    return indices, values, mid
 
 
-# ---------------------------------------------------------------------------- vector intrinsics
+@_jit
+def sparse_inputs(x, indptr, col_counts, nthreads):
+    """x[N, n] for the sparse epoch, from ``scan_rows``' indptr and col_counts:
+    ``(indptr, indices, values, mid, k_split)``, where each row's nonzeros split into two
+    parts: inputs k < k_split (``indices[indptr[i]:mid[i]]``) and the rest. k_split is the
+    first column at which the nonzeros before it and in it exceed ``_PART0_SHARE`` of all
+    (thread 0's part)."""
+    n = x.shape[1]
+    k_split, acc = 0, 0
+    while k_split < n and acc + col_counts[k_split] <= _PART0_SHARE * indptr[-1]:
+        acc += col_counts[k_split]
+        k_split += 1
+    indices, values, mid = _fill(x, indptr, k_split, nthreads)
+    return indptr, indices, values, mid, k_split
+
+
 def _fma(builder, a, b, c):
     """a·b + c on LLVM vectors (llvm.fma; llvmlite's ``builder.fma`` takes scalars only)."""
     t = a.type
@@ -268,52 +303,6 @@ def scatter_cols(vals, indices, s, e, wt, lo, hi, coef):
 
 
 # ---------------------------------------------------------------------------- the epoch
-@_pjit
-def _split_points(x, indptr, indices, nthreads):
-    """(mid[N], k_split) for ``sparse_inputs``: the columns' nonzero counts come from x (rows
-    split over threads, a vectorised compare), mid by binary search in each row's columns."""
-    N, n = x.shape
-    per_col = np.zeros((nthreads, n), dtype=np.int64)
-    for t in prange(nthreads):
-        lo, hi = _dense._split(N, nthreads, t, 1)
-        pc = per_col[t]
-        for i in range(lo, hi):
-            xi = x[i]
-            for k in range(n):
-                pc[k] += np.int64(xi[k] != 0)
-    k_split, acc = 0, 0
-    while k_split < n:
-        c = 0
-        for t in range(nthreads):
-            c += per_col[t, k_split]
-        if acc + c > _PART0_SHARE * indices.shape[0]:
-            break
-        acc += c
-        k_split += 1
-    mid = np.empty(N, dtype=np.int64)
-    for i in range(N):
-        a, b = indptr[i], indptr[i + 1]  # first position in [a, b) whose column ≥ k_split
-        while a < b:
-            h = (a + b) // 2
-            if indices[h] < k_split:
-                a = h + 1
-            else:
-                b = h
-        mid[i] = a
-    return mid, k_split
-
-
-@_jit
-def sparse_inputs(x, indptr, nthreads):
-    """x[N, n] for the sparse epoch: ``(indptr, indices, values, mid, k_split)``:
-    ``nonzero_pattern(x, indptr, nthreads)``, and mid[N], where each row's nonzeros split into
-    two parts: inputs k < k_split (``indices[indptr[i]:mid[i]]``) and the rest. k_split puts
-    ``_PART0_SHARE`` of all the nonzeros in part 0 (thread 0's part)."""
-    indptr, indices, values = nonzero_pattern(x, indptr, nthreads)
-    mid, k_split = _split_points(x, indptr, indices, nthreads)
-    return indptr, indices, values, mid, k_split
-
-
 @_jit
 def _aligned_zeros(shape, like):
     """zeros of ``shape`` (a tuple) and like's dtype, starting on a 64-byte boundary."""

@@ -129,3 +129,28 @@ def test_mistakes_in_use():
         m.fit(x, y, validation_data=Dataset(x), **FIT)
     assert np.array_equal(m.params, before)
     assert repr(Dataset(x, y)) == "Dataset(50 samples of shape (36,), labels)"
+
+
+@pytest.mark.parametrize("device,separate_checks", [("cpu", 0), ("numpy", 2)])
+def test_arrays_checked_in_the_devices_own_read(monkeypatch, device, separate_checks):
+    """From raw arrays the CPU finds NaN/inf in the same read that builds its sparse form;
+    other devices check x first. Either way the error names the argument and the entry."""
+    from fastnet import _checks
+    calls = []
+    real = _checks.check_finite
+    monkeypatch.setattr(_checks, "check_finite", lambda a, name: calls.append(name) or
+                        real(a, name))
+    x, y = data()
+    m = dense(device)
+    m.fit(x, y, validation_data=(x, y), **FIT)
+    assert len(calls) == separate_checks
+    bad = x.copy()
+    bad[17, 5] = np.nan
+    before = m.params.copy()
+    with pytest.raises(ValueError, match=r"^validation_data\[0\] contains NaN or inf \(first "
+                                         r"at row 17, column 5\)$"):
+        m.fit(x, y, validation_data=(bad, y), **FIT)
+    with pytest.raises(ValueError, match=r"^x contains NaN or inf \(first at row 17, column "
+                                         r"5\)$"):
+        m.predict(bad)
+    assert np.array_equal(m.params, before)

@@ -44,7 +44,8 @@ def sparse_x(rng, n, n_in, dtype, density=0.3):
 
 
 def csr_of(x, nthreads=2):
-    return S.sparse_inputs(x, S.row_pointers(x, nthreads), nthreads)
+    indptr, col_counts, _ = S.scan_rows(x, nthreads)
+    return S.sparse_inputs(x, indptr, col_counts, nthreads)
 
 
 def one_hot(labels, n, dtype):
@@ -78,6 +79,22 @@ def test_sparse_inputs_all_zero_and_nan():
     x[1, 2] = np.nan  # NaN is not zero: kept, so that it shows up in the results
     _, indices, values, _, _ = csr_of(x)
     assert indices.tolist() == [2] and np.isnan(values[0])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("nthreads", [1, 2, 3])
+def test_scan_rows_counts_and_finds_nonfinite(dtype, nthreads):
+    """One read gives the row pointers, the column counts and the number of NaN/inf entries
+    (the largest finite value counts as finite)."""
+    rng = np.random.default_rng(7)
+    x = sparse_x(rng, 29, 13, dtype)
+    x[3, 4] = np.finfo(dtype).max
+    x[5, 0] = -np.finfo(dtype).max
+    indptr, col_counts, bad = S.scan_rows(x, nthreads)
+    assert indptr.tolist() == [0] + np.cumsum(np.count_nonzero(x, axis=1)).tolist()
+    assert col_counts.tolist() == np.count_nonzero(x, axis=0).tolist() and bad == 0
+    x[7, 7], x[28, 12], x[0, 0] = np.nan, np.inf, -np.inf
+    assert S.scan_rows(x, nthreads)[2] == 3
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -29,8 +29,8 @@ def test_the_faster_count_trains_the_epoch(monkeypatch, cost, expected):
     step, order = FakeEpoch(monkeypatch, cost), np.random.default_rng(0).permutation(50_000)
     chooser = T.Chooser()
     assert chooser.run(step, order, 10, 2) == expected == chooser.chosen
-    assert [t for _, t in step.parts] == [2, 1, expected]
-    assert [len(p) for p, _ in step.parts[:2]] == [500 * 10, 125 * 10]  # 1/10, 1/40 of 5000
+    assert [t for _, t in step.parts] == [1, 2, expected]
+    assert [len(p) for p, _ in step.parts[:2]] == [125 * 10, 500 * 10]  # 1/40, 1/10 of 5000
     assert np.array_equal(np.concatenate([p for p, _ in step.parts]), order)
     assert all(len(p) % 10 == 0 for p, _ in step.parts[:-1])      # whole mini-batches
 
@@ -45,7 +45,7 @@ def test_a_scratch_probe_leaves_the_epoch_whole(monkeypatch):
         probes.append(threads)
         step.now += step.cost[threads] * len(part) // 10
     assert T.Chooser().run(step, order, 10, 2, scratch=scratch) == 1
-    assert probes == [2, 1]
+    assert probes == [1, 2]
     assert len(step.parts) == 1 and step.parts[0][1] == 1
     assert np.array_equal(step.parts[0][0], order)
 

@@ -7,7 +7,8 @@ A kernel set has these methods (``NumpyDense``: the reference, ``fastnet.referen
 
 - ``upload(a)`` / ``download(a)``: an array to where the kernels compute, and back;
 - ``inputs(x, threads)``: a data set's inputs in the form the kernels read best, made once per
-  data set (``upload(x)``, or on the CPU a ``SparseInputs`` when most of x is zeros);
+  data set (``upload(x)``, or on the CPU a ``SparseInputs`` when most of x is zeros); with
+  ``checks_finite`` it raises ``NonFiniteInput`` for NaN/inf in x;
 - ``on_host``: True where the kernels compute on the host (an epoch may then train in a worker
   thread while the caller scores a snapshot);
 - ``epoch_threads(layout, batch_size)``: how many threads an epoch uses when not told;
@@ -24,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from fastnet.devices.threads import Chooser
-from fastnet.devices.trainer import Trainer, numba_threads
+from fastnet.devices.trainer import NonFiniteInput, Trainer, numba_threads
 
 EVAL_CHUNK = 1024  # rows per forward pass when evaluating or predicting
 
@@ -109,16 +110,21 @@ class CpuDense:
         return a
 
     on_host = True
+    checks_finite = True
 
     def inputs(self, x, threads):
         """x, or a ``SparseInputs`` when x is a 2-D batch with at most
         ``sparse_cpu.SPARSE_MAX_DENSITY`` of its entries nonzero (where the sparse epoch
-        overtakes the dense one)."""
+        overtakes the dense one). The one read of x that decides also finds NaN/inf:
+        ``NonFiniteInput``."""
         if isinstance(x, np.ndarray) and x.ndim == 2 and x.size:
             with numba_threads(threads):
-                indptr = self._sparse.row_pointers(x, threads)
+                indptr, col_counts, bad = self._sparse.scan_rows(x, threads)
+                if bad:
+                    raise NonFiniteInput("x contains NaN or inf")
                 if indptr[-1] <= self._sparse.SPARSE_MAX_DENSITY * x.size:
-                    return SparseInputs(x, self._sparse.sparse_inputs(x, indptr, threads))
+                    return SparseInputs(x, self._sparse.sparse_inputs(x, indptr, col_counts,
+                                                                      threads))
         return x
 
     def epoch_threads(self, layout, batch_size) -> int:
@@ -166,6 +172,8 @@ class DenseTrainer(Trainer):
     kernel call, parameters come back on ``close``. ``threads``: the epochs' thread count
     (None: the kernel set's choice for each batch size); evaluation and prediction use
     ``inference_threads``."""
+
+    checks_finite = property(lambda self: getattr(self.kernels, "checks_finite", False))
 
     def __init__(self, spec, params, kernels, *, threads, inference_threads):
         super().__init__(spec, params, kernels)

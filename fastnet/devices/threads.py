@@ -2,8 +2,8 @@
 
 The multi-threaded CPU epochs (``dense_cpu``, ``sparse_cpu``, ``cnn_cpu``) meet at spin
 barriers every mini-batch, so where another process holds one of the cores they run slower
-than one thread. ``Chooser.run`` times the first mini-batches of an epoch on the device's count,
-then on one thread, and trains on the faster. The dense epochs give bit-identical
+than one thread. ``Chooser.run`` times the first mini-batches of an epoch on one thread, then on
+the device's count, and trains on the faster (one thread by a margin). The dense epochs give bit-identical
 parameters for any thread count, so they probe on the model itself; the CNN epoch's sums
 depend on the count, so it probes on a scratch copy and trains the whole epoch on one count,
 recorded in ``History.threads`` (``fit(threads=...)`` repeats it). It probes again after a few
@@ -20,6 +20,7 @@ PROBE_MOST = 1 / 10     # timed on the device's count when probing on the model 
 MIN_PROBE = 64          # mini-batches
 EVERY = 4               # epochs between probes while the pace holds
 SLOWER = 1.25           # a pace this much slower than at the probe calls for a probe
+MARGIN = 0.95           # one thread must beat the device's count by this much (timing noise)
 
 
 class Chooser:
@@ -45,14 +46,14 @@ class Chooser:
         start = 0
         if self._pace is None or self._since >= EVERY:
             probe, pace = scratch or step, {}
-            for threads, count in ((most, p_most), (1, p1)):
+            for threads, count in ((1, p1), (most, p_most)):   # the cold start on one
                 t0 = time.perf_counter()
                 probe(order[start:start + count * batch_size], threads)
                 pace[threads] = (time.perf_counter() - t0) / count
                 start += count * batch_size
             if scratch:
                 start = 0
-            self.chosen = 1 if pace[1] < pace[most] else most
+            self.chosen = 1 if pace[1] < MARGIN * pace[most] else most
             self._pace, self._since = pace[self.chosen], 0
         t0 = time.perf_counter()
         step(order[start:], self.chosen)

@@ -21,12 +21,19 @@ import contextlib
 import numpy as np
 
 
+class NonFiniteInput(ValueError):
+    """Raised by ``Trainer.data`` where ``checks_finite``: x holds NaN or inf."""
+
+
 class Trainer(abc.ABC):
     """Base class: ``spec`` (a ``NetSpec``), the host parameter buffer ``params`` and the
     device's kernel set (``upload``/``download`` and the kernels the subclass calls)."""
 
     #: the host thread count the last epoch mostly trained on (None: not a CPU thread count)
     threads_used = None
+    #: True where ``data`` reads all of x anyway and raises ``NonFiniteInput`` for NaN/inf in
+    #: it (the caller then need not check x itself)
+    checks_finite = False
 
     def __init__(self, spec, params: np.ndarray, kernels):
         self.spec, self.host, self.kernels = spec, params, kernels
