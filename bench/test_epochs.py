@@ -13,8 +13,8 @@ Rows of a group (one batch size × dtype):
 - ``cuda_xfer``: the same plus moving params, data and order to the GPU and params back;
 - ``torch_cpu`` / ``torch_cuda``: PyTorch eager doing the same SGD (no autograd; the update
   fused into ``addmm_``), one Python step per mini-batch;
-- ``cpu (Model.fit)``: one epoch through ``fastnet.Model.fit`` end to end (argument checks,
-  shuffling, and the per-epoch evaluation on the training set that ``fit`` always does).
+- ``cpu (Model.fit, …)``: one epoch through ``fastnet.Model.fit`` end to end, from raw arrays
+  (with and without the training-set metrics) and from a ``fastnet.Dataset``.
 Plus the drop-in ``fastnet.network`` run of the book's chapter 1 (30 epochs with test data).
 
 Each row is checked once before timing: one epoch over the first 1,005 images (so the last
@@ -218,10 +218,23 @@ def test_epoch_cpu_variant(benchmark, mnist, batch, dtype, variant):
     run_timed(benchmark, runner.call, rounds=ROUNDS)
 
 
+FIT_FORMS = {
+    "arrays, metrics": "fit(x, y, epochs=1): checks, the sparse form, the epoch, and fit's "
+                       "evaluation of the training set",
+    "arrays": "fit(x, y, epochs=1, training_metrics=False): checks, the sparse form (built "
+              "in the same read that checks x), the epoch",
+    "Dataset": "fit(fastnet.Dataset(x, y), epochs=1, training_metrics=False): the Dataset "
+               "made once outside the timing, as a user reusing it would",
+}
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("form", list(FIT_FORMS))
 @pytest.mark.parametrize("batch", BATCHES, ids=[f"bs{b}" for b in BATCHES])
-def test_epoch_model_fit(benchmark, mnist, batch, dtype):
-    """One epoch through ``fastnet.Model(...).fit`` on the CPU backend, end to end."""
+def test_epoch_model_fit(benchmark, mnist, batch, dtype, form):
+    """One epoch through ``fastnet.Model(...).fit`` on the CPU device, end to end, from raw
+    arrays (with and without the training-set metrics) and from a prepared Dataset: the
+    one-off costs a user pays per call, against the ``cpu`` row's epoch."""
     import fastnet
     x, labels, targets = mnist
     dt = np.dtype(dtype)
@@ -249,12 +262,13 @@ def test_epoch_model_fit(benchmark, mnist, batch, dtype):
 
     m = model()
     xs = x.astype(dt)
+    args = (fastnet.Dataset(xs, labels),) if form == "Dataset" else (xs, labels)
     _label_epoch(benchmark, "cpu", dtype, batch, len(x), margin, via="Model.fit",
-                 row="cpu (Model.fit)",
-                 note="includes converting x to its sparse form once and fit's per-epoch "
-                      "evaluation of the training set")
-    run_timed(benchmark, lambda: m.fit(xs, labels, epochs=1, batch_size=batch, lr=LR,
-                                       verbose=False), rounds=ROUNDS)
+                 row=f"cpu (Model.fit, {form})", note=FIT_FORMS[form])
+    run_timed(benchmark, lambda: m.fit(*args, epochs=1, batch_size=batch, lr=LR,
+                                       verbose=False,
+                                       training_metrics=form == "arrays, metrics"),
+              rounds=ROUNDS)
 
 
 # ---------------------------------------------------------------------------- drop-in
