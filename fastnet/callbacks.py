@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from fastnet.data import Source
+
 
 class Callback:
     """Base class: every method does nothing.
@@ -83,7 +85,6 @@ class EpochEnd:
         self.stopped = True
 
     def _data(self, x, y, need_y):
-        from fastnet.data import Source
         key = (id(x), id(y))
         hit = self._prepared.get(key)
         if hit is None:
