@@ -80,7 +80,7 @@ def run(model, runner, train, valid, prepared, *, n, n_valid, epochs, batch_size
                 if lo in its:
                     cb.on_batch(epoch, lo)
             runner.train_epoch(train, order[lo * batch_size:hi * batch_size], batch_size, lr,
-                               decay)
+                               decay, continues=lo > 0)
         return time.perf_counter() - t0
 
     good = Snapshot(model, initial=True)

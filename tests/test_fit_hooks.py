@@ -163,9 +163,9 @@ def test_overlap_trains_in_a_worker_thread(monkeypatch):
     threads = []
     real = DenseTrainer.train_epoch
 
-    def recording(self, *args):
+    def recording(self, *args, **kwargs):
         threads.append(threading.current_thread().name)
-        real(self, *args)
+        real(self, *args, **kwargs)
 
     monkeypatch.setattr(DenseTrainer, "train_epoch", recording)
     x, y = data()

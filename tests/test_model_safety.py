@@ -54,8 +54,8 @@ def _poisoned(monkeypatch, runner_class, at_call):
     epoch does (the restore logic is the same whatever made the NaN)."""
     real, calls = runner_class.train_epoch, []
 
-    def train_epoch(self, *args):
-        real(self, *args)
+    def train_epoch(self, *args, **kwargs):
+        real(self, *args, **kwargs)
         calls.append(1)
         if len(calls) == at_call:
             self.params[3] = np.nan
@@ -98,9 +98,9 @@ def test_an_interrupted_epoch_keeps_the_last_complete_one(monkeypatch):
     calls = []
     real = DenseTrainer.train_epoch
 
-    def interrupted(self, *args):
+    def interrupted(self, *args, **kwargs):
         calls.append(1)
-        real(self, *args)            # the epoch runs (the weights move), then the interrupt
+        real(self, *args, **kwargs)  # the epoch runs (the weights move), then the interrupt
         if len(calls) == 2:
             raise KeyboardInterrupt
 

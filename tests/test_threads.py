@@ -100,7 +100,7 @@ def test_fit_records_the_count_and_matches_one_thread(kind, monkeypatch):
     assert build()._runner(None).epoch_threads(10) == 2
     real = T.Chooser.run
     for winner in (1, 2):
-        def rigged(self, step, order, batch_size, most, scratch=None, winner=winner):
+        def rigged(self, step, order, batch_size, most, scratch=None, winner=winner, **kw):
             def slowed(fn):                  # the other count is made slow
                 def run(part, threads):
                     if threads != winner:
@@ -108,9 +108,20 @@ def test_fit_records_the_count_and_matches_one_thread(kind, monkeypatch):
                     fn(part, threads)
                 return run
             return real(self, slowed(step), order, batch_size, most,
-                        scratch=scratch and slowed(scratch))
+                        scratch=scratch and slowed(scratch), **kw)
         monkeypatch.setattr(T.Chooser, "run", rigged)
         m = build()
         h = m.fit(x, y, **fits)
         assert h.threads == [winner, winner]
         assert np.array_equal(m.params, fixed[1 if kind == "dense" else winner].params)
+
+
+def test_pieces_of_one_epoch_keep_its_count(monkeypatch):
+    """An epoch trained in pieces (after mini-batch marks) probes once, on its first piece;
+    the later pieces train on the count chosen there."""
+    step = FakeEpoch(monkeypatch, {2: 3.0, 1: 1.6})
+    chooser = T.Chooser()
+    assert chooser.run(step, np.arange(20_000), 10, 2) == 1
+    step.cost[1] = 9.0                            # even if one thread became slow meanwhile
+    assert chooser.run(step, np.arange(20_000, 30_000), 10, 2, continues=True) == 1
+    assert [t for _, t in step.parts] == [1, 2, 1, 1]

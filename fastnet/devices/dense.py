@@ -211,7 +211,7 @@ class DenseTrainer(Trainer):
             return self._threads
         return self.kernels.epoch_threads(self.spec.layout, batch_size)
 
-    def train_epoch(self, data, order, batch_size, lr, decay):
+    def train_epoch(self, data, order, batch_size, lr, decay, *, continues=False):
         """One epoch; on the host without a fixed ``threads``, on the count ``Chooser``
         finds faster (``threads_used``)."""
         def step(part, threads):
@@ -223,7 +223,8 @@ class DenseTrainer(Trainer):
             step(order, most)
             self.threads_used = most
         else:
-            self.threads_used = self._chooser.run(step, order, batch_size, most)
+            self.threads_used = self._chooser.run(step, order, batch_size, most,
+                                                  continues=continues)
 
     def evaluate(self, data):
         return self.kernels.evaluate(self.params, *self._args, self.spec.loss_code, *data,

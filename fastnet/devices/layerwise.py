@@ -91,7 +91,7 @@ class LayerwiseTrainer(Trainer):
             ctxs.append(ctx)
         return a, ctxs
 
-    def train_epoch(self, data, order, batch_size, lr, decay):
+    def train_epoch(self, data, order, batch_size, lr, decay, *, continues=False):
         x, y = data
         with self._scope(), self.ops.running():
             for k in range(0, len(order), batch_size):
@@ -178,7 +178,7 @@ class CnnTrainer(LayerwiseTrainer):
         available = numba.get_num_threads() if self.threads is None else self.threads
         return cnn_cpu.epoch_threads(layout, cg, batch_size, available)
 
-    def train_epoch(self, data, order, batch_size, lr, decay):
+    def train_epoch(self, data, order, batch_size, lr, decay, *, continues=False):
         """One epoch; without a fixed ``threads``, on the count ``Chooser`` finds faster by
         training a scratch copy (the count changes the sums' rounding), the whole epoch on
         that count (``threads_used``)."""
@@ -202,4 +202,4 @@ class CnnTrainer(LayerwiseTrainer):
                     copy.append(self.params.copy())
                 step(part, threads, copy[0])
             self.threads_used = self._chooser.run(step, order, batch_size, most,
-                                                  scratch=scratch)
+                                                  scratch=scratch, continues=continues)

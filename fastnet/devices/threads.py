@@ -28,14 +28,19 @@ class Chooser:
     ``step(part, threads)`` (the trainer's epoch over the sample indices ``part``), on
     ``most`` threads or one. ``scratch``: a step that trains a throwaway copy, to probe with
     when the count changes the results; without it the probe trains the epoch's first
-    mini-batches."""
+    mini-batches. ``continues``: ``order`` is a later piece of the epoch the last call began
+    (trained on its count, not probed)."""
 
     def __init__(self):
         self.chosen = None
         self._pace = None        # seconds per mini-batch of the chosen count, when probed
         self._since = 0          # epochs since the probe
 
-    def run(self, step, order, batch_size: int, most: int, scratch=None) -> int:
+    def run(self, step, order, batch_size: int, most: int, scratch=None, *,
+            continues: bool = False) -> int:
+        if continues and self.chosen is not None:   # a later piece of the same epoch
+            step(order, self.chosen)
+            return self.chosen
         batches = -(-len(order) // batch_size)
         p1 = max(MIN_PROBE, int(batches * PROBE))
         p_most = p1 if scratch else max(p1, int(batches * PROBE_MOST))

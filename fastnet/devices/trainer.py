@@ -46,8 +46,10 @@ class Trainer(abc.ABC):
 
     @abc.abstractmethod
     def train_epoch(self, data, order: np.ndarray, batch_size: int, lr: float,
-                    decay: float) -> None:
-        """One epoch of SGD over ``data`` in the sample order ``order`` (int64), in place."""
+                    decay: float, *, continues: bool = False) -> None:
+        """One epoch of SGD over ``data`` in the sample order ``order`` (int64), in place.
+        ``continues``: this call trains the next piece of the epoch the previous call began
+        (after a mini-batch mark), on the same thread count."""
 
     @abc.abstractmethod
     def evaluate(self, data) -> tuple[float, int]:
