@@ -4,11 +4,10 @@ quadratic cost, lr 3.0) at mini-batch 10 and 100, float32 (and float64 on the CP
 Rows of a group (one batch size × dtype):
 - ``numpy`` / ``cpu`` / ``cuda``: the device's dense kernel set's ``train_epoch``
   (``fastnet.devices.get(name).dense``), the data already where it computes (``inputs``: on
-  the CPU, MNIST's inputs in
-  sparse form, so the ``cpu`` row is the sparse epoch, ``kernels/sparse_cpu.py``): the kernel
-  time of an epoch;
+  the CPU, MNIST's inputs in sparse form, so the ``cpu`` row is the sparse epoch,
+  ``kernels/sparse_epoch_cpu.py``): the kernel time of an epoch;
 - ``cpu (1 thread)``: the same on one thread; ``cpu (dense epoch)``: the dense-input epoch
-  (``kernels/dense_cpu.py``) on Numba's threads, what inputs with more than
+  (``kernels/dense_epoch_cpu.py``) on Numba's threads, what inputs with more than
   ``SPARSE_MAX_DENSITY`` nonzeros get;
 - ``cuda_xfer``: the same plus moving params, data and order to the GPU and params back;
 - ``torch_cpu`` / ``torch_cuda``: PyTorch eager doing the same SGD (no autograd; the update

@@ -206,9 +206,23 @@ FASTMATH = {"contract", "reassoc", "nsz", "arcp"}
 # division, and it keeps LLVM from vectorising any loop holding one (the sigmoid's, for one).
 # Kernels never divide by zero on valid input: the Python layer validates first.
 # _nrt=True (Numba's reference counting, its default) is explicit: a function compiled without
-# it (dense_cpu._lite) would otherwise have every function it calls compiled without it too,
+# it (CPU_LITE) would otherwise have every function it calls compiled without it too,
 # and a later counting caller would reuse that build.
 CPU_JIT = dict(cache=CACHE, fastmath=FASTMATH, nogil=True, error_model="numpy", _nrt=True)
+# CPU_LITE: kernels that allocate nothing and return no array (nor a tuple holding one) are
+# compiled without Numba's reference counting: each array view a function makes or passes
+# otherwise costs two atomic updates of a reference count, and a fused step makes dozens of
+# views per sample. A lite function may call CPU_JIT ones (they count their own references
+# whoever calls them; the views passed in are borrowed). Numba refuses a call that returns a
+# new array inside a lite function: the helpers that return a view are an intrinsic
+# (``simd.rows_of``) or inlined. tests/test_sparse.py checks that none returns an array.
+CPU_LITE = dict(CPU_JIT, _nrt=False)
+# CPU_PARALLEL: kernels that split their work under ``prange`` (Numba's other parallel
+# transformations off: the loops are written out).
+CPU_PARALLEL = dict(CPU_JIT, parallel={"comprehension": False, "reduction": False,
+                                       "inplace_binop": False, "setitem": False,
+                                       "numpy": False, "stencil": False, "fusion": False,
+                                       "prange": True})
 
 # CUDA launch configuration.
 THREADS_PER_BLOCK = int(os.environ.get("FASTNET_CUDA_TPB", "256"))

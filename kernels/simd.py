@@ -2,7 +2,9 @@
 ``Lanes8(dtype)``, an LLVM ``<8 x float>`` or ``<8 x double>`` as a Numba value, and intrinsics
 on it: ``splat``, ``ramp``, ``fma`` (one rounding), ``keep`` (a select), ``evens``/``odds``,
 ``pick_above`` (NaN ranks above every number); the unchecked ``load8``/``store8``/
-``store8_int32``; and the masked, range-checked ``load``/``store``/``add_to``.
+``store8_int32``; and the masked, range-checked ``load``/``store``/``add_to``. Also the
+scalar LLVM building blocks of the CPU kernels: ``rows_of`` (a 2-D view without Numba's
+reshape), ``is_float32`` (a compile-time dtype test), ``pow2`` and ``exp_floor``.
 
 Shapes: ``a`` is a 1-D C-contiguous float array, ``i`` an element index, ``n`` (0 <= n <= 8)
 the lanes that touch memory. ``load``, ``store``, ``add_to`` and ``keep`` raise IndexError
@@ -16,6 +18,7 @@ reasons for the checked/unchecked split: docs/kernels.md.
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
+from numba.core.imputils import impl_ret_borrowed
 from numba.extending import intrinsic, models, register_model
 
 LANES = 8
@@ -310,3 +313,89 @@ def ramp(typingctx, s):
         return builder.fadd(_splat(builder, args[0], vty), steps)
 
     return Lanes8(s)(s), codegen
+
+
+# --------------------------------------------------------------------- scalar building blocks
+@intrinsic
+def pow2(typingctx, n):
+    """2**n for a float n holding an integer in the normal exponent range, by building the
+    exponent bits (vectorisable, unlike ``math.ldexp``)."""
+    if n == types.float64:
+        ity, bias, shift = ir.IntType(64), 1023, 52
+    elif n == types.float32:
+        ity, bias, shift = ir.IntType(32), 127, 23
+    else:
+        return None
+
+    def codegen(context, builder, signature, args):
+        i = builder.fptosi(args[0], ity)
+        i = builder.shl(builder.add(i, ir.Constant(ity, bias)), ir.Constant(ity, shift))
+        return builder.bitcast(i, args[0].type)
+
+    return n(n), codegen
+
+
+@intrinsic
+def exp_floor(typingctx, z):
+    """The most negative t (of z's type) for which exp(t) is still a normal number."""
+    if z not in (types.float64, types.float32):
+        return None
+    lo = -708.0 if z == types.float64 else -87.0
+
+    def codegen(context, builder, signature, args):
+        return ir.Constant(args[0].type, lo)
+
+    return z(z), codegen
+
+
+@intrinsic
+def is_float32(typingctx, z):
+    """True (a compile-time constant) when z is a float32: lets a kernel pick a cheaper
+    formula for float32 with the branch folded away."""
+    if z not in (types.float64, types.float32):
+        return None
+    flag = z == types.float32
+
+    def codegen(context, builder, signature, args):
+        return ir.Constant(ir.IntType(1), int(flag))
+
+    return types.boolean(z), codegen
+
+
+@intrinsic
+def rows_of(typingctx, a, start, m, n):
+    """``a.reshape(-1)[start:start + m * n].reshape((m, n))`` for a C-contiguous a (1-D or
+    2-D), sharing a's memory (read-only stays read-only); IndexError when the rows run outside
+    a. ``reshape`` without Numba's helper call (the fused epochs make many of these a step).
+    An intrinsic, so ``_lite`` functions can use it (they cannot call a function that returns
+    a new view) and it costs no compile time of its own (an ``inline="always"`` function is
+    typed again at every call site, which adds seconds to a cold-cache compile)."""
+    if not (isinstance(a, types.Array) and a.layout == "C" and a.ndim in (1, 2)
+            and all(isinstance(t, types.Integer) for t in (start, m, n))):
+        return None
+    ret = a.copy(ndim=2, layout="C")
+
+    def codegen(context, builder, sig, args):
+        src = context.make_array(sig.args[0])(context, builder, args[0])
+        start, m, n = (context.cast(builder, v, t, types.intp)
+                       for v, t in zip(args[1:], sig.args[1:]))
+        zero = context.get_constant(types.intp, 0)
+        bad = builder.or_(builder.or_(builder.icmp_signed("<", start, zero),
+                                      builder.icmp_signed("<", m, zero)),
+                          builder.or_(builder.icmp_signed("<", n, zero),
+                                      builder.icmp_signed(">", builder.add(start,
+                                                                           builder.mul(m, n)),
+                                                          src.nitems)))
+        with cgutils.if_unlikely(builder, bad):
+            context.call_conv.return_user_exc(builder, IndexError,
+                                              ("rows_of: the rows run outside the array",))
+        out = context.make_array(ret)(context, builder)
+        item = context.get_constant(types.intp,
+                                    context.get_abi_sizeof(context.get_data_type(a.dtype)))
+        context.populate_array(out, data=builder.gep(src.data, [start]),
+                               shape=cgutils.pack_array(builder, [m, n]),
+                               strides=cgutils.pack_array(builder, [builder.mul(n, item), item]),
+                               itemsize=item, meminfo=src.meminfo, parent=src.parent)
+        return impl_ret_borrowed(context, builder, ret, out._getvalue())
+
+    return ret(a, start, m, n), codegen

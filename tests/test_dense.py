@@ -1,5 +1,6 @@
-"""Dense family: the Numba CPU kernels against the NumPy reference, and the reference's
-gradients against central finite differences.
+"""Dense family: the Numba CPU kernels (kernels/dense_cpu.py, blocks_cpu.py,
+dense_epoch_cpu.py) against the NumPy reference, and the reference's gradients against
+central finite differences.
 
 Values are compared by the rule of tests/helpers.py, with the exact value computed here in
 float64 and each element's sum length n and Σ|terms| worked out beside it (``products``); a
@@ -11,7 +12,9 @@ import numpy as np
 import pytest
 from numba.core.errors import TypingError
 
+from fastnet.kernels import blocks_cpu as RB
 from fastnet.kernels import dense_cpu as K
+from fastnet.kernels import dense_epoch_cpu as E
 from fastnet.kernels.config import (CROSS_ENTROPY, LINEAR, LOG_LIKELIHOOD, QUADRATIC, RELU,
                                     SIGMOID, SOFTMAX, SOFTPLUS, TANH)
 from fastnet.reference import dense as R
@@ -83,17 +86,17 @@ def test_rows_kernels_write_only_their_samples(m, dtype):
     x, w, b = rand(rng, (m, n_in), dtype), rand(rng, (n_out, n_in), dtype), rand(rng, n_out, dtype)
     dz = rand(rng, (m, n_out), dtype)
     zbuf = np.full((m + 5, n_out), -7.0, dtype)
-    K._rows_forward(x, K._NO_ROWS, m, w, b, zbuf, 0, n_out)
+    RB.rows_forward(x, RB.NO_ROWS, m, w, b, zbuf, 0, n_out)
     assert_dense(zbuf[:m], x, w, b)
     assert (zbuf[m:] == -7.0).all()
     dxbuf = np.full((m + 5, n_in), -7.0, dtype)
-    K._rows_backprop(dz, w, dxbuf[:m], 0, n_in)
+    RB.rows_backprop(dz, w, dxbuf[:m], 0, n_in)
     edx, mag = products(dz, w)
     assert_close(dxbuf[:m], edx.astype(dtype), n=n_out, magnitude=mag, name="dx")
     assert (dxbuf[m:] == -7.0).all()
     # one sample alone (its own pass over w) gives its values in a group, to rounding
     one = np.empty((1, n_out), dtype)
-    K._rows_forward(x[m - 1:], K._NO_ROWS, 1, w, b, one, 0, n_out)
+    RB.rows_forward(x[m - 1:], RB.NO_ROWS, 1, w, b, one, 0, n_out)
     assert_dense(one, x[m - 1:], w, b, name="z alone")
 
 
@@ -110,10 +113,10 @@ def test_rows_kernels_on_odd_ranges(m, dtype):
     # backprop on columns [3, 29), whole and as [3, 17) + [17, 29)
     k_lo, k_mid, k_hi = 3, 17, 29
     whole = np.full((m, n_in), -7.0, dtype)
-    K._rows_backprop(dz, w, whole, k_lo, k_hi)
+    RB.rows_backprop(dz, w, whole, k_lo, k_hi)
     split = np.full((m, n_in), -7.0, dtype)
-    K._rows_backprop(dz, w, split, k_lo, k_mid)
-    K._rows_backprop(dz, w, split, k_mid, k_hi)
+    RB.rows_backprop(dz, w, split, k_lo, k_mid)
+    RB.rows_backprop(dz, w, split, k_mid, k_hi)
     np.testing.assert_array_equal(split, whole)
     assert (whole[:, :k_lo] == -7.0).all() and (whole[:, k_hi:] == -7.0).all()
     edx, mag = products(dz, w)
@@ -126,7 +129,7 @@ def test_rows_kernels_on_odd_ranges(m, dtype):
     for parts in (((j_lo, j_hi),), ((j_lo, j_mid), (j_mid, j_hi))):
         wk, bk = w.copy(), b.copy()
         for lo, hi in parts:
-            K._rows_update(x, K._NO_ROWS, m, dz, wk, bk, scale, decay, lo, hi)
+            RB.rows_update(x, RB.NO_ROWS, m, dz, wk, bk, scale, decay, lo, hi)
         results.append((wk, bk))
     (wk, bk), (ws, bs) = results
     np.testing.assert_array_equal(ws, wk)
@@ -149,12 +152,12 @@ def test_nan_in_the_last_row_stays_there(m, dtype):
     dz = rand(rng, (m, n_out), dtype)
     dz[m - 1, 2] = np.nan
     dx = np.empty((m, n_in), dtype)
-    K._rows_backprop(dz, w, dx, 0, n_in)
+    RB.rows_backprop(dz, w, dx, 0, n_in)
     assert np.isnan(dx[m - 1]).all() and np.isfinite(dx[:m - 1]).all()
     delta = rand(rng, (m, n_out), dtype)
     delta[0, n_out - 1] = np.nan
     wk, bk = w.copy(), b.copy()
-    K._rows_update(x, K._NO_ROWS, m, delta, wk, bk, dtype(0.1), dtype(1.0), 0, n_out)
+    RB.rows_update(x, RB.NO_ROWS, m, delta, wk, bk, dtype(0.1), dtype(1.0), 0, n_out)
     assert np.isnan(wk[n_out - 1]).all() and np.isnan(bk[n_out - 1])
     assert np.isfinite(wk[:n_out - 1]).all() and np.isfinite(bk[:n_out - 1]).all()
 
@@ -379,7 +382,7 @@ def test_train_epoch(sizes, acts, loss, batch_size, dtype):
     order = rng.permutation(N)
     exact, ref32 = dense_reference_runs(params, layout, acts, loss, x, y, [order], batch_size,
                                         0.5, 0.99)
-    K.train_epoch(params, layout, acts, loss, x, y, order, batch_size, 0.5, 0.99)
+    E.train_epoch(params, layout, acts, loss, x, y, order, batch_size, 0.5, 0.99)
     assert_close(params, exact.astype(dtype), bound=compounded_bound(ref32, exact, dtype),
                  name="params")
 
@@ -392,7 +395,7 @@ def test_evaluate_and_predict(sizes, acts, loss, nthreads, dtype):
     acts = np.array(acts, dtype=np.int64)
     x = rand(rng, (17, sizes[0]), dtype)
     y = one_hot(rng.integers(0, sizes[-1], 17), sizes[-1], dtype)
-    total, correct = K.evaluate(params, layout, acts, loss, x, y, 5, nthreads)
+    total, correct = E.evaluate(params, layout, acts, loss, x, y, 5, nthreads)
     zs, activations, ez, ea = dense_stack_bounds(params, layout, acts, x, dtype)
     y64 = y.astype(np.float64)
     e_total, e_correct = R.loss_and_correct(params.astype(np.float64), layout, acts, loss,
@@ -401,7 +404,7 @@ def test_evaluate_and_predict(sizes, acts, loss, nthreads, dtype):
                  bound=cost_bound(zs[-1], activations[-1], y64, loss, dtype, ez[-1], ea[-1]))
     assert correct == e_correct
     out = np.empty((17, sizes[-1]), dtype)
-    K.predict(params, layout, acts, x, out, 4, nthreads)
+    E.predict(params, layout, acts, x, out, 4, nthreads)
     assert_close(out, activations[-1].astype(dtype), bound=ea[-1], name="outputs")
 
 
@@ -420,8 +423,8 @@ def test_train_epoch_threaded_matches_one_thread(sizes, acts, loss, batch_size, 
     y = one_hot(rng.integers(0, sizes[-1], N), sizes[-1], dtype)
     order = rng.permutation(N)
     one = params.copy()
-    K.train_epoch(one, layout, acts, loss, x, y, order, batch_size, 0.5, 0.99)
-    K.train_epoch_threaded(params, layout, acts, loss, x, y, order, batch_size, 0.5, 0.99,
+    E.train_epoch(one, layout, acts, loss, x, y, order, batch_size, 0.5, 0.99)
+    E.train_epoch_threaded(params, layout, acts, loss, x, y, order, batch_size, 0.5, 0.99,
                            nthreads)
     assert_close(params, one, rtol=0, atol=0, name="params")
 
@@ -431,13 +434,13 @@ def test_epoch_threads_choice():
     layer-0 rows, and never more than Numba's thread count."""
     import numba
     big, small = R.layout_for([784, 30, 10]), R.layout_for([20, 6, 3])
-    assert K.epoch_threads(small, 10) == 1
-    assert K.epoch_threads(big, 10) == min(numba.get_num_threads(), 2)
-    assert K.epoch_threads(R.layout_for([784, 100, 10]), 10) == min(numba.get_num_threads(), 7)
-    assert K.epoch_threads(R.layout_for([784, 2, 10]), 100) == 1
+    assert E.epoch_threads(small, 10) == 1
+    assert E.epoch_threads(big, 10) == min(numba.get_num_threads(), 2)
+    assert E.epoch_threads(R.layout_for([784, 100, 10]), 10) == min(numba.get_num_threads(), 7)
+    assert E.epoch_threads(R.layout_for([784, 2, 10]), 100) == 1
     numba.set_num_threads(1)
     try:
-        assert K.epoch_threads(big, 10) == 1
+        assert E.epoch_threads(big, 10) == 1
     finally:
         numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
 
@@ -451,15 +454,15 @@ def test_threaded_epoch_error_reaches_caller():
     params = np.zeros(R.n_params(layout), np.float32)
     x, y = np.zeros((20, 784), np.float32), np.zeros((20, 10), np.float32)
     acts = np.ones(2, np.int64)
-    err = call_with_watchdog(lambda: K.train_epoch_threaded(
+    err = call_with_watchdog(lambda: E.train_epoch_threaded(
         params, layout, acts, 0, x, y, np.arange(20.0), 10, 0.5, 1.0, 2))  # float order
     assert isinstance(err, TypingError) and "getitem" in str(err), repr(err)
     upper_out = layout.copy()
     upper_out[1, 2] = params.size
-    err = call_with_watchdog(lambda: K.train_epoch_threaded(
+    err = call_with_watchdog(lambda: E.train_epoch_threaded(
         params, upper_out, acts, 0, x, y, np.arange(20), 10, 0.5, 1.0, 2))
     assert isinstance(err, IndexError) and "rows_of" in str(err), repr(err)
-    assert call_with_watchdog(lambda: K.train_epoch_threaded(
+    assert call_with_watchdog(lambda: E.train_epoch_threaded(
         params, layout, acts, 0, x, y, np.arange(20), 10, 0.5, 1.0, 2)) is None
 
 

@@ -1,5 +1,5 @@
-"""The sparse-input epoch (kernels/sparse_cpu.py) against the NumPy reference, its vector
-intrinsics against NumPy, and the CPU backend's choice between the sparse and dense epochs.
+"""The sparse-input epoch (kernels/sparse_cpu.py, sparse_epoch_cpu.py) against the NumPy
+reference, its vector intrinsics (gather_cpu.py) against NumPy, and the CPU backend's choice between the sparse and dense epochs.
 
 Values are compared as in tests/test_dense.py, by the rule of tests/helpers.py: single kernels
 with their sums' n and Σ|terms|, inference through ``dense_stack_bounds``, and epochs against
@@ -12,7 +12,10 @@ from numba.core.errors import TypingError
 
 from fastnet import Model
 from fastnet.devices.dense import CpuDense, SparseInputs
+from fastnet.kernels import dense_cpu, dense_epoch_cpu, sync_cpu
+from fastnet.kernels import gather_cpu as G
 from fastnet.kernels import sparse_cpu as S
+from fastnet.kernels import sparse_epoch_cpu as SE
 from fastnet.kernels.config import (CROSS_ENTROPY, LINEAR, LOG_LIKELIHOOD, QUADRATIC, RELU,
                                     SIGMOID, SOFTMAX, SOFTPLUS, TANH)
 from fastnet.reference import dense as R
@@ -106,7 +109,7 @@ def test_gather_and_scatter_cols(dtype):
     n_rows = 50
     for nvec in range(1, 8):
         width = nvec * v
-        wt = S._aligned_zeros((n_rows, width + 2 * v), np.zeros(1, dtype))
+        wt = S.aligned_zeros((n_rows, width + 2 * v), np.zeros(1, dtype))
         wt[:] = rng.standard_normal(wt.shape)
         idx = np.sort(rng.choice(n_rows, 17, replace=False)).astype(np.int32)
         vals = rng.standard_normal(17).astype(dtype)
@@ -116,7 +119,7 @@ def test_gather_and_scatter_cols(dtype):
         expected, magnitude = out.astype(np.float64), np.abs(out.astype(np.float64))
         expected[lo:hi] += v64 @ w64                        # 13 products and out: n = 14
         magnitude[lo:hi] += np.abs(v64) @ np.abs(w64)
-        S.gather_cols(vals, idx, 2, 15, wt, lo, hi, out)
+        G.gather_cols(vals, idx, 2, 15, wt, lo, hi, out)
         assert_close(out, expected.astype(dtype), n=14, magnitude=magnitude, name="gather")
         coef = rng.standard_normal(width + 2 * v).astype(dtype)
         new = wt.astype(np.float64)
@@ -124,7 +127,7 @@ def test_gather_and_scatter_cols(dtype):
         magnitude = np.abs(new)
         new[idx[2:15], lo:hi] += step                       # each a sum of two terms
         magnitude[idx[2:15], lo:hi] += np.abs(step)
-        S.scatter_cols(vals, idx, 2, 15, wt, lo, hi, coef)
+        G.scatter_cols(vals, idx, 2, 15, wt, lo, hi, coef)
         assert_close(wt, new.astype(dtype), n=2, magnitude=magnitude, name="scatter")
 
 
@@ -147,7 +150,7 @@ def test_sparse_epoch_against_reference(sizes, acts, loss, batch_size, dtype):
     order = rng.permutation(N)
     exact, ref32 = dense_reference_runs(params, layout, acts, loss, x, y, [order], batch_size,
                                         0.5, 0.99)
-    S.train_epoch(params, layout, acts, loss, csr_of(x), y, order, batch_size, 0.5,
+    SE.train_epoch(params, layout, acts, loss, csr_of(x), y, order, batch_size, 0.5,
                   0.99)
     assert_close(params, exact.astype(dtype), bound=compounded_bound(ref32, exact, dtype),
                  name="params")
@@ -167,8 +170,8 @@ def test_sparse_epoch_threads_bit_identical(sizes, acts, loss, batch_size, nthre
     order = rng.permutation(N)
     csr = csr_of(x)
     one = params.copy()
-    S.train_epoch(one, layout, acts, loss, csr, y, order, batch_size, 0.5, 0.99)
-    S.train_epoch_threaded(params, layout, acts, loss, csr, y, order, batch_size, 0.5, 0.99,
+    SE.train_epoch(one, layout, acts, loss, csr, y, order, batch_size, 0.5, 0.99)
+    SE.train_epoch_threaded(params, layout, acts, loss, csr, y, order, batch_size, 0.5, 0.99,
                            nthreads)
     assert_close(params, one, rtol=0, atol=0, name="params")
 
@@ -188,9 +191,9 @@ def test_fused_upper_copies_stay_equal_and_pads_zero(dtype):
     order = rng.permutation(N).astype(np.int64)
     sp, ws = S.workspaces(params, layout, batch)
     up = S.upper_workspaces(params, layout, acts, batch)
-    S.epoch_worker(0, 1, np.zeros(S._sync.SYNC_SIZE, dtype=np.int64), params, layout, acts,
+    SE.epoch_worker(0, 1, np.zeros(sync_cpu.SYNC_SIZE, dtype=np.int64), params, layout, acts,
                    QUADRATIC, csr_of(x), y, order, batch, 0.5, 0.99, sp, ws, up,
-                   S._dense._layer_offsets(layout, batch))
+                   dense_cpu.layer_offsets(layout, batch))
     w1p, w1t, b1p, z0p, a0p, z1p, a1p, d1p, c1p, dtp, ar, c1T, a0T = up
     h0, n1 = sizes[1], sizes[2]
     assert np.array_equal(w1p[:, :h0], w1t[:h0, :n1].T)
@@ -233,8 +236,8 @@ def test_epoch_frees_what_it_allocates():
     csr = csr_of(x)
 
     def epochs():
-        S.train_epoch(params, layout, acts, QUADRATIC, csr, y, order, 10, 0.5, 0.99)
-        S.train_epoch_threaded(params, layout, acts, QUADRATIC, csr, y, order, 10, 0.5, 0.99,
+        SE.train_epoch(params, layout, acts, QUADRATIC, csr, y, order, 10, 0.5, 0.99)
+        SE.train_epoch_threaded(params, layout, acts, QUADRATIC, csr, y, order, 10, 0.5, 0.99,
                                2)
 
     epochs()  # compiled
@@ -267,23 +270,24 @@ def test_lite_kernels_return_no_arrays():
     epoch have run, returns no array."""
     from numba import types
     from numba.core.registry import CPUDispatcher
-    from fastnet.kernels import dense_cpu, sync_cpu
     for sizes, acts, loss in NETS:
         layout, params, rng = make_net(sizes, np.float32, 2)
         acts = np.array(acts, dtype=np.int64)
         x = sparse_x(rng, 12, sizes[0], np.float32)
         y = one_hot(rng.integers(0, sizes[-1], 12), sizes[-1], np.float32)
         order = rng.permutation(12)
-        S.train_epoch_threaded(params, layout, acts, loss, csr_of(x), y, order, 4, 0.1, 1.0, 2)
-        S.evaluate(params, layout, acts, loss, csr_of(x), y, 4, 2)
-        dense_cpu.train_epoch_threaded(params, layout, acts, loss, x, y, order, 4, 0.1, 1.0, 2)
+        SE.train_epoch_threaded(params, layout, acts, loss, csr_of(x), y, order, 4, 0.1, 1.0, 2)
+        SE.evaluate(params, layout, acts, loss, csr_of(x), y, 4, 2)
+        dense_epoch_cpu.train_epoch_threaded(params, layout, acts, loss, x, y, order, 4, 0.1,
+                                             1.0, 2)
 
     def holds_array(t):
         return isinstance(t, types.Array) or (
             isinstance(t, types.BaseTuple) and any(holds_array(e) for e in t.types))
 
     lite = 0
-    for mod in (dense_cpu, S, sync_cpu):
+    from fastnet.kernels import blocks_cpu
+    for mod in (dense_cpu, blocks_cpu, dense_epoch_cpu, S, G, SE, sync_cpu):
         for name, disp in vars(mod).items():
             if isinstance(disp, CPUDispatcher) and disp.targetoptions.get("_nrt") is False:
                 load_cached_overloads(disp)
@@ -301,17 +305,17 @@ def test_sparse_epoch_error_reaches_caller():
     params = np.zeros(R.n_params(layout), np.float32)
     csr = csr_of(np.zeros((20, 784), np.float32))
     y = np.zeros((20, 10), np.float32)
-    err = call_with_watchdog(lambda: S.train_epoch_threaded(
+    err = call_with_watchdog(lambda: SE.train_epoch_threaded(
         params, layout, np.ones(2, np.int64), 0, csr, y, np.arange(20.0), 10, 0.5, 1.0, 2))
     assert isinstance(err, TypingError) and "getitem" in str(err), repr(err)
     upper_out = layout.copy()
     upper_out[1, 2] = params.size
-    err = call_with_watchdog(lambda: S.train_epoch_threaded(
+    err = call_with_watchdog(lambda: SE.train_epoch_threaded(
         params, upper_out, np.ones(2, np.int64), 0, csr_of(sparse_x(np.random.default_rng(0),
                                                                     20, 784, np.float32)),
         y, np.arange(20), 10, 0.5, 1.0, 2))
     assert isinstance(err, IndexError) and "rows_of" in str(err), repr(err)
-    assert call_with_watchdog(lambda: S.train_epoch_threaded(
+    assert call_with_watchdog(lambda: SE.train_epoch_threaded(
         params, layout, np.ones(2, np.int64), 0, csr, y, np.arange(20), 10, 0.5, 1.0, 2)) is None
 
 
@@ -337,8 +341,8 @@ def test_model_fit_sparse_matches_dense_path(dtype, monkeypatch):
     lr, lmbda, epochs = 0.5, 0.1, 2
     results = []
     calls = []
-    real_epoch = S.train_epoch_threaded
-    monkeypatch.setattr(S, "train_epoch_threaded", lambda *a: calls.append(1) or real_epoch(*a))
+    real_epoch = SE.train_epoch_threaded
+    monkeypatch.setattr(SE, "train_epoch_threaded", lambda *a: calls.append(1) or real_epoch(*a))
     for limit, sparse_epochs in ((S.SPARSE_MAX_DENSITY, 2), (-1.0, 0)):  # -1: all dense
         monkeypatch.setattr(S, "SPARSE_MAX_DENSITY", limit)
         model = Model([64, 20, 10], dtype=dtype, seed=1)
@@ -375,7 +379,7 @@ def test_sparse_evaluate_and_predict(sizes, acts, loss, nthreads, dtype):
     x = sparse_x(rng, 17, sizes[0], dtype)
     y = one_hot(rng.integers(0, sizes[-1], 17), sizes[-1], dtype)
     csr = csr_of(x)
-    total, correct = S.evaluate(params, layout, acts, loss, csr, y, 5, nthreads)
+    total, correct = SE.evaluate(params, layout, acts, loss, csr, y, 5, nthreads)
     zs, activations, ez, ea = dense_stack_bounds(params, layout, acts, x, dtype)
     y64 = y.astype(np.float64)
     e_total, e_correct = R.loss_and_correct(params.astype(np.float64), layout, acts, loss,
@@ -384,7 +388,7 @@ def test_sparse_evaluate_and_predict(sizes, acts, loss, nthreads, dtype):
                  bound=cost_bound(zs[-1], activations[-1], y64, loss, dtype, ez[-1], ea[-1]))
     assert correct == e_correct
     out = np.empty((17, sizes[-1]), dtype)
-    S.predict(params, layout, acts, csr, out, 4, nthreads)
+    SE.predict(params, layout, acts, csr, out, 4, nthreads)
     assert_close(out, activations[-1].astype(dtype), bound=ea[-1], name="outputs")
 
 
@@ -402,9 +406,9 @@ def test_sparse_inference_does_not_depend_on_thread_count(dtype):
     outs, sums = [], []
     for nthreads in (1, 2, 3, 8):
         out = np.empty((37, 4), dtype)
-        S.predict(params, layout, acts, csr, out, 5, nthreads)
+        SE.predict(params, layout, acts, csr, out, 5, nthreads)
         outs.append(out)
-        sums.append(S.evaluate(params, layout, acts, LOG_LIKELIHOOD, csr, y, 5, nthreads))
+        sums.append(SE.evaluate(params, layout, acts, LOG_LIKELIHOOD, csr, y, 5, nthreads))
     # the summed cost: the same 37 per-sample costs (positive: the magnitude is the sum)
     # added in other groupings; each sum is within the rule of the exact one
     same_costs = 2 * rounding_bound(sums[0][0], dtype, n=37)
@@ -475,7 +479,7 @@ def test_batch_larger_than_the_data():
                                         0.5, 1.0)
     for nthreads in (1, 2):
         got = params.copy()
-        S.train_epoch_threaded(got, layout, acts, QUADRATIC, csr_of(x), y, order, 1000, 0.5,
+        SE.train_epoch_threaded(got, layout, acts, QUADRATIC, csr_of(x), y, order, 1000, 0.5,
                                1.0, nthreads)
         assert_close(got, exact, bound=compounded_bound(ref32, exact, np.float64),
                      name="params")
@@ -490,8 +494,8 @@ def test_network3_fully_connected_net_trains_on_the_sparse_path(monkeypatch, cap
     x = sparse_x(rng, 120, 784, np.float32, density=0.2)
     y = rng.integers(0, 10, 120)
     calls = []
-    real_epoch = S.train_epoch_threaded
-    monkeypatch.setattr(S, "train_epoch_threaded", lambda *a: calls.append(1) or real_epoch(*a))
+    real_epoch = SE.train_epoch_threaded
+    monkeypatch.setattr(SE, "train_epoch_threaded", lambda *a: calls.append(1) or real_epoch(*a))
     steps = []      # what network3 asks the backend for: its start, and each call's epoch
     real_backend_epoch = CpuDense.train_epoch
 

@@ -96,12 +96,14 @@ def _dense(x):
 
 
 class CpuDense:
-    """Numba ``@njit`` kernels (``dense_cpu``, and ``sparse_cpu`` for inputs that are mostly
-    zeros), compiled on first use and cached on disk."""
+    """Numba ``@njit`` kernels (the dense epoch ``dense_epoch_cpu``, and ``sparse_cpu``'s
+    inputs with ``sparse_epoch_cpu`` for inputs that are mostly zeros), compiled on first use
+    and cached on disk."""
 
     def __init__(self):
-        from fastnet.kernels import dense_cpu, sparse_cpu
-        self._k, self._sparse = dense_cpu, sparse_cpu
+        from fastnet.kernels import dense_epoch_cpu, sparse_cpu, sparse_epoch_cpu
+        self._k, self._sparse = dense_epoch_cpu, sparse_cpu
+        self._sparse_epoch = sparse_epoch_cpu
 
     def upload(self, a):
         return a
@@ -128,8 +130,8 @@ class CpuDense:
         return x
 
     def epoch_threads(self, layout, batch_size) -> int:
-        """``dense_cpu.epoch_threads``: 2 on a 2-core machine for the book's networks; 1 for
-        small layers or with ``NUMBA_NUM_THREADS=1``. (The sparse epoch uses at most 2.)"""
+        """``dense_epoch_cpu.epoch_threads``: 2 on a 2-core machine for the book's networks; 1
+        for small layers or with ``NUMBA_NUM_THREADS=1``. (The sparse epoch uses at most 2.)"""
         return self._k.epoch_threads(layout, batch_size)
 
     def train_epoch(self, params, layout, acts, loss, x, y, order, batch_size, lr, decay,
@@ -138,8 +140,8 @@ class CpuDense:
         csr = _sparse_for(x, layout)
         with numba_threads(threads):
             if csr is not None:
-                self._sparse.train_epoch_threaded(params, layout, acts, loss, csr, y, order,
-                                                  batch_size, lr, decay, threads)
+                self._sparse_epoch.train_epoch_threaded(params, layout, acts, loss, csr, y,
+                                                        order, batch_size, lr, decay, threads)
             else:
                 self._k.train_epoch_threaded(params, layout, acts, loss, _dense(x), y, order,
                                              batch_size, lr, decay, threads)
@@ -148,8 +150,8 @@ class CpuDense:
         csr = _sparse_for(x, layout)
         with numba_threads(threads):
             if csr is not None:
-                total, correct = self._sparse.evaluate(params, layout, acts, loss, csr, y,
-                                                       EVAL_CHUNK, threads)
+                total, correct = self._sparse_epoch.evaluate(params, layout, acts, loss, csr,
+                                                             y, EVAL_CHUNK, threads)
             else:
                 total, correct = self._k.evaluate(params, layout, acts, loss, _dense(x), y,
                                                   EVAL_CHUNK, threads)
@@ -161,7 +163,7 @@ class CpuDense:
         out = np.empty((x.shape[0], int(layout[-1, 1])), dtype=x.dtype)
         with numba_threads(threads):
             if csr is not None:
-                self._sparse.predict(params, layout, acts, csr, out, EVAL_CHUNK, threads)
+                self._sparse_epoch.predict(params, layout, acts, csr, out, EVAL_CHUNK, threads)
             else:
                 self._k.predict(params, layout, acts, x, out, EVAL_CHUNK, threads)
         return out
