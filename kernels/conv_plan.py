@@ -105,7 +105,7 @@ def _patch_width(n_taps, kw):
 @_jit
 def _flat_rows(w, width):
     """float[c_out, width]: filter o flat (c_in·kh·kw taps), then zeros — what
-    ``conv_cpu._dx_patches`` sums, eight lanes at a time."""
+    ``conv_cpu``'s ``_dx_patches`` sums, eight lanes at a time."""
     c_out = w.shape[0]
     n_taps = w.size // c_out
     wm = w.reshape(c_out, n_taps)

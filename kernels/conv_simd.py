@@ -187,7 +187,7 @@ def dw_sparse(xf, dq, pq, offs, kw, dwp):
     """dwp[o, 8·r + j] += Σ_q dq[o, q] · xf[pq[o, q] + offs[r·kw] + j]  (accumulated) for the
     filter rows r = (c, i) and j < 8, kw <= 8: the weight gradient from the pooling winners
     alone (the other three quarters of a 2×2-pooled dz are zeros), in lanes; j < kw are the
-    gradient's (``conv_cpu._fold_rows`` adds them into dw), the others sums of whatever follows the
+    gradient's (``_fold_rows`` adds them into dw), the others sums of whatever follows the
     patch rows, never used.
 
     xf: float[N] one flat image; dq: float[c_out, nq] the pooled deltas, window q; pq:
@@ -258,7 +258,7 @@ def dx_sparse(dq, pq, wrows, offs, kw, dxf):
     filter o, filter row r = (c, i), j < kw <= 8 (accumulated): the input gradient from the
     pooling winners alone, each spreading its delta over its patch.
 
-    dq, pq: as for ``dw_sparse``; wrows: ``conv_plan._padded_rows(w)``; offs: the tap offsets; dxf:
+    dq, pq: as for ``dw_sparse``; wrows: ``_padded_rows(w)``; offs: the tap offsets; dxf:
     float[c_in·h·w] one image's dx, flat. Each patch row is one 8-lane load, FMA and store of
     dxf: the three lanes past a 5-wide row add δ·0 to the next row's first values (unchanged,
     and the same thread, in order). Winners outer, rows inner, so a store is long retired
