@@ -18,6 +18,7 @@ import numpy as np
 
 from . import config
 from . import conv_cpu as _conv
+from . import conv_plan as _plan
 from . import dense_cpu as _dense
 from . import sync_cpu as _sync
 from .config import LINEAR, SOFTMAX
@@ -33,7 +34,7 @@ C_IN, H, W, C_OUT, KH, KW, PH, PW, W_OFF, B_OFF = range(10)
 def workspaces(params, layout, cg, batch_size, nthreads):
     """Everything an epoch writes besides the parameters: the dense-style workspaces (zs,
     activations, deltas), the gathered mini-batch xb[batch, c, h, w], the winners' indices,
-    per thread the conv scratch (forward; backward without dx: ``conv_cpu._backward_scratch``)
+    per thread the conv scratch (forward; backward without dx: ``conv_plan.backward_scratch``)
     and the conv gradient's partial sums, and the conv backward's plan (tap offsets, winners'
     places: shapes only)."""
     L = layout.shape[0]
@@ -45,11 +46,11 @@ def workspaces(params, layout, cg, batch_size, nthreads):
     xb = np.zeros((batch_size, c_in, h, wd), dt)
     argmax = np.zeros((batch_size, c_out, oh, ow), np.int32)
     wconv = params[cg[W_OFF]:cg[W_OFF] + c_out * c_in * kh * kw].reshape(c_out, c_in, kh, kw)
-    fwd = _conv._forward_scratch(xb, wconv, oh, ow, nthreads)
+    fwd = _plan.forward_scratch(xb, wconv, oh, ow, nthreads)
     dw_part = np.zeros((nthreads, c_out, c_in * kh * kw), dt)
     db_part = np.zeros((nthreads, c_out), dt)
-    bwd = _conv._backward_scratch(xb, wconv, oh * ow, False, nthreads)
-    plan = _conv._backward_plan(xb, wconv, False, False)   # offsets only: no dx, no filters
+    bwd = _plan.backward_scratch(xb, wconv, oh * ow, False, nthreads)
+    plan = _plan.backward_plan(xb, wconv, False, False)   # offsets only: no dx, no filters
     return (zs, acts_buf, deltas), offs, xb, argmax, fwd, bwd, dw_part, db_part, plan
 
 
@@ -74,7 +75,7 @@ def _samples_pass(params, layout, acts, loss, cg, y, rows, s0, ws, offs, xb, arg
     a4 = acts_buf[0:B * n0].reshape(B, c_out, oh, ow)
     d4 = deltas[0:B * n0].reshape(B, c_out, oh, ow)
     zf, fbuf, ibuf, act_buf, starts = fwd_k
-    _conv._forward_images(xb, wconv, plan[0], bconv, (cg[PH], cg[PW]), acts[0], (a4, z4, argmax),
+    _conv.forward_images(xb, wconv, plan[0], bconv, (cg[PH], cg[PW]), acts[0], (a4, z4, argmax),
                           s0, s1, (zf, (fbuf, ibuf), act_buf, starts))
     no_rows = rows[:0]
     for l in range(1, L):
@@ -103,7 +104,7 @@ def _samples_pass(params, layout, acts, loss, cg, y, rows, s0, ws, offs, xb, arg
     # the conv layer: δ⁰ is already ∂C/∂z⁰, so it is routed with a linear activation
     dw_k[:] = 0
     db_k[:] = 0
-    _conv._backward_images(xb, wconv, plan, (z4, a4, argmax), d4, LINEAR, xb[:0], s0, s1,
+    _conv.backward_images(xb, wconv, plan, (z4, a4, argmax), d4, LINEAR, xb[:0], s0, s1,
                            bwd_k, dw_k, db_k)
 
 
@@ -139,10 +140,10 @@ def epoch_worker(tid, nthreads, sync, params, layout, acts, loss, cg, x, y, orde
     dec = T(decay)
     gen = 0
     fwd_k = (fwd[0][tid], fwd[1][tid], fwd[2][tid], fwd[3][tid], fwd[4])
-    bwd_k = _conv._chunk_scratch(bwd, tid)
+    bwd_k = _plan.chunk_scratch(bwd, tid)
     for k in range(0, N, batch_size):
         m = min(batch_size, N - k)
-        s0, s1 = _conv._chunk(tid, nthreads, m)
+        s0, s1 = _plan.chunk(tid, nthreads, m)
         for s in range(s0, s1):
             xb[s] = x[order[k + s]]
         if s1 > s0:

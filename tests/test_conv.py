@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from fastnet.kernels import conv_cpu as K
+from fastnet.kernels import conv_plan, conv_simd
 from fastnet.kernels.config import LINEAR, RELU, SIGMOID, SOFTPLUS, TANH
 from fastnet.reference import conv as R
 from helpers import (assert_backward_from, assert_close, assert_conv, assert_convpool_backward,
@@ -27,7 +28,7 @@ ACTS = [SIGMOID, TANH, RELU, SOFTPLUS, LINEAR]
 
 # (n, c_in, c_out, h, w, kh, kw): batch 1, odd sizes, 1×1 and non-square kernels, a kernel
 # as large as the image, the book's two conv layers (batch 3: uneven thread chunks). float32
-# output rows of 8 or more go through conv_cpu._corr_rows: rows of 11 and 9 (a last chunk
+# output rows of 8 or more go through conv_simd.corr_rows: rows of 11 and 9 (a last chunk
 # overlapping the one before), an odd number of chunks (7 rows of 8), 24 and 8 (the book's).
 # The backward of an 8-wide kernel on a narrow image runs from the "winners" (every position,
 # a 1×1 pool), through the patch matrix (c_in·kh = 6 > 5): the last shape.
@@ -46,7 +47,7 @@ CONV_SHAPES = [
 # (n, c_in, c_out, h, w, kh, kw, pool): conv outputs not divisible by the pool, (3, 2) pools;
 # the backward runs sparse (from the winners) for all but the 1×1 kernel under a (3, 2) pool
 # (the dense path is cheaper there) and the 9-wide one (wider than its 8 lanes): straight from
-# the image (conv_cpu._dw_sparse/_dx_sparse) for filters of at most five rows (c_in·kh <= 5:
+# the image (conv_simd.dw_sparse/dx_sparse) for filters of at most five rows (c_in·kh <= 5:
 # kernel widths 3, 5 and 8), through the patch matrix (_dw_patches/_dx_patches) for the others
 # (widths 1 and 5, the book's second layer).
 CONVPOOL_SHAPES = [
@@ -66,11 +67,11 @@ def test_convpool_shapes_cover_every_backward_path():
     paths = set()
     for n, c_in, c_out, h, w, kh, kw, (ph, pw) in CONVPOOL_SHAPES:
         nq = ((h - kh + 1) // ph) * ((w - kw + 1) // pw)
-        if not K._sparse_backward(kw, nq, h - kh + 1, w):
+        if not conv_plan.sparse_backward(kw, nq, h - kh + 1, w):
             paths.add("dense")
         else:
             ch, cw = h - kh + 1, w - kw + 1
-            paths.add("patches" if K._through_patches(c_in, kh, kw, ch * cw) else "direct")
+            paths.add("patches" if conv_plan.through_patches(c_in, kh, kw, ch * cw) else "direct")
     assert paths == {"dense", "direct", "patches"}
 
 
@@ -78,7 +79,7 @@ def test_convpool_shapes_cover_every_backward_path():
 @pytest.mark.parametrize("fresh", [True, False])
 @pytest.mark.parametrize("nv", [1, 6, 8, 10, 20, 64])
 def test_accumulate_rows_every_window_layout(nv, fresh, dtype):
-    """The patch path's weighted sum of gathered rows (``_accumulate_rows``) against NumPy:
+    """The patch path's weighted sum of gathered rows (``accumulate_rows``) against NumPy:
     rows of fewer than eight vectors (one at a time), whole windows of eight, and a last
     window moved back over the one before (10, 20 vectors); rows repeated among the gathered
     ones, an empty range, and nothing outside ``out`` or the range written."""
@@ -95,12 +96,12 @@ def test_accumulate_rows_every_window_layout(nv, fresh, dtype):
     before = 0 if fresh else out.astype(F64)
     expected = before + c @ r
     magnitude = np.abs(before) + np.abs(c) @ np.abs(r)
-    K._accumulate_rows(rows, idx, coef, start, stop, out, fresh)
+    conv_simd.accumulate_rows(rows, idx, coef, start, stop, out, fresh)
     assert_close(out, expected.astype(dtype), n=stop - start + 1, magnitude=magnitude,
                  name="sums")
     assert (buf[width:] == -3.0).all()
     before = out.copy()
-    K._accumulate_rows(rows, idx, coef, 3, 3, out, False)      # no rows: out unchanged
+    conv_simd.accumulate_rows(rows, idx, coef, 3, 3, out, False)      # no rows: out unchanged
     assert np.array_equal(out, before)
 
 
@@ -110,8 +111,9 @@ def test_convpool_backward_large_image_goes_direct(dtype):
     direct sparse path (no 16 MB scratch per chunk) and agrees with the reference."""
     n, c_in, c_out, h, w, kh, kw = 1, 2, 3, 300, 300, 3, 5
     ch, cw = h - kh + 1, w - kw + 1
-    assert K._sparse_backward(kw, (ch // 2) * (cw // 2), ch, w)
-    assert not K._through_patches(c_in, kh, kw, ch * cw) and K._through_patches(c_in, kh, kw, 64)
+    assert conv_plan.sparse_backward(kw, (ch // 2) * (cw // 2), ch, w)
+    assert not conv_plan.through_patches(c_in, kh, kw, ch * cw)
+    assert conv_plan.through_patches(c_in, kh, kw, 64)
     x, wt, b = conv_inputs(np.random.default_rng(4), n, c_in, c_out, h, w, kh, kw, dtype)
     a, z, argmax = R.convpool_forward(x, wt, b, (2, 2), SIGMOID)
     da = upstream(np.random.default_rng(5), a.shape, dtype)
@@ -282,7 +284,7 @@ def test_convpool_backward_every_image_width(k, dtype):
     winners in column 0 at every row (``column_zero_winners``), one call per width: one input
     map, which the sparse backward takes straight from the image (the path that decodes rows),
     and at every fifth width two maps, through the patch matrix where c_in·k > 5; the dense
-    path wherever ``_sparse_backward`` picks it (always for k = 2)."""
+    path wherever ``conv_plan.sparse_backward`` picks it (always for k = 2)."""
     paths, seen = set(), set()
     for width in list(range(6, 71)) + list(range(6, 71, 5)):
         c_in = 2 if width in seen else 1
@@ -290,8 +292,8 @@ def test_convpool_backward_every_image_width(k, dtype):
         rng = np.random.default_rng(width * 10 + k + c_in)
         x, w, b = column_zero_winners(rng, c_in, width, k, dtype)
         ch = width - k + 1
-        if K._sparse_backward(k, (ch // 2) ** 2, ch, width):
-            paths.add("patches" if K._through_patches(c_in, k, k, ch * ch) else "direct")
+        if conv_plan.sparse_backward(k, (ch // 2) ** 2, ch, width):
+            paths.add("patches" if conv_plan.through_patches(c_in, k, k, ch * ch) else "direct")
         a, z, argmax = R.convpool_forward(x, w, b, (2, 2), LINEAR)
         cw = ch
         assert (argmax[:, :, :, 0] % cw == 0).all()        # column 0 of the conv output

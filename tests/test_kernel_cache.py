@@ -19,14 +19,15 @@ from numba import njit
 from numba.core import config as numba_config
 
 import fastnet
-from fastnet.kernels import cnn_cpu, config, conv_cpu, shuffle_cpu
+from fastnet.kernels import cnn_cpu, config, conv_cpu, conv_plan, conv_simd, pool_cpu, shuffle_cpu
 
 KERNELS_DIR = Path(config.__file__).resolve().parent
 KEY = config.cache_key(fastnet.__version__, numba.__version__, config.sources_digest())
 
 
 def test_kernels_use_the_package_stamp():
-    for dispatcher in (conv_cpu.convpool_forward_into, cnn_cpu.epoch_worker):
+    for dispatcher in (conv_cpu.convpool_forward_into, conv_simd.corr_rows, conv_plan.backward_plan,
+                       pool_cpu.maxpool_forward_into, cnn_cpu.epoch_worker):
         locator = dispatcher._cache._impl.locator
         assert isinstance(locator, config._PackageStamp), type(locator)
         assert locator.get_source_stamp() == config.sources_digest()
