@@ -16,10 +16,12 @@ Tests: ``tests/test_cnn_epoch.py``. Why one call per epoch: docs/kernels.md.
 
 import numpy as np
 
+from . import blocks_cpu as blocks
 from . import config
 from . import conv_cpu as _conv
 from . import conv_plan as _plan
 from . import dense_cpu as _dense
+from . import split_cpu
 from . import sync_cpu as _sync
 from .config import LINEAR, SOFTMAX
 from numba import njit
@@ -38,7 +40,7 @@ def workspaces(params, layout, cg, batch_size, nthreads):
     and the conv gradient's partial sums, and the conv backward's plan (tap offsets, winners'
     places: shapes only)."""
     L = layout.shape[0]
-    offs = _dense._layer_offsets(layout, batch_size)
+    offs = _dense.layer_offsets(layout, batch_size)
     dt = params.dtype
     zs, acts_buf, deltas = np.zeros(offs[L], dt), np.zeros(offs[L], dt), np.zeros(offs[L], dt)
     c_in, h, wd, c_out, kh, kw = cg[C_IN], cg[H], cg[W], cg[C_OUT], cg[KH], cg[KW]
@@ -84,7 +86,7 @@ def _samples_pass(params, layout, acts, loss, cg, y, rows, s0, ws, offs, xb, arg
         a = _dense.rows_of(acts_buf, offs[l] + s0 * n_out, m, n_out)
         ap = _dense.rows_of(acts_buf, offs[l - 1] + s0 * n_in, m, n_in)
         w = _dense.rows_of(params, w_off, n_out, n_in)
-        _dense._rows_forward(ap, no_rows, m, w, params[b_off:b_off + n_out], z, 0, n_out)
+        blocks.rows_forward(ap, no_rows, m, w, params[b_off:b_off + n_out], z, 0, n_out)
         if acts[l] == SOFTMAX:
             _dense.activate(z, a, SOFTMAX)
         else:
@@ -94,11 +96,11 @@ def _samples_pass(params, layout, acts, loss, cg, y, rows, s0, ws, offs, xb, arg
         o, op = offs[l] + s0 * n_out, offs[l - 1] + s0 * n_in
         d = _dense.rows_of(deltas, o, m, n_out)
         if l == L - 1:
-            _dense._output_delta_rows(_dense.rows_of(zs, o, m, n_out),
+            _dense.output_delta_rows(_dense.rows_of(zs, o, m, n_out),
                                       _dense.rows_of(acts_buf, o, m, n_out), y, rows, loss,
                                       acts[l], d)
         dp = _dense.rows_of(deltas, op, m, n_in)
-        _dense._rows_backprop(d, _dense.rows_of(params, w_off, n_out, n_in), dp, 0, n_in)
+        blocks.rows_backprop(d, _dense.rows_of(params, w_off, n_out, n_in), dp, 0, n_in)
         _dense.activation_prime(_dense.rows_of(zs, op, m, n_in),
                                 _dense.rows_of(acts_buf, op, m, n_in), acts[l - 1], dp)
     # the conv layer: δ⁰ is already ∂C/∂z⁰, so it is routed with a linear activation
@@ -169,7 +171,7 @@ def epoch_threads(layout, cg, batch_size, nthreads):
     (``dense_cpu._PAR_MIN_WORK`` multiply-adds, the dense epoch's threshold)."""
     conv = int(layout[0, 1]) * int(cg[PH] * cg[PW]) * int(cg[C_IN] * cg[KH] * cg[KW])
     dense = sum(int(layout[l, 0]) * int(layout[l, 1]) for l in range(1, len(layout)))
-    if batch_size * (conv + dense) < _dense._PAR_MIN_WORK:
+    if batch_size * (conv + dense) < split_cpu.PAR_MIN_WORK:
         return 1
     return max(1, min(nthreads, batch_size))
 

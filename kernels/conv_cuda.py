@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda
 
-from .dense_cuda import _device, _quiet_launch
+from .dense_cuda import device_fn, quiet_launch
 from .layers_cuda import TPB, blocks_for, kernels as layer_kernels
 
 _RED_LANES = max(1, min(TPB, round(TPB ** 0.5)))   # first-level lanes of block_sum
@@ -40,7 +40,7 @@ def kernels(dtype):
     lk = layer_kernels(dtype)
     act, act_prime = lk["act"], lk["act_prime"]
 
-    @_device
+    @device_fn
     def conv_at(x, w, n, o, y, xx):
         """Σ_{c,i,j} w[o, c, i, j] · x[n, c, y + i, xx + j] (no bias)."""
         c_in, kh, kw = w.shape[1], w.shape[2], w.shape[3]
@@ -51,7 +51,7 @@ def kernels(dtype):
                     acc += w[o, c, i, j] * x[n, c, y + i, xx + j]
         return acc
 
-    @_device
+    @device_fn
     def block_sum(v, red, red2):
         """Sum of v over the block's TPB threads, valid in thread 0 (every thread must call
         it). red: shared DT[TPB]; red2: shared DT[_RED_LANES]. Two barriers: lane r < R sums
@@ -73,7 +73,7 @@ def kernels(dtype):
                 total += red2[k]
         return total
 
-    @_device
+    @device_fn
     def window_of(argmax, n, ch, yy, xx, row_len, bounds):
         """Flat index py·ow + px of the pooling window of plane (n, ch) whose argmax is the
         element (yy, xx) of a plane with rows of ``row_len``, or -1 if none is (yy, xx >= 0).
@@ -312,7 +312,7 @@ def kernels(dtype):
 # ---------------------------------------------------------------------------- host wrappers
 def _launch_flat(kernel, n, *args):
     if n:
-        _quiet_launch(kernel, blocks_for(n), TPB, *args)
+        quiet_launch(kernel, blocks_for(n), TPB, *args)
 
 
 def _out(shape, dtype):
@@ -344,7 +344,7 @@ def _backward_grid(kernel, x, w, need_dx, *args):
     db = _out((c_out,), x.dtype)
     dx = _out(x.shape, x.dtype) if need_dx else _out((1, 1, 1, 1), x.dtype)
     n_dx_blocks = blocks_for(dx.size) if need_dx else 0
-    _quiet_launch(kernel, w.size + c_out + n_dx_blocks, TPB, x, w, *args, dx, dw, db,
+    quiet_launch(kernel, w.size + c_out + n_dx_blocks, TPB, x, w, *args, dx, dw, db,
                   n_dx_blocks)
     return (dx if need_dx else None), dw, db
 

@@ -15,7 +15,6 @@ import numpy as np
 from numba import njit
 
 from . import config
-from . import dense_cpu as _dense
 from . import simd
 
 _jit = njit(**config.CPU_JIT)
@@ -171,7 +170,7 @@ def forward_scratch(x, w, oh, ow, nchunks):
     c_out, _, kh, kw = w.shape
     ch, cw = h - kh + 1, wd - kw + 1
     plane = ch * wd
-    rows = _dense._is_float32(x.dtype.type(0)) and cw >= simd.LANES
+    rows = simd.is_float32(x.dtype.type(0)) and cw >= simd.LANES
     return (np.empty((nchunks, c_out, plane), x.dtype), np.empty((nchunks, plane), x.dtype),
             np.empty((nchunks, plane), np.int32),
             np.empty((nchunks, 2, c_out * oh * ow), np.float32),

@@ -18,10 +18,11 @@ import math
 from numba import njit
 
 from . import config
-from . import dense_cpu as _dense
+from . import blocks_cpu as blocks
 from . import simd
 
 _jit = njit(**config.CPU_JIT)
+_lite = njit(**config.CPU_LITE)  # no reference counting (config.CPU_LITE)
 
 
 @_jit
@@ -38,7 +39,7 @@ def corr_flat(xf, wm, offs, zf, length):
     four-tap passes (``_corr_flat_passes``, which load and store z every four taps), on both
     of the book's conv layers. float64 (sixteen registers of sums): ``_corr_flat_passes``.
     """
-    if not _dense._is_float32(xf.dtype.type(0)):
+    if not simd.is_float32(xf.dtype.type(0)):
         _corr_flat_passes(xf, wm, offs, zf, length)
         return
     c_out, n_taps = wm.shape
@@ -87,13 +88,13 @@ def corr_flat(xf, wm, offs, zf, length):
                 b0, b1 = simd.fma(b0, x0, w1[t]), simd.fma(b1, x1, w1[t])
                 c0, c1 = simd.fma(c0, x0, w2[t]), simd.fma(c1, x1, w2[t])
                 d0, d1 = simd.fma(d0, x0, w3[t]), simd.fma(d1, x1, w3[t])
-            _dense._put2(z0, p, n0, n1, False, a0, a1)
+            blocks.put2(z0, p, n0, n1, False, a0, a1)
             if g > 1:
-                _dense._put2(z1, p, n0, n1, False, b0, b1)
+                blocks.put2(z1, p, n0, n1, False, b0, b1)
             if g > 2:
-                _dense._put2(z2, p, n0, n1, False, c0, c1)
+                blocks.put2(z2, p, n0, n1, False, c0, c1)
             if g > 3:
-                _dense._put2(z3, p, n0, n1, False, d0, d1)
+                blocks.put2(z3, p, n0, n1, False, d0, d1)
         o += g
 
 
@@ -311,7 +312,7 @@ def patches(xf, offs, kw, cw, wd, cols):
                 simd.store8(row, r * kw, simd.load(xf, i, kw))
 
 
-@_dense._lite
+@_lite
 def _accumulate_window(rows, idx, coef, start, stop, out, fresh, base, first):
     """out[base + 8·j + i] (j < 8, i < 8, stored where base + 8·j >= first) = (out if not
     fresh, else 0) + Σ_{k=start..stop-1} coef[k] · rows[idx[k], base + 8·j + i]: eight
@@ -357,7 +358,7 @@ def _accumulate_window(rows, idx, coef, start, stop, out, fresh, base, first):
     simd.store8(out, base + 7 * L, s7)
 
 
-@_dense._lite
+@_lite
 def accumulate_rows(rows, idx, coef, start, stop, out, fresh):
     """out[:8·nv] = (out if not fresh, else 0) + Σ_{k=start..stop-1} coef[k] · rows[idx[k],
     :8·nv], nv = out.size // 8: a weighted sum of gathered rows, in windows of eight vectors

@@ -28,11 +28,6 @@ _jit = njit(**config.CPU_JIT)
 _lite = njit(**config.CPU_LITE)  # no reference counting (config.CPU_LITE)
 _pjit = njit(**config.CPU_PARALLEL)
 
-# The names conv_cpu and cnn_cpu use under their former private spellings (those modules are
-# being split separately; drop these once they use the public names).
-_is_float32, _put2, _rows_forward, _rows_backprop = is_float32, put2, rows_forward, rows_backprop
-_PAR_MIN_WORK = PAR_MIN_WORK
-
 # --------------------------------------------------------------------------- scalar helpers
 @njit(**config.CPU_JIT, inline="always")
 def _sigmoid_body(z):
@@ -436,6 +431,3 @@ def upper_updates(params, layout, offs, ws, m, lr, decay, part=0, nparts=1):
                      rows_of(params, w_off, n_out, n_in),
                      params[b_off:b_off + n_out], scale, decay, lo, hi)
 
-
-# cnn_cpu's spellings (see the top)
-_output_delta_rows, _layer_offsets = output_delta_rows, layer_offsets

@@ -29,10 +29,10 @@ from .config import CROSS_ENTROPY, QUADRATIC, RELU, SIGMOID, SOFTMAX, SOFTPLUS, 
 
 apply_numpy_shim()  # numba-cuda 0.30.4 calls np.row_stack while compiling (gone in numpy 2.5)
 
-_SIM = bool(numba_config.ENABLE_CUDASIM)
+SIM = bool(numba_config.ENABLE_CUDASIM)
 # The simulator has no forceinline option; on the GPU small helpers are inlined so the local
 # arrays they touch stay in registers.
-_device = cuda.jit(device=True) if _SIM else cuda.jit(device=True, forceinline=True)
+device_fn = cuda.jit(device=True) if SIM else cuda.jit(device=True, forceinline=True)
 _FULL_MASK = 0xFFFFFFFF
 # Blocks a cooperative grid may have under the simulator: it runs blocks one after another, so 1
 # (all units in one block). tests/cuda_sim/grid_emulator.py raises it while it runs simulated
@@ -51,7 +51,7 @@ __all__ = ["train_epoch", "forward", "loss_and_correct", "epoch_config"]
 _scalar_cache: dict = {}
 
 
-def _scalar_fns(dtype):
+def scalar_fns(dtype):
     """Device functions specialised to ``dtype`` (their constants are typed, so float32 code
     never promotes to float64)."""
     dtype = np.dtype(dtype)
@@ -60,7 +60,7 @@ def _scalar_fns(dtype):
     DT = dtype.type
     ZERO, ONE = DT(0), DT(1)
 
-    @_device
+    @device_fn
     def act(z, code):
         """Elementwise activation (softmax is applied row-wise elsewhere)."""
         if code == SIGMOID:
@@ -76,7 +76,7 @@ def _scalar_fns(dtype):
             return max(z, ZERO) + math.log1p(math.exp(-abs(z)))
         return z
 
-    @_device
+    @device_fn
     def act_prime(a, code):
         """σ'(z) written in terms of a = σ(z), so no layer needs to keep its z."""
         if code == SIGMOID:
@@ -89,7 +89,7 @@ def _scalar_fns(dtype):
             return -math.expm1(-a)
         return ONE
 
-    @_device
+    @device_fn
     def out_delta(a, y, loss, code):
         """δᴸ: (a − y)⊙σ'(z) for the quadratic cost, a − y for cross-entropy/log-likelihood."""
         if loss == QUADRATIC:
@@ -110,15 +110,15 @@ def _build_epoch_kernel(dtype, T, UPB, K, SB, NCH, MB, WS_SIZE, USE_SHARED, L):
     ZERO = DT(0)
     MBP = NCH * SB                # mini-batch rows padded to whole chunks
     P = UPB * SB                  # partial sums per thread per chunk
-    NW = T if _SIM else T // 32   # partial sums per (unit, sample) left after the warp stage
+    NW = T if SIM else T // 32   # partial sums per (unit, sample) left after the warp stage
     NRED = NW * P
     UPBK = UPB * K                # local-array sizes must be literal constants
     SBK = SB * K
-    act, act_prime, out_delta = _scalar_fns(dtype)
+    act, act_prime, out_delta = scalar_fns(dtype)
     # Registers are capped so that T threads always fit on one SM (the grid must be resident).
-    kernel_jit = cuda.jit if _SIM else cuda.jit(max_registers=min(255, 65536 // T))
+    kernel_jit = cuda.jit if SIM else cuda.jit(max_registers=min(255, 65536 // T))
 
-    @_device
+    @device_fn
     def load_rows(xr, x, order, start, count, n0, tid):
         """xr[s*K + q] = x[order[start + s], tid + q*T], zero outside the batch or the row."""
         for s in range(SB):
@@ -127,17 +127,17 @@ def _build_epoch_kernel(dtype, T, UPB, K, SB, NCH, MB, WS_SIZE, USE_SHARED, L):
                 k = tid + q * T
                 xr[s * K + q] = x[r, k] if (s < count and k < n0) else ZERO
 
-    if _SIM:
-        @_device
+    if SIM:
+        @device_fn
         def stage_partials(part, red, tid):
             for p in range(P):           # no warp shuffles in the simulator
                 red[tid * P + p] = part[p]
 
-        @_device
+        @device_fn
         def load_exchange(xchg, i):
             return xchg[i]
     else:
-        @_device
+        @device_fn
         def stage_partials(part, red, tid):
             lane = tid & 31
             warp = tid >> 5
@@ -151,11 +151,11 @@ def _build_epoch_kernel(dtype, T, UPB, K, SB, NCH, MB, WS_SIZE, USE_SHARED, L):
                 if lane == 0:
                     red[warp * P + p] = v
 
-        @_device
+        @device_fn
         def load_exchange(xchg, i):
             return cuda.ldcg(xchg, i)    # other blocks wrote it: read through L2, not L1
 
-    @_device
+    @device_fn
     def softmax_rows(ws, off, n, m, tid, d_out, y, order, i0):
         """Row softmax of ws[off + s*n + i] for s < m; if d_out >= 0 also δ = a − y there."""
         for s in range(tid, m, T):
@@ -406,9 +406,9 @@ def epoch_config(layout, dtype, batch_size, *, units_per_block=None, threads=Non
     widths = [int(layout[0, 0])] + [int(r[1]) for r in layout]
     n0, n1 = widths[0], widths[1]
     T = int(threads or config.THREADS_PER_BLOCK)
-    if not _SIM and T % 32:
+    if not SIM and T % 32:
         raise ValueError(f"threads per block must be a multiple of 32, got {T}")
-    max_blocks = _SIM_MAX_BLOCKS if _SIM else cuda.get_current_device().MULTIPROCESSOR_COUNT
+    max_blocks = _SIM_MAX_BLOCKS if SIM else cuda.get_current_device().MULTIPROCESSOR_COUNT
     # one layer-0 unit per block measured fastest, for [784,30,10] and [784,100,10] alike
     # (docs/performance.md, launch tuning); more units than SMs raise it below
     upb = units_per_block or 1
@@ -454,7 +454,7 @@ def _epoch_kernel(cfg):
     return _epoch_cache[key]
 
 
-def _quiet_launch(kernel, griddim, blockdim, *args):
+def quiet_launch(kernel, griddim, blockdim, *args):
     """Launch without numba's low-occupancy warning (small grids are the design here)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NumbaPerformanceWarning)
@@ -504,23 +504,23 @@ def train_epoch(d_params, layout, acts, loss, d_x, d_y, d_order, batch_size, lr,
     scratch_rows = 1 if cfg["USE_SHARED"] else cfg["blocks"]
     scratch = cuda.device_array((scratch_rows, 1 if cfg["USE_SHARED"] else cfg["WS_SIZE"]),
                                 dtype=dtype)
-    _quiet_launch(kernel, cfg["blocks"], cfg["T"], d_params, cuda.to_device(plan), d_x, d_y,
+    quiet_launch(kernel, cfg["blocks"], cfg["T"], d_params, cuda.to_device(plan), d_x, d_y,
                   d_order, xchg, scratch, int(loss), float(lr), float(decay))
 
 
 # ---------------------------------------------------------------------------- inference
-_TILE = 8 if _SIM else 16
+_TILE = 8 if SIM else 16
 _TILE_PAD = _TILE + 1   # padded rows: no shared-memory bank conflicts
 _infer_cache: dict = {}
 
 
-def _infer_kernels(dtype):
+def infer_kernels(dtype):
     dtype = np.dtype(dtype)
     if dtype in _infer_cache:
         return _infer_cache[dtype]
     DT = dtype.type
     ZERO = DT(0)
-    act, _, _ = _scalar_fns(dtype)
+    act, _, _ = scalar_fns(dtype)
 
     @cuda.jit
     def dense_layer(a_in, params, w_off, b_off, z_out, a_out, code):
@@ -616,7 +616,7 @@ def _forward_last(d_params, layout, acts, d_x):
     dtype = np.dtype(d_params.dtype)
     if np.dtype(d_x.dtype) != dtype:
         raise TypeError(f"x is {d_x.dtype}, params are {dtype}")
-    dense_layer, softmax_rows, _ = _infer_kernels(dtype)
+    dense_layer, softmax_rows, _ = infer_kernels(dtype)
     n_b = d_x.shape[0]
     a = d_x
     z = None
@@ -624,10 +624,10 @@ def _forward_last(d_params, layout, acts, d_x):
         z = cuda.device_array((n_b, int(n_out)), dtype=dtype)
         a_next = cuda.device_array((n_b, int(n_out)), dtype=dtype)
         grid = (-(-int(n_out) // _TILE), -(-n_b // _TILE))
-        _quiet_launch(dense_layer, grid, (_TILE, _TILE), a, d_params, int(w_off), int(b_off),
+        quiet_launch(dense_layer, grid, (_TILE, _TILE), a, d_params, int(w_off), int(b_off),
                       z, a_next, int(code))
         if code == SOFTMAX:
-            _quiet_launch(softmax_rows, -(-n_b // 128), 128, a_next)
+            quiet_launch(softmax_rows, -(-n_b // 128), 128, a_next)
         a = a_next
     return z, a
 
@@ -651,8 +651,8 @@ def loss_and_correct(d_params, layout, acts, loss, d_x, d_y):
     if d_x.shape[0] == 0:
         return 0.0, 0
     z, a = _forward_last(d_params, layout, acts, d_x)
-    _, _, cost_and_hits = _infer_kernels(d_params.dtype)
+    _, _, cost_and_hits = infer_kernels(d_params.dtype)
     out = cuda.to_device(np.zeros(2, dtype=np.float64))
-    _quiet_launch(cost_and_hits, -(-d_x.shape[0] // 128), 128, z, a, d_y, int(loss), out)
+    quiet_launch(cost_and_hits, -(-d_x.shape[0] // 128), 128, z, a, d_y, int(loss), out)
     total, hits = out.copy_to_host()
     return float(total), int(round(hits))

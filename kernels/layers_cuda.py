@@ -23,14 +23,14 @@ from numba import cuda
 
 from . import config
 from .config import QUADRATIC, RELU, SIGMOID, SOFTMAX, SOFTPLUS, TANH
-from .dense_cuda import _SIM, _device, _infer_kernels, _quiet_launch, _scalar_fns
+from .dense_cuda import SIM, device_fn, infer_kernels, quiet_launch, scalar_fns
 
 TPB = config.THREADS_PER_BLOCK          # threads per block of the 1-D kernels
-TILE = 4 if _SIM else 16                # dense product tiles are TILE × TILE threads
+TILE = 4 if SIM else 16                # dense product tiles are TILE × TILE threads
 _TILE_PAD = TILE + 1                    # padded shared rows: no bank conflicts on column reads
 # Blocks of a grid-stride launch at most. The simulator runs every thread as a Python thread
 # (slow), so it gets two blocks: enough to exercise the block stride.
-MAX_BLOCKS = 2 if _SIM else 1024
+MAX_BLOCKS = 2 if SIM else 1024
 _M32 = 0xFFFFFFFF
 
 __all__ = ["take", "scale", "mul", "dropout_forward", "dense_forward", "activate",
@@ -52,7 +52,7 @@ def _flat(a):
     return a.reshape(a.size)
 
 
-@_device
+@device_fn
 def mix32(h):
     """lowbias32 (C. Wellons): a 32-bit bijection with good avalanche. h: int64 in [0, 2³²)."""
     h ^= h >> 16
@@ -73,9 +73,9 @@ def kernels(dtype):
         return _kernel_cache[dtype]
     DT = dtype.type
     ZERO, ONE = DT(0), DT(1)
-    act, _, _ = _scalar_fns(dtype)
+    act, _, _ = scalar_fns(dtype)
 
-    @_device
+    @device_fn
     def act_prime(z, a, code):
         """σ'(z) as the reference takes it (from a where that is exact, else from z)."""
         if code == SIGMOID:
@@ -170,7 +170,7 @@ def kernels(dtype):
             params[e] = p - s * grads[e]
 
     # ------------------------------------------------------------ dense products
-    @_device
+    @device_fn
     def tile_product(a, b, trans_a, trans_b, row0, col0, As, Bs):
         """Element (row0 + ty, col0 + tx) of C = A·B, where A = a (M × K) or aᵀ (trans_a) and
         B = b (K × N) or bᵀ (trans_b); zero outside C. All threads of the block must call it
@@ -264,7 +264,7 @@ def kernels(dtype):
 # ---------------------------------------------------------------------------- host wrappers
 def _launch_flat(kernel, n, *args):
     if n:
-        _quiet_launch(kernel, blocks_for(n), TPB, *args)
+        quiet_launch(kernel, blocks_for(n), TPB, *args)
 
 
 def take(x, d_idx):
@@ -305,7 +305,7 @@ def dense_forward(x, w, b):
     z = cuda.device_array((x.shape[0], w.shape[0]), dtype=x.dtype)
     if z.size:
         grid = (-(-w.shape[0] // TILE), -(-x.shape[0] // TILE))
-        _quiet_launch(kernels(x.dtype)["dense_fwd"], grid, (TILE, TILE), x, w, b, z)
+        quiet_launch(kernels(x.dtype)["dense_fwd"], grid, (TILE, TILE), x, w, b, z)
     return z
 
 
@@ -348,7 +348,7 @@ def dense_backward(x, w, dz, need_dx: bool):
     n_dw = -(-n_out // TILE) * tiles_in
     n_dx = -(-n_b // TILE) * tiles_in if need_dx else 0
     n_db = -(-n_out // (TILE * TILE))
-    _quiet_launch(kernels(x.dtype)["dense_bwd"], n_dw + n_dx + n_db, (TILE, TILE), x, w, dz,
+    quiet_launch(kernels(x.dtype)["dense_bwd"], n_dw + n_dx + n_db, (TILE, TILE), x, w, dz,
                   dx, dw, db, n_dw, n_dx)
     return (dx if need_dx else None), dw, db
 
@@ -358,9 +358,9 @@ def loss_and_correct(z, a, y, loss: int):
     DT[B, n] (the output layer's pre-activations, activations and targets)."""
     if z.shape[0] == 0:
         return 0.0, 0
-    cost_and_hits = _infer_kernels(z.dtype)[2]
+    cost_and_hits = infer_kernels(z.dtype)[2]
     out = cuda.to_device(np.zeros(2, dtype=np.float64))
-    _quiet_launch(cost_and_hits, -(-z.shape[0] // TPB), TPB, z, a, y, int(loss), out)
+    quiet_launch(cost_and_hits, -(-z.shape[0] // TPB), TPB, z, a, y, int(loss), out)
     total, hits = out.copy_to_host()
     return float(total), int(round(hits))
 

@@ -88,7 +88,7 @@ def main() -> int:
     ok = True
     for np_dt, dt in ((np.float32, T.float32), (np.float64, T.float64)):
         spaces = {"layers": layers_cuda.kernels(np_dt), "conv": conv_cuda.kernels(np_dt),
-                  "infer": {"cost_and_hits": dense_cuda._infer_kernels(np_dt)[2]}}
+                  "infer": {"cost_and_hits": dense_cuda.infer_kernels(np_dt)[2]}}
         for space, name, sig in signatures(dt):
             try:
                 ptx, _ = cuda.compile_ptx(spaces[space][name].py_func, sig, cc=CC)
