@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda
 
-from .dense_cuda import device_fn, quiet_launch
+from .scalar_cuda import device_fn, quiet_launch
 from .layers_cuda import TPB, blocks_for, kernels as layer_kernels
 
 _RED_LANES = max(1, min(TPB, round(TPB ** 0.5)))   # first-level lanes of block_sum

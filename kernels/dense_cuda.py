@@ -1,6 +1,6 @@
 """Dense-layer kernels for CUDA (numba.cuda): a whole SGD epoch in one cooperative launch
-(``train_epoch``, configured by ``epoch_config``), and batched inference (``forward``, and
-``loss_and_correct``: the summed cost and argmax hits).
+(``train_epoch``, configured by ``epoch_config``); batched inference (``forward``, and
+``loss_and_correct``: the summed cost and argmax hits) is ``infer_cuda``'s, re-exported here.
 
 Shapes: device arrays of the dense epoch's arguments (docs/design.md): the flat ``params``
 buffer, ``layout[L, 4]`` rows ``(n_in, n_out, w_offset, b_offset)``, activation and loss codes
@@ -15,24 +15,15 @@ GPU with ``pytest -m cuda`` (the recorded GPU runs: docs/performance.md). Benchm
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 from numba import cuda
-from numba.core import config as numba_config
-from numba.core.errors import NumbaPerformanceWarning
-
-from .cuda_target import apply_numpy_shim
 
 from . import config
-from .config import CROSS_ENTROPY, QUADRATIC, RELU, SIGMOID, SOFTMAX, SOFTPLUS, TANH
+from .config import SOFTMAX
+from .infer_cuda import forward, infer_kernels, loss_and_correct  # noqa: F401 (re-exported)
+from .scalar_cuda import SIM, device_fn, quiet_launch, scalar_fns
 
-apply_numpy_shim()  # numba-cuda 0.30.4 calls np.row_stack while compiling (gone in numpy 2.5)
-
-SIM = bool(numba_config.ENABLE_CUDASIM)
-# The simulator has no forceinline option; on the GPU small helpers are inlined so the local
-# arrays they touch stay in registers.
-device_fn = cuda.jit(device=True) if SIM else cuda.jit(device=True, forceinline=True)
 _FULL_MASK = 0xFFFFFFFF
 # Blocks a cooperative grid may have under the simulator: it runs blocks one after another, so 1
 # (all units in one block). tests/cuda_sim/grid_emulator.py raises it while it runs simulated
@@ -45,59 +36,6 @@ _SHARED_BUDGET = 96 * 1024   # bytes of static shared memory for a block's priva
 N_IN, N_OUT, W_OFF, B_OFF, ACT, A_OFF, D_OFF, LW_OFF, LB_OFF = range(9)
 
 __all__ = ["train_epoch", "forward", "loss_and_correct", "epoch_config"]
-
-
-# ---------------------------------------------------------------------------- scalar helpers
-_scalar_cache: dict = {}
-
-
-def scalar_fns(dtype):
-    """Device functions specialised to ``dtype`` (their constants are typed, so float32 code
-    never promotes to float64)."""
-    dtype = np.dtype(dtype)
-    if dtype in _scalar_cache:
-        return _scalar_cache[dtype]
-    DT = dtype.type
-    ZERO, ONE = DT(0), DT(1)
-
-    @device_fn
-    def act(z, code):
-        """Elementwise activation (softmax is applied row-wise elsewhere)."""
-        if code == SIGMOID:
-            if z >= ZERO:  # exp of a non-positive number only: no overflow
-                return ONE / (ONE + math.exp(-z))
-            e = math.exp(z)
-            return e / (ONE + e)
-        if code == TANH:
-            return math.tanh(z)
-        if code == RELU:
-            return ZERO if z <= ZERO else z   # NaN stays NaN, as np.maximum(z, 0)
-        if code == SOFTPLUS:
-            return max(z, ZERO) + math.log1p(math.exp(-abs(z)))
-        return z
-
-    @device_fn
-    def act_prime(a, code):
-        """σ'(z) written in terms of a = σ(z), so no layer needs to keep its z."""
-        if code == SIGMOID:
-            return a * (ONE - a)
-        if code == TANH:
-            return ONE - a * a
-        if code == RELU:
-            return ONE if a > ZERO else ZERO
-        if code == SOFTPLUS:  # σ(z) = 1 − e^(−a) for a = log(1 + e^z)
-            return -math.expm1(-a)
-        return ONE
-
-    @device_fn
-    def out_delta(a, y, loss, code):
-        """δᴸ: (a − y)⊙σ'(z) for the quadratic cost, a − y for cross-entropy/log-likelihood."""
-        if loss == QUADRATIC:
-            return (a - y) * act_prime(a, code)
-        return a - y
-
-    _scalar_cache[dtype] = (act, act_prime, out_delta)
-    return _scalar_cache[dtype]
 
 
 # ---------------------------------------------------------------------------- the epoch kernel
@@ -454,13 +392,6 @@ def _epoch_kernel(cfg):
     return _epoch_cache[key]
 
 
-def quiet_launch(kernel, griddim, blockdim, *args):
-    """Launch without numba's low-occupancy warning (small grids are the design here)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NumbaPerformanceWarning)
-        kernel[griddim, blockdim](*args)
-
-
 def train_epoch(d_params, layout, acts, loss, d_x, d_y, d_order, batch_size, lr, decay=1.0,
                 **tuning):
     """One epoch of mini-batch SGD in place, in a single cooperative launch.
@@ -506,153 +437,3 @@ def train_epoch(d_params, layout, acts, loss, d_x, d_y, d_order, batch_size, lr,
                                 dtype=dtype)
     quiet_launch(kernel, cfg["blocks"], cfg["T"], d_params, cuda.to_device(plan), d_x, d_y,
                   d_order, xchg, scratch, int(loss), float(lr), float(decay))
-
-
-# ---------------------------------------------------------------------------- inference
-_TILE = 8 if SIM else 16
-_TILE_PAD = _TILE + 1   # padded rows: no shared-memory bank conflicts
-_infer_cache: dict = {}
-
-
-def infer_kernels(dtype):
-    dtype = np.dtype(dtype)
-    if dtype in _infer_cache:
-        return _infer_cache[dtype]
-    DT = dtype.type
-    ZERO = DT(0)
-    act, _, _ = scalar_fns(dtype)
-
-    @cuda.jit
-    def dense_layer(a_in, params, w_off, b_off, z_out, a_out, code):
-        """a_in: DT[B, n_in]; W = params[w_off:].reshape(n_out, n_in), b = params[b_off:];
-        z_out = a_in @ W.T + b and a_out = act(z_out): DT[B, n_out] (overwritten; a_out holds
-        z for softmax, finished by softmax_rows). Block (TILE, TILE) of (unit, sample)."""
-        As = cuda.shared.array((_TILE, _TILE), DT)
-        Ws = cuda.shared.array((_TILE, _TILE_PAD), DT)
-        tx = cuda.threadIdx.x
-        ty = cuda.threadIdx.y
-        n_b, n_in = a_in.shape
-        n_out = z_out.shape[1]
-        row = cuda.blockIdx.y * _TILE + ty       # sample
-        col = cuda.blockIdx.x * _TILE + tx       # output unit
-        w_row = cuda.blockIdx.x * _TILE + ty     # unit whose weights this thread stages
-        acc = ZERO
-        for i0 in range(0, n_in, _TILE):
-            i = i0 + tx
-            As[ty, tx] = a_in[row, i] if (row < n_b and i < n_in) else ZERO
-            Ws[ty, tx] = params[w_off + w_row * n_in + i] if (w_row < n_out and i < n_in) \
-                else ZERO
-            cuda.syncthreads()
-            for kk in range(_TILE):
-                acc += As[ty, kk] * Ws[tx, kk]
-            cuda.syncthreads()
-        if row < n_b and col < n_out:
-            z = acc + params[b_off + col]
-            z_out[row, col] = z
-            a_out[row, col] = z if code == SOFTMAX else act(z, code)
-
-    @cuda.jit
-    def softmax_rows(a):
-        """a: DT[B, n], row-wise softmax in place (row max subtracted)."""
-        r = cuda.grid(1)
-        if r < a.shape[0]:
-            n = a.shape[1]
-            zmax = a[r, 0]
-            for i in range(1, n):
-                zmax = max(zmax, a[r, i])
-            total = ZERO
-            for i in range(n):
-                e = math.exp(a[r, i] - zmax)
-                a[r, i] = e
-                total += e
-            for i in range(n):
-                a[r, i] = a[r, i] / total
-
-    @cuda.jit
-    def cost_and_hits(z, a, y, loss, out):
-        """z, a, y: DT[B, n] (last layer); out: float64[2] accumulated: Σ cost, Σ hits.
-        Cost as in the reference: ½‖a−y‖²; Σ softplus(z) − y·z; −Σ y·log_softmax(z)."""
-        r = cuda.grid(1)
-        if r < z.shape[0]:
-            n = z.shape[1]
-            c = 0.0
-            if loss == QUADRATIC:
-                for i in range(n):
-                    d = np.float64(a[r, i]) - np.float64(y[r, i])
-                    c += 0.5 * d * d
-            elif loss == CROSS_ENTROPY:
-                for i in range(n):
-                    zz = np.float64(z[r, i])
-                    c += max(zz, 0.0) + math.log1p(math.exp(-abs(zz))) - np.float64(y[r, i]) * zz
-            else:
-                zmax = np.float64(z[r, 0])
-                for i in range(1, n):
-                    zmax = max(zmax, np.float64(z[r, i]))
-                total = 0.0
-                for i in range(n):
-                    total += math.exp(np.float64(z[r, i]) - zmax)
-                lse = zmax + math.log(total)
-                for i in range(n):
-                    c -= np.float64(y[r, i]) * (np.float64(z[r, i]) - lse)
-            best_a = 0
-            best_y = 0
-            for i in range(1, n):
-                if a[r, i] > a[r, best_a]:
-                    best_a = i
-                if y[r, i] > y[r, best_y]:
-                    best_y = i
-            cuda.atomic.add(out, 0, c)
-            if best_a == best_y:
-                cuda.atomic.add(out, 1, 1.0)
-
-    _infer_cache[dtype] = (dense_layer, softmax_rows, cost_and_hits)
-    return _infer_cache[dtype]
-
-
-def _forward_last(d_params, layout, acts, d_x):
-    """Run all layers; return the last layer's (z, a) device arrays."""
-    layout = np.asarray(layout, dtype=np.int64).reshape(-1, 4)
-    acts = np.asarray(acts, dtype=np.int64).reshape(-1)
-    dtype = np.dtype(d_params.dtype)
-    if np.dtype(d_x.dtype) != dtype:
-        raise TypeError(f"x is {d_x.dtype}, params are {dtype}")
-    dense_layer, softmax_rows, _ = infer_kernels(dtype)
-    n_b = d_x.shape[0]
-    a = d_x
-    z = None
-    for (n_in, n_out, w_off, b_off), code in zip(layout, acts):
-        z = cuda.device_array((n_b, int(n_out)), dtype=dtype)
-        a_next = cuda.device_array((n_b, int(n_out)), dtype=dtype)
-        grid = (-(-int(n_out) // _TILE), -(-n_b // _TILE))
-        quiet_launch(dense_layer, grid, (_TILE, _TILE), a, d_params, int(w_off), int(b_off),
-                      z, a_next, int(code))
-        if code == SOFTMAX:
-            quiet_launch(softmax_rows, -(-n_b // 128), 128, a_next)
-        a = a_next
-    return z, a
-
-
-def forward(d_params, layout, acts, d_x, d_out=None):
-    """Batched inference. d_x: device DT[B, n0]; returns the output activations, device
-    DT[B, nL] (copied into ``d_out`` if given). A few launches per layer."""
-    if d_x.shape[0] == 0:
-        raise ValueError("empty batch")
-    _, a = _forward_last(d_params, layout, acts, d_x)
-    if d_out is None:
-        return a
-    d_out.copy_to_device(a)
-    return d_out
-
-
-def loss_and_correct(d_params, layout, acts, loss, d_x, d_y):
-    """Summed cost over the batch (float) and the number of rows whose argmax output equals
-    argmax y (int), computed on the device; only two numbers come back.
-    d_x: device DT[B, n0]; d_y: device DT[B, nL] dense targets."""
-    if d_x.shape[0] == 0:
-        return 0.0, 0
-    z, a = _forward_last(d_params, layout, acts, d_x)
-    _, _, cost_and_hits = infer_kernels(d_params.dtype)
-    out = cuda.to_device(np.zeros(2, dtype=np.float64))
-    quiet_launch(cost_and_hits, -(-d_x.shape[0] // 128), 128, z, a, d_y, int(loss), out)
-    total, hits = out.copy_to_host()
-    return float(total), int(round(hits))

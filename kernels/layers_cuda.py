@@ -23,7 +23,8 @@ from numba import cuda
 
 from . import config
 from .config import QUADRATIC, RELU, SIGMOID, SOFTMAX, SOFTPLUS, TANH
-from .dense_cuda import SIM, device_fn, infer_kernels, quiet_launch, scalar_fns
+from .infer_cuda import infer_kernels
+from .scalar_cuda import SIM, device_fn, quiet_launch, scalar_fns
 
 TPB = config.THREADS_PER_BLOCK          # threads per block of the 1-D kernels
 TILE = 4 if SIM else 16                # dense product tiles are TILE × TILE threads
