@@ -81,6 +81,7 @@ def test_fit_records_the_count_and_matches_one_thread(kind, monkeypatch):
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("one thread: nothing to choose")
     monkeypatch.setattr(T, "MIN_PROBE", 8)
+    monkeypatch.setattr(T, "MIN_SCRATCH_PROBE", 4)
     rng = np.random.default_rng(1)
     n_in = 200 if kind == "dense" else 144
     x, y = rng.random((400, n_in)), rng.integers(0, 3, 400)

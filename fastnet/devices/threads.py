@@ -18,6 +18,8 @@ PROBE = 1 / 40          # of the epoch's mini-batches timed on one thread (at le
 PROBE_MOST = 1 / 10     # timed on the device's count when probing on the model itself: a call
                         # on several threads starts them, which a short piece would not amortise
 MIN_PROBE = 64          # mini-batches
+SCRATCH_PROBE = 1 / 250  # of the epoch's mini-batches timed on one thread when the probe trains
+MIN_SCRATCH_PROBE = 16  # a scratch copy (work thrown away), and twice that on the device's count
 EVERY = 4               # epochs between probes while the pace holds
 SLOWER = 1.25           # a pace this much slower than at the probe calls for a probe
 MARGIN = 0.95           # one thread must beat the device's count by this much (timing noise)
@@ -42,8 +44,12 @@ class Chooser:
             step(order, self.chosen)
             return self.chosen
         batches = -(-len(order) // batch_size)
-        p1 = max(MIN_PROBE, int(batches * PROBE))
-        p_most = p1 if scratch else max(p1, int(batches * PROBE_MOST))
+        if scratch:
+            p1 = max(MIN_SCRATCH_PROBE, int(batches * SCRATCH_PROBE))
+            p_most = 2 * p1
+        else:
+            p1 = max(MIN_PROBE, int(batches * PROBE))
+            p_most = max(p1, int(batches * PROBE_MOST))
         if most <= 1 or batches < 2 * (p_most + p1):
             step(order, most)
             self.chosen = most
