@@ -11,6 +11,12 @@ from fastnet import Conv2D, Dense, Flatten, MaxPool2D, Model
 from fastnet.devices import threads as T
 
 
+@pytest.fixture(autouse=True)
+def fresh_choices(monkeypatch):
+    """Each test starts with no timing knowledge (the process shares it between fits)."""
+    monkeypatch.setattr(T, "_shared", {})
+
+
 class FakeEpoch:
     """A step that takes ``cost[threads]`` seconds per mini-batch of a simulated clock."""
 
@@ -111,6 +117,7 @@ def test_fit_records_the_count_and_matches_one_thread(kind, monkeypatch):
             return real(self, slowed(step), order, batch_size, most,
                         scratch=scratch and slowed(scratch), **kw)
         monkeypatch.setattr(T.Chooser, "run", rigged)
+        monkeypatch.setattr(T, "_shared", {})          # what the last fit's timing showed
         m = build()
         h = m.fit(x, y, **fits)
         assert h.threads == [winner, winner]
@@ -121,8 +128,21 @@ def test_pieces_of_one_epoch_keep_its_count(monkeypatch):
     """An epoch trained in pieces (after mini-batch marks) probes once, on its first piece;
     the later pieces train on the count chosen there."""
     step = FakeEpoch(monkeypatch, {2: 3.0, 1: 1.6})
-    chooser = T.Chooser()
-    assert chooser.run(step, np.arange(20_000), 10, 2) == 1
+    choice = T.EpochThreads(("net",))
+    assert choice.run(step, np.arange(20_000), 10, 2) == 1
     step.cost[1] = 9.0                            # even if one thread became slow meanwhile
-    assert chooser.run(step, np.arange(20_000, 30_000), 10, 2, continues=True) == 1
+    assert choice.run(step, np.arange(20_000, 30_000), 10, 2, continues=True) == 1
     assert [t for _, t in step.parts] == [1, 2, 1, 1]
+
+
+def test_fits_of_a_process_share_what_timing_showed(monkeypatch):
+    """A second fit of the same workload (a new trainer) does not probe again until its turn:
+    a run of one-epoch fits (the command line's) probes every few epochs, not every fit."""
+    step = FakeEpoch(monkeypatch, {2: 1.0, 1: 1.6})
+    calls = []
+    for fit in range(T.EVERY + 1):
+        T.EpochThreads(("net",)).run(step, np.arange(50_000), 10, 2)
+        calls.append(len(step.parts))
+    assert np.diff([0] + calls).tolist() == [3] + [1] * (T.EVERY - 1) + [3]
+    T.EpochThreads(("another net",)).run(step, np.arange(50_000), 10, 2)
+    assert len(step.parts) - calls[-1] == 3                          # its own probe

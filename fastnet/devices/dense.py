@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastnet.devices.threads import Chooser
+from fastnet.devices.threads import EpochThreads
 from fastnet.devices.trainer import NonFiniteInput, Trainer, numba_threads
 
 EVAL_CHUNK = 1024  # rows per forward pass when evaluating or predicting
@@ -181,7 +181,8 @@ class DenseTrainer(Trainer):
         super().__init__(spec, params, kernels)
         self._threads, self.inference_threads = threads, inference_threads
         self._args = (spec.layout, spec.acts)
-        self._chooser = Chooser()
+        self._choice = EpochThreads(("dense", type(kernels).__name__, spec.dtype.str,
+                                     spec.layout.tobytes(), spec.acts.tobytes()))
 
     def data(self, x, y=None):
         """x in ``inputs``' form (the same for training, scoring and prediction, so that
@@ -225,8 +226,8 @@ class DenseTrainer(Trainer):
             step(order, most)
             self.threads_used = most
         else:
-            self.threads_used = self._chooser.run(step, order, batch_size, most,
-                                                  continues=continues)
+            self.threads_used = self._choice.run(step, order, batch_size, most,
+                                                 continues=continues)
 
     def evaluate(self, data):
         return self.kernels.evaluate(self.params, *self._args, self.spec.loss_code, *data,

@@ -18,7 +18,7 @@ from functools import cached_property
 
 import numpy as np
 
-from fastnet.devices.threads import Chooser
+from fastnet.devices.threads import EpochThreads
 from fastnet.devices.trainer import Trainer, numba_threads
 from fastnet.kernels.config import ACTIVATIONS
 from fastnet.layers import ConvPool, Dense, Flatten
@@ -168,7 +168,7 @@ class CnnTrainer(LayerwiseTrainer):
     def __init__(self, spec, params, ops, plan, **kwargs):
         super().__init__(spec, params, ops, **kwargs)
         self.plan = plan
-        self._chooser = Chooser()
+        self._choice = EpochThreads(("cnn", spec.dtype.str) + tuple(a.tobytes() for a in plan))
 
     def epoch_threads(self, batch_size: int) -> int:
         import numba
@@ -201,5 +201,5 @@ class CnnTrainer(LayerwiseTrainer):
                 if not copy:
                     copy.append(self.params.copy())
                 step(part, threads, copy[0])
-            self.threads_used = self._chooser.run(step, order, batch_size, most,
-                                                  scratch=scratch, continues=continues)
+            self.threads_used = self._choice.run(step, order, batch_size, most,
+                                                 scratch=scratch, continues=continues)

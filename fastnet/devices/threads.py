@@ -7,11 +7,13 @@ the device's count, and trains on the faster (one thread by a margin). The dense
 parameters for any thread count, so they probe on the model itself; the CNN epoch's sums
 depend on the count, so it probes on a scratch copy and trains the whole epoch on one count,
 recorded in ``History.threads`` (``fit(threads=...)`` repeats it). It probes again after a few
-epochs, or as soon as the chosen count's pace drops by a quarter. Tests: ``tests/test_threads.py``.
+epochs (counted across the fits of a process), or as soon as the chosen count's pace drops by
+a quarter. Tests: ``tests/test_threads.py``.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 
 PROBE = 1 / 40          # of the epoch's mini-batches timed on one thread (at least MIN_PROBE)
@@ -26,23 +28,21 @@ MARGIN = 0.95           # one thread must beat the device's count by this much (
 
 
 class Chooser:
-    """``run(step, order, batch_size, most, scratch=None)``: one epoch through
-    ``step(part, threads)`` (the trainer's epoch over the sample indices ``part``), on
-    ``most`` threads or one. ``scratch``: a step that trains a throwaway copy, to probe with
-    when the count changes the results; without it the probe trains the epoch's first
-    mini-batches. ``continues``: ``order`` is a later piece of the epoch the last call began
-    (trained on its count, not probed)."""
+    """What timing has shown for one workload (a network, its batch size and thread count):
+    ``run(step, order, batch_size, most, scratch=None)`` trains one epoch through
+    ``step(part, threads)`` (the trainer's epoch over the sample indices ``part``) on ``most``
+    threads or one, probing when due. ``scratch``: a step that trains a throwaway copy, to
+    probe with when the count changes the results; without it the probe trains the epoch's
+    first mini-batches. Shared by the fits of a process (``shared``), so that a run of many
+    short fits (the CLI's epochs, a drop-in's calls) probes every few epochs, not every fit."""
 
     def __init__(self):
         self.chosen = None
         self._pace = None        # seconds per mini-batch of the chosen count, when probed
         self._since = 0          # epochs since the probe
+        self._lock = threading.Lock()
 
-    def run(self, step, order, batch_size: int, most: int, scratch=None, *,
-            continues: bool = False) -> int:
-        if continues and self.chosen is not None:   # a later piece of the same epoch
-            step(order, self.chosen)
-            return self.chosen
+    def run(self, step, order, batch_size: int, most: int, scratch=None) -> int:
         batches = -(-len(order) // batch_size)
         if scratch:
             p1 = max(MIN_SCRATCH_PROBE, int(batches * SCRATCH_PROBE))
@@ -52,10 +52,12 @@ class Chooser:
             p_most = max(p1, int(batches * PROBE_MOST))
         if most <= 1 or batches < 2 * (p_most + p1):
             step(order, most)
-            self.chosen = most
             return most
+        with self._lock:
+            due = self._pace is None or self._since >= EVERY
+            chosen, probed = self.chosen, self._pace
         start = 0
-        if self._pace is None or self._since >= EVERY:
+        if due:
             probe, pace = scratch or step, {}
             for threads, count in ((1, p1), (most, p_most)):   # the cold start on one
                 t0 = time.perf_counter()
@@ -64,12 +66,44 @@ class Chooser:
                 start += count * batch_size
             if scratch:
                 start = 0
-            self.chosen = 1 if pace[1] < MARGIN * pace[most] else most
-            self._pace, self._since = pace[self.chosen], 0
+            chosen = 1 if pace[1] < MARGIN * pace[most] else most
+            probed = pace[chosen]
         t0 = time.perf_counter()
-        step(order[start:], self.chosen)
+        step(order[start:], chosen)
         pace = (time.perf_counter() - t0) / max(1, batches - start // batch_size)
-        self._since += 1
-        if pace > SLOWER * self._pace:
-            self._since = EVERY                  # conditions changed: probe next epoch
-        return self.chosen
+        with self._lock:
+            self.chosen, self._pace = chosen, probed
+            self._since = 1 if due else self._since + 1
+            if pace > SLOWER * probed:
+                self._since = EVERY              # conditions changed: probe next epoch
+        return chosen
+
+
+_shared: dict = {}
+_shared_lock = threading.Lock()
+
+
+def shared(key) -> Chooser:
+    """The process's ``Chooser`` for the workload ``key`` (made on first use)."""
+    with _shared_lock:
+        if key not in _shared:
+            _shared[key] = Chooser()
+        return _shared[key]
+
+
+class EpochThreads:
+    """A trainer's thread choice: ``run(step, order, batch_size, most, scratch=None,
+    continues=False)`` asks the shared ``Chooser`` of ``key`` + (batch size, most) for a new
+    epoch; ``continues``: ``order`` is a later piece of the epoch the last call began, trained
+    on its count. ``used``: the count of the current epoch."""
+
+    def __init__(self, key):
+        self.key, self.used = key, None
+
+    def run(self, step, order, batch_size, most, scratch=None, *, continues=False) -> int:
+        if continues and self.used is not None:
+            step(order, self.used)
+        else:
+            self.used = shared(self.key + (batch_size, most)).run(step, order, batch_size,
+                                                                  most, scratch)
+        return self.used
