@@ -13,5 +13,5 @@ from fastnet.layers import Conv2D, Dense, Dropout, Flatten, Layer, MaxPool2D
 from fastnet.model import History, Model, load
 
 __version__ = "0.1.0"
-__all__ = ["Model", "Dataset", "Dense", "Conv2D", "MaxPool2D", "Flatten", "Dropout", "Layer", "History",
-           "load", "__version__"]
+__all__ = ["Model", "Dataset", "Dense", "Conv2D", "MaxPool2D", "Flatten", "Dropout", "Layer",
+           "History", "load", "__version__"]
