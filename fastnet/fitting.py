@@ -102,18 +102,18 @@ def run(model, runner, train, valid, prepared, *, n, n_valid, epochs, batch_size
                     pending = pool.submit(epoch_of, epoch + 1, order_for(epoch + 1))
                 history.seconds.append(seconds)
                 history.threads.append(runner.threads_used)
-                if training_metrics:
-                    total, correct = scorer.evaluate(train)
-                    history.loss.append(total / n)
-                    history.accuracy.append(correct / n)
-                    if bad is None and not np.isfinite(history.loss[-1]):
-                        bad = f"the training loss is {history.loss[-1]}"
-                if valid is not None:
-                    total, correct = scorer.evaluate(valid)
-                    history.val_loss.append(total / n_valid)
-                    history.val_accuracy.append(correct / n_valid)
-                    if bad is None and not np.isfinite(history.val_loss[-1]):
-                        bad = f"the validation loss is {history.val_loss[-1]}"
+                for data, size, losses, accuracies, what in (
+                        (train if training_metrics else None, n, history.loss,
+                         history.accuracy, "training"),
+                        (valid, n_valid, history.val_loss, history.val_accuracy,
+                         "validation")):
+                    if data is None:
+                        continue
+                    total, correct = scorer.evaluate(data)
+                    losses.append(total / size)
+                    accuracies.append(correct / size)
+                    if bad is None and not np.isfinite(losses[-1]):
+                        bad = f"the {what} loss is {losses[-1]}"
                 if bad is not None:
                     err = FloatingPointError(
                         f"training diverged in epoch {epoch} of {epochs}: {bad}. The model "
