@@ -63,18 +63,20 @@ def _versions() -> dict:
     import numba
     out = {"python": platform.python_version(), "numpy": np.__version__,
            "numba": numba.__version__}
-    try:
-        import torch
-        out["torch"] = torch.__version__
-    except ImportError:
-        pass
+    for name in ("torch", "jax"):
+        try:
+            out[name] = __import__(name).__version__
+        except ImportError:
+            pass
     return out
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):
     """Called when a timed run writes its JSON: record the load (this suite is often run on a
     shared machine) and the peak GFLOP/s that ``bench/report.py`` divides by."""
+    args = " ".join(config.invocation_params.args)
     info = {"small": harness.SMALL, "cpu_count": os.cpu_count(),
+            "command": f"python -m pytest {args}".strip(),
             "loadavg_start": _LOAD_AT_START, "loadavg_end": list(os.getloadavg()),
             "versions": _versions()}
     peaks = dict(harness.PEAKS)

@@ -2,15 +2,17 @@
 
 Workloads (Nielsen ch. 1): [784, 30, 10], sigmoid, quadratic cost, lr 3.0, 50,000 training
 images; mini-batch 10 and 100 in float32, mini-batch 10 in float64, plus a sweep of the launch
-tuning (layer-0 units per block × threads per block) at mini-batch 10. Each row: one warm-up
-epoch (JIT compile excluded), then ``--reps`` epochs, each timed host-side around the launch
-with ``cuda.synchronize()`` before the clock stops; the order array is already on the device.
-Then a sanity run: 2 epochs from a fresh init (shuffled each epoch), test accuracy must be >= 90%.
+tuning (layer-0 units per block × threads per block) at mini-batch 10. Each configuration is
+checked before it is timed: one epoch over the first 1,005 images in a shuffled order against
+``fastnet.reference.dense.train_epoch`` in float64 (``bench.harness.check``, the suite's epoch
+tolerance). Then one warm-up epoch, then ``--reps`` epochs, each timed host-side around the
+launch with ``cuda.synchronize()`` before the clock stops; the order array is already on the
+device. Then a sanity run: 2 epochs from a fresh init, test accuracy must be >= 90%.
 
-    FASTNET_DATA=<dir with the MNIST IDX files> python bench/cuda_mlp_epoch.py [--reps 5] [--json F]
+    FASTNET_DATA=<dir with the MNIST IDX files> python -m bench.cuda_mlp_epoch [--reps 5] [--json F]
 
-Reference points (H100, 2026-11-22, docs in shared/gpu/README.md): PyTorch eager 8.25 s, PyTorch
-with the step in a CUDA graph 0.513 s, a naive one-block fused step per launch 0.64 s.
+The suite's GPU rows (``pytest bench/ -k cuda``) are the figures to quote; this script is for
+tuning the launch.
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ cuda = require_cuda()
 from fastnet.kernels import dense_cuda as DC  # noqa: E402
 from fastnet.kernels.config import QUADRATIC, SIGMOID  # noqa: E402
 from fastnet.reference import dense as R  # noqa: E402
+from bench.harness import check  # noqa: E402
+
+CHECK_N = 1005
+EPOCH_RTOL = {"float32": 1e-3, "float64": 1e-9}
 
 SIZES = [784, 30, 10]
 ACTS = np.array([SIGMOID, SIGMOID], dtype=np.int64)
@@ -52,7 +58,29 @@ def init_params(layout, sizes, seed, dtype):
     return p.astype(dtype)
 
 
+def check_config(host, batch_size, dtype, sizes=SIZES, **tuning) -> float:
+    """One epoch of this configuration over a shuffled prefix against the float64 reference's
+    (the parameter change, normwise); returns the margin, raises when it is off."""
+    x, y = (a[:CHECK_N].astype(dtype) for a in host)   # (fewer in a smoke run's --n)
+    layout = R.layout_for(sizes)
+    p0 = init_params(layout, sizes, 1, dtype)
+    order = np.random.default_rng(5).permutation(len(x)).astype(np.int64)
+    d_params = cuda.to_device(p0)
+    DC.train_epoch(d_params, layout, ACTS, QUADRATIC, cuda.to_device(x), cuda.to_device(y),
+                   cuda.to_device(order), batch_size, 3.0, 1.0, **tuning)
+    want = p0.astype(np.float64)
+    R.train_epoch(want, layout, ACTS, QUADRATIC, x.astype(np.float64), y.astype(np.float64),
+                  order, batch_size, 3.0, 1.0)
+    start = p0.astype(np.float64)
+    name = np.dtype(dtype).name
+    return check({"params_change": d_params.copy_to_host().astype(np.float64) - start},
+                 {"params_change": want - start}, np.float64,
+                 name=f"cuda epoch {sizes} bs{batch_size} {name} {tuning}",
+                 rtol=EPOCH_RTOL[name])
+
+
 def time_epochs(data, batch_size, dtype, reps, sizes=SIZES, **tuning):
+    margin = check_config(data["host"], batch_size, dtype, sizes, **tuning)
     x, y = data[dtype]
     layout = R.layout_for(sizes)
     d_params = cuda.to_device(init_params(layout, sizes, 1, dtype))
@@ -78,7 +106,7 @@ def time_epochs(data, batch_size, dtype, reps, sizes=SIZES, **tuning):
                 blocks=cfg["blocks"], units_per_block=cfg["UPB"], threads=cfg["T"],
                 storage="shared" if cfg["USE_SHARED"] else "global", regs=regs,
                 first_s=first, median_s=statistics.median(times), min_s=min(times),
-                times=times)
+                times=times, check_margin=margin)
 
 
 def accuracy_run(data, xt, yt, epochs=2):
@@ -108,7 +136,7 @@ def main():
     x, labels, xt, yt = load()
     x, labels, xt, yt = x[:opts.n], labels[:opts.n], xt[:opts.n_test], yt[:opts.n_test]
     y = np.eye(10, dtype=np.float32)[labels]
-    data = {np.float32: (cuda.to_device(x), cuda.to_device(y)),
+    data = {"host": (x, y), np.float32: (cuda.to_device(x), cuda.to_device(y)),
             np.float64: (cuda.to_device(x.astype(np.float64)),
                          cuda.to_device(y.astype(np.float64)))}
     dev = cuda.get_current_device()

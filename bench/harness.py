@@ -26,23 +26,25 @@ import pytest
 SMALL = os.environ.get("FASTNET_BENCH_SMALL", "") not in ("", "0")
 SEED = 1234
 
-# Row order inside a group. "_xfer" rows include the host<->device copies of the inputs and
-# results; the other GPU rows keep everything resident on the device.
-BACKENDS = ("numpy", "cpu", "cuda", "cuda_xfer", "torch_cpu", "torch_cuda", "torch_cuda_xfer")
-REFERENCE = "numpy"  # speed-ups are over this row of the same group
-DEVICE = {"numpy": "cpu", "cpu": "cpu", "torch_cpu": "cpu",
+# Row order inside a group. "reference": fastnet.reference, the oracle (simple on purpose, not a
+# speed baseline); "numpy": plain batched NumPy written for speed (bench/peers.py), the
+# denominator of speed-ups where a group has it; "torch_cpu_1": PyTorch on one thread;
+# "torch_compile": the step through torch.compile; "jax": the epoch as one jit of a lax.scan.
+# "_xfer" rows include the host<->device copies of the inputs and results; the other GPU rows
+# keep everything resident on the device.
+BACKENDS = ("reference", "numpy", "cpu", "cuda", "cuda_xfer", "torch_cpu", "torch_cpu_1",
+            "torch_compile", "jax", "torch_cuda", "torch_cuda_xfer")
+DEVICE = {"reference": "cpu", "numpy": "cpu", "cpu": "cpu", "torch_cpu": "cpu",
+          "torch_cpu_1": "cpu", "torch_compile": "cpu", "jax": "cpu",
           "cuda": "gpu", "cuda_xfer": "gpu", "torch_cuda": "gpu", "torch_cuda_xfer": "gpu"}
 
-# Kernel rows with more work than this many FLOPs are timed over a fixed few rounds
+# Kernel rows with more work than this many FLOPs are timed over the fixed ROUNDS
 # (pytest-benchmark's calibration would otherwise run them for many seconds each).
 HEAVY_FLOPS = 2e9
-HEAVY_ROUNDS = 3
 
 
 def rounds_from_env(default: int) -> int:
-    """``FASTNET_BENCH_ROUNDS`` (a whole number ≥ 1) if set, else ``default``: the rounds of
-    the fixed-round rows (more rounds give the min a better chance of a quiet moment on a
-    shared machine)."""
+    """``FASTNET_BENCH_ROUNDS`` (a whole number ≥ 1) if set, else ``default``."""
     raw = os.environ.get("FASTNET_BENCH_ROUNDS", "")
     if raw == "":
         return default
@@ -54,6 +56,11 @@ def rounds_from_env(default: int) -> int:
         raise ValueError(f"FASTNET_BENCH_ROUNDS must be a whole number >= 1, got {raw!r}")
     return n
 
+
+# The rounds of every fixed-round row (epochs, CNN epochs, drop-ins, one-off costs, heavy
+# kernels), the same for all of them; the report shows their median and spread.
+ROUNDS = rounds_from_env(5)
+
 # Normwise tolerances of ``check``: max|got − want| ≤ rtol · max|want|. The reference is float64;
 # float32 kernels accumulate in float32 (dot products of up to 4,096 terms here), fastmath may
 # reassociate, and TF32 (10-bit mantissa) must fail the float32 test.
@@ -64,7 +71,11 @@ RTOL = {"float32": 1e-4, "float64": 1e-10}
 @functools.lru_cache(maxsize=None)
 def unavailable(backend: str) -> str | None:
     """Why ``backend`` cannot run here, or None when it can."""
-    if backend in ("numpy", "cpu"):
+    if backend in ("reference", "numpy", "cpu"):
+        return None
+    if backend == "jax":
+        if importlib.util.find_spec("jax") is None:
+            return "JAX is not installed (an optional comparison: pip install 'fastnet[bench]')"
         return None
     if backend in ("cuda", "cuda_xfer"):
         try:
@@ -78,8 +89,9 @@ def unavailable(backend: str) -> str | None:
         return None
     if backend.startswith("torch"):
         if importlib.util.find_spec("torch") is None:
-            return "PyTorch is not installed (an optional comparison, never a dependency)"
-        if backend != "torch_cpu":
+            return ("PyTorch is not installed (an optional comparison, never a dependency: "
+                    "pip install 'fastnet[bench]')")
+        if "cuda" in backend:
             import torch
             if not torch.cuda.is_available():
                 return "PyTorch sees no CUDA GPU"
@@ -108,7 +120,9 @@ def synchronizer(backend: str) -> Callable[[], None]:
 def threads(backend: str) -> int:
     """Threads the backend's CPU work may use, recorded per row (a row that runs on fewer,
     such as the one-thread epoch, overwrites ``extra_info["threads"]``)."""
-    if backend == "torch_cpu":
+    if backend == "torch_cpu_1":
+        return 1
+    if backend in ("torch_cpu", "torch_compile"):
         import torch
         return torch.get_num_threads()
     if backend == "cpu":

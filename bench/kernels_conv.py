@@ -4,7 +4,7 @@ the fused ConvPool layer of the book's network3 (the CNN's first layer), at mini
 
 The three implementations share public names and signatures (``conv2d_forward(x, w, b)``,
 ``maxpool_backward(dy, argmax, x_shape)``, …), so one *call* per family serves them all:
-``fastnet.reference.conv`` (numpy, and the float64 oracle), ``fastnet.kernels.conv_cpu`` (cpu;
+``fastnet.reference.conv`` (reference, the float64 oracle), ``fastnet.kernels.conv_cpu`` (cpu;
 its public wrappers, which allocate their outputs) and ``fastnet.kernels.conv_cuda`` (cuda, on
 device arrays: inputs uploaded once, outputs left on the device; the test synchronises).
 A module that does not exist yet turns its rows into skips with that reason.
@@ -28,7 +28,7 @@ F64 = np.float64
 BATCHES = (10, 50) if SMALL else (10, 1000)
 # conv weight gradients and db sum B·oh·ow products (576,000 at batch 1,000) in float32.
 _CONV_RTOL = {"float32": 5e-4}
-_MODULES = {"numpy": "fastnet.reference.conv", "cpu": "fastnet.kernels.conv_cpu",
+_MODULES = {"reference": "fastnet.reference.conv", "cpu": "fastnet.kernels.conv_cpu",
             "cuda": "fastnet.kernels.conv_cuda"}
 _MISSING = {b: f"{m} is not written yet" for b, m in _MODULES.items()
             if importlib.util.find_spec(m) is None}
@@ -39,7 +39,7 @@ def _module(backend):
 
 
 def _ref():
-    return _module("numpy")
+    return _module("reference")
 
 
 # (id, title, c_in, h, w, c_out, kh, kw)
@@ -127,7 +127,7 @@ def _oracle(name):
 
 
 def _module_builder(name):
-    """The numpy / cpu / cuda builder of family ``name``."""
+    """The reference / cpu / cuda builder of family ``name``."""
     def build(inp, backend):
         mod = _module(backend)
         call_ = CALLS[name]

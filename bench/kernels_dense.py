@@ -2,7 +2,7 @@
 softmax output with its log-likelihood gradient. Kernels: ``fastnet.kernels.dense_cpu`` (cpu),
 CUDA (``dense_cuda.forward`` for the forward rows; the layer-by-layer path's
 ``layers_cuda`` for backward and softmax, the dense epoch being fused in ``dense_cuda``),
-``fastnet.reference.dense`` (numpy, and the float64 oracle), PyTorch (the comparison).
+``fastnet.reference.dense`` (reference, the float64 oracle), PyTorch (the comparison).
 
 Shapes: the book's first layer at mini-batch 10 (784 → 30), and a wide layer at batch 8,192
 (4,096 → 4,096: 275 GFLOP per forward, the GPU target's shape); ``FASTNET_BENCH_SMALL=1``
@@ -56,12 +56,12 @@ def _fwd_reference(inp):
 DENSE_FORWARD = family(
     name="dense_forward", cases=_layer_cases, inputs=_fwd_inputs, reference=_fwd_reference,
     flops=lambda c: 2.0 * c.batch * c.dims[0] * c.dims[1],
-    float64_backends=("numpy", "cpu", "torch_cpu"),
+    float64_backends=("reference", "cpu", "torch_cpu"),
     notes={"cuda": "dense_cuda.forward (inference path)",
            "cuda_xfer": "dense_cuda.forward (inference path)"})
 
 
-@DENSE_FORWARD.impl("numpy")
+@DENSE_FORWARD.impl("reference")
 def _(inp, backend):
     out = {}
 
@@ -154,7 +154,7 @@ DENSE_BACKWARD = family(
     name="dense_backward", cases=_layer_cases, inputs=_bwd_inputs, reference=_bwd_reference,
     # δ_prev (2·B·n_in·n_out) + gradient fused with the update (2·B·n_in·n_out + 2·n_in·n_out)
     flops=lambda c: 4.0 * c.batch * c.dims[0] * c.dims[1] + 2.0 * c.dims[0] * c.dims[1],
-    float64_backends=("numpy", "cpu", "torch_cpu"),
+    float64_backends=("reference", "cpu", "torch_cpu"),
     notes={"cuda": "layers_cuda (layer-by-layer path): 4 launches"})
 
 
@@ -163,7 +163,7 @@ def _bwd_result(w0, b0, w, b, d_prev):
     return lambda: {"delta_prev": d_prev(), "w_change": w() - w0, "b_change": b() - b0}
 
 
-@DENSE_BACKWARD.impl("numpy")
+@DENSE_BACKWARD.impl("reference")
 def _(inp, backend):
     w, b = inp["w"].copy(), inp["b"].copy()
     delta, x, z_prev = inp["delta"], inp["a_prev"], inp["z_prev"]
@@ -260,11 +260,11 @@ SOFTMAX_LL = family(
     name="softmax", cases=_softmax_cases, inputs=_softmax_inputs,
     reference=_softmax_reference, peak_comparable=False,
     nbytes=lambda c, itemsize: 4.0 * c.batch * c.dims[0] * itemsize,  # read z, y; write a, δ
-    float64_backends=("numpy", "cpu", "torch_cpu"),
+    float64_backends=("reference", "cpu", "torch_cpu"),
     notes={"cuda": "layers_cuda (layer-by-layer path): 2 launches"})
 
 
-@SOFTMAX_LL.impl("numpy")
+@SOFTMAX_LL.impl("reference")
 def _(inp, backend):
     z, y = inp["z"], inp["y"]
     out = {}

@@ -1,16 +1,19 @@
 """Render a pytest-benchmark JSON file of this suite as Markdown tables (and a PNG chart).
 
     python -m pytest bench/ --benchmark-only --benchmark-json results.json
-    python -m bench.report results.json [--out docs/perf_table.md] [--png speedups.png]
+    python -m bench.report results.json                      # the tables, to stdout
+    python -m bench.report results.json --doc docs/performance.md --readme README.md
 
-Output: the machine and the measured peak; a summary with one line per workload (a benchmark
-group) and one column per backend — time and speed-up over the group's ``numpy`` (reference)
-row, the fastest backend in bold — then one table per group: median and min time, rounds,
-speed-up, GFLOP/s and % of the measured peak of the row's device and dtype (GB/s for
-memory-bound kernels). Speed-ups and GFLOP/s use the median (``--stat min``: the best round,
-steadier on a shared machine). Rows timed on a subset carry ``scale`` in ``extra_info``:
-their times are multiplied by it and marked. The PNG (matplotlib, the ``plot`` extra) is a bar chart of the
-speed-ups; without matplotlib it is skipped with a message.
+Output: the machine, the command and the measured peak; a summary with one line per workload
+(a benchmark group) and one column per backend — the median time and the speed-up over the
+group's ``numpy`` row (plain batched NumPy; ``reference`` where a group has no numpy row), the
+fastest row in bold — then one table per group: median, min–max, rounds, speed-up, GFLOP/s and
+% of the measured peak (GB/s for memory-bound kernels), threads, notes. ``--stat min`` uses the
+best round instead of the median. ``--doc`` writes the whole of docs/performance.md (the text of
+``bench/doc_intro.md`` and, when the run has no GPU rows, ``bench/doc_gpu.md`` around the
+tables; kernel groups only in the summary); ``--readme`` rewrites the figures between the
+``<!-- bench:begin -->`` and ``<!-- bench:end -->`` lines of the README. ``--png``: a bar chart
+of the speed-ups (matplotlib, the ``plot`` extra).
 """
 
 from __future__ import annotations
@@ -22,8 +25,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-ROW_ORDER = ("numpy", "cpu", "cuda", "cuda_xfer", "torch_cpu", "torch_cuda", "torch_cuda_xfer")
-REFERENCE = "numpy"
+ROW_ORDER = ("reference", "numpy", "cpu", "cuda", "cuda_xfer", "torch_cpu", "torch_cpu_1",
+             "torch_compile", "jax", "torch_cuda", "torch_cuda_xfer")
+DENOMINATORS = ("numpy", "reference")   # the first one a group has divides its times
+TRAINING = ("epoch", "cnn_epoch", "dropin")   # families shown in full in --doc
+HERE = Path(__file__).resolve().parent
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 
 @dataclass
@@ -34,6 +41,7 @@ class Row:
     time: float         # seconds of the chosen statistic, scaled to the full workload
     median: float       # seconds, scaled
     min: float
+    max: float
     rounds: int
     scale: float
     info: dict
@@ -61,7 +69,7 @@ def load_rows(data: dict, stat: str = "median") -> list[Row]:
         rows.append(Row(group=bench.get("group") or bench["name"],
                         label=info.get("row") or backend, backend=backend,
                         time=stats[stat] * scale, median=stats["median"] * scale,
-                        min=stats["min"] * scale,
+                        min=stats["min"] * scale, max=stats.get("max", stats["min"]) * scale,
                         rounds=int(stats["rounds"]), scale=scale, info=info))
     return rows
 
@@ -109,7 +117,17 @@ def grouped(rows: list[Row]) -> dict[str, list[Row]]:
 
 
 def reference_of(rs: list[Row]) -> Row | None:
-    return next((r for r in rs if r.label == REFERENCE), None)
+    """The row that divides the group's times: ``numpy`` if it has one, else ``reference``."""
+    for name in DENOMINATORS:
+        r = next((r for r in rs if r.label == name), None)
+        if r is not None:
+            return r
+    return None
+
+
+def denominator(rs: list[Row]) -> str:
+    r = reference_of(rs)
+    return r.label if r is not None else "–"
 
 
 def speedup(r: Row, ref: Row | None) -> float | None:
@@ -127,28 +145,39 @@ def _note(r: Row) -> str:
     return "; ".join(notes)
 
 
-def render_markdown(data: dict, title: str = "fastnet benchmarks", stat: str = "median") -> str:
+def render_markdown(data: dict, title: str = "fastnet benchmarks", stat: str = "median",
+                    *, doc: bool = False) -> str:
+    """The report as Markdown. ``doc``: docs/performance.md — the intro text, the summary
+    split into training and kernel workloads, tables in full for the training groups only,
+    and the GPU note when the run has no GPU rows."""
     rows = load_rows(data, stat)
     peak, peak_source = peaks(data, rows)
     groups = grouped(rows)
     out = [f"# {title}", ""]
+    if doc:
+        out += [(HERE / "doc_intro.md").read_text().strip(), "", "## This run", ""]
     out += _machine_lines(data, peak, peak_source)
     work = {g: rs for g, rs in groups.items() if g != "peak"}
-    if work:
-        out += ["", "## Summary", "",
-                f"{stat.capitalize()} time per call (speed-up over `{REFERENCE}`); the fastest row "
-                "of each "
-                "workload in bold. `–`: not run.", ""]
-        out += _summary_table(work)
+    train = {g: rs for g, rs in work.items() if rs[0].info.get("family") in TRAINING}
+    kern = {g: rs for g, rs in work.items() if g not in train}
+    legend = (f"{stat.capitalize()} of the rounds (speed-up over the group's `numpy` row, plain "
+              "batched NumPy, or `reference` where it has none); the fastest row in bold; "
+              "`–`: not run.")
+    parts = [("Training", train), ("Kernels", kern)] if doc else [("Summary", work)]
+    for name, part in parts:
+        if part:
+            out += ["", f"## {name}", "", legend, ""] + _summary_table(part)
     if "peak" in groups:
-        out += ["", "## peak", "", "| measurement | median | best | GFLOP/s (best) |",
+        out += ["", "## Peak", "", "| measurement | median | best | GFLOP/s (best) |",
                 "| --- | --- | --- | --- |"]
         for r in groups["peak"]:
             out.append(f"| {r.info.get('case', r.label)} {r.info.get('dtype', '')} | "
                        f"{fmt_time(r.median)} | {fmt_time(r.min)} | "
                        f"{fmt_num(r.info['flops'] / r.min / 1e9)} |")
-    for g, rs in work.items():
-        out += ["", f"## {g}", ""] + _group_table(rs, peak, stat)
+    for g, rs in (train if doc else work).items():
+        out += ["", f"### {g}" if doc else f"## {g}", ""] + _group_table(rs, peak, stat)
+    if doc and not any(r.info.get("device") == "gpu" for r in rows):
+        out += ["", (HERE / "doc_gpu.md").read_text().strip()]
     return "\n".join(out) + "\n"
 
 
@@ -162,6 +191,8 @@ def _machine_lines(data: dict, peak: dict, source: str) -> list[str]:
              f"{' (dirty)' if (data.get('commit_info') or {}).get('dirty') else ''}",
              f"- Machine: {cpu}, {fn.get('cpu_count', '?')} logical CPUs; "
              f"{mi.get('python_implementation', '')} {mi.get('python_version', '')}"]
+    if fn.get("command"):
+        lines.append(f"- Command: `{fn['command']}`")
     if fn.get("versions"):
         lines.append("- Versions: " + ", ".join(f"{k} {v}" for k, v in fn["versions"].items()))
     if fn.get("loadavg_start") is not None:
@@ -178,13 +209,16 @@ def _machine_lines(data: dict, peak: dict, source: str) -> list[str]:
 
 
 def _summary_table(groups: dict[str, list[Row]]) -> list[str]:
-    labels = sorted({r.label for rs in groups.values() for r in rs}, key=_label_key)
+    """One line per group, one column per backend (rows with a qualifier, such as
+    "cpu (1 thread)", only in the group's own table)."""
+    labels = sorted({r.label for rs in groups.values() for r in rs if "(" not in r.label},
+                    key=_label_key)
     lines = ["| workload | " + " | ".join(labels) + " |",
              "| --- |" + " --- |" * len(labels)]
     for g, rs in groups.items():
         ref = reference_of(rs)
         by = {r.label: r for r in rs}
-        best = min(rs, key=lambda r: r.time)
+        best = min((r for r in rs if "(" not in r.label), key=lambda r: r.time, default=None)
         cells = []
         for lab in labels:
             r = by.get(lab)
@@ -206,7 +240,7 @@ def _group_table(rs: list[Row], peak: dict, stat: str) -> list[str]:
     ref = reference_of(rs)
     has_flops = any(r.gflops is not None for r in rs)
     has_bytes = any(r.gbs is not None for r in rs)
-    head = ["backend", "median", "min", "rounds", f"speed-up vs {REFERENCE} ({stat})"]
+    head = ["row", "median", "min – max", "rounds", f"× {denominator(rs)} ({stat})"]
     if has_flops:
         head += [f"GFLOP/s ({stat})", "% of peak"]
     if has_bytes:
@@ -215,7 +249,8 @@ def _group_table(rs: list[Row], peak: dict, stat: str) -> list[str]:
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for r in rs:
         s = speedup(r, ref)
-        cells = [r.label, fmt_time(r.median), fmt_time(r.min), str(r.rounds),
+        cells = [r.label, fmt_time(r.median), f"{fmt_time(r.min)} – {fmt_time(r.max)}",
+                 str(r.rounds),
                  f"{fmt_num(s)}×" if s is not None else "–"]
         if has_flops:
             p = peak.get(f"{r.info.get('device', 'cpu')}-{r.info.get('dtype', '')}")
@@ -227,6 +262,54 @@ def _group_table(rs: list[Row], peak: dict, stat: str) -> list[str]:
         cells += [str(r.info.get("threads", "")), _note(r)]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
+
+
+README_COLUMNS = (("cpu", "fastnet (cpu)"), ("numpy", "plain NumPy"),
+                  ("torch_cpu", "PyTorch eager"), ("torch_compile", "torch.compile"),
+                  ("jax", "JAX jit"))
+
+
+def readme_block(data: dict, stat: str = "median") -> str:
+    """The README's figures: one line per training workload of the run that has a ``cpu`` row
+    and a peer; each peer's time and how many times fastnet's it is; then where they come from."""
+    rows = load_rows(data, stat)
+    groups = {g: rs for g, rs in grouped(rows).items()
+              if rs[0].info.get("family") in TRAINING}
+    lines = ["| workload | " + " | ".join(t for _, t in README_COLUMNS) + " |",
+             "| --- |" + " --- |" * len(README_COLUMNS)]
+    for g, rs in groups.items():
+        by = {r.label: r for r in rs}
+        ours = by.get("cpu")
+        if ours is None or not any(k in by for k, _ in README_COLUMNS[1:]):
+            continue
+        cells = [f"**{fmt_time(ours.time)}**"]
+        for k, _ in README_COLUMNS[1:]:
+            r = by.get(k)
+            cells.append("–" if r is None else
+                         f"{fmt_time(r.time)} ({fmt_num(r.time / ours.time)}×)")
+        lines.append(f"| {g} | " + " | ".join(cells) + " |")
+    mi = data.get("machine_info") or {}
+    cpu = (mi.get("cpu") or {}).get("brand_raw") or "?"
+    n = (mi.get("fastnet") or {}).get("cpu_count", "?")
+    lines += ["", f"{stat.capitalize()} of {_rounds(rows)} rounds each, one run on {cpu} "
+              f"({n} logical CPUs), {str(data.get('datetime', '?'))[:10]}; (k×): the peer's time "
+              "over fastnet's. Written by `python -m bench.report` from "
+              "`python -m pytest bench/ --benchmark-only`; spreads, every row and the commands "
+              "in [docs/performance.md](docs/performance.md)."]
+    return "\n".join(lines)
+
+
+def _rounds(rows: list[Row]) -> str:
+    counts = sorted({r.rounds for r in rows if r.info.get("family") in TRAINING})
+    return "–".join(map(str, (counts[0], counts[-1]) if len(counts) > 1 else counts)) or "?"
+
+
+def replace_block(text: str, block: str, where: str) -> str:
+    """``text`` with the lines between the BEGIN and END markers replaced by ``block``."""
+    if text.count(BEGIN) != 1 or text.count(END) != 1 or text.index(BEGIN) > text.index(END):
+        raise ValueError(f"{where}: needs one {BEGIN!r} line, then one {END!r} line")
+    head, rest = text.split(BEGIN, 1)
+    return f"{head}{BEGIN}\n{block}\n{END}{rest.split(END, 1)[1]}"
 
 
 def render_png(data: dict, path: str, stat: str = "median") -> bool:
@@ -242,7 +325,8 @@ def render_png(data: dict, path: str, stat: str = "median") -> bool:
         return False
     groups = {g: rs for g, rs in grouped(load_rows(data, stat)).items()
               if g != "peak" and reference_of(rs) is not None}
-    labels = sorted({r.label for rs in groups.values() for r in rs if r.label != REFERENCE},
+    labels = sorted({r.label for rs in groups.values() for r in rs
+                     if r.label not in DENOMINATORS and "(" not in r.label},
                     key=_label_key)
     fig, ax = plt.subplots(figsize=(10, 1.0 + 0.45 * max(1, len(groups)) * max(1, len(labels))
                                     / 2))
@@ -261,7 +345,7 @@ def render_png(data: dict, path: str, stat: str = "median") -> bool:
     ax.invert_yaxis()
     ax.set_xscale("log")
     ax.axvline(1.0, color="black", linewidth=0.8)
-    ax.set_xlabel(f"speed-up over {REFERENCE} ({stat} time, log scale)")
+    ax.set_xlabel(f"speed-up over numpy (or reference) ({stat} time, log scale)")
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -287,20 +371,36 @@ def main(argv=None) -> int:
                     help="pytest-benchmark --benchmark-json file(s); several files (runs on the "
                          "same machine) are merged, the first one's machine info is shown")
     ap.add_argument("--out", help="write the Markdown here (default: stdout)")
+    ap.add_argument("--doc", help="write docs/performance.md, the whole page, here")
+    ap.add_argument("--readme", help="rewrite the figures between the bench markers of this "
+                                     "README")
     ap.add_argument("--png", help="also write a bar chart of the speed-ups (needs matplotlib)")
     ap.add_argument("--title", default="fastnet benchmarks")
     ap.add_argument("--stat", choices=("median", "min"), default="median",
                     help="the time that the summary, speed-ups and GFLOP/s use")
     args = ap.parse_args(argv)
     data = merge([json.loads(Path(p).read_text()) for p in args.json])
+    if args.doc:
+        _write(args.doc, render_markdown(data, "fastnet performance", args.stat, doc=True))
+    if args.readme:
+        path = Path(args.readme)
+        _write(path, replace_block(path.read_text(), readme_block(data, args.stat), str(path)))
     md = render_markdown(data, args.title, args.stat)
     if args.out:
-        Path(args.out).write_text(md)
-    else:
+        _write(args.out, md)
+    elif not (args.doc or args.readme):
         sys.stdout.write(md)
     if args.png:
         render_png(data, args.png, args.stat)
     return 0
+
+
+def _write(path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (a temporary file beside it, then a rename)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 if __name__ == "__main__":

@@ -1,19 +1,15 @@
 """Whole CNN training epochs on MNIST: the book's first convolutional network (chapter 6:
 conv 20@5×5 + sigmoid + 2×2 max-pool → dense 2,880 → 100 sigmoid → softmax 10, log-likelihood,
-lr 0.1) at mini-batch 10 and 100, float32.
+lr 0.1) at mini-batch 10 and 100, float32, training alone (no evaluation).
 
-Rows: ``cpu`` and ``numpy`` through ``fastnet.Model(...).fit(..., training_metrics=False)``
-(the layer-by-layer path, training alone like the PyTorch rows; the numpy row is the
-reference, timed on a subset and scaled, see ``NUMPY_IMAGES``); ``cuda``
-through ``Model(device="cuda")`` (skipped with the model's own message until the CUDA conv path
-exists); ``torch_cpu`` / ``torch_cuda``: PyTorch eager with autograd doing the same SGD.
-
-``FASTNET_BENCH_ROUNDS=k`` times the compiled and PyTorch rows over k rounds (default 3 and 2)
-instead of a few: on a shared machine the min of more rounds is likelier to include a quiet
-moment. ``FASTNET_BENCH_CNN_IMAGES=k`` times every row on the first k images and scales the time to
-50,000 (recorded as ``scale`` in extra_info and marked in the report) — for a first look on a
-slow or shared machine. Each row is checked once: one epoch over the first ``CHECK_N`` images
-in data order, compared with the same model in float64 on the numpy reference backend.
+Every row of a group trains on the same images, named in the group (no scaling): the first
+``IMAGES`` (10,000; ``FASTNET_BENCH_CNN_IMAGES`` sets it) for ``cpu`` and ``cuda`` (through
+``fastnet.Model(...).fit(..., training_metrics=False)``) and the peers of ``bench/peers.py``
+(PyTorch eager with autograd at the default threads and at one, ``torch.compile`` of the loss,
+JAX's jitted ``lax.scan`` epoch); the ``reference`` (the numpy device, the oracle: slow) is
+timed beside ``cpu`` in a group of its own on the first ``REFERENCE_IMAGES`` (1,000).
+``ROUNDS`` rounds after one untimed epoch. Each row is checked once: one epoch over the first
+``CHECK_N`` images in data order, compared with the same model in float64 on the reference.
 """
 
 from __future__ import annotations
@@ -23,22 +19,17 @@ import os
 import numpy as np
 import pytest
 
-from bench.harness import (SEED, SMALL, check, label, require, rounds_from_env, run_timed,
-                           synchronizer)
-from bench.registry import to_host, to_torch, torch_env
+from bench import peers
+from bench.harness import ROUNDS, SEED, SMALL, check, label, require, run_timed
 
 LR = 0.1
 BATCHES = (10, 100)
 CHECK_N = 35                             # 4 steps at bs 10 (the last one short), 1 at bs 100
-NUMPY_IMAGES = 1000                      # the numpy row's subset (scaled to the full epoch)
-SMALL_IMAGES = {"numpy": 50, "other": 200}
-IMAGES = int(os.environ.get("FASTNET_BENCH_CNN_IMAGES", "0")) or None
-# timed rounds of the compiled and PyTorch rows (FASTNET_BENCH_ROUNDS sets both; the numpy row
-# is one round)
-ROUNDS, TORCH_ROUNDS = rounds_from_env(3), rounds_from_env(2)
+IMAGES = 200 if SMALL else int(os.environ.get("FASTNET_BENCH_CNN_IMAGES", "0") or 10_000)
+REFERENCE_IMAGES = 50 if SMALL else 1000
 # a few SGD steps in float32 against float64 (the conv weight gradient sums 576·m products)
 CNN_RTOL = 1e-3
-BACKENDS = ("numpy", "cpu", "cuda", "torch_cpu", "torch_cuda")
+BACKENDS = ("cpu", "cuda", "torch_cpu", "torch_cpu_1", "torch_compile", "jax", "torch_cuda")
 
 
 def cnn_layers():
@@ -63,47 +54,26 @@ def _model(device, dtype="float32"):
                          dtype=dtype, device=device, seed=SEED)
 
 
-def _torch_trainer(backend, model, x, labels, batch):
-    """PyTorch autograd training of the same network from ``model``'s parameters; returns
-    ``(epoch(order), write_back())``."""
-    torch, dev, _ = torch_env(backend)
-    F = torch.nn.functional
-    params = [to_torch(torch, model.params_of(i)[k], dev).requires_grad_()
-              for i in (0, 3, 4) for k in ("w", "b")]
-    X = to_torch(torch, x.reshape(-1, 1, 28, 28), dev)
-    Y = to_torch(torch, np.eye(10, dtype=np.float32)[labels], dev)
-    sync = synchronizer(backend)
+def _peer(backend, model, x, labels, batch):
+    """``(epoch(order), params())`` of a peer from ``model``'s parameters."""
+    layers = [(model.params_of(i)["w"].copy(), model.params_of(i)["b"].copy()) for i in (0, 3, 4)]
+    return peers.cnn(backend, layers, x, labels, batch, LR)
 
-    def epoch(order):
-        O = to_torch(torch, order, dev)
-        w1, b1, w2, b2, w3, b3 = params
-        for k in range(0, len(order), batch):
-            idx = O[k:k + batch]
-            m = idx.shape[0]
-            h = F.max_pool2d(torch.sigmoid(F.conv2d(X.index_select(0, idx), w1, b1)), 2)
-            h = torch.sigmoid(F.linear(h.flatten(1), w2, b2))
-            loss = -(F.log_softmax(F.linear(h, w3, b3), dim=1) * Y.index_select(0, idx)).sum()
-            grads = torch.autograd.grad(loss, params)
-            with torch.no_grad():
-                for p, g in zip(params, grads):
-                    p.sub_(g, alpha=LR / m)
-        sync()
 
-    def write_back():
-        for p, (i, k) in zip(params, [(i, k) for i in (0, 3, 4) for k in ("w", "b")]):
-            model.params_of(i)[k][...] = to_host(p)
-
-    return epoch, write_back
+def _is_peer(backend):
+    return backend.startswith("torch") or backend == "jax"
 
 
 def _check(backend, x, labels, batch) -> float:
     n = min(CHECK_N, len(x))
-    m = _model("cpu" if backend.startswith("torch") else backend)
+    m = _model("cpu" if _is_peer(backend) else
+               {"reference": "numpy"}.get(backend, backend))
     p0 = m.params.astype(np.float64)
-    if backend.startswith("torch"):
-        epoch, write_back = _torch_trainer(backend, m, x[:n], labels[:n], batch)
+    if _is_peer(backend):
+        epoch, trained = _peer(backend, m, x[:n], labels[:n], batch)
         epoch(np.arange(n))
-        write_back()
+        for i, (w, b) in zip((0, 3, 4), trained()):
+            m.params_of(i)["w"][...], m.params_of(i)["b"][...] = w, b
     else:
         m.fit(x[:n], labels[:n], epochs=1, batch_size=batch, lr=LR, shuffle=False,
               verbose=False)
@@ -116,40 +86,41 @@ def _check(backend, x, labels, batch) -> float:
                  name=f"CNN epoch {backend} bs{batch}", rtol=CNN_RTOL)
 
 
+VIA = {"torch_cpu": "PyTorch eager (autograd)", "torch_cpu_1": "PyTorch eager, 1 thread",
+       "torch_compile": "torch.compile of the loss (autograd)", "jax": "jax.jit of a lax.scan epoch",
+       "torch_cuda": "PyTorch eager (autograd)"}
+
+
+def _row(benchmark, backend, batch, x, labels, n, margin):
+    """Label and time one epoch of ``backend`` over the first n images."""
+    xs, ls = x[:n], labels[:n]
+    label(benchmark, family="cnn_epoch", case=f"MNIST conv20-pool-100-10 B={batch}, {n:,} images",
+          backend=backend, dtype="float32", batch=batch, flops=cnn_flops(n), images=n,
+          check_margin=margin, via=VIA.get(backend, "Model.fit(training_metrics=False)"))
+    if _is_peer(backend):
+        epoch, _ = _peer(backend, _model("cpu"), xs, ls, batch)
+        order = np.random.default_rng(SEED).permutation(n)
+        call = lambda: epoch(order)   # noqa: E731
+    else:
+        m = _model({"reference": "numpy"}.get(backend, backend))
+        call = lambda: m.fit(xs, ls, epochs=1, batch_size=batch, lr=LR,  # noqa: E731
+                             verbose=False, training_metrics=False)
+    run_timed(benchmark, call, rounds=ROUNDS, warmup=1)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("batch", BATCHES, ids=[f"bs{b}" for b in BATCHES])
 def test_cnn_epoch(benchmark, mnist, backend, batch):
     require(backend)
     x, labels, _ = mnist
     margin = _check(backend, x, labels, batch)
+    _row(benchmark, backend, batch, x, labels, min(len(x), IMAGES), margin)
 
-    n_full = len(x)
-    if SMALL:
-        cap = SMALL_IMAGES["numpy" if backend == "numpy" else "other"]
-    else:
-        cap = NUMPY_IMAGES if backend == "numpy" else n_full
-    n = min(n_full, cap, IMAGES or n_full)
-    xs, ls = x[:n], labels[:n]
-    scale = n_full / n
-    label(benchmark, family="cnn_epoch", case=f"MNIST conv20-pool-100-10 B={batch}",
-          backend=backend, dtype="float32", batch=batch, flops=cnn_flops(n_full),
-          images=n_full, timed_images=n, scale=scale, check_margin=margin,
-          via="Model.fit" if not backend.startswith("torch") else "PyTorch eager (autograd)",
-          note="fit(training_metrics=False): training alone, as in the torch rows"
-          if not backend.startswith("torch") else "")
-    if backend.startswith("torch"):
-        epoch, _ = _torch_trainer(backend, _model("cpu"), xs, ls, batch)
-        order = np.random.default_rng(SEED).permutation(n)
-        call = lambda: epoch(order)   # noqa: E731
-    else:
-        m = _model(backend)
-        call = lambda: m.fit(xs, ls, epochs=1, batch_size=batch, lr=LR,  # noqa: E731
-                             verbose=False, training_metrics=False)
-    # One untimed call first: a model's first fit (shuffled, this subset) still has one-time
-    # costs after the check's; three rounds, as one round in two here can catch the other
-    # vCPU busy (the minimum is reported). The NumPy row is one slow round.
-    if backend == "numpy":
-        run_timed(benchmark, call, rounds=1)
-    else:
-        run_timed(benchmark, call, rounds=TORCH_ROUNDS if backend.startswith("torch") else ROUNDS,
-                  warmup=1)
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+@pytest.mark.parametrize("batch", BATCHES, ids=[f"bs{b}" for b in BATCHES])
+def test_cnn_epoch_reference(benchmark, mnist, backend, batch):
+    """The reference beside ``cpu`` on fewer images (the reference takes ~10 ms an image)."""
+    x, labels, _ = mnist
+    margin = _check(backend, x, labels, batch)
+    _row(benchmark, backend, batch, x, labels, min(len(x), REFERENCE_IMAGES), margin)

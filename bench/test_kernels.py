@@ -15,7 +15,7 @@ import pytest
 
 import bench.kernels_conv  # noqa: F401  (registers the conv families)
 import bench.kernels_dense  # noqa: F401  (registers the dense families)
-from bench.harness import HEAVY_ROUNDS, SEED, check, label, require, run_timed, synchronizer
+from bench.harness import ROUNDS, SEED, check, label, require, run_timed, synchronizer
 from bench.registry import rows
 
 
@@ -50,4 +50,4 @@ def test_kernel(benchmark, fam, case, dtype, backend):
           batch=case.batch, flops=fam.flops(case), peak_comparable=fam.peak_comparable,
           bytes=fam.nbytes(case, itemsize), check_margin=margin,
           note=fam.notes.get(backend, ""))
-    run_timed(benchmark, timed, rounds=HEAVY_ROUNDS if fam.heavy(case) else None)
+    run_timed(benchmark, timed, rounds=ROUNDS if fam.heavy(case) else None)

@@ -56,27 +56,30 @@ def test_markdown(data):
     assert "Test CPU" in md and "(dirty)" in md and "[1.0, 1.0, 1.0]" in md
     lines = md.splitlines()
     summary = next(ln for ln in lines if ln.startswith("| dense_forward"))
-    # columns numpy, cpu, cpu (Model.fit), torch_cpu; numpy 2 ms is the reference; cpu 100 µs
-    # = 20×, bold as the fastest; torch 0.5×
-    assert "| 2 ms (1×) | **100 µs (20×)** | – | 4 ms (0.5×) |" in summary
+    # columns numpy, cpu, torch_cpu (a qualified row such as "cpu (Model.fit)" only in its
+    # group's table); numpy 2 ms divides; cpu 100 µs = 20×, bold as the fastest; torch 0.5×
+    assert "| 2 ms (1×) | **100 µs (20×)** | 4 ms (0.5×) |" in summary
     table = lines[lines.index("## dense_forward B=10 784->30 float32"):]
     cpu_row = next(ln for ln in table if ln.startswith("| cpu |"))
     # 4e7 FLOP / 100 µs = 400 GFLOP/s = 100 % of the 400 GFLOP/s peak
     assert "| 400 | 100.0 % |" in cpu_row
+    assert "| 50 µs – 50 µs | 5 |" in cpu_row   # min – max (the fixture's max is its min)
     assert [ln.split("|")[1].strip() for ln in table[4:7]] == ["numpy", "cpu", "torch_cpu"]
     soft = lines[lines.index("## softmax B=10 n=10 float32"):]
     assert "GB/s" in soft[2] and "GFLOP/s" not in soft[2]
     assert next(ln for ln in soft if ln.startswith("| cpu |")).count("| 0.4 |") == 1
     # the subset-timed numpy epoch is scaled ×50 (2 s → 100 s) and marked
     epoch = next(ln for ln in lines if ln.startswith("| epoch MNIST"))
-    assert "100 s (1×)*" in epoch and "500 ms (200×)" in epoch
+    assert "100 s (1×)*" in epoch
+    fit_row = next(ln for ln in lines if ln.startswith("| cpu (Model.fit)"))
+    assert "| 500 ms | 400 ms – 400 ms | 3 | 200× |" in fit_row
     assert "timed on 1000 images, ×50" in md and "cpu (Model.fit)" in md
 
 
 def test_min_statistic(data):
     md = report.render_markdown(data, stat="min")
     summary = next(ln for ln in md.splitlines() if ln.startswith("| dense_forward"))
-    assert "| 1 ms (1×) | **50 µs (20×)** | – | 3 ms (0.333×) |" in summary
+    assert "| 1 ms (1×) | **50 µs (20×)** | 3 ms (0.333×) |" in summary
 
 
 def test_no_reference_and_no_peak(data):
@@ -85,8 +88,44 @@ def test_no_reference_and_no_peak(data):
     del data["machine_info"]["fastnet"]["peak_gflops"]
     md = report.render_markdown(data)
     assert "Measured peak: none" in md
-    # no speed-ups without a numpy row
-    assert "| dense_forward B=10 784->30 float32 | **100 µs** | – | 4 ms |" in md
+    # no speed-ups without a numpy or reference row
+    assert "| dense_forward B=10 784->30 float32 | **100 µs** | 4 ms |" in md
+
+
+def test_reference_divides_when_there_is_no_numpy_row(data):
+    for b in data["benchmarks"]:
+        if b["extra_info"]["backend"] == "numpy" and b["group"].startswith("dense"):
+            b["extra_info"]["backend"] = b["params"]["backend"] = "reference"
+    lines = report.render_markdown(data).splitlines()
+    table = lines[lines.index("## dense_forward B=10 784->30 float32"):]
+    assert "× reference (median)" in table[2]
+    assert next(ln for ln in table if ln.startswith("| cpu |")).count("| 20× |") == 1
+
+
+def test_doc_and_readme(data, tmp_path):
+    for backend, t in (("jax", 1.0), ("cpu", 0.5)):
+        data["benchmarks"].append(_bench("epoch MNIST B=10 float32", backend, t, t, flops=1e10,
+                                         device="cpu", dtype="float32"))
+    for b in data["benchmarks"]:
+        if b["group"].startswith("epoch"):
+            b["extra_info"]["family"] = "epoch"
+    src, doc, readme = tmp_path / "r.json", tmp_path / "perf.md", tmp_path / "README.md"
+    src.write_text(json.dumps(data))
+    readme.write_text(f"intro\n{report.BEGIN}\nold figures\n{report.END}\noutro\n")
+    assert report.main([str(src), "--doc", str(doc), "--readme", str(readme)]) == 0
+    text = doc.read_text()
+    assert text.startswith("# fastnet performance") and "## Training" in text
+    assert "### epoch MNIST B=10 float32" in text          # a training group in full
+    assert "### dense_forward" not in text and "| dense_forward" in text   # kernels: summary
+    assert "No GPU in this run" in text                     # bench/doc_gpu.md
+    new = readme.read_text()
+    assert new.startswith("intro\n") and new.endswith("outro\n") and "old figures" not in new
+    row = next(ln for ln in new.splitlines() if ln.startswith("| epoch MNIST"))
+    # fastnet's cpu row (the Model.fit one is qualified) against the numpy (100 s) and jax rows
+    assert "| **500 ms** | 100 s (200×) | – | – | 1 s (2×) |" in row
+    readme.write_text("no markers\n")
+    with pytest.raises(ValueError, match="bench:begin"):
+        report.main([str(src), "--readme", str(readme)])
 
 
 def test_cli_and_png(data, tmp_path, monkeypatch, capsys):
