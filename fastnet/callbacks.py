@@ -2,14 +2,24 @@
 
 A callback is a plain callable ``cb(end)``, called at the end of every epoch with an
 ``EpochEnd``, or a ``Callback`` overriding any of its methods. ``fit`` calls them in the order
-given, after its own checks and printed line. Tests: ``tests/test_fit_hooks.py``.
+given, after its own checks and printed line. Two are provided: ``EarlyStopping`` and
+``HistoryLogger`` (CSV or JSON). Tests: ``tests/test_fit_hooks.py``, ``tests/test_callbacks.py``.
 """
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+import math
+from pathlib import Path
+
 import numpy as np
 
+from fastnet import _checks
 from fastnet.data import Source
+from fastnet.savefile import write_atomic
+from fastnet.schedules import MONITORS
 
 
 class Callback:
@@ -19,6 +29,8 @@ class Callback:
     before which ``on_batch(epoch, batch)`` is to be called; the epoch is then trained in
     pieces between the marks (the result is the same as in one piece). Epochs count from 1.
     ``on_epoch_end(end)``: after each epoch, with an ``EpochEnd``.
+    ``on_fit_end(model, history)``: once when ``fit`` ends without an error (after its last
+    epoch, or a stop), with the model as ``fit`` leaves it.
     """
 
     def batch_marks(self, epoch: int, batches: int):
@@ -28,6 +40,9 @@ class Callback:
         pass
 
     def on_epoch_end(self, end: "EpochEnd") -> None:
+        pass
+
+    def on_fit_end(self, model, history) -> None:
         pass
 
 
@@ -101,3 +116,92 @@ class EpochEnd:
         n, data = self._data(x, y, True)
         total, correct = self._scorer.evaluate(data)
         return {"loss": total / n, "accuracy": correct / n}
+
+
+class EarlyStopping(Callback):
+    """Stop ``fit`` when ``monitor`` (a ``History`` list: val_accuracy, accuracy, val_loss,
+    loss) has not improved by more than ``min_delta`` for ``patience`` epochs. With
+    ``restore_best`` the model ends with the parameters of its best epoch (whether or not it
+    stopped early); ``best_epoch`` and ``best`` say which epoch and value that was (epochs count
+    from 1 within the fit), ``stopped_epoch`` the epoch after which it stopped (None if not)."""
+
+    def __init__(self, monitor: str = "val_accuracy", patience: int = 5, *,
+                 min_delta: float = 0.0, restore_best: bool = True):
+        if monitor not in MONITORS:
+            raise ValueError(f"monitor must be one of {sorted(MONITORS)}, got {monitor!r}")
+        if not isinstance(restore_best, bool):
+            raise TypeError(f"restore_best must be True or False, got {restore_best!r}")
+        self.monitor, self.restore_best = monitor, restore_best
+        self.patience = _checks.positive_int(patience, "patience")
+        self.min_delta = _checks.finite_float(min_delta, "min_delta", nonnegative=True)
+        self._reset()
+
+    def _reset(self):
+        self.best = self.best_epoch = self.stopped_epoch = None
+        self._params = None
+        self._waited = 0
+
+    def on_epoch_end(self, end: EpochEnd) -> None:
+        if end.epoch == 1:
+            self._reset()                    # a new fit
+        values = getattr(end.history, self.monitor)
+        if len(values) < end.epoch:
+            raise ValueError(f"EarlyStopping monitors {self.monitor}, which fit does not "
+                             f"record here: pass validation_data (val_*) or keep "
+                             f"training_metrics=True")
+        value = values[-1]
+        if self.best is None or MONITORS[self.monitor] * (value - self.best) > self.min_delta:
+            self.best, self.best_epoch, self._waited = value, end.epoch, 0
+            if self.restore_best:
+                self._params = np.array(end.params)
+            return
+        self._waited += 1
+        if self._waited >= self.patience:
+            self.stopped_epoch = end.epoch
+            end.stop()
+
+    def on_fit_end(self, model, history) -> None:
+        if self.restore_best and self._params is not None:
+            model.params[...] = self._params
+
+
+class HistoryLogger(Callback):
+    """Write the history to ``path`` after every epoch — CSV (``.csv``: a header line, then one
+    line per epoch) or JSON (``.json``: ``{"epoch": [...], "loss": [...], ...}``) — replacing
+    the file atomically, so an interrupted run leaves the epochs that completed. Columns: epoch,
+    lr, seconds, threads, and the metrics fit records (loss, accuracy, val_loss,
+    val_accuracy)."""
+
+    COLUMNS = ("epoch", "lr", "seconds", "threads", "loss", "accuracy", "val_loss",
+               "val_accuracy")
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.format = self.path.suffix.lower().lstrip(".")
+        if self.format not in ("csv", "json"):
+            raise ValueError(f"path must end in .csv or .json, got {str(path)!r}")
+
+    def on_epoch_end(self, end: EpochEnd) -> None:
+        h = end.history
+        cols = {"epoch": list(range(1, end.epoch + 1))}
+        for name in self.COLUMNS[1:]:
+            values = getattr(h, name)[:end.epoch]
+            if len(values) == end.epoch:
+                cols[name] = [None if v is None else float(v) if name != "threads" else v
+                              for v in values]
+        if self.format == "json":
+            text = json.dumps({k: [_json_number(v) for v in vs] for k, vs in cols.items()},
+                              indent=1)
+        else:
+            buf = io.StringIO()
+            out = csv.writer(buf, lineterminator="\n")
+            out.writerow(cols)
+            out.writerows(zip(*(["" if v is None else v for v in vs]
+                                for vs in cols.values())))
+            text = buf.getvalue()
+        write_atomic(self.path, lambda f: f.write(text.encode()))
+
+
+def _json_number(v):
+    """JSON has no NaN or infinity: those are written as null."""
+    return None if isinstance(v, float) and not math.isfinite(v) else v

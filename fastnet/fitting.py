@@ -16,6 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 import numpy as np
 
+from fastnet import _checks
 from fastnet.callbacks import Callback, EpochEnd
 
 
@@ -61,16 +62,33 @@ def _marks(callbacks, epoch: int, batches: int) -> list[set[int]]:
             for cb in callbacks]
 
 
-def run(model, runner, train, valid, prepared, *, n, n_valid, epochs, batch_size, lr, lmbda, decay,
-        order_for, callbacks, training_metrics, overlap, verbose, history):
-    """Train ``epochs`` epochs; returns ``history`` (filled in). ``order_for(epoch)``: the
-    int64 sample order of an epoch; ``overlap``: True/False/None as ``Model.fit`` takes it;
-    ``prepared``: the data sets ``EpochEnd`` may be asked about, by id (see ``EpochEnd``)."""
+def run(model, runner, train, valid, prepared, *, n, n_valid, epochs, batch_size, schedule,
+        lmbda, order_for, callbacks, training_metrics, overlap, verbose, history):
+    """Train ``epochs`` epochs; returns ``history`` (filled in). ``schedule``: a
+    ``fastnet.schedules.Schedule``, the rate of each epoch (None: stop before it);
+    ``order_for(epoch)``: the int64 sample order of an epoch; ``overlap``: True/False/None as
+    ``Model.fit`` takes it; ``prepared``: the data sets ``EpochEnd`` may be asked about, by id
+    (see ``EpochEnd``)."""
     marked = any(type(cb).batch_marks is not Callback.batch_marks for cb in callbacks)
     scored = (n if training_metrics else 0) + n_valid
-    overlapping = not marked and runner.plan_overlap(batch_size, n, scored, overlap)
+    overlapping = not marked and not schedule.uses_history and \
+        runner.plan_overlap(batch_size, n, scored, overlap)
 
-    def epoch_of(epoch, order):
+    def start(epoch):
+        """Submit ``epoch`` with its rate; None when the schedule stops before it."""
+        lr = schedule.rate(epoch, history)
+        if lr is None:
+            return None
+        lr = _checks.finite_float(lr, f"the schedule's rate of epoch {epoch}", positive=True)
+        decay = 1.0 - lr * lmbda / n
+        if not decay > 0:
+            raise ValueError(f"lmbda={lmbda} is too large for epoch {epoch}'s lr={lr} and "
+                             f"n={n}: the weight-decay factor 1 − lr·lmbda/n = {decay:.6g} "
+                             f"must be > 0")
+        history.lr.append(lr)
+        return pool.submit(epoch_of, epoch, order_for(epoch), lr, decay)
+
+    def epoch_of(epoch, order, lr, decay):
         t0 = time.perf_counter()
         batches = -(-len(order) // batch_size)
         marks = _marks(callbacks, epoch, batches) if marked else []
@@ -89,8 +107,10 @@ def run(model, runner, train, valid, prepared, *, n, n_valid, epochs, batch_size
         else _Inline()
     with pool:
         try:
-            pending = pool.submit(epoch_of, 1, order_for(1))
+            pending = start(1)
             for epoch in range(1, epochs + 1):
+                if pending is None:                    # the schedule stopped the fit
+                    break
                 seconds = pending.result()
                 pending = None
                 params = runner.host_params()
@@ -99,7 +119,7 @@ def run(model, runner, train, valid, prepared, *, n, n_valid, epochs, batch_size
                 scorer = runner
                 if overlapping and bad is None and epoch < epochs:
                     scorer = runner.fork(params)
-                    pending = pool.submit(epoch_of, epoch + 1, order_for(epoch + 1))
+                    pending = start(epoch + 1)
                 history.seconds.append(seconds)
                 history.threads.append(runner.threads_used)
                 for data, size, losses, accuracies, what in (
@@ -117,7 +137,8 @@ def run(model, runner, train, valid, prepared, *, n, n_valid, epochs, batch_size
                 if bad is not None:
                     err = FloatingPointError(
                         f"training diverged in epoch {epoch} of {epochs}: {bad}. The model "
-                        f"was restored to {good.describe()}; lower lr (now {lr:g})"
+                        f"was restored to {good.describe()}; lower lr (now "
+                        f"{history.lr[epoch - 1]:g})"
                         + (f" or lmbda (now {lmbda:g})" if lmbda else ""))
                     err.history = history
                     raise err
@@ -131,20 +152,29 @@ def run(model, runner, train, valid, prepared, *, n, n_valid, epochs, batch_size
                     if pending is not None:            # the next epoch ran: undo it
                         pending.result()
                         pending = None
+                        del history.lr[epoch:]
                         runner.close(changed=False)
                         good.restore(model)
+                        _fit_end(callbacks, model, history)
                         return history
                     break
                 if not overlapping and epoch < epochs:
-                    pending = pool.submit(epoch_of, epoch + 1, order_for(epoch + 1))
+                    pending = start(epoch + 1)
         except BaseException:
             if pending is not None:
                 wait([pending])
             runner.close(changed=False)
             good.restore(model)
+            del history.lr[len(history.seconds):]
             raise
     runner.close()
+    _fit_end(callbacks, model, history)
     return history
+
+
+def _fit_end(callbacks, model, history) -> None:
+    for cb in callbacks:
+        cb.on_fit_end(model, history)
 
 
 def epoch_line(epoch: int, epochs: int, h) -> str:

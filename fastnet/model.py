@@ -23,6 +23,7 @@ from fastnet.data import Dataset, Source
 from fastnet.devices import ACTIVATION_NAMES, LOSS_NAMES, NetSpec
 from fastnet.layers import Dense, Layer, from_config
 from fastnet.savefile import NpzReader, save_npz_atomic
+from fastnet.schedules import as_schedule
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 FORMAT_VERSION = 1
@@ -36,7 +37,8 @@ class History:
     ``training_metrics=False``); ``val_*`` the same on ``validation_data`` (empty lists when
     none was given); ``seconds`` the training time of each epoch (excluding the metrics);
     ``threads`` the CPU thread count that trained most of each epoch (None off the CPU's
-    compiled epochs; chosen by timing unless ``fit(threads=...)``, see devices/threads.py)."""
+    compiled epochs; chosen by timing unless ``fit(threads=...)``, see devices/threads.py);
+    ``lr`` the learning rate of each epoch (``fit(lr=...)``'s schedule)."""
 
     loss: list[float] = field(default_factory=list)
     accuracy: list[float] = field(default_factory=list)
@@ -44,6 +46,7 @@ class History:
     val_accuracy: list[float] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
     threads: list = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
 
 
 def _resolve_dtype(dtype) -> np.dtype:
@@ -58,6 +61,20 @@ def _resolve_dtype(dtype) -> np.dtype:
     if name not in DTYPES:
         raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
     return np.dtype(DTYPES[name])
+
+
+def _check_monitors(users, validation: bool, training_metrics: bool) -> None:
+    """A schedule or callback that monitors a history list fit will not fill is an error
+    before training, not after the first epoch."""
+    for obj in users:
+        monitor = getattr(obj, "monitor", None)
+        if not isinstance(monitor, str):
+            continue
+        if monitor.startswith("val_") and not validation:
+            raise ValueError(f"{type(obj).__name__} monitors {monitor}: pass validation_data")
+        if not monitor.startswith("val_") and not training_metrics:
+            raise ValueError(f"{type(obj).__name__} monitors {monitor}, which "
+                             f"training_metrics=False does not record")
 
 
 class Model:
@@ -193,12 +210,14 @@ class Model:
                 f"device={self.device!r}, params={self.params.size})")
 
     # ------------------------------------------------------------------ training
-    def fit(self, x, y=None, *, epochs: int, batch_size: int, lr: float, lmbda: float = 0.0,
+    def fit(self, x, y=None, *, epochs: int, batch_size: int, lr, lmbda: float = 0.0,
             validation_data=None, shuffle: bool = True, order=None, callbacks=None,
             overlap: bool | None = None, threads: int | None = None, verbose: bool = True,
             device: str | None = None, training_metrics: bool = True) -> History:
         """Train by mini-batch SGD: ``w ← (1 − lr·lmbda/n)·w − (lr/m)·Σ∇w``.
 
+        lr: a number, or a ``fastnet.schedules.Schedule`` giving each epoch's rate (which may
+        also stop the fit, as the book's chapter-3 rule does; ``history.lr`` records them).
         x: ``(n, n_in)`` real array; y: ``(n,)`` integer labels in ``[0, n_out)`` or
         ``(n, n_out)`` targets; or x a ``fastnet.Dataset`` holding both (checked and
         prepared once, however many calls use it). validation_data: ``(x_val, y_val)`` of
@@ -236,7 +255,8 @@ class Model:
         """
         epochs = _checks.positive_int(epochs, "epochs")
         batch_size = _checks.positive_int(batch_size, "batch_size")
-        lr = _checks.finite_float(lr, "lr", positive=True)
+        schedule = as_schedule(lr)
+        lr = schedule.lr
         lmbda = _checks.finite_float(lmbda, "lmbda", nonnegative=True)
         for flag, name in ((shuffle, "shuffle"), (training_metrics, "training_metrics"),
                            (verbose, "verbose")):
@@ -277,10 +297,11 @@ class Model:
             prepared[(id(x), id(None))] = (x, None, n, (train[0], None))
         if val and val.ds is None:
             prepared[tuple(map(id, validation_data))] = (*validation_data, val.n, valid)
+        _check_monitors([schedule, *callbacks], val is not None, training_metrics)
         return fitting.run(self, runner, train, valid, prepared,
                            n=n, n_valid=val.n if val else 0,
-                           epochs=epochs, batch_size=batch_size, lr=lr, lmbda=lmbda,
-                           decay=decay, order_for=self._order_source(order, shuffle, n),
+                           epochs=epochs, batch_size=batch_size, schedule=schedule,
+                           lmbda=lmbda, order_for=self._order_source(order, shuffle, n),
                            callbacks=callbacks, training_metrics=training_metrics,
                            overlap=overlap, verbose=verbose, history=History())
 
