@@ -3,18 +3,21 @@
 ``Model`` and its layers (``Dense``, ``Conv2D``, …) build and train networks on the CPU
 (Numba), a CUDA GPU (numba.cuda) or the pure-NumPy reference; ``Dataset`` holds data checked
 and prepared once; ``fastnet.callbacks`` (``EarlyStopping``, ``HistoryLogger``) and
-``fastnet.schedules`` (learning-rate schedules) plug into ``Model.fit``;
+``fastnet.schedules`` (learning-rate schedules) plug into ``Model.fit``; ``gradcheck``
+compares backprop with finite differences; ``fastnet.metrics`` backs ``Model.evaluate``;
 ``fastnet.datasets.load_mnist`` loads MNIST; ``fastnet.network``,
 ``network2``, ``network3`` and ``mnist_loader`` are drop-ins for the book's code.
 
 Importing fastnet compiles nothing and never touches a GPU.
 """
 
-from fastnet import callbacks, schedules
+from fastnet import callbacks, metrics, schedules
 from fastnet.data import Dataset
+from fastnet.gradients import gradcheck
 from fastnet.layers import Conv2D, Dense, Dropout, Flatten, Layer, MaxPool2D
 from fastnet.model import History, Model, load
 
 __version__ = "0.1.0"
 __all__ = ["Model", "Dataset", "Dense", "Conv2D", "MaxPool2D", "Flatten", "Dropout", "Layer",
-           "History", "load", "callbacks", "schedules", "__version__"]
+           "History", "load", "gradcheck", "callbacks", "metrics", "schedules",
+           "__version__"]

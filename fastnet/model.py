@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fastnet import _checks, devices, fitting
+from fastnet import metrics as metrics_
 from fastnet.callbacks import as_callbacks
 from fastnet.data import Dataset, Source
 from fastnet.devices import ACTIVATION_NAMES, LOSS_NAMES, NetSpec
@@ -373,16 +374,29 @@ class Model:
         finally:
             runner.close(changed=False)
 
-    def evaluate(self, x, y=None) -> dict[str, float]:
+    def evaluate(self, x, y=None, *, metrics=None, k: int = 5) -> dict:
         """``{"loss": mean cost, "accuracy": fraction correct}`` on ``(x, y)`` (forms as in
-        ``fit``; or x a ``fastnet.Dataset``)."""
+        ``fit``; or x a ``fastnet.Dataset``) — the figures ``fit`` records for the same
+        weights. ``metrics``: more of ``fastnet.metrics.NAMES`` to add — ``"top_k"`` (the true
+        class among the ``k`` highest outputs), ``"confusion_matrix"`` (rows true, columns
+        predicted), per-class ``"precision"``, ``"recall"``, ``"f1"``, and ``"roc_auc"`` for
+        binary outputs (see ``fastnet/metrics.py``)."""
+        names = [] if metrics is None else metrics_.check_names(metrics)
+        k = _checks.positive_int(k, "k")
         src = Source(self, x, y, "x", "y", need_y=True)
         runner = self._runner(None)
         try:
-            total, correct = runner.evaluate(src.prepared(self, runner))
+            data = src.prepared(self, runner)
+            total, correct = runner.evaluate(data)
+            scores = runner.predict(data) if set(names) - {"accuracy"} else None
         finally:
             runner.close(changed=False)
-        return {"loss": total / src.n, "accuracy": correct / src.n}
+        out = {"loss": total / src.n, "accuracy": correct / src.n}
+        if scores is not None:
+            labels = (src.ys[:, 0] > 0.5 if self.n_out == 1 else np.argmax(src.ys, axis=1))
+            out.update(metrics_.compute([m for m in names if m != "accuracy"], labels,
+                                        np.asarray(scores, np.float64), k))
+        return out
 
     # ------------------------------------------------------------------ persistence
     def architecture(self) -> dict:
