@@ -31,6 +31,9 @@ class Callback:
     ``on_epoch_end(end)``: after each epoch, with an ``EpochEnd``.
     ``on_fit_end(model, history)``: once when ``fit`` ends without an error (after its last
     epoch, or a stop), with the model as ``fit`` leaves it.
+    ``checkpoint_state()`` / ``restore_state(state)``: what ``fit(checkpoint=...)`` saves of
+    the callback after each epoch (a dict of JSON values and NumPy arrays) and gives back to
+    the same callback of a resumed fit.
     """
 
     def batch_marks(self, epoch: int, batches: int):
@@ -43,6 +46,12 @@ class Callback:
         pass
 
     def on_fit_end(self, model, history) -> None:
+        pass
+
+    def checkpoint_state(self) -> dict:
+        return {}
+
+    def restore_state(self, state: dict) -> None:
         pass
 
 
@@ -140,6 +149,18 @@ class EarlyStopping(Callback):
         self.best = self.best_epoch = self.stopped_epoch = None
         self._params = None
         self._waited = 0
+
+    def checkpoint_state(self) -> dict:
+        state = {"best": self.best, "best_epoch": self.best_epoch,
+                 "stopped_epoch": self.stopped_epoch, "waited": self._waited}
+        if self._params is not None:
+            state["params"] = self._params
+        return state
+
+    def restore_state(self, state: dict) -> None:
+        self.best, self.best_epoch = state["best"], state["best_epoch"]
+        self.stopped_epoch, self._waited = state["stopped_epoch"], state["waited"]
+        self._params = state.get("params")
 
     def on_epoch_end(self, end: EpochEnd) -> None:
         if end.epoch == 1:

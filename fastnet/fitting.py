@@ -63,8 +63,9 @@ def _marks(callbacks, epoch: int, batches: int) -> list[set[int]]:
 
 
 def run(model, runner, train, valid, prepared, *, n, n_valid, epochs, batch_size, schedule,
-        lmbda, order_for, callbacks, training_metrics, overlap, verbose, history):
-    """Train ``epochs`` epochs; returns ``history`` (filled in). ``schedule``: a
+        lmbda, order_for, callbacks, training_metrics, overlap, verbose, history, first=1):
+    """Train epochs ``first`` to ``epochs`` (``first`` > 1: a resumed run, ``history`` holding
+    the epochs before); returns ``history`` (filled in). ``schedule``: a
     ``fastnet.schedules.Schedule``, the rate of each epoch (None: stop before it);
     ``order_for(epoch)``: the int64 sample order of an epoch; ``overlap``: True/False/None as
     ``Model.fit`` takes it; ``prepared``: the data sets ``EpochEnd`` may be asked about, by id
@@ -107,8 +108,8 @@ def run(model, runner, train, valid, prepared, *, n, n_valid, epochs, batch_size
         else _Inline()
     with pool:
         try:
-            pending = start(1)
-            for epoch in range(1, epochs + 1):
+            pending = start(first)
+            for epoch in range(first, epochs + 1):
                 if pending is None:                    # the schedule stopped the fit
                     break
                 seconds = pending.result()

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fastnet import _checks, devices, fitting
+from fastnet import checkpoint as checkpoint_
 from fastnet import metrics as metrics_
 from fastnet.callbacks import as_callbacks
 from fastnet.data import Dataset, Source
@@ -214,7 +215,8 @@ class Model:
     def fit(self, x, y=None, *, epochs: int, batch_size: int, lr, lmbda: float = 0.0,
             validation_data=None, shuffle: bool = True, order=None, callbacks=None,
             overlap: bool | None = None, threads: int | None = None, verbose: bool = True,
-            device: str | None = None, training_metrics: bool = True) -> History:
+            device: str | None = None, training_metrics: bool = True,
+            checkpoint=None) -> History:
         """Train by mini-batch SGD: ``w ← (1 − lr·lmbda/n)·w − (lr/m)·Σ∇w``.
 
         lr: a number, or a ``fastnet.schedules.Schedule`` giving each epoch's rate (which may
@@ -246,6 +248,14 @@ class Model:
         ``"cuda"``, ``"numpy"``). training_metrics: score the whole training set after every
         epoch (``history.loss``, ``history.accuracy``); False skips that pass, as the
         book's ``monitor_training_*=False`` does.
+
+        checkpoint: a file path (``.npz``). After every epoch the run — parameters, random
+        generators, history, the callbacks' states — is saved there atomically; a fit that
+        finds the file resumes after its last epoch (``epochs`` is the total: ``epochs=4``
+        after 2 saved runs 2 more) and ends bit-identical to the uninterrupted run on the same
+        device and thread count. The file must come from the same run (architecture, dtype,
+        batch size, lr schedule, lmbda, sample order, data), else ValueError. See
+        ``fastnet/checkpoint.py``.
 
         Divergence: after every epoch the parameters (and the training and validation loss,
         when computed) must be finite. If not, or if an epoch or a callback raises (e.g.
@@ -289,6 +299,31 @@ class Model:
         # One mini-batch of all n samples is the same step as any larger batch_size; the
         # kernels' buffers are sized by it.
         batch_size = min(batch_size, n)
+        _check_monitors([schedule, *callbacks], val is not None, training_metrics)
+        history, first, writer = History(), 1, None
+        if checkpoint is not None:
+            path = checkpoint_.checked_path(checkpoint)
+            fingerprint = {
+                "architecture": self.architecture(), "batch_size": batch_size,
+                "schedule": repr(schedule), "lmbda": lmbda,
+                "order": "custom" if order is not None else "shuffle" if shuffle else "data",
+                "training_metrics": training_metrics,
+                "data": checkpoint_.digest(src.xs, src.ys),
+                "validation_data": checkpoint_.digest(val.xs, val.ys) if val else None}
+            saved = checkpoint_.load(path, fingerprint, self.params, epochs, callbacks)
+            if saved is not None:
+                self.params[...] = saved["params"]
+                self.random_state = saved["random_state"]
+                history = History(**saved["history"])
+                first = saved["epochs_done"] + 1
+                for cb, state in zip(callbacks, saved["callbacks"]):
+                    cb.restore_state(state)
+                if verbose:
+                    print(f"Resuming from {path}: {saved['epochs_done']} of {epochs} epochs "
+                          f"done", flush=True)
+                if first > epochs:
+                    return history
+            writer = checkpoint_.Writer(path, fingerprint, callbacks)
         runner = self._runner(device, threads)
         train = src.prepared(self, runner)
         valid = val.prepared(self, runner) if val else None
@@ -298,13 +333,13 @@ class Model:
             prepared[(id(x), id(None))] = (x, None, n, (train[0], None))
         if val and val.ds is None:
             prepared[tuple(map(id, validation_data))] = (*validation_data, val.n, valid)
-        _check_monitors([schedule, *callbacks], val is not None, training_metrics)
         return fitting.run(self, runner, train, valid, prepared,
                            n=n, n_valid=val.n if val else 0,
                            epochs=epochs, batch_size=batch_size, schedule=schedule,
                            lmbda=lmbda, order_for=self._order_source(order, shuffle, n),
-                           callbacks=callbacks, training_metrics=training_metrics,
-                           overlap=overlap, verbose=verbose, history=History())
+                           callbacks=callbacks + ([writer] if writer else []),
+                           training_metrics=training_metrics, overlap=overlap,
+                           verbose=verbose, history=history, first=first)
 
     def _order_source(self, order, shuffle: bool, n: int):
         """``epoch -> int64[n]`` sample order: ``order``'s (checked), a permutation from the
