@@ -58,15 +58,35 @@ class Layer(abc.ABC):
         (or None if not ``need_dx``)."""
 
 
+INITS = ("default", "large", "glorot", "he")
+
+
+def init_weights(init: str, w: np.ndarray, b: np.ndarray, fan_in: int, fan_out: int,
+                 activation: str, rng: np.random.Generator) -> None:
+    """Fill a layer's ``w`` and ``b`` from ``rng``. ``default``: w ~ N(0, 1/fan_in), b ~ N(0, 1)
+    (the book's ``default_weight_initializer``, chapter 3); ``large``: both ~ N(0, 1) (chapter
+    1); ``glorot``: w ~ U(±√(6/(fan_in + fan_out))), ×4 for a sigmoid layer (Glorot and Bengio
+    2010, as in the seed lectures' MLP), b = 0; ``he``: w ~ N(0, 2/fan_in), b = 0 (He et al.
+    2015, for relu)."""
+    if init == "glorot":
+        bound = np.sqrt(6.0 / (fan_in + fan_out)) * (4.0 if activation == "sigmoid" else 1.0)
+        w[...] = rng.uniform(-bound, bound, w.shape)
+    else:
+        scale = {"default": 1.0 / np.sqrt(fan_in), "large": 1.0, "he": np.sqrt(2.0 / fan_in)}
+        w[...] = rng.standard_normal(w.shape) * scale[init]
+    b[...] = rng.standard_normal(b.shape) if init in ("default", "large") else 0.0
+
+
 class Dense(Layer):
     """Fully connected layer: ``a = act(x @ w.T + b)`` with ``w: (n_out, n_in)``, ``b: (n_out,)``.
 
-    ``init="default"`` draws ``w ~ N(0, 1/n_in)`` and ``b ~ N(0, 1)`` (the book's
-    ``default_weight_initializer``); ``init="large"`` draws both from ``N(0, 1)`` (chapter 1).
+    ``init``: how the weights are drawn (``init_weights``): ``"default"`` (w ~ N(0, 1/n_in),
+    b ~ N(0, 1), the book's ``default_weight_initializer``), ``"large"`` (both N(0, 1), chapter
+    1), ``"glorot"`` (uniform, ×4 for sigmoid; b = 0) or ``"he"`` (N(0, 2/n_in); b = 0).
     """
 
     kind = "dense"
-    INITS = ("default", "large")
+    INITS = INITS
 
     def __init__(self, n_in: int, n_out: int, activation: str = "sigmoid", *,
                  init: str = "default"):
@@ -79,9 +99,8 @@ class Dense(Layer):
         return [("w", (self.n_out, self.n_in)), ("b", (self.n_out,))]
 
     def init_params(self, views, rng):
-        scale = 1.0 / np.sqrt(self.n_in) if self.init == "default" else 1.0
-        views["w"][...] = rng.standard_normal(views["w"].shape) * scale
-        views["b"][...] = rng.standard_normal(views["b"].shape)
+        init_weights(self.init, views["w"], views["b"], self.n_in, self.n_out, self.activation,
+                     rng)
 
     def output_shape(self, input_shape):
         if input_shape != (self.n_in,):
@@ -129,12 +148,14 @@ def _pair(value, name):
 class Conv2D(Layer):
     """2-D "valid" cross-correlation, stride 1: ``x (n, c_in, h, w)`` →
     ``act(z) (n, c_out, h-kh+1, w-kw+1)``, ``w: (c_out, c_in, kh, kw)``, ``b: (c_out,)``.
-    Weights are drawn from ``N(0, 1/(c_in·kh·kw))``, biases from ``N(0, 1)``. (The book's
-    Theano layer computes a true convolution: its weights are these flipped.)"""
+    ``init`` as for ``Dense`` with fan_in = c_in·kh·kw and fan_out = c_out·kh·kw (default:
+    weights from ``N(0, 1/(c_in·kh·kw))``, biases from ``N(0, 1)``). (The book's Theano layer
+    computes a true convolution: its weights are these flipped.)"""
 
     kind = "conv2d"
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, activation=None):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, activation=None, *,
+                 init: str = "default"):
         self.in_channels = _checks.positive_int(in_channels, "in_channels")
         self.out_channels = _checks.positive_int(out_channels, "out_channels")
         self.kernel_size = _pair(kernel_size, "kernel_size")
@@ -142,15 +163,16 @@ class Conv2D(Layer):
         self.activation = _checks.choice(activation, "activation", ACTIVATIONS)
         if self.activation == "softmax":
             raise ValueError("Conv2D activation cannot be softmax")
+        self.init = _checks.choice(init, "init", INITS)
 
     def param_shapes(self):
         return [("w", (self.out_channels, self.in_channels) + self.kernel_size),
                 ("b", (self.out_channels,))]
 
     def init_params(self, views, rng):
-        fan_in = self.in_channels * self.kernel_size[0] * self.kernel_size[1]
-        views["w"][...] = rng.standard_normal(views["w"].shape) / np.sqrt(fan_in)
-        views["b"][...] = rng.standard_normal(views["b"].shape)
+        taps = self.kernel_size[0] * self.kernel_size[1]
+        init_weights(self.init, views["w"], views["b"], self.in_channels * taps,
+                     self.out_channels * taps, self.activation, rng)
 
     def output_shape(self, input_shape):
         kh, kw = self.kernel_size
@@ -162,9 +184,12 @@ class Conv2D(Layer):
         return (self.out_channels, input_shape[1] - kh + 1, input_shape[2] - kw + 1)
 
     def config(self):
+        # "init" only when not the default: files (and network3 checkpoints, whose run
+        # fingerprint holds the architecture) written before Conv2D had the choice stay valid
+        extra = {"init": self.init} if self.init != "default" else {}
         return {"kind": self.kind, "in_channels": self.in_channels,
                 "out_channels": self.out_channels, "kernel_size": list(self.kernel_size),
-                "activation": self.activation}
+                "activation": self.activation, **extra}
 
     def forward(self, ops, p, x, train, rng):
         z = ops.conv2d_forward(x, p["w"], p["b"])

@@ -95,28 +95,33 @@ class Model:
     backend: the same choice under another name (``backend="numpy"`` reads better for the
         reference); when given it wins over ``device``.
     seed: seeds the initial weights, the shuffling in ``fit`` and dropout masks.
+    init: for a sizes list, how every layer's weights are drawn (``"default"``, ``"large"``,
+        ``"glorot"``, ``"he"``: see ``fastnet.layers.init_weights``); with layers, each layer's
+        own ``init``.
     input_shape: one sample's shape, e.g. ``(1, 28, 28)``; needed when the first layer is not
         ``Dense`` (then ``x`` may be given as ``(n, 1, 28, 28)`` or flat as ``(n, 784)``).
     """
 
     def __init__(self, sizes_or_layers, *, activation: str = "sigmoid",
                  loss: str = "quadratic", dtype="float32", device: str | None = "cpu",
-                 seed: int | None = None, backend: str | None = None, input_shape=None):
+                 seed: int | None = None, backend: str | None = None, input_shape=None,
+                 init: str | None = None):
         self._configure(sizes_or_layers, activation, loss, dtype,
-                        backend if backend is not None else device, input_shape, seed)
+                        backend if backend is not None else device, input_shape, seed, init)
         self._allocate()
         for i, layer in enumerate(self.layers):
             layer.init_params(self.params_of(i), self._rng)
 
     # ------------------------------------------------------------------ construction
-    def _configure(self, sizes_or_layers, activation, loss, dtype, device, input_shape, seed):
+    def _configure(self, sizes_or_layers, activation, loss, dtype, device, input_shape, seed,
+                   init=None):
         """Check the arguments and build the layers; allocates nothing."""
         self.loss = _checks.choice(loss, "loss", LOSS_NAMES)
         self.dtype = _resolve_dtype(dtype)
         self.device = devices.resolve(device)
         if seed is not None:
             _checks.positive_int(seed, "seed", minimum=0)
-        self.layers = self._build_layers(sizes_or_layers, activation, input_shape)
+        self.layers = self._build_layers(sizes_or_layers, activation, input_shape, init)
         self._check_output()
         # one stream for initial weights and shuffling, an independent one for dropout masks
         # (so adding a dropout layer does not change the mini-batch order)
@@ -129,11 +134,14 @@ class Model:
         return sum(math.prod(shape) for layer in self.layers
                    for _, shape in layer.param_shapes())
 
-    def _build_layers(self, spec, activation, input_shape) -> list[Layer]:
+    def _build_layers(self, spec, activation, input_shape, init=None) -> list[Layer]:
         if isinstance(spec, (str, bytes)) or not hasattr(spec, "__len__") or len(spec) == 0:
             raise TypeError("sizes_or_layers must be a non-empty list of layer sizes like "
                             f"[784, 30, 10] or of layers, got {spec!r}")
         if all(isinstance(s, Layer) for s in spec):
+            if init is not None:
+                raise ValueError("init applies to a sizes list; with layers, give each layer "
+                                 "its own (Dense(..., init='he'))")
             layers = list(spec)
         elif any(isinstance(s, Layer) for s in spec):
             raise TypeError("sizes_or_layers must be all sizes or all layers, not a mixture")
@@ -148,7 +156,8 @@ class Model:
                 raise ValueError(f"a sizes list needs at least an input and an output size, "
                                  f"got {sizes}")
             out_act = "softmax" if self.loss == "log_likelihood" else activation
-            layers = [Dense(a, b, activation if i < len(sizes) - 2 else out_act)
+            layers = [Dense(a, b, activation if i < len(sizes) - 2 else out_act,
+                            init="default" if init is None else init)
                       for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))]
         if input_shape is None:
             if not isinstance(layers[0], Dense):
