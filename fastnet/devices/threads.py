@@ -6,9 +6,12 @@ than one thread. ``Chooser.run`` times the first mini-batches of an epoch on one
 the device's count, and trains on the faster (one thread by a margin). The dense epochs give bit-identical
 parameters for any thread count, so they probe on the model itself; the CNN epoch's sums
 depend on the count, so it probes on a scratch copy and trains the whole epoch on one count,
-recorded in ``History.threads`` (``fit(threads=...)`` repeats it). It probes again after a few
-epochs (counted across the fits of a process), or as soon as the chosen count's pace drops by
-a quarter. Tests: ``tests/test_threads.py``.
+recorded in ``History.threads`` (``fit(threads=...)`` repeats it). The probe on the device's
+count starts with a short piece and stops there when that is already far slower than one
+thread. A dense epoch on several threads is trained in a few pieces and falls back to one
+thread for the rest as soon as a piece's pace drops by a quarter (another process took a core
+after the probe). It probes again after a few epochs (counted across the fits of a process), or
+at the next epoch after such a drop. Tests: ``tests/test_threads.py``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,10 @@ PROBE = 1 / 40          # of the epoch's mini-batches timed on one thread (at le
 PROBE_MOST = 1 / 10     # timed on the device's count when probing on the model itself: a call
                         # on several threads starts them, which a short piece would not amortise
 MIN_PROBE = 64          # mini-batches
+FIRST_MOST = 32         # the first piece of the probe on the device's count (mini-batches) ...
+ABANDON = 2.0           # ... which ends the probe when its pace is this many times one thread's
+PIECES = 4              # a dense epoch on several threads runs in this many pieces, at least
+MIN_PIECE = 256         # this many mini-batches each, and changes to one thread after a slow one
 SCRATCH_PROBE = 1 / 250  # of the epoch's mini-batches timed on one thread when the probe trains
 MIN_SCRATCH_PROBE = 16  # a scratch copy (work thrown away), and twice that on the device's count
 EVERY = 4               # epochs between probes while the pace holds
@@ -56,27 +63,70 @@ class Chooser:
         with self._lock:
             due = self._pace is None or self._since >= EVERY
             chosen, probed = self.chosen, self._pace
-        start = 0
+        start = probed_most = 0
         if due:
-            probe, pace = scratch or step, {}
-            for threads, count in ((1, p1), (most, p_most)):   # the cold start on one
-                t0 = time.perf_counter()
-                probe(order[start:start + count * batch_size], threads)
-                pace[threads] = (time.perf_counter() - t0) / count
-                start += count * batch_size
+            probe = scratch or step
+            pace, start, probed_most = self._probe(probe, order, batch_size, most, p1, p_most)
             if scratch:
-                start = 0
+                start = probed_most = 0
             chosen = 1 if pace[1] < MARGIN * pace[most] else most
             probed = pace[chosen]
-        t0 = time.perf_counter()
-        step(order[start:], chosen)
-        pace = (time.perf_counter() - t0) / max(1, batches - start // batch_size)
+        if scratch or chosen == 1:
+            t0 = time.perf_counter()
+            step(order[start:], chosen)
+            slow = (time.perf_counter() - t0) / max(1, batches - start // batch_size) > \
+                SLOWER * probed
+            most_batches = batches if chosen == most else 0
+        else:
+            slow, most_batches = self._pieces(step, order[start:], batch_size, most, probed)
+            most_batches += probed_most
         with self._lock:
             self.chosen, self._pace = chosen, probed
             self._since = 1 if due else self._since + 1
-            if pace > SLOWER * probed:
+            if slow:
                 self._since = EVERY              # conditions changed: probe next epoch
-        return chosen
+        return most if 2 * most_batches >= batches else 1
+
+    @staticmethod
+    def _probe(probe, order, batch_size, most, p1, p_most):
+        """Seconds per mini-batch on one thread (the cold start) and on ``most``; the second,
+        when long, in two pieces, stopping after the first when it is ``ABANDON`` times slower. Returns
+        them, where in ``order`` the probe ended, and its mini-batches on ``most``."""
+        pace, start = {}, 0
+
+        def timed(count, threads):
+            nonlocal start
+            t0 = time.perf_counter()
+            probe(order[start:start + count * batch_size], threads)
+            start += count * batch_size
+            return time.perf_counter() - t0
+
+        pace[1] = timed(p1, 1) / p1
+        first = p_most if p_most <= 2 * FIRST_MOST else FIRST_MOST
+        seconds = timed(first, most)
+        if seconds / first < ABANDON * pace[1] and p_most > first:
+            seconds += timed(p_most - first, most)
+            first = p_most
+        pace[most] = seconds / first
+        return pace, start, first
+
+    @staticmethod
+    def _pieces(step, order, batch_size, most, probed):
+        """Train ``order`` on ``most`` threads in pieces, on one thread from the first piece
+        that is ``SLOWER`` than ``probed``. Returns (whether one was, mini-batches on most)."""
+        batches = -(-len(order) // batch_size)
+        piece = max(MIN_PIECE, -(-batches // PIECES)) * batch_size
+        done = 0
+        while done < len(order):
+            t0 = time.perf_counter()
+            part = order[done:done + piece]
+            step(part, most)
+            done += len(part)
+            if (time.perf_counter() - t0) / -(-len(part) // batch_size) > SLOWER * probed \
+                    and done < len(order):
+                step(order[done:], 1)
+                return True, done // batch_size
+        return False, batches
 
 
 _shared: dict = {}
