@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import platform
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +20,12 @@ REPO = Path(__file__).resolve().parent.parent
 MNIST_DIR = Path(os.environ.get("FASTNET_DATA") or REPO.parent / "shared" / "data" / "mnist")
 N_SMALL = 1000
 _LOAD_AT_START: list = []
+_STARTED: list = []
 
 
 def pytest_sessionstart(session):
     _LOAD_AT_START[:] = list(os.getloadavg())
+    _STARTED[:] = [time.perf_counter()]
 
 
 @pytest.fixture(scope="session")
@@ -77,6 +80,7 @@ def pytest_benchmark_update_machine_info(config, machine_info):
     args = " ".join(config.invocation_params.args)
     info = {"small": harness.SMALL, "cpu_count": os.cpu_count(),
             "command": f"python -m pytest {args}".strip(),
+            "suite_seconds": time.perf_counter() - _STARTED[0] if _STARTED else None,
             "loadavg_start": _LOAD_AT_START, "loadavg_end": list(os.getloadavg()),
             "versions": _versions()}
     peaks = dict(harness.PEAKS)

@@ -192,7 +192,9 @@ def _machine_lines(data: dict, peak: dict, source: str) -> list[str]:
              f"- Machine: {cpu}, {fn.get('cpu_count', '?')} logical CPUs; "
              f"{mi.get('python_implementation', '')} {mi.get('python_version', '')}"]
     if fn.get("command"):
-        lines.append(f"- Command: `{fn['command']}`")
+        took = fn.get("suite_seconds")
+        lines.append(f"- Command: `{fn['command']}`" +
+                     (f" ({took / 60:.0f} min, checks and compiling included)" if took else ""))
     if fn.get("versions"):
         lines.append("- Versions: " + ", ".join(f"{k} {v}" for k, v in fn["versions"].items()))
     if fn.get("loadavg_start") is not None:
