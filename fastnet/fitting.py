@@ -63,13 +63,15 @@ def _marks(callbacks, epoch: int, batches: int) -> list[set[int]]:
 
 
 def run(model, runner, train, valid, prepared, *, n, n_valid, epochs, batch_size, schedule,
-        lmbda, order_for, callbacks, training_metrics, overlap, verbose, history, first=1):
+        lmbda, order_for, callbacks, training_metrics, overlap, verbose, history, first=1,
+        augment_for=None):
     """Train epochs ``first`` to ``epochs`` (``first`` > 1: a resumed run, ``history`` holding
     the epochs before); returns ``history`` (filled in). ``schedule``: a
     ``fastnet.schedules.Schedule``, the rate of each epoch (None: stop before it);
     ``order_for(epoch)``: the int64 sample order of an epoch; ``overlap``: True/False/None as
     ``Model.fit`` takes it; ``prepared``: the data sets ``EpochEnd`` may be asked about, by id
-    (see ``EpochEnd``)."""
+    (see ``EpochEnd``); ``augment_for(epoch)``: the epoch's training data (augmented), made
+    after its order, instead of ``train``."""
     marked = any(type(cb).batch_marks is not Callback.batch_marks for cb in callbacks)
     scored = (n if training_metrics else 0) + n_valid
     overlapping = not marked and not schedule.uses_history and \
@@ -87,9 +89,11 @@ def run(model, runner, train, valid, prepared, *, n, n_valid, epochs, batch_size
                              f"n={n}: the weight-decay factor 1 − lr·lmbda/n = {decay:.6g} "
                              f"must be > 0")
         history.lr.append(lr)
-        return pool.submit(epoch_of, epoch, order_for(epoch), lr, decay)
+        order = order_for(epoch)
+        data = augment_for(epoch) if augment_for is not None else train
+        return pool.submit(epoch_of, epoch, order, lr, decay, data)
 
-    def epoch_of(epoch, order, lr, decay):
+    def epoch_of(epoch, order, lr, decay, data):
         t0 = time.perf_counter()
         batches = -(-len(order) // batch_size)
         marks = _marks(callbacks, epoch, batches) if marked else []
@@ -98,7 +102,7 @@ def run(model, runner, train, valid, prepared, *, n, n_valid, epochs, batch_size
             for cb, its in zip(callbacks, marks):
                 if lo in its:
                     cb.on_batch(epoch, lo)
-            runner.train_epoch(train, order[lo * batch_size:hi * batch_size], batch_size, lr,
+            runner.train_epoch(data, order[lo * batch_size:hi * batch_size], batch_size, lr,
                                decay, continues=lo > 0)
         return time.perf_counter() - t0
 

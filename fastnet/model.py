@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fastnet import _checks, devices, fitting
+from fastnet import augment as augment_
 from fastnet import checkpoint as checkpoint_
 from fastnet import metrics as metrics_
 from fastnet.callbacks import as_callbacks
@@ -225,7 +226,7 @@ class Model:
             validation_data=None, shuffle: bool = True, order=None, callbacks=None,
             overlap: bool | None = None, threads: int | None = None, verbose: bool = True,
             device: str | None = None, training_metrics: bool = True,
-            checkpoint=None) -> History:
+            checkpoint=None, augment=None) -> History:
         """Train by mini-batch SGD: ``w ← (1 − lr·lmbda/n)·w − (lr/m)·Σ∇w``.
 
         lr: a number, or a ``fastnet.schedules.Schedule`` giving each epoch's rate (which may
@@ -257,6 +258,10 @@ class Model:
         ``"cuda"``, ``"numpy"``). training_metrics: score the whole training set after every
         epoch (``history.loss``, ``history.accuracy``); False skips that pass, as the
         book's ``monitor_training_*=False`` does.
+
+        augment: a ``fastnet.augment.Augment`` (or one ``Transform``): each epoch trains on
+        a new transformed copy of the training images (shifts, rotations; drawn from the
+        model's generator after the epoch's order); the metrics score the images as given.
 
         checkpoint: a file path (``.npz``). After every epoch the run — parameters, random
         generators, history, the callbacks' states — is saved there atomically; a fit that
@@ -309,6 +314,8 @@ class Model:
         # kernels' buffers are sized by it.
         batch_size = min(batch_size, n)
         _check_monitors([schedule, *callbacks], val is not None, training_metrics)
+        augment = augment_.as_augment(augment)
+        shape = augment_.image_shape(self.input_shape) if augment is not None else None
         history, first, writer = History(), 1, None
         if checkpoint is not None:
             path = checkpoint_.checked_path(checkpoint)
@@ -316,7 +323,7 @@ class Model:
                 "architecture": self.architecture(), "batch_size": batch_size,
                 "schedule": repr(schedule), "lmbda": lmbda,
                 "order": "custom" if order is not None else "shuffle" if shuffle else "data",
-                "training_metrics": training_metrics,
+                "training_metrics": training_metrics, "augment": repr(augment),
                 "data": checkpoint_.digest(src.xs, src.ys),
                 "validation_data": checkpoint_.digest(val.xs, val.ys) if val else None}
             saved = checkpoint_.load(path, fingerprint, self.params, epochs, callbacks)
@@ -348,7 +355,19 @@ class Model:
                            lmbda=lmbda, order_for=self._order_source(order, shuffle, n),
                            callbacks=callbacks + ([writer] if writer else []),
                            training_metrics=training_metrics, overlap=overlap,
-                           verbose=verbose, history=history, first=first)
+                           verbose=verbose, history=history, first=first,
+                           augment_for=None if augment is None else self._augmented(
+                               augment, shape, src, runner, device, threads))
+
+    def _augmented(self, augment, shape, src, runner, device, threads):
+        """``epoch -> runner's data`` of an augmented copy of the training set (the epoch's
+        draws from the model's generator)."""
+        dev = devices.get(self.device if device is None else device)
+
+        def make(epoch):
+            x = augment(src.xs, shape, self._rng, dev, threads)
+            return runner.data(x, src.ys)
+        return make
 
     def _order_source(self, order, shuffle: bool, n: int):
         """``epoch -> int64[n]`` sample order: ``order``'s (checked), a permutation from the

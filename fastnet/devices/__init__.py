@@ -53,9 +53,26 @@ class Device:
         from fastnet import _checks
         return _checks.positive_int(threads, "threads")
 
+    def warp_affine(self, x, m, threads=None):
+        """Data augmentation's warp of images ``x[n, h, w]`` by the maps ``m[n, 2, 3]``
+        (``kernels/augment_cpu.py``), as a new array. On the host for every device: the
+        compiled kernel on Numba's threads (or ``threads``); the numpy device's is the twin."""
+        import numba
+
+        from fastnet.kernels import augment_cpu
+        out = np.empty_like(x)
+        augment_cpu.warp_affine(x, m, out, threads or numba.get_num_threads())
+        return out
+
 
 class NumpyDevice(Device):
     name = "numpy"
+
+    def warp_affine(self, x, m, threads=None):
+        from fastnet.reference import augment
+        out = np.empty_like(x)
+        augment.warp_affine(x, m, out)
+        return out
 
     @cached_property
     def dense(self):
