@@ -209,7 +209,7 @@ def test_nan_goes_through_activations_as_in_the_reference(code, dtype):
         ea = R.activation(z, code)
         out = np.full_like(z, 0.5)
         K.activation_prime(z, a, code, out)
-        eout = 0.5 * R.activation_prime(z, code)
+        eout = 0.5 * R.derivative(z, code)
     assert np.isnan(ea).any()
     with np.errstate(invalid="ignore"):
         z64 = z.astype(np.float64)
@@ -262,7 +262,7 @@ def test_hidden_delta(B, n, n_next, act, dtype):
     K.hidden_delta(dn, w, z, a, act, delta)
     back, mag = products(dn, w)
     z64 = z.astype(np.float64)
-    prime = R.activation_prime(z64, act)
+    prime = R.derivative(z64, act)
     # a product of two rounded factors: each factor's bound times the other factor
     bound = rounding_bound(back, dtype, n=n_next, magnitude=mag) * np.abs(prime) + \
         np.abs(back) * prime_bound(z64, a.astype(np.float64), act, dtype)
@@ -398,8 +398,8 @@ def test_evaluate_and_predict(sizes, acts, loss, nthreads, dtype):
     total, correct = E.evaluate(params, layout, acts, loss, x, y, 5, nthreads)
     zs, activations, ez, ea = dense_stack_bounds(params, layout, acts, x, dtype)
     y64 = y.astype(np.float64)
-    e_total, e_correct = R.loss_and_correct(params.astype(np.float64), layout, acts, loss,
-                                            x.astype(np.float64), y64)
+    e_total, e_correct = R.evaluate(params.astype(np.float64), layout, acts, loss,
+                                    x.astype(np.float64), y64, 5, nthreads)
     assert_close(np.float64(total), np.float64(e_total), name="cost",
                  bound=cost_bound(zs[-1], activations[-1], y64, loss, dtype, ez[-1], ea[-1]))
     assert correct == e_correct
@@ -479,10 +479,10 @@ def test_reference_gradients_finite_differences(sizes, acts, loss):
         params += 0.05 * np.sign(params)
 
     def total_cost(p):
-        zs, activations = R.forward(p, layout, acts, x)
+        zs, activations = R.forward_pass(p, layout, acts, x)
         return R.cost(zs[-1], activations[-1], y, loss).sum()
 
-    zs, activations = R.forward(params, layout, acts, x)
+    zs, activations = R.forward_pass(params, layout, acts, x)
     grads = R.backward(params, layout, acts, loss, zs, activations, y)
     h = 1e-6
     numeric = np.empty_like(params)
@@ -503,7 +503,7 @@ def test_reference_sgd_step_is_book_update():
     layout, params, rng = make_net([3, 4, 2], np.float64, 11)
     acts = [SIGMOID, SIGMOID]
     x, y = rng.standard_normal((5, 3)), rng.random((5, 2))
-    zs, activations = R.forward(params, layout, acts, x)
+    zs, activations = R.forward_pass(params, layout, acts, x)
     grads = R.backward(params, layout, acts, QUADRATIC, zs, activations, y)
     eta, lmbda, n = 0.7, 2.0, 100
     decay = 1 - eta * lmbda / n
