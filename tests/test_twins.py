@@ -35,39 +35,21 @@ def run(family, kernel, target):
     assert outcome == "passed", f"under the CUDA simulator: {message}"
 
 
-def params(family):
-    return pytest.mark.parametrize("kernel, target", [(k, t) for k in T.FAMILIES[family][2]
-                                                      for t in TARGETS])
+def family_test(family):
+    """The family's test: parametrized by its kernels and the targets."""
+    @pytest.mark.parametrize("kernel, target", [(k, t) for k in T.FAMILIES[family][2]
+                                                for t in TARGETS])
+    def test(kernel, target):
+        run(family, kernel, target)
+    return test
 
 
-@params("dense")
-def test_dense(kernel, target):
-    run("dense", kernel, target)
-
-
-@params("activations")
-def test_activations(kernel, target):
-    run("activations", kernel, target)
-
-
-@params("losses")
-def test_losses(kernel, target):
-    run("losses", kernel, target)
-
-
-@params("conv")
-def test_conv(kernel, target):
-    run("conv", kernel, target)
-
-
-@params("pool")
-def test_pool(kernel, target):
-    run("pool", kernel, target)
-
-
-@params("sgd")
-def test_sgd(kernel, target):
-    run("sgd", kernel, target)
+test_dense = family_test("dense")
+test_activations = family_test("activations")
+test_losses = family_test("losses")
+test_conv = family_test("conv")
+test_pool = family_test("pool")
+test_sgd = family_test("sgd")
 
 
 @pytest.mark.parametrize("kernel", sorted(T.TWINS))
