@@ -48,8 +48,8 @@ def _fwd_inputs(case, dtype, rng):
 
 
 def _fwd_reference(inp):
-    zs, activations = ref.forward(inp["params"].astype(F64), inp["layout"], inp["acts"],
-                                  inp["x"].astype(F64))
+    zs, activations = ref.forward_pass(inp["params"].astype(F64), inp["layout"], inp["acts"],
+                                       inp["x"].astype(F64))
     return {"z": zs[0], "a": activations[1]}
 
 
@@ -66,7 +66,7 @@ def _(inp, backend):
     out = {}
 
     def call():
-        zs, activations = ref.forward(inp["params"], inp["layout"], inp["acts"], inp["x"])
+        zs, activations = ref.forward_pass(inp["params"], inp["layout"], inp["acts"], inp["x"])
         out.update(z=zs[0], a=activations[1])
     return Runner(call, lambda: out)
 
@@ -144,8 +144,7 @@ def _bwd_reference(inp):
     """The reference's formulas (``ref.backward`` / ``ref.sgd_step``) in float64:
     δ_prev = (δ @ w) ⊙ σ'(z_prev); w ← decay·w − scale·δᵀx; b ← b − scale·Σδ."""
     w, delta, x = (inp[k].astype(F64) for k in ("w", "delta", "a_prev"))
-    return {"delta_prev": (delta @ w) * ref.activation_prime(inp["z_prev"].astype(F64),
-                                                             SIGMOID),
+    return {"delta_prev": (delta @ w) * ref.derivative(inp["z_prev"].astype(F64), SIGMOID),
             "w_change": (inp["decay"] - 1.0) * w - inp["scale"] * (delta.T @ x),
             "b_change": -inp["scale"] * delta.sum(axis=0)}
 
@@ -171,7 +170,7 @@ def _(inp, backend):
     out = {}
 
     def call():
-        out["d"] = (delta @ w) * ref.activation_prime(z_prev, SIGMOID)
+        out["d"] = (delta @ w) * ref.derivative(z_prev, SIGMOID)
         gw = delta.T @ x
         w[...] *= decay
         w[...] -= scale * gw

@@ -233,12 +233,12 @@ def prime_magnitude(z, a, code) -> np.ndarray:
         return a * (1 + a)
     if code == TANH:
         return 1 + a * a
-    return np.abs(R.activation_prime(z, code))
+    return np.abs(R.derivative(z, code))
 
 
 def prime_bound(z, a, code, dtype) -> np.ndarray:
     """The rule for σ'(z) as the kernels compute it (n = 2, ``prime_magnitude``)."""
-    prime = R.activation_prime(np.asarray(z, np.float64), code)
+    prime = R.derivative(np.asarray(z, np.float64), code)
     return rounding_bound(prime, dtype, n=2, magnitude=prime_magnitude(z, a, code))
 
 
@@ -250,7 +250,7 @@ def output_delta_bound(z, a, y, loss, act, dtype) -> np.ndarray:
     diff = rounding_bound(a - y, dtype, n=2, magnitude=np.abs(a) + np.abs(y))
     if loss != QUADRATIC:
         return diff
-    return diff * np.abs(R.activation_prime(z, act)) + np.abs(a - y) * prime_bound(z, a, act,
+    return diff * np.abs(R.derivative(z, act)) + np.abs(a - y) * prime_bound(z, a, act,
                                                                                    dtype)
 
 
@@ -386,7 +386,7 @@ def cost_difference_bound(params, layout, acts, loss, x, y, dtype, param_error) 
     stack): the cost's slope, |∂C/∂p|, times param_error summed over the parameters (to first
     order), plus the evaluation's own rounding (``dense_stack_bounds`` and ``cost_bound``)."""
     p, x64, y64 = (np.asarray(v, np.float64) for v in (params, x, y))
-    zs, activations = R.forward(p, layout, acts, x64)
+    zs, activations = R.forward_pass(p, layout, acts, x64)
     slope = np.abs(R.backward(p, layout, acts, loss, zs, activations, y64))
     zs, activations, ez, ea = dense_stack_bounds(p, layout, acts, x64, dtype)
     carried = float(np.sum(slope * np.asarray(param_error, np.float64)))
@@ -428,7 +428,7 @@ def assert_convpool_backward(got, x, w, z, a, argmax, da, act, suffix=""):
     """A convpool backward's (dx, dw, db) by the rule: the deltas dz = da·σ'(z) (magnitude
     |da|·``prime_magnitude``) routed to the winners, then a correlation's backward."""
     z64, a64, da64 = f64(z, a, da)
-    dz = da64 * R.activation_prime(z64, act) if act != LINEAR else da64
+    dz = da64 * R.derivative(z64, act) if act != LINEAR else da64
     mag = np.abs(da64) * prime_magnitude(z64, a64, act)
     n, c_out = da.shape[:2]
     plane = (n, c_out, x.shape[2] - w.shape[2] + 1, x.shape[3] - w.shape[3] + 1)

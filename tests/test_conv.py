@@ -1,6 +1,7 @@
-"""Convolution family: the Numba CPU kernels (``fastnet.kernels.conv_cpu``) against the NumPy
-reference (``fastnet.reference.conv``), the reference's gradients against central finite
-differences, dropout, and saturated activations.
+"""Convolution family beyond the per-kernel twin checks (tests/test_twins.py): the CPU kernels'
+paths (window layouts, ties, NaN, non-finite inputs, image widths, winners at the edge) against
+the NumPy reference (``fastnet.reference.conv``), the reference's gradients against central
+finite differences, dropout, and saturated activations.
 
 Values are compared by the rule of tests/helpers.py against the reference run on float64
 inputs. Each element's Σ|terms| is the reference itself run on absolute values (the convolution
@@ -19,53 +20,18 @@ from fastnet.kernels import conv_cpu as K
 from fastnet.kernels import conv_plan, conv_simd
 from fastnet.kernels.config import LINEAR, RELU, SIGMOID, SOFTPLUS, TANH
 from fastnet.reference import conv as R
-from helpers import (assert_backward_from, assert_close, assert_conv, assert_convpool_backward,
-                     check_convpool_forward)
+from helpers import assert_close, assert_convpool_backward
+import twin_checks as TC
 
 F64 = np.float64
 DTYPES = [np.float32, np.float64]
 ACTS = [SIGMOID, TANH, RELU, SOFTPLUS, LINEAR]
 
-# (n, c_in, c_out, h, w, kh, kw): batch 1, odd sizes, 1×1 and non-square kernels, a kernel
-# as large as the image, the book's two conv layers (batch 3: uneven thread chunks). float32
-# output rows of 8 or more go through conv_simd.corr_rows: rows of 11 and 9 (a last chunk
-# overlapping the one before), an odd number of chunks (7 rows of 8), 24 and 8 (the book's).
-# The backward of an 8-wide kernel on a narrow image runs from the "winners" (every position,
-# a 1×1 pool), through the patch matrix (c_in·kh = 6 > 5): the last shape.
-CONV_SHAPES = [
-    (1, 1, 1, 5, 5, 5, 5),
-    (1, 1, 3, 7, 9, 3, 3),
-    (2, 3, 5, 13, 11, 1, 1),
-    (2, 2, 5, 9, 10, 3, 3),
-    (1, 3, 6, 11, 13, 5, 5),
-    (3, 2, 4, 13, 11, 5, 5),
-    (2, 3, 7, 9, 6, 3, 5),
-    (3, 1, 20, 28, 28, 5, 5),
-    (2, 20, 40, 12, 12, 5, 5),
-    (2, 2, 3, 9, 12, 3, 8),
-]
-# (n, c_in, c_out, h, w, kh, kw, pool): conv outputs not divisible by the pool, (3, 2) pools;
-# the backward runs sparse (from the winners) for all but the 1×1 kernel under a (3, 2) pool
-# (the dense path is cheaper there) and the 9-wide one (wider than its 8 lanes): straight from
-# the image (conv_simd.dw_sparse/dx_sparse) for filters of at most five rows (c_in·kh <= 5:
-# kernel widths 3, 5 and 8), through the patch matrix (_dw_patches/_dx_patches) for the others
-# (widths 1 and 5, the book's second layer).
-CONVPOOL_SHAPES = [
-    (1, 1, 3, 7, 9, 3, 3, (2, 2)),
-    (2, 2, 2, 9, 10, 2, 8, (2, 2)),
-    (1, 2, 2, 6, 8, 3, 1, (3, 3)),
-    (2, 2, 3, 12, 14, 3, 9, (2, 2)),
-    (2, 3, 5, 13, 11, 5, 5, (3, 2)),
-    (3, 2, 1, 6, 8, 1, 1, (3, 2)),
-    (3, 1, 20, 28, 28, 5, 5, (2, 2)),
-    (2, 20, 40, 12, 12, 5, 5, (2, 2)),
-]
-
-
 def test_convpool_shapes_cover_every_backward_path():
-    """The shapes above keep all three backward paths under test if their rules move."""
+    """The conv family's shapes (tests/twin_checks.py) keep all three backward paths under test
+    if their rules move."""
     paths = set()
-    for n, c_in, c_out, h, w, kh, kw, (ph, pw) in CONVPOOL_SHAPES:
+    for n, c_in, c_out, h, w, kh, kw, (ph, pw) in TC.CONV + TC.CONV_WIDE:
         nq = ((h - kh + 1) // ph) * ((w - kw + 1) // pw)
         if not conv_plan.sparse_backward(kw, nq, h - kh + 1, w):
             paths.add("dense")
@@ -120,10 +86,6 @@ def test_convpool_backward_large_image_goes_direct(dtype):
     backward_matches_reference(x, wt, z, a, argmax, da, SIGMOID, dtype)
 
 
-POOL_SHAPES = [((1, 1, 4, 4), (2, 2)), ((2, 3, 7, 9), (2, 2)), ((3, 2, 13, 11), (3, 2)),
-               ((1, 20, 24, 24), (2, 2)), ((2, 1, 2, 5), (3, 2))]
-
-
 def conv_inputs(rng, n, c_in, c_out, h, w, kh, kw, dtype):
     x = rng.standard_normal((n, c_in, h, w)).astype(dtype)
     wt = (rng.standard_normal((c_out, c_in, kh, kw)) / np.sqrt(c_in * kh * kw)).astype(dtype)
@@ -145,42 +107,6 @@ def backward_matches_reference(x, w, z, a, argmax, da, act, dtype):
 
 
 # ---------------------------------------------------------------------------- kernels vs reference
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", CONV_SHAPES)
-def test_conv2d_forward(shape, dtype):
-    x, w, b = conv_inputs(np.random.default_rng(sum(shape)), *shape, dtype)
-    assert_conv(K.conv2d_forward(x, w, b), x, w, b)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", CONV_SHAPES)
-def test_conv2d_backward(shape, dtype):
-    rng = np.random.default_rng(sum(shape) + 1)
-    x, w, b = conv_inputs(rng, *shape, dtype)
-    dz = upstream(rng, R.conv2d_forward(x, w, b).shape, dtype)
-    dz64 = dz.astype(F64)
-    terms = dz.shape[0] * dz[0, 0].size
-    assert_backward_from(K.conv2d_backward(x, w, dz), x, w, dz64, np.abs(dz64), terms)
-    no_dx, dw1, db1 = K.conv2d_backward(x, w, dz, need_dx=False)
-    assert no_dx is None
-    assert_backward_from((None, dw1, db1), x, w, dz64, np.abs(dz64), terms, " without dx")
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("x_shape,size", POOL_SHAPES)
-def test_maxpool(x_shape, size, dtype):
-    rng = np.random.default_rng(sum(x_shape))
-    x = rng.standard_normal(x_shape).astype(dtype)
-    y, argmax = K.maxpool_forward(x, size)
-    ey, eargmax = R.maxpool_forward(x, size)
-    assert_close(y, ey, rtol=0, atol=0, name="y")
-    assert argmax.dtype == eargmax.dtype == np.int32
-    np.testing.assert_array_equal(argmax, eargmax)
-    dy = rng.standard_normal(y.shape).astype(dtype)
-    assert_close(K.maxpool_backward(dy, argmax, x.shape), R.maxpool_backward(dy, eargmax, x.shape),
-                 rtol=0, atol=0, name="dx")
-
-
 @pytest.mark.parametrize("impl", [K, R], ids=["kernel", "reference"])
 def test_maxpool_ties_pick_first_in_row_major_order(impl):
     x = np.zeros((1, 1, 4, 6))
@@ -231,31 +157,6 @@ def test_pooling_keeps_the_first_nan_of_a_window(pool, w, act, dtype):
         np.testing.assert_array_equal(got, ey)    # NaN in the same places
         np.testing.assert_array_equal(arg, eargmax)
     np.testing.assert_array_equal(a, ea)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", CONVPOOL_SHAPES)
-def test_convpool_forward(shape, dtype):
-    *conv_shape, pool = shape
-    x, w, b = conv_inputs(np.random.default_rng(sum(conv_shape)), *conv_shape, dtype)
-    a, z, argmax = K.convpool_forward(x, w, b, pool, SIGMOID)
-    assert argmax.dtype == np.int32
-    check_convpool_forward(a, z, argmax, x, w, b, pool, SIGMOID)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", CONVPOOL_SHAPES)
-def test_convpool_backward(shape, dtype):
-    *conv_shape, pool = shape
-    rng = np.random.default_rng(sum(conv_shape) + 2)
-    x, w, b = conv_inputs(rng, *conv_shape, dtype)
-    a, z, argmax = R.convpool_forward(x, w, b, pool, SIGMOID)   # both sides see the same winners
-    da = upstream(rng, a.shape, dtype)
-    got = K.convpool_backward(x, w, z, a, argmax, da, SIGMOID)
-    assert_convpool_backward(got, x, w, z, a, argmax, da, SIGMOID)
-    no_dx, dw1, db1 = K.convpool_backward(x, w, z, a, argmax, da, SIGMOID, need_dx=False)
-    assert no_dx is None
-    assert_convpool_backward((None, dw1, db1), x, w, z, a, argmax, da, SIGMOID, " without dx")
 
 
 def column_zero_winners(rng, c_in, width, k, dtype):
@@ -391,34 +292,6 @@ def test_convpool_backward_nonfinite_delta_stays_in_its_patch(c_in, dtype):
     np.testing.assert_array_equal(np.isnan(dx), np.isnan(edx))
     np.testing.assert_array_equal(np.isinf(dx), np.isinf(edx))
     assert np.isfinite(dx[1]).all()
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("act", ACTS)
-def test_convpool_activations(act, dtype):
-    rng = np.random.default_rng(act)
-    x, w, b = conv_inputs(rng, 2, 2, 3, 9, 8, 3, 3, dtype)
-    a, z, argmax = K.convpool_forward(x, w, b, (2, 2), act)
-    check_convpool_forward(a, z, argmax, x, w, b, (2, 2), act)
-    da = upstream(rng, a.shape, dtype)
-    assert_convpool_backward(K.convpool_backward(x, w, z, a, argmax, da, act), x, w, z, a,
-                             argmax, da, act)
-
-
-@pytest.mark.parametrize("nthreads", [1, 2, 3])
-def test_thread_chunks_agree(nthreads):
-    """Any thread count (even one above the batch's share) gives the reference result."""
-    dtype = np.float64
-    rng = np.random.default_rng(7)
-    x, w, b = conv_inputs(rng, 5, 3, 4, 10, 9, 3, 3, dtype)
-    ea, ez, eargmax = R.convpool_forward(x, w, b, (2, 2), TANH)
-    a, z, argmax = np.empty_like(ea), np.empty_like(ez), np.empty_like(eargmax)
-    K.convpool_forward_into(x, w, b, 2, 2, TANH, a, z, argmax, nthreads)
-    check_convpool_forward(a, z, argmax, x, w, b, (2, 2), TANH)
-    da = upstream(rng, a.shape, dtype)
-    dx, dw, db = np.empty_like(x), np.empty_like(w), np.empty(4, dtype)
-    K.convpool_backward_into(x, w, z, a, argmax, da, TANH, dx, dw, db, nthreads)
-    assert_convpool_backward((dx, dw, db), x, w, z, a, argmax, da, TANH)
 
 
 # ---------------------------------------------------------------------------- finite differences

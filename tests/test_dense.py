@@ -1,6 +1,7 @@
-"""Dense family: the Numba CPU kernels (kernels/dense_cpu.py, blocks_cpu.py,
-dense_epoch_cpu.py) against the NumPy reference, and the reference's gradients against
-central finite differences.
+"""Dense family beyond the per-kernel twin checks (tests/test_twins.py): the register-blocked
+row kernels (blocks_cpu.py) on partial ranges, NaN and the sigmoid's whole range, the epochs
+and inference (dense_epoch_cpu.py) against the NumPy reference, and the reference's gradients
+against central finite differences.
 
 Values are compared by the rule of tests/helpers.py, with the exact value computed here in
 float64 and each element's sum length n and Σ|terms| worked out beside it (``products``); a
@@ -19,60 +20,15 @@ from fastnet.kernels.config import (CROSS_ENTROPY, LINEAR, LOG_LIKELIHOOD, QUADR
                                     SIGMOID, SOFTMAX, SOFTPLUS, TANH)
 from fastnet.reference import dense as R
 from helpers import (activation_bound, assert_close, call_with_watchdog, compounded_bound,
-                     cost_bound, dense_reference_runs, dense_stack_bounds, output_delta_bound,
-                     prime_bound, rounding_bound)
+                     cost_bound, dense_reference_runs, dense_stack_bounds, prime_bound)
+from twin_checks import assert_dense, assert_update, products, rand
 
 DTYPES = [np.float32, np.float64]
 HIDDEN = [SIGMOID, TANH, RELU, SOFTPLUS, LINEAR]
-# (batch, n_in, n_out): batch 1, odd sizes, wide and narrow layers
-SHAPES = [(1, 1, 1), (1, 7, 3), (2, 5, 4), (3, 13, 1), (7, 1, 9), (10, 784, 30), (11, 30, 10),
-          (5, 3, 64)]
-
-
-def rand(rng, shape, dtype, scale=1.0):
-    return (scale * rng.standard_normal(shape)).astype(dtype)
 
 
 def one_hot(labels, n, dtype):
     return np.eye(n, dtype=dtype)[labels]
-
-
-def products(a, b):
-    """``(a @ b, |a| @ |b|)`` in float64: a matrix product's exact value and each element's
-    Σ|terms|, for the rule (n = a.shape[-1])."""
-    a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return a64 @ b64, np.abs(a64) @ np.abs(b64)
-
-
-def assert_dense(z, x, w, b, name="z"):
-    """z = x·wᵀ + b by the rule: n = n_in + 1, Σ|terms| = |x|·|w|ᵀ + |b|."""
-    exact, magnitude = products(x, np.asarray(w).T)
-    assert_close(z, (exact + b).astype(z.dtype), n=x.shape[1] + 1,
-                 magnitude=magnitude + np.abs(b), name=name)
-
-
-def assert_update(w_new, b_new, w, b, x, dz, scale, decay):
-    """w ← decay·w − scale·dzᵀx, b ← b − scale·Σdz by the rule: m + 1 terms (m samples)."""
-    m = len(x)
-    gw, gw_mag = products(np.asarray(dz).T, x)
-    ew = float(decay) * w.astype(np.float64) - float(scale) * gw
-    eb = b.astype(np.float64) - float(scale) * dz.astype(np.float64).sum(0)
-    assert_close(w_new, ew.astype(w_new.dtype), n=m + 1,
-                 magnitude=np.abs(float(decay) * w.astype(np.float64)) + float(scale) * gw_mag,
-                 name="w")
-    assert_close(b_new, eb.astype(b_new.dtype), n=m + 1,
-                 magnitude=np.abs(b.astype(np.float64)) + float(scale) * np.abs(
-                     dz.astype(np.float64)).sum(0), name="b")
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("B,n_in,n_out", SHAPES)
-def test_dense_forward(B, n_in, n_out, dtype):
-    rng = np.random.default_rng(B * 1000 + n_in * 10 + n_out)
-    x, w, b = rand(rng, (B, n_in), dtype), rand(rng, (n_out, n_in), dtype), rand(rng, n_out, dtype)
-    z = np.empty((B, n_out), dtype)
-    K.dense_forward(x, w, b, z)
-    assert_dense(z, x, w, b)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -163,22 +119,6 @@ def test_nan_in_the_last_row_stays_there(m, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("code", HIDDEN + [SOFTMAX])
-def test_activate(code, dtype):
-    rng = np.random.default_rng(code)
-    z = rand(rng, (6, 9), dtype, scale=4.0)
-    z[0, :3] = [1e3, -1e3, 0.0]  # saturating inputs must not overflow or warn
-    a = np.empty_like(z)
-    with np.errstate(over="raise", invalid="raise", divide="raise"):
-        K.activate(z, a, code)
-        z64 = z.astype(np.float64)
-        exact = R.activation(z64, code)
-    assert_close(a, exact.astype(dtype), bound=activation_bound(z64, exact, code, dtype),
-                 name="a")
-    assert np.isfinite(a).all()
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
 def test_sigmoid_relative_error_over_its_whole_range(dtype):
     """The kernels' sigmoid against 1/(1 + e^−z) in float64 NumPy (itself within ~2 ulps)
     wherever σ is a normal number, not only near 0 where test_activate's inputs lie: the
@@ -209,7 +149,7 @@ def test_nan_goes_through_activations_as_in_the_reference(code, dtype):
         ea = R.activation(z, code)
         out = np.full_like(z, 0.5)
         K.activation_prime(z, a, code, out)
-        eout = 0.5 * R.activation_prime(z, code)
+        eout = 0.5 * R.derivative(z, code)
     assert np.isnan(ea).any()
     with np.errstate(invalid="ignore"):
         z64 = z.astype(np.float64)
@@ -227,109 +167,6 @@ def test_softmax_extreme_logits(dtype):
     K.activate(z, a, SOFTMAX)
     exact = np.array([[1, 0, 0], [1 / 3] * 3, [1 / 3] * 3])
     assert_close(a, exact.astype(dtype), bound=activation_bound(z, exact, SOFTMAX, dtype))
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("loss,out_act", [(QUADRATIC, SIGMOID), (QUADRATIC, TANH),
-                                          (QUADRATIC, LINEAR), (CROSS_ENTROPY, SIGMOID),
-                                          (LOG_LIKELIHOOD, SOFTMAX)])
-def test_output_delta_and_cost(loss, out_act, dtype):
-    rng = np.random.default_rng(loss * 10 + out_act)
-    z = rand(rng, (5, 4), dtype, scale=3.0)
-    a = R.activation(z, out_act).astype(dtype)
-    y = one_hot(rng.integers(0, 4, 5), 4, dtype)
-    delta = np.empty_like(z)
-    K.output_delta(z, a, y, loss, out_act, delta)
-    z64, a64, y64 = (v.astype(np.float64) for v in (z, a, y))
-    exact = R.output_delta(z64, a64, y64, loss, out_act)
-    assert_close(delta, exact.astype(dtype), name="delta",
-                 bound=output_delta_bound(z64, a64, y64, loss, out_act, dtype))
-    total, correct = K.loss_and_correct(z, a, y, loss)
-    assert_close(np.float64(total), R.cost(z64, a64, y64, loss).sum(),
-                 bound=cost_bound(z64, a64, y64, loss, dtype), name="cost")
-    assert correct == int((a.argmax(1) == y.argmax(1)).sum())
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("B,n,n_next", [(1, 1, 1), (3, 7, 5), (10, 30, 10), (4, 100, 3)])
-@pytest.mark.parametrize("act", HIDDEN)
-def test_hidden_delta(B, n, n_next, act, dtype):
-    rng = np.random.default_rng(B + n + n_next + act)
-    dn, w = rand(rng, (B, n_next), dtype), rand(rng, (n_next, n), dtype)
-    z = rand(rng, (B, n), dtype)
-    a = R.activation(z, act).astype(dtype)
-    delta = np.empty((B, n), dtype)
-    K.hidden_delta(dn, w, z, a, act, delta)
-    back, mag = products(dn, w)
-    z64 = z.astype(np.float64)
-    prime = R.activation_prime(z64, act)
-    # a product of two rounded factors: each factor's bound times the other factor
-    bound = rounding_bound(back, dtype, n=n_next, magnitude=mag) * np.abs(prime) + \
-        np.abs(back) * prime_bound(z64, a.astype(np.float64), act, dtype)
-    assert_close(delta, (back * prime).astype(dtype), bound=bound, name="delta")
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("B,n_in,n_out", SHAPES + [(100, 1001, 7), (23, 2890, 12), (5, 37, 7)])
-@pytest.mark.parametrize("decay", [1.0, 0.999])
-def test_dense_update(B, n_in, n_out, decay, dtype):
-    rng = np.random.default_rng(B + n_in + n_out)
-    x, d = rand(rng, (B, n_in), dtype), rand(rng, (B, n_out), dtype)
-    w, b = rand(rng, (n_out, n_in), dtype), rand(rng, n_out, dtype)
-    scale = 0.3 / B
-    wk, bk = w.copy(), b.copy()
-    K.dense_update(x, d, wk, bk, scale, decay)
-    assert_update(wk, bk, w, b, x, d, scale, decay)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("B,n_in,n_out", SHAPES + [(10, 2880, 100), (3, 1000, 7)])
-@pytest.mark.parametrize("nthreads", [1, 2, 3])
-def test_dense_forward_backward_par(B, n_in, n_out, nthreads, dtype):
-    """The layer-by-layer path's threaded kernels: z = x·wᵀ + b; dx = dz·w, gw = dzᵀ·x,
-    gb = Σdz (the outputs start as garbage: they must be overwritten, not accumulated)."""
-    rng = np.random.default_rng(B * 7 + n_in + n_out)
-    x, w, b = rand(rng, (B, n_in), dtype), rand(rng, (n_out, n_in), dtype), rand(rng, n_out, dtype)
-    dz = rand(rng, (B, n_out), dtype)
-    z = np.full((B, n_out), np.nan, dtype)
-    K.dense_forward_par(x, w, b, z, nthreads)
-    assert_dense(z, x, w, b)
-    dx, gw, gb = (np.full(s, np.nan, dtype) for s in ((B, n_in), (n_out, n_in), n_out))
-    K.dense_backward_par(x, w, dz, dx, gw, gb, True, nthreads)
-    edx, dx_mag = products(dz, w)
-    egw, gw_mag = products(dz.T, x)
-    dz64 = dz.astype(np.float64)
-    assert_close(dx, edx.astype(dtype), n=n_out, magnitude=dx_mag, name="dx")
-    assert_close(gw, egw.astype(dtype), n=B, magnitude=gw_mag, name="gw")
-    assert_close(gb, dz64.sum(0).astype(dtype), n=B, magnitude=np.abs(dz64).sum(0), name="gb")
-    dx_untouched = np.full((B, n_in), 7.0, dtype)
-    K.dense_backward_par(x, w, dz, dx_untouched, gw, gb, False, nthreads)
-    assert (dx_untouched == 7.0).all()
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("B,n_in,n_out", [(1, 7, 3), (9, 37, 5), (10, 2880, 100), (11, 30, 10),
-                                         (100, 1001, 7)])
-@pytest.mark.parametrize("nthreads", [1, 2, 3])
-@pytest.mark.parametrize("decay", [1.0, 0.99])
-def test_dense_backward_sgd_par(B, n_in, n_out, nthreads, decay, dtype):
-    """The fused backward + SGD step: dx from the weights before the step, then w ← decay·w −
-    scale·dzᵀx and b ← b − scale·Σdz in place; dx untouched without need_dx."""
-    rng = np.random.default_rng(B * 5 + n_in + n_out)
-    x, w, b = rand(rng, (B, n_in), dtype), rand(rng, (n_out, n_in), dtype), rand(rng, n_out, dtype)
-    dz = rand(rng, (B, n_out), dtype)
-    scale = 0.1 / B
-    edx, dx_mag = products(dz, w)
-    for need_dx in (True, False):
-        wk, bk = w.copy(), b.copy()
-        dx = np.full((B, n_in), np.nan if need_dx else 7.0, dtype)
-        K.dense_backward_sgd_par(x, wk, bk, dz, dx, need_dx, dtype(scale), dtype(decay),
-                                 nthreads)
-        if need_dx:
-            assert_close(dx, edx.astype(dtype), n=n_out, magnitude=dx_mag, name="dx")
-        else:
-            assert (dx == 7.0).all()
-        assert_update(wk, bk, w, b, x, dz, dtype(scale), dtype(decay))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -398,8 +235,8 @@ def test_evaluate_and_predict(sizes, acts, loss, nthreads, dtype):
     total, correct = E.evaluate(params, layout, acts, loss, x, y, 5, nthreads)
     zs, activations, ez, ea = dense_stack_bounds(params, layout, acts, x, dtype)
     y64 = y.astype(np.float64)
-    e_total, e_correct = R.loss_and_correct(params.astype(np.float64), layout, acts, loss,
-                                            x.astype(np.float64), y64)
+    e_total, e_correct = R.evaluate(params.astype(np.float64), layout, acts, loss,
+                                    x.astype(np.float64), y64, 5, nthreads)
     assert_close(np.float64(total), np.float64(e_total), name="cost",
                  bound=cost_bound(zs[-1], activations[-1], y64, loss, dtype, ez[-1], ea[-1]))
     assert correct == e_correct
@@ -479,10 +316,10 @@ def test_reference_gradients_finite_differences(sizes, acts, loss):
         params += 0.05 * np.sign(params)
 
     def total_cost(p):
-        zs, activations = R.forward(p, layout, acts, x)
+        zs, activations = R.forward_pass(p, layout, acts, x)
         return R.cost(zs[-1], activations[-1], y, loss).sum()
 
-    zs, activations = R.forward(params, layout, acts, x)
+    zs, activations = R.forward_pass(params, layout, acts, x)
     grads = R.backward(params, layout, acts, loss, zs, activations, y)
     h = 1e-6
     numeric = np.empty_like(params)
@@ -503,7 +340,7 @@ def test_reference_sgd_step_is_book_update():
     layout, params, rng = make_net([3, 4, 2], np.float64, 11)
     acts = [SIGMOID, SIGMOID]
     x, y = rng.standard_normal((5, 3)), rng.random((5, 2))
-    zs, activations = R.forward(params, layout, acts, x)
+    zs, activations = R.forward_pass(params, layout, acts, x)
     grads = R.backward(params, layout, acts, QUADRATIC, zs, activations, y)
     eta, lmbda, n = 0.7, 2.0, 100
     decay = 1 - eta * lmbda / n

@@ -382,8 +382,8 @@ def test_sparse_evaluate_and_predict(sizes, acts, loss, nthreads, dtype):
     total, correct = SE.evaluate(params, layout, acts, loss, csr, y, 5, nthreads)
     zs, activations, ez, ea = dense_stack_bounds(params, layout, acts, x, dtype)
     y64 = y.astype(np.float64)
-    e_total, e_correct = R.loss_and_correct(params.astype(np.float64), layout, acts, loss,
-                                            x.astype(np.float64), y64)
+    e_total, e_correct = R.evaluate(params.astype(np.float64), layout, acts, loss,
+                                    x.astype(np.float64), y64, 5, nthreads)
     assert_close(np.float64(total), np.float64(e_total), name="cost",
                  bound=cost_bound(zs[-1], activations[-1], y64, loss, dtype, ez[-1], ea[-1]))
     assert correct == e_correct
@@ -442,8 +442,8 @@ def test_backend_float32_inputs_float64_params():
     assert_close(out, activations[-1].astype(np.float32),
                  bound=ea[-1] + rounding_bound(activations[-1], np.float32), name="outputs")
     total, correct = backend.evaluate(got, layout, acts, QUADRATIC, sparse_in, y, 2)
-    e_total, e_correct = R.loss_and_correct(got, layout, acts, QUADRATIC, x.astype(np.float64),
-                                            y)
+    e_total, e_correct = R.evaluate(got, layout, acts, QUADRATIC, x.astype(np.float64), y,
+                                    len(x), 1)
     assert_close(np.float64(total), np.float64(e_total), name="cost",
                  bound=cost_bound(zs[-1], activations[-1], y, QUADRATIC, np.float64, ez[-1],
                                   ea[-1]))

@@ -56,18 +56,12 @@ class NumpyDense:
         self._ref.train_epoch(params, layout, acts, loss, x, y, order, batch_size, lr, decay)
 
     def evaluate(self, params, layout, acts, loss, x, y, threads):
-        total, correct = 0.0, 0
-        for k in range(0, len(x), EVAL_CHUNK):
-            t, c = self._ref.loss_and_correct(params, layout, acts, loss,
-                                              x[k:k + EVAL_CHUNK], y[k:k + EVAL_CHUNK])
-            total += t
-            correct += c
-        return total, correct
+        return self._ref.evaluate(params, layout, acts, loss, x, y, EVAL_CHUNK, 1)
 
     def predict(self, params, layout, acts, x, threads):
-        out = [self._ref.forward(params, layout, acts, x[k:k + EVAL_CHUNK])[1][-1]
-               for k in range(0, len(x), EVAL_CHUNK)]
-        return np.concatenate(out).astype(x.dtype, copy=False)
+        out = np.empty((len(x), int(layout[-1, 1])), x.dtype)
+        self._ref.predict(params, layout, acts, x, out, EVAL_CHUNK, 1)
+        return out
 
 
 class SparseInputs:

@@ -167,7 +167,7 @@ class NumpyOps(HostData, ConvFamily, Ops):
         return self._dense.activation(z, code).astype(z.dtype, copy=False)
 
     def act_backward(self, z, a, code, da):
-        return (da * self._dense.activation_prime(z, code)).astype(z.dtype, copy=False)
+        return (da * self._dense.derivative(z, code)).astype(z.dtype, copy=False)
 
     def output_delta(self, z, a, y, loss, code):
         return self._dense.output_delta(z, a, y, loss, code).astype(z.dtype, copy=False)

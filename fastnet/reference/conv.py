@@ -1,17 +1,15 @@
 """Pure-NumPy reference for the convolution family: conv2d, max-pooling, dropout and the fused
 ConvPool layer of the book's network3, forward and backward; the oracle for
-``fastnet.kernels.conv_cpu``/``conv_cuda`` and the ``device="numpy"`` path (written for clarity,
-float64 inside, arrays of the input's dtype out). Tests: ``tests/test_conv.py``.
-
-Shapes (docs/design.md): images ``(n, c, h, w)``; conv weights ``w: (c_out, c_in, kh, kw)``,
-bias ``b: (c_out,)``. ``conv2d`` is a "valid" cross-correlation with stride 1::
-
-    z[n, o, y, x] = b[o] + Σ_{c,i,j} w[o, c, i, j] · x[n, c, y + i, x + j]
-
-Max-pooling takes non-overlapping ``(ph, pw)`` windows and drops the remainder rows/columns;
-its ``argmax`` (int32) is the flat index ``y * w + x`` of the first maximum in row-major window
-order, in the ``(h, w)`` plane of the pooled input. The book's Theano ``conv2d`` is a true
-convolution: weights in the book's format are loaded as ``w[..., ::-1, ::-1]``.
+``fastnet.kernels.conv_cpu``/``pool_cpu``/``conv_cuda`` and the ``device="numpy"`` path
+(float64 inside, arrays of the input's dtype out). Images ``(n, c, h, w)``, weights
+``w: (c_out, c_in, kh, kw)``, bias ``b: (c_out,)`` (docs/design.md); ``conv2d`` is a "valid"
+cross-correlation, ``z[n, o, y, x] = b[o] + Σ_{c,i,j} w[o, c, i, j] · x[n, c, y + i, x + j]``
+(the book's Theano conv2d is a true convolution: its weights load as ``w[..., ::-1, ::-1]``).
+Max-pooling takes non-overlapping ``(ph, pw)`` windows, remainder dropped; its ``argmax``
+(int32) is the flat index ``y * w + x``, in the pooled input's plane, of the first maximum.
+Twins: the kernels' public maths functions under their names and signatures (the ``*_into``
+forms write their out-parameters; ``nthreads`` and scratch are accepted and unused).
+Tests: ``tests/test_twins.py`` (numpy | cpu | cuda-sim), ``tests/test_conv.py``.
 """
 
 from __future__ import annotations
@@ -20,7 +18,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from fastnet.kernels.config import SIGMOID
-from fastnet.reference.dense import activation, activation_prime
+from fastnet.reference.dense import activation, derivative
 
 F64 = np.float64
 
@@ -163,9 +161,40 @@ def convpool_backward(x: np.ndarray, w: np.ndarray, z: np.ndarray, a: np.ndarray
     """
     kh, kw = w.shape[2:]
     n, _, h, wd = x.shape
-    dz = da.astype(F64) * activation_prime(z.astype(F64), act)
+    dz = da.astype(F64) * derivative(z.astype(F64), act)
     db = dz.sum(axis=(0, 2, 3))
     dconv = maxpool_backward(dz, argmax, (n, w.shape[0], h - kh + 1, wd - kw + 1))
     dx, dw, _ = _conv_backward64(x, w, dconv, need_dx)
     dt = x.dtype
     return (None if dx is None else dx.astype(dt)), dw.astype(dt), db.astype(dt)
+
+
+# ---------------------------------------------------------------------------- kernel twins
+def maxpool_forward_into(x, ph, pw, y, argmax):
+    """y, argmax (n, c, h // ph, w // pw) (overwritten) = ``maxpool_forward(x, (ph, pw))``."""
+    y[...], argmax[...] = maxpool_forward(x, (ph, pw))
+
+
+def maxpool_backward_into(dy, argmax, dx):
+    """dx (n, c, h, w) (overwritten) = ``maxpool_backward(dy, argmax, dx.shape)``."""
+    dx[...] = maxpool_backward(dy, argmax, dx.shape)
+
+
+def convpool_forward_into(x, w, b, ph, pw, act, a, z, argmax, nthreads):
+    """a, z, argmax (n, c_out, oh, ow) (overwritten) = ``convpool_forward(x, w, b, (ph, pw),
+    act)``."""
+    a[...], z[...], argmax[...] = convpool_forward(x, w, b, (ph, pw), act)
+
+
+def convpool_backward_into(x, w, z, a, argmax, da, act, dx, dw, db, nthreads):
+    """dw, db and dx (overwritten) = ``convpool_backward``; dx is skipped when dx.shape[0] is 0
+    (a first layer needs no dx)."""
+    need_dx = dx.shape[0] > 0
+    gx, dw[...], db[...] = convpool_backward(x, w, z, a, argmax, da, act, need_dx)
+    if need_dx:
+        dx[...] = gx
+
+
+def act_plane(z, a, act, buf):
+    """a (m,) (overwritten) = act(z) over a flat plane z (m,); ``buf`` is the kernel's scratch."""
+    a[...] = activation(z.astype(F64), act)

@@ -63,8 +63,8 @@ def check_inference(sizes, acts, loss, dtype, *, n=9, seed=0, w_scale=1.0, x_sca
     layout, params, x, y, _ = make_problem(sizes, n, seed, w_scale=w_scale, x_scale=x_scale)
     p, xd = params.astype(dtype), x.astype(dtype)
     zs, activations, ez, ea = dense_stack_bounds(p, layout, acts, xd, dtype)
-    exp_cost, exp_hits = R.loss_and_correct(p.astype(np.float64), layout, acts, loss,
-                                            xd.astype(np.float64), y)
+    exp_cost, exp_hits = R.evaluate(p.astype(np.float64), layout, acts, loss,
+                                    xd.astype(np.float64), y, n, 1)
     d_params, d_x = cuda.to_device(p), cuda.to_device(xd)
     out = DC.forward(d_params, layout, acts, d_x).copy_to_host()
     assert_close(out, activations[-1].astype(dtype), name="forward", bound=ea[-1])

@@ -1,15 +1,15 @@
 """``CudaOps`` (the "cuda" op set of the layer-by-layer path) under Numba's CUDA simulator, tiny
-shapes, against ``NumpyOps``.
+shapes, against ``NumpyOps``: the method set, data movement, elementwise ops, softmax's edge
+rows, NaN through pooling, dropout and whole models. The kernels one by one (dense,
+activations, losses, conv, pool, sgd): ``sim_twins.py``.
 
 Run by ``tests/test_layers_cuda.py::test_cuda_ops_under_simulator`` in a subprocess with
 ``NUMBA_ENABLE_CUDASIM=1`` and ``FASTNET_CUDA_TPB=32``. Not collected by a bare ``pytest`` (no
 ``test_`` prefix). By hand: ``NUMBA_ENABLE_CUDASIM=1 FASTNET_CUDA_TPB=32
 PYTHONPATH=tests:tests/cuda_sim python -m pytest -q tests/cuda_sim/sim_layers_cuda.py``.
 
-Shapes: batch 1 and 3; conv 1→2 and 2→3 channels, 3×3 kernels on 6×7 and 7×5 images; pools
-(2, 2) and (3, 2) with remainder rows/columns (and an ambiguous pool size: 8 rows → 2
-windows); dense 5→4 and 17→3 (two tiles of 4 per side in the simulator); float32 and float64.
-The simulator runs every CUDA thread as a Python thread, so the shapes stay tiny; the thread
+Shapes: batch 1 and 3; pools (2, 2) and (3, 2) with remainder rows/columns; float32 and
+float64. The simulator runs every CUDA thread as a Python thread, so the shapes stay tiny; the thread
 switch interval is shortened because block barriers otherwise wait out the GIL's 5 ms slices.
 """
 
@@ -18,8 +18,6 @@ import sys
 
 import numpy as np
 import pytest
-
-from fastnet.kernels.config import RELU, SIGMOID, SOFTPLUS, TANH
 
 if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
     pytest.skip("simulator-only module: run it with NUMBA_ENABLE_CUDASIM=1",
@@ -55,60 +53,9 @@ def test_softmax(dtype, batch):
 
 
 @DTYPES
-@pytest.mark.parametrize("batch", [1, 3])
-def test_output_layer(dtype, batch):
-    C.check_output_layer(dtype, batch, 4)
-
-
-@DTYPES
-@pytest.mark.parametrize("batch, n_in, n_out", [(1, 5, 4), (3, 5, 4), (6, 17, 3)])
-def test_dense(dtype, batch, n_in, n_out):
-    C.check_dense(dtype, batch, n_in, n_out)
-
-
-@DTYPES
-def test_sgd_apply(dtype):
-    C.check_sgd(dtype, 77)
-
-
-CONV_CASES = [  # x shape, w shape, need_dx
-    ((1, 1, 6, 7), (2, 1, 3, 3), True),
-    ((3, 2, 7, 5), (3, 2, 3, 3), False),
-    ((3, 2, 7, 5), (3, 2, 3, 3), True),
-]
-
-
-@DTYPES
-@pytest.mark.parametrize("x_shape, w_shape, need_dx", CONV_CASES)
-def test_conv2d(dtype, x_shape, w_shape, need_dx):
-    C.check_conv2d(dtype, x_shape, w_shape, need_dx)
-
-
-@DTYPES
-@pytest.mark.parametrize("x_shape, size", [((1, 1, 6, 7), (2, 2)), ((3, 2, 7, 5), (3, 2)),
-                                           ((2, 1, 8, 5), (3, 2)), ((1, 2, 4, 4), (1, 1))])
-def test_maxpool(dtype, x_shape, size):
-    C.check_maxpool(dtype, x_shape, size)
-
-
-@DTYPES
 @pytest.mark.parametrize("size", [(2, 2), (3, 2)])
 def test_pooling_keeps_the_first_nan(dtype, size):
     C.check_pooling_nan(dtype, size)
-
-
-CONVPOOL_CASES = [  # x shape, w shape, pool, activation, need_dx
-    ((1, 1, 6, 7), (2, 1, 3, 3), (2, 2), SIGMOID, True),
-    ((3, 2, 7, 5), (3, 2, 3, 3), (3, 2), RELU, True),
-    ((3, 2, 7, 5), (3, 2, 3, 3), (2, 2), TANH, False),
-    ((1, 1, 10, 6), (2, 1, 3, 3), (3, 2), SOFTPLUS, True),   # 8 conv rows → 2 windows of 3
-]
-
-
-@DTYPES
-@pytest.mark.parametrize("x_shape, w_shape, size, code, need_dx", CONVPOOL_CASES)
-def test_convpool(dtype, x_shape, w_shape, size, code, need_dx):
-    C.check_convpool(dtype, x_shape, w_shape, size, code, need_dx)
 
 
 @DTYPES
