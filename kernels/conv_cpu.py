@@ -16,6 +16,7 @@ winners: docs/kernels.md.
 import numpy as np
 from numba import get_num_threads, njit, prange
 
+from . import activations_cpu
 from . import config
 from . import conv_plan
 from . import conv_simd
@@ -54,7 +55,8 @@ def forward_images(x, w, offs, b, pool, act, out, start, stop, work):
         else:
             conv_simd.corr_flat(xf, wm, offs, zf, (ch - 1) * wd + cw)
         pool_cpu.pool(zf, wd, cw, b, pool[0], pool[1], z[s], argmax[s], pool_work)
-        pool_cpu.act_plane(z[s].reshape(z[s].size), a[s].reshape(a[s].size), act, act_buf)
+        activations_cpu.act_plane(z[s].reshape(z[s].size), a[s].reshape(a[s].size), act,
+                                  act_buf)
 
 
 @_pjit

@@ -164,7 +164,7 @@ def backward_plan(x, w, need_dx, sparse):
 @_jit
 def forward_scratch(x, w, oh, ow, nchunks):
     """The forward's scratch: per chunk the flat conv output, the pooling passes' buffers and
-    the activation buffer (see pool_cpu.pool, act_plane); shared, ``corr_rows``' row chunks
+    the activation buffer (see pool_cpu.pool, activations_cpu.act_plane); shared, ``corr_rows``' row chunks
     (empty: ``conv_simd.corr_flat``, for float64 or output rows narrower than 8)."""
     _, _, h, wd = x.shape
     c_out, _, kh, kw = w.shape

@@ -1,15 +1,17 @@
-"""The dense family's maths on the CPU (Numba ``@njit``): activations (a stable, vectorising
-sigmoid), batched feedforward, output and hidden deltas, the fused gradient + SGD update, the
-costs, the layer-by-layer kernels (``*_par``) and one mini-batch step of the layers above
-layer 0 on the flat workspaces (``step_upper``, ``upper_updates``). The epochs that drive
-them: ``dense_epoch_cpu``; their register-blocked row loops: ``blocks_cpu``.
+"""The dense family's maths on the CPU (Numba ``@njit``): batched feedforward, output and
+hidden deltas, the fused gradient + SGD update, the costs, the layer-by-layer kernels
+(``*_par``) and one mini-batch step of the layers above layer 0 on the flat workspaces
+(``step_upper``, ``upper_updates``). The activations (``activate``, ``activate_flat``,
+``activation_prime``, imported here for the callers): ``activations_cpu``. The epochs that
+drive them: ``dense_epoch_cpu``; their register-blocked row loops: ``blocks_cpu``.
 
 Shapes: ``x: float[B, n_in]``, ``w: float[n_out, n_in]``, ``b: float[n_out]``,
 ``z, a, delta: float[B, n_out]``; a stack is the flat ``params`` buffer with ``layout[L, 4]``
 rows ``(n_in, n_out, w_offset, b_offset)``, ``acts[L]`` and a loss code (docs/design.md).
 Kernels write into arrays passed in and do not validate (the Python layer does).
 
-NumPy twin: ``fastnet.reference.dense`` (same names). Tests: ``tests/test_dense.py``.
+NumPy twin: ``fastnet.reference.dense`` (same names). Tests: ``tests/test_twins.py``,
+``tests/test_dense.py``.
 Why the sigmoid, the blocks and the flat workspaces: docs/kernels.md.
 """
 
@@ -20,155 +22,14 @@ from numba import njit, prange
 
 from . import config
 from .blocks_cpu import NO_ROWS, put2, rows_backprop, rows_forward, rows_update
-from .config import CROSS_ENTROPY, QUADRATIC, RELU, SIGMOID, SOFTMAX, SOFTPLUS, TANH
-from .simd import exp_floor, is_float32, pow2, rows_of
+from .activations_cpu import activate, activate_flat, activation_prime, softplus
+from .config import CROSS_ENTROPY, QUADRATIC, SOFTMAX
+from .simd import rows_of
 from .split_cpu import PAR_MIN_WORK, split
 
 _jit = njit(**config.CPU_JIT)
 _lite = njit(**config.CPU_LITE)  # no reference counting (config.CPU_LITE)
 _pjit = njit(**config.CPU_PARALLEL)
-
-# --------------------------------------------------------------------------- scalar helpers
-@njit(**config.CPU_JIT, inline="always")
-def _sigmoid_body(z):
-    """σ(z) = 1/(1 + e^−z) without branches or libm calls, so loops over it vectorise.
-
-    e = exp(−|z|) ∈ (0, 1] (no overflow for any z) by range reduction t = n·ln2 + r, |r| ≤ ln2/2,
-    and a Taylor polynomial, scaled by 2**n built from bits: degree 12 in float64 (relative
-    error < 2e-16), degree 7 in float32 (< 6e-9, below float32's rounding; 5 fewer FMAs per
-    element); −|z| is clamped where e^t would leave the normal range (σ there is < 1e-38 or
-    1 − 1e-38). σ = 1/(1 + e) for z ≥ 0, e/(1 + e) otherwise. NaN stays NaN.
-
-    Inlined (Numba IR) into ``_sigmoid32`` and ``_sigmoid64``, which differ only in their
-    fastmath flags."""
-    T = type(z)
-    t = -abs(z)
-    lo = exp_floor(z)
-    t = lo if t < lo else t  # NaN passes through to the final select
-    n = np.floor(t * T(1.4426950408889634) + T(0.5))
-    r = t - n * T(0.6931471803691238) - n * T(1.9082149292705877e-10)
-    if is_float32(z):
-        p = T(1.0 / 5040.0)
-    else:
-        p = T(1.0 / 479001600.0)
-        p = p * r + T(1.0 / 39916800.0)
-        p = p * r + T(1.0 / 3628800.0)
-        p = p * r + T(1.0 / 362880.0)
-        p = p * r + T(1.0 / 40320.0)
-        p = p * r + T(1.0 / 5040.0)
-    p = p * r + T(1.0 / 720.0)
-    p = p * r + T(1.0 / 120.0)
-    p = p * r + T(1.0 / 24.0)
-    p = p * r + T(1.0 / 6.0)
-    p = p * r + T(0.5)
-    p = p * r + T(1.0)
-    p = p * r + T(1.0)
-    e = p * pow2(n)
-    s = T(1.0) / (T(1.0) + e)
-    out = s if z >= 0 else e * s
-    return z if z != z else out
-
-
-@_jit
-def _sigmoid32(z):
-    return _sigmoid_body(z)
-
-
-# Without "reassoc": it let LLVM merge the two-part ln2 (Cody-Waite) subtraction, r = t − n·ln2_hi
-# − n·ln2_lo, into one product, so r lost ~|n| ulps and σ's float64 relative error grew with
-# |z| (2.4e-14 near z = −700, 30 ulps at −100; 5e-16 at most so). float32 keeps it: its
-# error (~3e-7, a few float32 ulps) is the same either way, and the sigmoid runs faster.
-@njit(**dict(config.CPU_JIT, fastmath=config.FASTMATH - {"reassoc"}))
-def _sigmoid64(z):
-    return _sigmoid_body(z)
-
-
-@_jit
-def _sigmoid(z):
-    """σ(z) = 1/(1 + e^−z) for a float32 or float64 z: see ``_sigmoid_body``."""
-    if is_float32(z):
-        return _sigmoid32(z)
-    return _sigmoid64(z)
-
-
-@_jit
-def _softplus(z):
-    return max(z, 0.0) + math.log1p(math.exp(-abs(z)))
-
-
-# ------------------------------------------------------------------------------ activations
-@_lite
-def activate(z, a, code):
-    """a[B, n] (overwritten) = act(z[B, n]); softmax is row-wise with the row max subtracted.
-    The code is tested outside the loops so each loop is branch-free and vectorises."""
-    B, n = z.shape
-    if code == SOFTMAX:
-        for i in range(B):
-            zmax = z[i, 0]
-            for j in range(1, n):
-                zmax = max(zmax, z[i, j])
-            s = 0.0
-            for j in range(n):
-                e = math.exp(z[i, j] - zmax)
-                a[i, j] = e
-                s += e
-            inv = 1.0 / s
-            for j in range(n):
-                a[i, j] *= inv
-    elif code == SIGMOID:
-        for i in range(B):
-            for j in range(n):
-                a[i, j] = _sigmoid(z[i, j])
-    elif code == TANH:
-        for i in range(B):
-            for j in range(n):
-                a[i, j] = math.tanh(z[i, j])
-    elif code == RELU:
-        for i in range(B):
-            for j in range(n):
-                v = z[i, j]
-                a[i, j] = 0.0 if v <= 0 else v   # NaN stays NaN, as np.maximum(z, 0)
-    elif code == SOFTPLUS:
-        for i in range(B):
-            for j in range(n):
-                a[i, j] = _softplus(z[i, j])
-    else:
-        for i in range(B):
-            for j in range(n):
-                a[i, j] = z[i, j]
-
-
-@_lite
-def activate_flat(z, a, code):
-    """``activate`` for C-contiguous z, a[B, n] and an element-wise code (not softmax), as one
-    run of B·n elements: short rows (n = 10) otherwise leave the vector loop mostly idle."""
-    B, n = z.shape
-    activate(rows_of(z, 0, 1, B * n), rows_of(a, 0, 1, B * n), code)
-
-
-@_lite
-def activation_prime(z, a, code, out):
-    """out[B, n] (multiplied in place) *= σ'(z), using the stored activation a where cheaper."""
-    B, n = z.shape
-    one = out.dtype.type(1)
-    if code == SIGMOID:
-        for i in range(B):
-            for j in range(n):
-                out[i, j] *= a[i, j] * (one - a[i, j])
-    elif code == TANH:
-        for i in range(B):
-            for j in range(n):
-                out[i, j] *= one - a[i, j] * a[i, j]
-    elif code == RELU:
-        for i in range(B):
-            for j in range(n):
-                if not z[i, j] > 0:   # relu'(NaN) = 0, as the reference's (z > 0)
-                    out[i, j] = 0.0
-    elif code == SOFTPLUS:
-        for i in range(B):
-            for j in range(n):
-                out[i, j] *= _sigmoid(z[i, j])
-
 
 # ------------------------------------------------------------------------------ feedforward
 @_jit
@@ -326,7 +187,7 @@ def loss_and_correct(z, a, y, loss):
         elif loss == CROSS_ENTROPY:
             for j in range(n):
                 zz = float(z[i, j])
-                c += _softplus(zz) - float(y[i, j]) * zz
+                c += softplus(zz) - float(y[i, j]) * zz
         else:  # LOG_LIKELIHOOD: −Σ y·log_softmax(z)
             zmax = float(z[i, 0])
             for j in range(1, n):

@@ -1,60 +1,27 @@
 """The pooling family for the CPU (Numba): max-pooling, and the pooling stage of the fused
-ConvPool layer (pool, bias, activation; backward: act' and routing to the winners).
+ConvPool layer (pool and bias; backward: act' and routing to the winners).
 
     maxpool   non-overlapping (ph, pw) windows, remainder dropped; argmax = flat index of the
               winner in the (h, w) plane of the pooled input (int32), first maximum on ties
     pool      one image's flat conv output → window max + b[o] and the winners (ConvPool)
-    act_plane a = act(z) over a flat plane; route_deltas / pooled_deltas: da · act'(z) to the
-              winners (the dense backward's dz / the sparse backward's (dq, pq))
+    route_deltas / pooled_deltas: da · act'(z) to the winners (the dense backward's dz / the
+              sparse backward's (dq, pq)); the activations: ``activations_cpu``
 
 Shapes: x ``float[n, c, h, w]``, y and argmax ``[n, c, h // ph, w // pw]``; C-contiguous, one
 dtype; the ``*_into`` kernels write into arrays passed in, the plain-named wrappers allocate.
-NumPy twin: ``fastnet.reference.conv``. Tests: ``tests/test_conv.py``. Why: docs/kernels.md.
+NumPy twin: ``fastnet.reference.conv``. Tests: ``tests/test_twins.py``, ``tests/test_conv.py``.
+Why: docs/kernels.md.
 """
-
-import math
 
 import numpy as np
 from numba import njit
 
 from . import config
 from . import conv_simd
-from . import dense_cpu as _dense
 from . import simd
-from .config import RELU, SIGMOID, SOFTPLUS, TANH
+from .activations_cpu import act_prime, activation_prime
 
 _jit = njit(**config.CPU_JIT)
-
-
-@_jit
-def _act(v, code):
-    """act(v) for one scalar; sigmoid and softplus only ever exponentiate a value <= 0."""
-    if code == SIGMOID:
-        if v >= 0:
-            return 1.0 / (1.0 + math.exp(-v))
-        e = math.exp(v)
-        return e / (1.0 + e)
-    if code == TANH:
-        return math.tanh(v)
-    if code == RELU:
-        return 0.0 if v <= 0 else v   # NaN stays NaN, as np.maximum(z, 0)
-    if code == SOFTPLUS:
-        return max(v, 0.0) + math.log1p(math.exp(-abs(v)))
-    return v
-
-
-@_jit
-def _act_prime(z, a, code):
-    """act'(z), from the stored activation a where that is cheaper."""
-    if code == SIGMOID:
-        return a * (1.0 - a)
-    if code == TANH:
-        return 1.0 - a * a
-    if code == RELU:
-        return 1.0 if z > 0 else 0.0
-    if code == SOFTPLUS:
-        return _act(z, SIGMOID)
-    return 1.0
 
 
 @_jit
@@ -99,58 +66,6 @@ def maxpool_backward_into(dy, argmax, dx):
             for py in range(dy.shape[2]):
                 for px in range(dy.shape[3]):
                     dxp[argmax[s, ch, py, px]] = dy[s, ch, py, px]
-
-
-@_jit
-def _sigmoid_plane(z, a, buf):
-    """a[i] = σ(z[i]) for flat z, a: float[m] (a overwritten); buf: float32[2, >= m] scratch.
-
-    float32: exp(-|z|) is built in vectorisable loops — range reduction, a degree-7
-    polynomial (relative error ~2e-7) and the exponent bits 2^k — instead of m scalar libm
-    calls (faster); the sign and the underflow below -87 are branch-free ramps.
-    float64: one branch-free libm exp per element (accuracy first).
-    """
-    m = z.size
-    if z.itemsize != 4:
-        for i in range(m):
-            v = z[i]
-            e = math.exp(-abs(v))
-            a[i] = (1.0 if v >= 0 else e) / (1.0 + e)
-        return
-    f32 = np.float32
-    poly, scale = buf[0], buf[1]
-    bits = scale.view(np.int32)
-    for i in range(m):
-        x = max(-abs(f32(z[i])), f32(-87.0))
-        k = np.floor(x * f32(1.442695041) + f32(0.5))      # x = k·ln2 + r, |r| <= ln2/2
-        r = (x - k * f32(0.693359375)) - k * f32(-2.12194440e-4)
-        p = f32(1.0 / 5040.0)
-        p = p * r + f32(1.0 / 720.0)
-        p = p * r + f32(1.0 / 120.0)
-        p = p * r + f32(1.0 / 24.0)
-        p = p * r + f32(1.0 / 6.0)
-        p = p * r + f32(0.5)
-        p = p * r + f32(1.0)
-        poly[i] = p * r + f32(1.0)
-        scale[i] = k + f32(8388735.0)            # 2^23 + 127 + k: k + 127 in the low bits
-    for i in range(m):
-        bits[i] = bits[i] << 23                  # → the bits of the float 2^k
-    for i in range(m):
-        v = f32(z[i])
-        e = poly[i] * scale[i]                                       # exp(-|v|)
-        positive = min(max(v * f32(1e30), f32(0.0)), f32(1.0))       # 1 for v > 0, else 0
-        alive = min(max((v + f32(87.0)) * f32(1e30), f32(0.0)), f32(1.0))  # σ underflows
-        a[i] = alive * (e + (f32(1.0) - e) * positive) / (f32(1.0) + e)
-
-
-@_jit
-def act_plane(z, a, act, buf):
-    """a = act(z) over flat z, a: float[m] (a overwritten); buf: float32[2, >= m] scratch."""
-    if act == SIGMOID:
-        _sigmoid_plane(z, a, buf)
-    else:
-        for i in range(z.size):
-            a[i] = _act(z[i], act)
 
 
 @_jit
@@ -223,7 +138,7 @@ def route_deltas(da_n, z_n, a_n, argmax_n, act, where, dzf, dzp, db_acc):
         acc = db_acc[o]
         for py in range(oh):
             for px in range(ow):
-                d = da_n[o, py, px] * _act_prime(z_n[o, py, px], a_n[o, py, px], act)
+                d = da_n[o, py, px] * act_prime(z_n[o, py, px], a_n[o, py, px], act)
                 acc += d
                 idx = argmax_n[o, py, px]
                 y = where[2, idx]
@@ -241,7 +156,7 @@ def pooled_deltas(da_n, z_n, a_n, argmax_n, act, cw, wd, dq, pq, db_acc):
     input's. Overwritten, [c_out, oh·ow], for window q = py·ow + px: dq[o, q] = da_n ·
     act'(z_n) and pq (int32) = y·wd + x, the origin in the flat image of the patch under the
     window's winner (y, x) (argmax = y·cw + x); db_acc[o] += Σ_q dq[o, q]. Every loop
-    vectorises: act' is ``dense_cpu.activation_prime``'s, and y is (argmax + ½)·(1/cw)
+    vectorises: act' is ``activations_cpu.activation_prime``'s, and y is (argmax + ½)·(1/cw)
     truncated in float32 (exact while argmax + ½ < 2^22, which ``sparse_backward`` ensures) — no
     division, no lookup.
     """
@@ -252,7 +167,7 @@ def pooled_deltas(da_n, z_n, a_n, argmax_n, act, cw, wd, dq, pq, db_acc):
     for o in range(c_out):
         for q in range(nq):
             dq[o, q] = g2[o, q]
-    _dense.activation_prime(z2, a2, act, dq)
+    activation_prime(z2, a2, act, dq)
     inv_cw, shift, half = np.float32(1.0 / cw), np.int32(wd - cw), np.float32(0.5)
     for o in range(c_out):
         acc = dq.dtype.type(0)

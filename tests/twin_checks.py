@@ -30,8 +30,9 @@ ELEMENTWISE = (SIGMOID, TANH, RELU, SOFTPLUS, LINEAR)
 
 # kernel: (its module in fastnet.kernels, its twin's module in fastnet.reference)
 TWINS = {
-    "activate": ("dense_cpu", "dense"), "activate_flat": ("dense_cpu", "dense"),
-    "activation_prime": ("dense_cpu", "dense"), "act_plane": ("pool_cpu", "conv"),
+    "activate": ("activations_cpu", "dense"), "activate_flat": ("activations_cpu", "dense"),
+    "activation_prime": ("activations_cpu", "dense"), "act_plane": ("activations_cpu", "dense"),
+    "sigmoid": ("activations_cpu", "dense"), "softplus": ("activations_cpu", "dense"),
     "dense_forward": ("dense_cpu", "dense"), "dense_forward_par": ("dense_cpu", "dense"),
     "dense_backward_par": ("dense_cpu", "dense"), "dense_update": ("dense_cpu", "dense"),
     "dense_backward_sgd_par": ("dense_cpu", "dense"), "hidden_delta": ("dense_cpu", "dense"),

@@ -193,8 +193,3 @@ def convpool_backward_into(x, w, z, a, argmax, da, act, dx, dw, db, nthreads):
     gx, dw[...], db[...] = convpool_backward(x, w, z, a, argmax, da, act, need_dx)
     if need_dx:
         dx[...] = gx
-
-
-def act_plane(z, a, act, buf):
-    """a (m,) (overwritten) = act(z) over a flat plane z (m,); ``buf`` is the kernel's scratch."""
-    a[...] = activation(z.astype(F64), act)

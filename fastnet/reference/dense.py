@@ -7,9 +7,9 @@ the per-layer views. This module is the oracle every kernel is tested against an
 ``backend="numpy"`` backend, so it is written for clarity: the loss and the deltas are computed
 in float64 where that costs nothing, and no trick hides a NaN.
 
-Twins: every maths kernel of ``fastnet.kernels.dense_cpu``, ``dense_epoch_cpu`` and ``sgd_cpu``
-has a function here of the same name and signature that writes the same out-parameters (the
-"kernel twins" section; ``nthreads`` is accepted and does not change the result).
+Twins: every maths kernel of ``fastnet.kernels.activations_cpu``, ``dense_cpu``,
+``dense_epoch_cpu`` and ``sgd_cpu`` has a function here of the same name and signature that
+writes the same out-parameters ("kernel twins"; ``nthreads`` does not change the result).
 Tests: ``tests/test_twins.py`` (numpy | cpu | cuda-sim), ``tests/test_dense.py``.
 """
 
@@ -220,6 +220,12 @@ def activate(z, a, code):
 def activate_flat(z, a, code):
     """``activate`` (the kernel's one-run loop over a C-contiguous z, a)."""
     return activate(z, a, code)
+
+
+def act_plane(z, a, code, buf):
+    """a (m,) (overwritten) = act(z) over a flat plane z (m,); ``buf`` is the kernel's scratch."""
+    a[...] = activation(z.astype(F64), code)
+    return a
 
 
 def activation_prime(z, a, code, out):
