@@ -103,6 +103,13 @@ class Augment:
         maps = np.ascontiguousarray(self.maps(n, shape, rng)[:, :2])
         return device.warp_affine(images, maps, threads).reshape(n, -1)
 
+    def epochs(self, xs, ys, shape, rng, trainer, device, threads=None):
+        """``epoch -> trainer.data(...)`` of a new warped copy of the training set ``xs`` (its
+        targets ``ys``), drawn from ``rng`` (the model's generator) when called."""
+        def make(epoch):
+            return trainer.data(self(xs, shape, rng, device, threads), ys)
+        return make
+
     def __repr__(self):
         return f"Augment([{', '.join(map(repr, self.transforms))}])"
 

@@ -115,6 +115,23 @@ def _check_random_state(f, state) -> None:
             raise f.error(f"random_state[{name!r}] is not a PCG64 state ({exc})") from None
 
 
+def resume(model, path: str, fingerprint: dict, epochs: int, callbacks, verbose: bool):
+    """Apply ``path``'s saved run to ``model`` and ``callbacks`` when there is one. Returns the
+    saved history's lists (None for a new run) and the ``Writer`` that saves this fit."""
+    saved = load(path, fingerprint, model.params, epochs, callbacks)
+    history = None
+    if saved is not None:
+        model.params[...] = saved["params"]
+        model.random_state = saved["random_state"]
+        history = saved["history"]
+        for cb, state in zip(callbacks, saved["callbacks"]):
+            cb.restore_state(state)
+        if verbose:
+            print(f"Resuming from {path}: {saved['epochs_done']} of {epochs} epochs done",
+                  flush=True)
+    return history, Writer(path, fingerprint, callbacks)
+
+
 class Writer(Callback):
     """Writes the checkpoint at the end of every epoch, after the user's callbacks (fit puts it
     last), so their states include the epoch; if one of them raises, the file keeps the epoch

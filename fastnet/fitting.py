@@ -56,6 +56,20 @@ class _Inline:
         return future
 
 
+def check_monitors(users, validation: bool, training_metrics: bool) -> None:
+    """A schedule or callback that monitors a history list fit will not fill is an error
+    before training, not after the first epoch."""
+    for obj in users:
+        monitor = getattr(obj, "monitor", None)
+        if not isinstance(monitor, str):
+            continue
+        if monitor.startswith("val_") and not validation:
+            raise ValueError(f"{type(obj).__name__} monitors {monitor}: pass validation_data")
+        if not monitor.startswith("val_") and not training_metrics:
+            raise ValueError(f"{type(obj).__name__} monitors {monitor}, which "
+                             f"training_metrics=False does not record")
+
+
 def _marks(callbacks, epoch: int, batches: int) -> list[set[int]]:
     """Each callback's marked mini-batches of this epoch (those in range)."""
     return [{int(b) for b in cb.batch_marks(epoch, batches) if 0 <= int(b) < batches}

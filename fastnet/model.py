@@ -66,20 +66,6 @@ def _resolve_dtype(dtype) -> np.dtype:
     return np.dtype(DTYPES[name])
 
 
-def _check_monitors(users, validation: bool, training_metrics: bool) -> None:
-    """A schedule or callback that monitors a history list fit will not fill is an error
-    before training, not after the first epoch."""
-    for obj in users:
-        monitor = getattr(obj, "monitor", None)
-        if not isinstance(monitor, str):
-            continue
-        if monitor.startswith("val_") and not validation:
-            raise ValueError(f"{type(obj).__name__} monitors {monitor}: pass validation_data")
-        if not monitor.startswith("val_") and not training_metrics:
-            raise ValueError(f"{type(obj).__name__} monitors {monitor}, which "
-                             f"training_metrics=False does not record")
-
-
 class Model:
     """A feed-forward network.
 
@@ -313,7 +299,7 @@ class Model:
         # One mini-batch of all n samples is the same step as any larger batch_size; the
         # kernels' buffers are sized by it.
         batch_size = min(batch_size, n)
-        _check_monitors([schedule, *callbacks], val is not None, training_metrics)
+        fitting.check_monitors([schedule, *callbacks], val is not None, training_metrics)
         augment = augment_.as_augment(augment)
         shape = augment_.image_shape(self.input_shape) if augment is not None else None
         history, first, writer = History(), 1, None
@@ -326,20 +312,12 @@ class Model:
                 "training_metrics": training_metrics, "augment": repr(augment),
                 "data": checkpoint_.digest(src.xs, src.ys),
                 "validation_data": checkpoint_.digest(val.xs, val.ys) if val else None}
-            saved = checkpoint_.load(path, fingerprint, self.params, epochs, callbacks)
-            if saved is not None:
-                self.params[...] = saved["params"]
-                self.random_state = saved["random_state"]
-                history = History(**saved["history"])
-                first = saved["epochs_done"] + 1
-                for cb, state in zip(callbacks, saved["callbacks"]):
-                    cb.restore_state(state)
-                if verbose:
-                    print(f"Resuming from {path}: {saved['epochs_done']} of {epochs} epochs "
-                          f"done", flush=True)
+            done, writer = checkpoint_.resume(self, path, fingerprint, epochs, callbacks,
+                                              verbose)
+            if done is not None:
+                history, first = History(**done), len(done["seconds"]) + 1
                 if first > epochs:
                     return history
-            writer = checkpoint_.Writer(path, fingerprint, callbacks)
         runner = self._runner(device, threads)
         train = src.prepared(self, runner)
         valid = val.prepared(self, runner) if val else None
@@ -356,18 +334,9 @@ class Model:
                            callbacks=callbacks + ([writer] if writer else []),
                            training_metrics=training_metrics, overlap=overlap,
                            verbose=verbose, history=history, first=first,
-                           augment_for=None if augment is None else self._augmented(
-                               augment, shape, src, runner, device, threads))
-
-    def _augmented(self, augment, shape, src, runner, device, threads):
-        """``epoch -> runner's data`` of an augmented copy of the training set (the epoch's
-        draws from the model's generator)."""
-        dev = devices.get(self.device if device is None else device)
-
-        def make(epoch):
-            x = augment(src.xs, shape, self._rng, dev, threads)
-            return runner.data(x, src.ys)
-        return make
+                           augment_for=None if augment is None else augment.epochs(
+                               src.xs, src.ys, shape, self._rng, runner,
+                               devices.get(self.device if device is None else device), threads))
 
     def _order_source(self, order, shuffle: bool, n: int):
         """``epoch -> int64[n]`` sample order: ``order``'s (checked), a permutation from the
