@@ -3,15 +3,15 @@
 The multi-threaded CPU epochs (``dense_cpu``, ``sparse_cpu``, ``cnn_cpu``) meet at spin
 barriers every mini-batch, so where another process holds one of the cores they run slower
 than one thread. ``Chooser.run`` times the first mini-batches of an epoch on one thread, then on
-the device's count, and trains on the faster (one thread by a margin). The dense epochs give bit-identical
-parameters for any thread count, so they probe on the model itself; the CNN epoch's sums
+the device's count, and trains on the faster (one thread by a margin). The dense epochs give
+bit-identical parameters for any thread count, so they probe on the model itself; the CNN epoch's sums
 depend on the count, so it probes on a scratch copy and trains the whole epoch on one count,
 recorded in ``History.threads`` (``fit(threads=...)`` repeats it). The probe on the device's
 count starts with a short piece and stops there when that is already far slower than one
-thread. A dense epoch on several threads is trained in a few pieces and falls back to one
-thread for the rest as soon as a piece's pace drops by a quarter (another process took a core
-after the probe). It probes again after a few epochs (counted across the fits of a process), or
-at the next epoch after such a drop. Tests: ``tests/test_threads.py``.
+thread (a core busy elsewhere: the rest of the probe would cost a tenth of an epoch at several
+times the pace). It probes again after a few epochs (counted across the fits of a process), or
+as soon as the chosen count's pace drops by a quarter. Tests: ``tests/test_threads.py``;
+why not change count within an epoch: docs/kernels.md.
 """
 
 from __future__ import annotations
@@ -23,10 +23,8 @@ PROBE = 1 / 40          # of the epoch's mini-batches timed on one thread (at le
 PROBE_MOST = 1 / 10     # timed on the device's count when probing on the model itself: a call
                         # on several threads starts them, which a short piece would not amortise
 MIN_PROBE = 64          # mini-batches
-FIRST_MOST = 32         # the first piece of the probe on the device's count (mini-batches) ...
-ABANDON = 2.0           # ... which ends the probe when its pace is this many times one thread's
-PIECES = 4              # a dense epoch on several threads runs in this many pieces, at least
-MIN_PIECE = 256         # this many mini-batches each, and changes to one thread after a slow one
+FIRST_MOST = 128        # the first piece of the probe on the device's count (mini-batches) ...
+ABANDON = 3.0           # ... which ends the probe when its pace is this many times one thread's
 SCRATCH_PROBE = 1 / 250  # of the epoch's mini-batches timed on one thread when the probe trains
 MIN_SCRATCH_PROBE = 16  # a scratch copy (work thrown away), and twice that on the device's count
 EVERY = 4               # epochs between probes while the pace holds
@@ -63,35 +61,30 @@ class Chooser:
         with self._lock:
             due = self._pace is None or self._since >= EVERY
             chosen, probed = self.chosen, self._pace
-        start = probed_most = 0
+        start = 0
         if due:
             probe = scratch or step
-            pace, start, probed_most = self._probe(probe, order, batch_size, most, p1, p_most)
+            pace, start = self._probe(probe, order, batch_size, most, p1, p_most)
             if scratch:
-                start = probed_most = 0
+                start = 0
             chosen = 1 if pace[1] < MARGIN * pace[most] else most
             probed = pace[chosen]
-        if scratch or chosen == 1:
-            t0 = time.perf_counter()
-            step(order[start:], chosen)
-            slow = (time.perf_counter() - t0) / max(1, batches - start // batch_size) > \
-                SLOWER * probed
-            most_batches = batches if chosen == most else 0
-        else:
-            slow, most_batches = self._pieces(step, order[start:], batch_size, most, probed)
-            most_batches += probed_most
+        t0 = time.perf_counter()
+        step(order[start:], chosen)
+        slow = (time.perf_counter() - t0) / max(1, batches - start // batch_size) > \
+            SLOWER * probed
         with self._lock:
             self.chosen, self._pace = chosen, probed
             self._since = 1 if due else self._since + 1
             if slow:
                 self._since = EVERY              # conditions changed: probe next epoch
-        return most if 2 * most_batches >= batches else 1
+        return chosen
 
     @staticmethod
     def _probe(probe, order, batch_size, most, p1, p_most):
         """Seconds per mini-batch on one thread (the cold start) and on ``most``; the second,
-        when long, in two pieces, stopping after the first when it is ``ABANDON`` times slower. Returns
-        them, where in ``order`` the probe ended, and its mini-batches on ``most``."""
+        when long, in two pieces: the first stops the probe when it is ``ABANDON`` times
+        slower, else the second gives the pace. Returns them and where the probe ended."""
         pace, start = {}, 0
 
         def timed(count, threads):
@@ -103,30 +96,11 @@ class Chooser:
 
         pace[1] = timed(p1, 1) / p1
         first = p_most if p_most <= 2 * FIRST_MOST else FIRST_MOST
-        seconds = timed(first, most)
-        if seconds / first < ABANDON * pace[1] and p_most > first:
-            seconds += timed(p_most - first, most)
-            first = p_most
-        pace[most] = seconds / first
-        return pace, start, first
-
-    @staticmethod
-    def _pieces(step, order, batch_size, most, probed):
-        """Train ``order`` on ``most`` threads in pieces, on one thread from the first piece
-        that is ``SLOWER`` than ``probed``. Returns (whether one was, mini-batches on most)."""
-        batches = -(-len(order) // batch_size)
-        piece = max(MIN_PIECE, -(-batches // PIECES)) * batch_size
-        done = 0
-        while done < len(order):
-            t0 = time.perf_counter()
-            part = order[done:done + piece]
-            step(part, most)
-            done += len(part)
-            if (time.perf_counter() - t0) / -(-len(part) // batch_size) > SLOWER * probed \
-                    and done < len(order):
-                step(order[done:], 1)
-                return True, done // batch_size
-        return False, batches
+        pace[most] = timed(first, most) / first
+        if pace[most] < ABANDON * pace[1] and p_most > first:
+            # the steady pace: the first piece also paid for starting the threads
+            pace[most] = timed(p_most - first, most) / (p_most - first)
+        return pace, start
 
 
 _shared: dict = {}
