@@ -25,7 +25,7 @@ from bench.harness import ROUNDS, SEED, SMALL, check, label, require, run_timed
 LR = 0.1
 BATCHES = (10, 100)
 CHECK_N = 35                             # 4 steps at bs 10 (the last one short), 1 at bs 100
-IMAGES = 200 if SMALL else int(os.environ.get("FASTNET_BENCH_CNN_IMAGES", "0") or 10_000)
+IMAGES = 200 if SMALL else int(os.environ.get("FASTNET_BENCH_CNN_IMAGES") or 10_000)
 REFERENCE_IMAGES = 50 if SMALL else 1000
 # a few SGD steps in float32 against float64 (the conv weight gradient sums 576·m products)
 CNN_RTOL = 1e-3
@@ -93,6 +93,7 @@ VIA = {"torch_cpu": "PyTorch eager (autograd)", "torch_cpu_1": "PyTorch eager, 1
 
 def _row(benchmark, backend, batch, x, labels, n, margin):
     """Label and time one epoch of ``backend`` over the first n images."""
+    assert n >= batch, f"{n} images: fewer than one mini-batch of {batch}"
     xs, ls = x[:n], labels[:n]
     label(benchmark, family="cnn_epoch", case=f"MNIST conv20-pool-100-10 B={batch}, {n:,} images",
           backend=backend, dtype="float32", batch=batch, flops=cnn_flops(n), images=n,
