@@ -26,7 +26,7 @@ LR = 0.1
 BATCHES = (10, 100)
 CHECK_N = 35                             # 4 steps at bs 10 (the last one short), 1 at bs 100
 IMAGES = 200 if SMALL else int(os.environ.get("FASTNET_BENCH_CNN_IMAGES") or 10_000)
-REFERENCE_IMAGES = 50 if SMALL else 1000
+REFERENCE_IMAGES = 100 if SMALL else 1000
 # a few SGD steps in float32 against float64 (the conv weight gradient sums 576·m products)
 CNN_RTOL = 1e-3
 BACKENDS = ("cpu", "cuda", "torch_cpu", "torch_cpu_1", "torch_compile", "jax", "torch_cuda")
