@@ -37,8 +37,8 @@ tests=(
   tests/test_kernel_cache.py
   tests/test_datasets.py
   tests/test_network.py::test_compiled_shuffle_is_random_shuffle
-  tests/test_dense.py::test_dense_forward
-  tests/test_dense.py::test_activate
+  "tests/test_twins.py::test_dense[dense_forward-cpu]"
+  "tests/test_twins.py::test_activations[activate-cpu]"
 )
 newest_also=(tests/test_model.py::test_cli_train_runs)
 
