@@ -11,7 +11,7 @@ compares backprop with finite differences; ``fastnet.metrics`` backs ``Model.eva
 Importing fastnet compiles nothing and never touches a GPU.
 """
 
-from fastnet import augment, callbacks, metrics, schedules
+from fastnet import augment, callbacks, metrics, optimizers, schedules
 from fastnet.data import Dataset
 from fastnet.gradients import gradcheck
 from fastnet.layers import Conv2D, Dense, Dropout, Flatten, Layer, MaxPool2D
@@ -19,5 +19,6 @@ from fastnet.model import History, Model, load
 
 __version__ = "0.1.0"
 __all__ = ["Model", "Dataset", "Dense", "Conv2D", "MaxPool2D", "Flatten", "Dropout", "Layer",
-           "History", "load", "gradcheck", "augment", "callbacks", "metrics", "schedules",
+           "History", "load", "gradcheck", "augment", "callbacks", "metrics", "optimizers",
+           "schedules",
            "__version__"]

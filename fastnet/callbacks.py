@@ -90,15 +90,18 @@ class EpochEnd:
 
     epoch: the epoch just trained (from 1) of ``epochs``; history: the ``History`` so far,
     this epoch included; params: a read-only host copy of the parameters after it;
-    random_state: the model's generators' states after it (``Model.random_state``'s form).
+    random_state: the model's generators' states after it (``Model.random_state``'s form);
+    optimizer_state: a copy of the optimizer's state after it (None for SGD).
     ``predict(x)`` and ``evaluate(x, y)`` are ``Model.predict``/``Model.evaluate`` on these
     parameters (while ``fit(overlap=...)`` trains the next epoch beside them; an array passed
     again is checked and prepared only once per ``fit``). ``stop()`` ends ``fit`` after this
     epoch, with the model as it is here.
     """
 
-    def __init__(self, model, scorer, epoch, epochs, history, params, random_state, prepared):
+    def __init__(self, model, scorer, epoch, epochs, history, params, random_state, prepared,
+                 optimizer_state=None):
         self.epoch, self.epochs, self.history = epoch, epochs, history
+        self.optimizer_state = optimizer_state
         self.params = params.view()
         self.params.flags.writeable = False
         self.random_state = random_state

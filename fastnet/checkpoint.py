@@ -2,7 +2,8 @@
 
 The file is an ``.npz`` (no pickle): ``params`` (the flat parameters), a JSON ``state`` (format,
 version, the run's fingerprint, epochs done, the history, the generators' states, the callbacks'
-states) and the callbacks' arrays (``callback{i}.{key}``). It is replaced atomically after every
+states, the optimizer's step count), the callbacks' arrays (``callback{i}.{key}``) and, for an
+optimizer other than SGD, its state (``optimizer_state``). It is replaced atomically after every
 epoch, so an interrupted run leaves its last complete epoch. A fit that finds the file checks
 that it is the same run (fingerprint: architecture, dtype, batch size, schedule, lmbda, sample
 order, data digests), restores everything, and trains the remaining epochs — ``epochs`` is the
@@ -51,7 +52,8 @@ def checked_path(path) -> str:
     return path
 
 
-def load(path: str, fingerprint: dict, params_like: np.ndarray, epochs: int, callbacks):
+def load(path: str, fingerprint: dict, params_like: np.ndarray, epochs: int, callbacks,
+         opt=None):
     """The saved run as a dict (params, epochs_done, history, random_state, callbacks), or
     None when the file does not exist. ValueError when it is not a checkpoint of this run or
     has more epochs done than ``epochs``; nothing is applied by this function."""
@@ -98,6 +100,12 @@ def load(path: str, fingerprint: dict, params_like: np.ndarray, epochs: int, cal
             for key in cb.pop("_arrays", []):
                 cb[key] = f.array(f"callback{i}.{key}")
         state["params"] = f.array("params", shape=params_like.shape, dtype=params_like.dtype)
+        if opt is not None:
+            step = state.get("optimizer_step")
+            if not (isinstance(step, int) and not isinstance(step, bool) and step >= 0):
+                raise f.error(f"its optimizer_step is {step!r}")
+            state["optimizer_state"] = f.array("optimizer_state", shape=opt.state.shape,
+                                               dtype=opt.state.dtype)
     return state
 
 
@@ -115,13 +123,18 @@ def _check_random_state(f, state) -> None:
             raise f.error(f"random_state[{name!r}] is not a PCG64 state ({exc})") from None
 
 
-def resume(model, path: str, fingerprint: dict, epochs: int, callbacks, verbose: bool):
-    """Apply ``path``'s saved run to ``model`` and ``callbacks`` when there is one. Returns the
-    saved history's lists (None for a new run) and the ``Writer`` that saves this fit."""
-    saved = load(path, fingerprint, model.params, epochs, callbacks)
+def resume(model, path: str, fingerprint: dict, epochs: int, callbacks, verbose: bool,
+           opt=None):
+    """Apply ``path``'s saved run to ``model``, ``callbacks`` and ``opt`` (the fit's
+    ``OptimizerState``, None for SGD) when there is one. Returns the saved history's lists
+    (None for a new run) and the ``Writer`` that saves this fit."""
+    saved = load(path, fingerprint, model.params, epochs, callbacks, opt)
     history = None
     if saved is not None:
         model.params[...] = saved["params"]
+        if opt is not None:
+            opt.state[...] = saved["optimizer_state"]
+            opt.step[0] = saved["optimizer_step"]
         model.random_state = saved["random_state"]
         history = saved["history"]
         for cb, state in zip(callbacks, saved["callbacks"]):
@@ -153,5 +166,8 @@ class Writer(Callback):
                  "epochs_done": end.epoch, "random_state": end.random_state,
                  "history": {k: list(getattr(h, k))[:end.epoch] for k in _HISTORY},
                  "callbacks": states}
+        if end.optimizer_state is not None:
+            arrays["optimizer_state"] = end.optimizer_state.state
+            state["optimizer_step"] = int(end.optimizer_state.step[0])
         save_npz_atomic(self.path, params=end.params, state=np.array(json.dumps(state)),
                         **arrays)

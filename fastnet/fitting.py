@@ -21,12 +21,14 @@ from fastnet.callbacks import Callback, EpochEnd
 
 
 class Snapshot:
-    """A model's trainable state at one moment: a host copy of its parameters and the states of
-    its random generators. ``restore`` puts them back."""
+    """A model's trainable state at one moment: a host copy of its parameters, the states of
+    its random generators and a copy of ``opt`` (the optimizer's state, None for SGD).
+    ``restore`` puts them back."""
 
-    def __init__(self, model, params=None, random_state=None, initial=False):
+    def __init__(self, model, params=None, random_state=None, initial=False, opt=None):
         self.params = model.params.copy() if params is None else params
         self.random_state = model.random_state if random_state is None else random_state
+        self.opt = None if opt is None else opt.copy()
         self.initial = initial
 
     def describe(self) -> str:
@@ -36,6 +38,8 @@ class Snapshot:
     def restore(self, model) -> None:
         model.params[...] = self.params
         model.random_state = self.random_state
+        if self.opt is not None:
+            model.optimizer_state.restore(self.opt)
 
 
 class _Inline:
@@ -78,14 +82,15 @@ def _marks(callbacks, epoch: int, batches: int) -> list[set[int]]:
 
 def run(model, runner, train, valid, prepared, *, n, n_valid, epochs, batch_size, schedule,
         lmbda, order_for, callbacks, training_metrics, overlap, verbose, history, first=1,
-        augment_for=None):
+        augment_for=None, opt=None):
     """Train epochs ``first`` to ``epochs`` (``first`` > 1: a resumed run, ``history`` holding
     the epochs before); returns ``history`` (filled in). ``schedule``: a
     ``fastnet.schedules.Schedule``, the rate of each epoch (None: stop before it);
     ``order_for(epoch)``: the int64 sample order of an epoch; ``overlap``: True/False/None as
     ``Model.fit`` takes it; ``prepared``: the data sets ``EpochEnd`` may be asked about, by id
     (see ``EpochEnd``); ``augment_for(epoch)``: the epoch's training data (augmented), made
-    after its order, instead of ``train``."""
+    after its order, instead of ``train``; ``opt``: the model's ``OptimizerState`` to train by
+    instead of SGD (None: SGD)."""
     marked = any(type(cb).batch_marks is not Callback.batch_marks for cb in callbacks)
     scored = (n if training_metrics else 0) + n_valid
     overlapping = not marked and not schedule.uses_history and \
@@ -98,7 +103,7 @@ def run(model, runner, train, valid, prepared, *, n, n_valid, epochs, batch_size
             return None
         lr = _checks.finite_float(lr, f"the schedule's rate of epoch {epoch}", positive=True)
         decay = 1.0 - lr * lmbda / n
-        if not decay > 0:
+        if opt is None and not decay > 0:
             raise ValueError(f"lmbda={lmbda} is too large for epoch {epoch}'s lr={lr} and "
                              f"n={n}: the weight-decay factor 1 − lr·lmbda/n = {decay:.6g} "
                              f"must be > 0")
@@ -117,10 +122,11 @@ def run(model, runner, train, valid, prepared, *, n, n_valid, epochs, batch_size
                 if lo in its:
                     cb.on_batch(epoch, lo)
             runner.train_epoch(data, order[lo * batch_size:hi * batch_size], batch_size, lr,
-                               decay, continues=lo > 0)
+                               decay, continues=lo > 0, **opt_args)
         return time.perf_counter() - t0
 
-    good = Snapshot(model, initial=True)
+    opt_args = {} if opt is None else {"opt": opt, "l2": lmbda / n}
+    good = Snapshot(model, initial=True, opt=opt)
     pending = None
     pool = ThreadPoolExecutor(1, thread_name_prefix="fastnet-epoch") if overlapping \
         else _Inline()
@@ -134,6 +140,7 @@ def run(model, runner, train, valid, prepared, *, n, n_valid, epochs, batch_size
                 pending = None
                 params = runner.host_params()
                 state = model.random_state
+                opt_now = None if opt is None else opt.copy()
                 bad = None if np.isfinite(params).all() else "the parameters are not finite"
                 scorer = runner
                 if overlapping and bad is None and epoch < epochs:
@@ -161,10 +168,11 @@ def run(model, runner, train, valid, prepared, *, n, n_valid, epochs, batch_size
                         + (f" or lmbda (now {lmbda:g})" if lmbda else ""))
                     err.history = history
                     raise err
-                good = Snapshot(model, params, state)
+                good = Snapshot(model, params, state, opt=opt_now)
                 if verbose:
                     print(epoch_line(epoch, epochs, history), flush=True)
-                end = EpochEnd(model, scorer, epoch, epochs, history, params, state, prepared)
+                end = EpochEnd(model, scorer, epoch, epochs, history, params, state, prepared,
+                               opt_now)
                 for cb in callbacks:
                     cb.on_epoch_end(end)
                 if end.stopped:

@@ -21,6 +21,7 @@ from fastnet import _checks, devices, fitting
 from fastnet import augment as augment_
 from fastnet import checkpoint as checkpoint_
 from fastnet import metrics as metrics_
+from fastnet import optimizers as optimizers_
 from fastnet.callbacks import as_callbacks
 from fastnet.data import Dataset, Source
 from fastnet.devices import ACTIVATION_NAMES, LOSS_NAMES, NetSpec
@@ -181,6 +182,9 @@ class Model:
         buffer: zeros, or ``params`` adopted as it is."""
         self._spec = NetSpec(self.layers, self.input_shape, self.loss, self.dtype)
         self.params = np.zeros(self._spec.size, dtype=self.dtype) if params is None else params
+        #: the optimizer's state (``fastnet.optimizers.OptimizerState``) after a fit with an
+        #: optimizer other than SGD, carried to the next such fit and saved with the model
+        self.optimizer_state = None
 
     def params_of(self, i: int, params: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Views of layer ``i``'s parameters into the flat buffer (editing them edits the
@@ -208,15 +212,25 @@ class Model:
                 f"device={self.device!r}, params={self.params.size})")
 
     # ------------------------------------------------------------------ training
-    def fit(self, x, y=None, *, epochs: int, batch_size: int, lr, lmbda: float = 0.0,
+    def fit(self, x, y=None, *, epochs: int, batch_size: int, lr=None, lmbda: float = 0.0,
+            optimizer="sgd",
             validation_data=None, shuffle: bool = True, order=None, callbacks=None,
             overlap: bool | None = None, threads: int | None = None, verbose: bool = True,
             device: str | None = None, training_metrics: bool = True,
             checkpoint=None, augment=None) -> History:
-        """Train by mini-batch SGD: ``w ← (1 − lr·lmbda/n)·w − (lr/m)·Σ∇w``.
+        """Train by mini-batch SGD: ``w ← (1 − lr·lmbda/n)·w − (lr/m)·Σ∇w``, or by another
+        optimizer.
 
         lr: a number, or a ``fastnet.schedules.Schedule`` giving each epoch's rate (which may
-        also stop the fit, as the book's chapter-3 rule does; ``history.lr`` records them).
+        also stop the fit, as the book's chapter-3 rule does; ``history.lr`` records them);
+        None: the optimizer's default rate (SGD has none).
+        optimizer: ``"sgd"`` (the book's, default), ``"momentum"``, ``"nesterov"``,
+        ``"rmsprop"``, ``"adam"``, ``"adamw"``, or a ``fastnet.optimizers`` object with its
+        hyper-parameters. lmbda is the book's L2 for each (``lmbda/n·w`` added to the weights'
+        gradient). The optimizer's state (``model.optimizer_state``) carries over to the
+        next fit with the same optimizer and is saved with the model; another optimizer
+        starts afresh. Optimizers other than SGD train one mini-batch per step on one thread
+        (devices ``cpu`` and ``numpy``).
         x: ``(n, n_in)`` real array; y: ``(n,)`` integer labels in ``[0, n_out)`` or
         ``(n, n_out)`` targets; or x a ``fastnet.Dataset`` holding both (checked and
         prepared once, however many calls use it). validation_data: ``(x_val, y_val)`` of
@@ -266,6 +280,12 @@ class Model:
         """
         epochs = _checks.positive_int(epochs, "epochs")
         batch_size = _checks.positive_int(batch_size, "batch_size")
+        opt = optimizers_.as_optimizer(optimizer)
+        if lr is None:
+            if opt.lr is None:
+                raise TypeError("fit() needs lr (a learning rate or a schedule) with "
+                                "optimizer='sgd'")
+            lr = opt.lr
         schedule = as_schedule(lr)
         lr = schedule.lr
         lmbda = _checks.finite_float(lmbda, "lmbda", nonnegative=True)
@@ -282,7 +302,7 @@ class Model:
         src = Source(self, x, y, "x", "y", need_y=True)
         n = src.n
         decay = 1.0 - lr * lmbda / n
-        if not decay > 0:
+        if opt.name == "sgd" and not decay > 0:
             raise ValueError(f"lmbda={lmbda} is too large for lr={lr} and n={n} samples: the "
                              f"weight-decay factor 1 − lr·lmbda/n = {decay:.6g} must be > 0 "
                              f"(lmbda < {n / lr:.6g})")
@@ -302,6 +322,15 @@ class Model:
         fitting.check_monitors([schedule, *callbacks], val is not None, training_metrics)
         augment = augment_.as_augment(augment)
         shape = augment_.image_shape(self.input_shape) if augment is not None else None
+        state = None
+        if opt.name != "sgd":
+            where = devices.resolve(device) if device is not None else self.device
+            if where not in ("cpu", "numpy"):
+                raise ValueError(f"optimizer {opt.name!r} trains on the 'cpu' and 'numpy' "
+                                 f"devices; on {where!r} use optimizer='sgd'")
+            state = self.optimizer_state
+            if state is None or not state.fits(opt, self.params.size, self.dtype):
+                state = optimizers_.OptimizerState(opt, self.params.size, self.dtype)
         history, first, writer = History(), 1, None
         if checkpoint is not None:
             path = checkpoint_.checked_path(checkpoint)
@@ -310,10 +339,11 @@ class Model:
                 "schedule": repr(schedule), "lmbda": lmbda,
                 "order": "custom" if order is not None else "shuffle" if shuffle else "data",
                 "training_metrics": training_metrics, "augment": repr(augment),
+                **({} if opt.name == "sgd" else {"optimizer": opt.config()}),
                 "data": checkpoint_.digest(src.xs, src.ys),
                 "validation_data": checkpoint_.digest(val.xs, val.ys) if val else None}
             done, writer = checkpoint_.resume(self, path, fingerprint, epochs, callbacks,
-                                              verbose)
+                                              verbose, state)
             if done is not None:
                 history, first = History(**done), len(done["seconds"]) + 1
                 if first > epochs:
@@ -327,7 +357,9 @@ class Model:
             prepared[(id(x), id(None))] = (x, None, n, (train[0], None))
         if val and val.ds is None:
             prepared[tuple(map(id, validation_data))] = (*validation_data, val.n, valid)
-        return fitting.run(self, runner, train, valid, prepared,
+        if state is not None:
+            self.optimizer_state = state
+        return fitting.run(self, runner, train, valid, prepared, opt=state,
                            n=n, n_valid=val.n if val else 0,
                            epochs=epochs, batch_size=batch_size, schedule=schedule,
                            lmbda=lmbda, order_for=self._order_source(order, shuffle, n),
@@ -439,9 +471,15 @@ class Model:
 
     def save(self, path) -> None:
         """Write the model to ``path`` (an ``.npz``: the flat parameters plus the architecture
-        as JSON text; no pickle). The file is written atomically."""
+        as JSON text, and the optimizer's state when there is one; no pickle). The file is
+        written atomically."""
+        extra = {}
+        if self.optimizer_state is not None:
+            opt = self.optimizer_state
+            extra = {"optimizer": np.array(json.dumps(opt.optimizer.config())),
+                     "optimizer_state": opt.state, "optimizer_step": opt.step}
         save_npz_atomic(path, params=self.params,
-                        architecture=np.array(json.dumps(self.architecture())))
+                        architecture=np.array(json.dumps(self.architecture())), **extra)
 
 
 _ARCHITECTURE_LIMIT = 1 << 20   # characters of JSON; a model of thousands of layers needs far less
@@ -465,8 +503,25 @@ def load(path, *, device: str | None = "cpu") -> Model:
             raise f.error(f"its architecture is not valid JSON ({exc})") from None
         model = _declared_model(arch, f, device)
         params = f.array("params", shape=(model._parameter_count(),), dtype=model.dtype)
+        opt = _saved_optimizer(f, params) if f.has("optimizer") else None
     model._allocate(params)
+    model.optimizer_state = opt
     return model
+
+
+def _saved_optimizer(f: NpzReader, params) -> optimizers_.OptimizerState:
+    """The optimizer state ``Model.save`` wrote beside ``params``, checked."""
+    try:
+        optimizer = optimizers_.from_config(json.loads(f.text("optimizer", 4096)))
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise f.error(f"its optimizer is not one fastnet knows ({exc})") from None
+    state = f.array("optimizer_state", shape=(optimizer.slots, params.size),
+                    dtype=params.dtype)
+    step = f.array("optimizer_step", shape=(1,), dtype=np.int64)
+    if step[0] < 0:
+        raise f.error(f"its optimizer_step is {step[0]}")
+    return optimizers_.OptimizerState(optimizer, params.size, params.dtype, state,
+                                      int(step[0]))
 
 
 def _declared_model(arch, f: NpzReader, device) -> Model:

@@ -94,6 +94,10 @@ class NpzReader:
         self._zip.close()
         self._file.close()
 
+    def has(self, name: str) -> bool:
+        """Whether the archive holds the member ``name``."""
+        return name + ".npy" in self._zip.namelist()
+
     def error(self, detail: str) -> ValueError:
         return ValueError(f"{self.path} is not {self.what}: {detail}")
 

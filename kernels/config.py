@@ -14,6 +14,14 @@ QUADRATIC, CROSS_ENTROPY, LOG_LIKELIHOOD = 0, 1, 2
 LOSSES = {"quadratic": QUADRATIC, "cross_entropy": CROSS_ENTROPY,
           "log_likelihood": LOG_LIKELIHOOD}
 
+# Optimizer codes (``fastnet.optimizers``); hyper-parameters go to the kernels as
+# ``hyper = [beta1 (momentum), beta2 (RMSprop's alpha), eps, weight_decay]``.
+SGD, MOMENTUM, NESTEROV, RMSPROP, ADAM, ADAMW = 0, 1, 2, 3, 4, 5
+OPTIMIZERS = {"sgd": SGD, "momentum": MOMENTUM, "nesterov": NESTEROV, "rmsprop": RMSPROP,
+              "adam": ADAM, "adamw": ADAMW}
+#: state arrays (each the parameters' size) an optimizer keeps
+OPTIMIZER_SLOTS = {SGD: 0, MOMENTUM: 1, NESTEROV: 1, RMSPROP: 1, ADAM: 2, ADAMW: 2}
+
 # CPU kernels: cached on disk so a second process does not compile again.
 CACHE = os.environ.get("FASTNET_NO_CACHE", "") == ""
 

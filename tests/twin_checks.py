@@ -49,6 +49,8 @@ TWINS = {
     "maxpool_forward": ("pool_cpu", "conv"), "maxpool_backward": ("pool_cpu", "conv"),
     "maxpool_forward_into": ("pool_cpu", "conv"),
     "maxpool_backward_into": ("pool_cpu", "conv"),
+    # checked in tests/test_optimizers.py (their own steps and epochs)
+    "optimizer_step": ("optim_cpu", "optim"), "train_epoch_opt": ("optim_cpu", "optim"),
 }
 
 _PER_EPOCH = "CUDA trains dense stacks in one launch per epoch (dense_cuda, test_dense_cuda.py)"

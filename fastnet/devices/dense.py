@@ -14,6 +14,9 @@ A kernel set has these methods (``NumpyDense``: the reference, ``fastnet.referen
 - ``epoch_threads(layout, batch_size)``: how many threads an epoch uses when not told;
 - ``train_epoch(params, layout, acts, loss, x, y, order, batch_size, lr, decay, threads)``: one
   epoch of SGD in place on ``params``;
+- ``train_epoch_opt(params, layout, acts, loss, x, y, order, batch_size, lr, l2, code, hyper,
+  state, step, decayed)`` (optional): one epoch by another optimizer (``fastnet.optimizers``),
+  on one thread;
 - ``evaluate(params, layout, acts, loss, x, y, threads) -> (summed cost, number correct)``;
 - ``predict(params, layout, acts, x, threads) -> host array (n, n_out)``.
 
@@ -54,6 +57,10 @@ class NumpyDense:
     def train_epoch(self, params, layout, acts, loss, x, y, order, batch_size, lr, decay,
                     threads):
         self._ref.train_epoch(params, layout, acts, loss, x, y, order, batch_size, lr, decay)
+
+    def train_epoch_opt(self, *args):
+        from fastnet.reference import optim
+        optim.train_epoch_opt(*args)
 
     def evaluate(self, params, layout, acts, loss, x, y, threads):
         return self._ref.evaluate(params, layout, acts, loss, x, y, EVAL_CHUNK, 1)
@@ -140,6 +147,11 @@ class CpuDense:
                 self._k.train_epoch_threaded(params, layout, acts, loss, _dense(x), y, order,
                                              batch_size, lr, decay, threads)
 
+    def train_epoch_opt(self, params, layout, acts, loss, x, *args):
+        """x: an array or a ``SparseInputs`` (its dense form is read)."""
+        from fastnet.kernels import optim_cpu
+        optim_cpu.train_epoch_opt(params, layout, acts, loss, _dense(x), *args)
+
     def evaluate(self, params, layout, acts, loss, x, y, threads):
         csr = _sparse_for(x, layout)
         with numba_threads(threads):
@@ -208,9 +220,20 @@ class DenseTrainer(Trainer):
             return self._threads
         return self.kernels.epoch_threads(self.spec.layout, batch_size)
 
-    def train_epoch(self, data, order, batch_size, lr, decay, *, continues=False):
+    trains_optimizers = property(lambda self: hasattr(self.kernels, "train_epoch_opt"))
+
+    def train_epoch(self, data, order, batch_size, lr, decay, *, continues=False, opt=None,
+                    l2=0.0):
         """One epoch; on the host without a fixed ``threads``, on the count ``Chooser``
-        finds faster (``threads_used``)."""
+        finds faster (``threads_used``). With ``opt``, on one thread."""
+        if opt is not None:
+            o = opt.optimizer
+            self.kernels.train_epoch_opt(self.params, *self._args, self.spec.loss_code, *data,
+                                         self.kernels.upload(order), batch_size, lr, l2,
+                                         o.code, o.hyper(), opt.state, opt.step,
+                                         self.spec.decayed)
+            self.threads_used = 1
+            return
         def step(part, threads):
             self.kernels.train_epoch(self.params, *self._args, self.spec.loss_code, *data,
                                      self.kernels.upload(part), batch_size, lr, decay, threads)

@@ -91,19 +91,24 @@ class LayerwiseTrainer(Trainer):
             ctxs.append(ctx)
         return a, ctxs
 
-    def train_epoch(self, data, order, batch_size, lr, decay, *, continues=False):
+    trains_optimizers = property(lambda self: hasattr(self.ops, "optimizer_step"))
+
+    def train_epoch(self, data, order, batch_size, lr, decay, *, continues=False, opt=None,
+                    l2=0.0):
         x, y = data
         with self._scope(), self.ops.running():
             for k in range(0, len(order), batch_size):
-                self._step(x, y, order[k:k + batch_size], lr, decay)
+                self._step(x, y, order[k:k + batch_size], lr, decay, opt, l2)
 
-    def _step(self, x, y, idx, lr, decay):
-        """One SGD step on the mini-batch ``x[idx]``: forward through every stage, the output
-        delta, backward (the first stage computes no input gradient; with ``fused_sgd`` each
-        dense layer updates itself there, after computing its input gradient), one update
-        pass over the other parameters."""
+    def _step(self, x, y, idx, lr, decay, opt=None, l2=0.0):
+        """One step on the mini-batch ``x[idx]``: forward through every stage, the output
+        delta, backward (the first stage computes no input gradient; with ``fused_sgd`` and
+        no ``opt`` each dense layer updates itself there, after computing its input
+        gradient), one update pass over the other parameters (with ``opt``: over all of them,
+        ``ops.optimizer_step``)."""
         ops, spec = self.ops, self.spec
         scale = lr / len(idx)
+        fused = self.fused_sgd and opt is None
         a, ctxs = self._forward(ops.take(x, idx), True)
         delta = ops.output_delta(ctxs[-1][1], a, ops.take(y, idx), spec.loss_code,
                                  spec.output_code)
@@ -111,10 +116,15 @@ class LayerwiseTrainer(Trainer):
         for s in range(last, -1, -1):
             stage, i = spec.stages[s]
             extra = {"is_dz": True} if s == last else {}
-            if self.fused_sgd and isinstance(stage, Dense):
+            if fused and isinstance(stage, Dense):
                 extra["sgd"] = (scale, decay)
             delta = stage.backward(ops, self.views[i], self.gviews[i], ctxs[s], delta, s > 0,
                                    **extra)
+        if opt is not None:
+            o = opt.optimizer
+            ops.optimizer_step(self.params, self.grads, self.decayed, 1.0 / len(idx), l2, lr,
+                               o.code, o.hyper(), opt.state, opt.step)
+            return
         for lo, hi in self.rest:
             ops.sgd_apply(self.params[lo:hi], self.grads[lo:hi], self.decayed[lo:hi], decay,
                           scale)
@@ -178,10 +188,15 @@ class CnnTrainer(LayerwiseTrainer):
         available = numba.get_num_threads() if self.threads is None else self.threads
         return cnn_cpu.epoch_threads(layout, cg, batch_size, available)
 
-    def train_epoch(self, data, order, batch_size, lr, decay, *, continues=False):
+    def train_epoch(self, data, order, batch_size, lr, decay, *, continues=False, opt=None,
+                    l2=0.0):
         """One epoch; without a fixed ``threads``, on the count ``Chooser`` finds faster by
         training a scratch copy (the count changes the sums' rounding), the whole epoch on
-        that count (``threads_used``)."""
+        that count (``threads_used``). With ``opt``: layer by layer."""
+        if opt is not None:
+            super().train_epoch(data, order, batch_size, lr, decay, opt=opt, l2=l2)
+            self.threads_used = self.threads
+            return
         from fastnet.kernels import cnn_cpu
         x, y = data
         layout, acts, cg = self.plan

@@ -185,6 +185,11 @@ class NumpyOps(HostData, ConvFamily, Ops):
             params[decayed] *= decay
         params -= scale * grads
 
+    def optimizer_step(self, *args):
+        """``fastnet.reference.optim.optimizer_step`` (an optimizer other than SGD)."""
+        from fastnet.reference import optim
+        optim.optimizer_step(*args)
+
 
 class CpuOps(HostData, ConvFamily, Ops):
     """Numba kernels (``dense_cpu``, ``conv_cpu``, ``sgd_cpu``) on Numba's threads
@@ -252,3 +257,8 @@ class CpuOps(HostData, ConvFamily, Ops):
     def sgd_apply(self, params, grads, decayed, decay, scale):
         self._sgd.sgd_apply(params, grads, decayed, params.dtype.type(decay),
                             params.dtype.type(scale), self._threads())
+
+    def optimizer_step(self, *args):
+        """``kernels/optim_cpu.optimizer_step`` (an optimizer other than SGD; one thread)."""
+        from fastnet.kernels import optim_cpu
+        optim_cpu.optimizer_step(*args)

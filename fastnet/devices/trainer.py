@@ -44,12 +44,19 @@ class Trainer(abc.ABC):
         """``(x, y)`` where the kernels read them, in the form they read best (made once per
         data set, read by every epoch and score)."""
 
+    #: True where ``train_epoch`` takes an ``opt`` (optimizers other than SGD)
+    trains_optimizers = False
+
     @abc.abstractmethod
     def train_epoch(self, data, order: np.ndarray, batch_size: int, lr: float,
-                    decay: float, *, continues: bool = False) -> None:
+                    decay: float, *, continues: bool = False, opt=None,
+                    l2: float = 0.0) -> None:
         """One epoch of SGD over ``data`` in the sample order ``order`` (int64), in place.
         ``continues``: this call trains the next piece of the epoch the previous call began
-        (after a mini-batch mark), on the same thread count."""
+        (after a mini-batch mark), on the same thread count. ``opt``: a
+        ``fastnet.optimizers.OptimizerState`` (updated in place) to train by instead of SGD,
+        with ``l2`` = λ/n added to the weights' gradient (``decay`` is then unused); only
+        where ``trains_optimizers``."""
 
     @abc.abstractmethod
     def evaluate(self, data) -> tuple[float, int]:

@@ -1,0 +1,212 @@
+"""Optimizers for ``Model.fit(..., optimizer=...)``: the book's SGD (the default, its fused
+epochs unchanged), momentum, Nesterov, RMSprop, Adam and AdamW, with PyTorch's update rules
+and defaults. ``fit``'s ``lmbda`` is the book's L2 for every one of them (``lmbda/n · w`` added
+to the weights' gradient; with SGD exactly the book's update); AdamW's decoupled decay is its
+own ``weight_decay``, applied to every parameter as PyTorch does.
+
+    model.fit(x, y, epochs=10, batch_size=10, optimizer="adam")           # lr 1e-3
+    model.fit(x, y, epochs=10, batch_size=10, lr=0.01, optimizer=Momentum(0.95))
+
+An optimizer object holds hyper-parameters only; the state it updates (moments, step count)
+belongs to the model (``OptimizerState``), is saved with it and carried over between ``fit``
+calls with the same optimizer. Kernels: ``kernels/optim_cpu.py``; twin:
+``fastnet.reference.optim``; tests: ``tests/test_optimizers.py``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from fastnet.kernels.config import OPTIMIZER_SLOTS, OPTIMIZERS
+
+__all__ = ["Optimizer", "SGD", "Momentum", "Nesterov", "RMSprop", "Adam", "AdamW",
+           "OptimizerState", "as_optimizer", "from_config", "NAMES"]
+
+NAMES = tuple(OPTIMIZERS)
+
+
+def _number(value, name, lo, hi, lo_open=False, hi_open=True) -> float:
+    """``value`` as a float in the interval, else ValueError/TypeError naming it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    v = float(value)
+    ok = math.isfinite(v) and (v > lo if lo_open else v >= lo) and \
+        (hi is None or (v < hi if hi_open else v <= hi))
+    if not ok:
+        interval = f"{'(' if lo_open else '['}{lo}, {hi if hi is not None else '∞'}" \
+                   f"{')' if hi_open or hi is None else ']'}"
+        raise ValueError(f"{name} must be a finite number in {interval}, got {value!r}")
+    return v
+
+
+class Optimizer:
+    """Base class: ``name`` (one of ``NAMES``), ``lr`` (the default rate when ``fit`` gets
+    none; None: ``fit`` must be given one), ``hyper()`` (the kernels' float64[4]:
+    β1 or momentum, β2 or α, eps, weight decay) and ``config()`` (JSON-able, for files)."""
+
+    name = ""
+    lr: float | None = None
+
+    @property
+    def code(self) -> int:
+        return OPTIMIZERS[self.name]
+
+    @property
+    def slots(self) -> int:
+        """State arrays, each the size of the parameters."""
+        return OPTIMIZER_SLOTS[self.code]
+
+    def hyper(self) -> np.ndarray:
+        return np.zeros(4)
+
+    def config(self) -> dict:
+        return {"name": self.name}
+
+    def __eq__(self, other):
+        return isinstance(other, Optimizer) and self.config() == other.config()
+
+    def __hash__(self):
+        return hash(repr(self))
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "name")
+        return f"{type(self).__name__}({args})"
+
+
+class SGD(Optimizer):
+    """The book's mini-batch SGD: w ← (1 − lr·λ/n)·w − (lr/m)·Σ∇w. No default rate."""
+
+    name = "sgd"
+
+
+class Momentum(Optimizer):
+    """v ← μ·v + g; w ← w − lr·v (PyTorch's SGD with momentum, no dampening)."""
+
+    name = "momentum"
+    lr = 1e-3
+
+    def __init__(self, momentum: float = 0.9):
+        self.momentum = _number(momentum, "momentum", 0.0, 1.0)
+
+    def hyper(self):
+        return np.array([self.momentum, 0.0, 0.0, 0.0])
+
+    def config(self):
+        return {"name": self.name, "momentum": self.momentum}
+
+
+class Nesterov(Momentum):
+    """v ← μ·v + g; w ← w − lr·(g + μ·v) (PyTorch's ``nesterov=True``)."""
+
+    name = "nesterov"
+
+
+class RMSprop(Optimizer):
+    """s ← α·s + (1 − α)·g²; w ← w − lr·g / (√s + eps) (PyTorch's defaults: lr 0.01)."""
+
+    name = "rmsprop"
+    lr = 0.01
+
+    def __init__(self, alpha: float = 0.99, eps: float = 1e-8):
+        self.alpha = _number(alpha, "alpha", 0.0, 1.0)
+        self.eps = _number(eps, "eps", 0.0, None, lo_open=True)
+
+    def hyper(self):
+        return np.array([0.0, self.alpha, self.eps, 0.0])
+
+    def config(self):
+        return {"name": self.name, "alpha": self.alpha, "eps": self.eps}
+
+
+class Adam(Optimizer):
+    """m ← β1·m + (1 − β1)·g; v ← β2·v + (1 − β2)·g²;
+    w ← w − lr/(1 − β1ᵗ) · m / (√v / √(1 − β2ᵗ) + eps) (PyTorch's defaults: lr 1e-3)."""
+
+    name = "adam"
+    lr = 1e-3
+
+    def __init__(self, betas=(0.9, 0.999), eps: float = 1e-8):
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+        self.betas = (_number(betas[0], "betas[0]", 0.0, 1.0),
+                      _number(betas[1], "betas[1]", 0.0, 1.0))
+        self.eps = _number(eps, "eps", 0.0, None, lo_open=True)
+
+    def hyper(self):
+        return np.array([*self.betas, self.eps, 0.0])
+
+    def config(self):
+        return {"name": self.name, "betas": list(self.betas), "eps": self.eps}
+
+
+class AdamW(Adam):
+    """Adam after w ← (1 − lr·weight_decay)·w (decoupled decay, every parameter; PyTorch's
+    defaults: lr 1e-3, weight_decay 0.01)."""
+
+    name = "adamw"
+
+    def __init__(self, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.01):
+        super().__init__(betas, eps)
+        self.weight_decay = _number(weight_decay, "weight_decay", 0.0, None)
+
+    def hyper(self):
+        return np.array([*self.betas, self.eps, self.weight_decay])
+
+    def config(self):
+        return dict(super().config(), weight_decay=self.weight_decay)
+
+
+_CLASSES = {c.name: c for c in (SGD, Momentum, Nesterov, RMSprop, Adam, AdamW)}
+
+
+def as_optimizer(optimizer) -> Optimizer:
+    """A name from ``NAMES`` (default hyper-parameters) or an ``Optimizer``, checked."""
+    if isinstance(optimizer, Optimizer):
+        return optimizer
+    if isinstance(optimizer, str):
+        if optimizer not in _CLASSES:
+            raise ValueError(f"optimizer must be one of {list(NAMES)} or a "
+                             f"fastnet.optimizers object, got {optimizer!r}")
+        return _CLASSES[optimizer]()
+    raise TypeError(f"optimizer must be one of {list(NAMES)} or a fastnet.optimizers object, "
+                    f"got {type(optimizer).__name__}")
+
+
+def from_config(config) -> Optimizer:
+    """The optimizer ``config()`` describes (ValueError/TypeError if it is not one)."""
+    if not isinstance(config, dict) or config.get("name") not in _CLASSES:
+        raise ValueError(f"not an optimizer configuration: {config!r:.120}")
+    args = {k: v for k, v in config.items() if k != "name"}
+    try:
+        return _CLASSES[config["name"]](**args)
+    except TypeError as exc:
+        raise ValueError(f"not an optimizer configuration: {config!r:.120} ({exc})") from None
+
+
+class OptimizerState:
+    """What an optimizer updates besides the parameters: ``state[slots, P]`` (the parameters'
+    dtype; zeros at first) and ``step: int64[1]`` (updates taken), for ``optimizer``."""
+
+    def __init__(self, optimizer: Optimizer, size: int, dtype, state=None, step=0):
+        self.optimizer = optimizer
+        shape = (optimizer.slots, size)
+        self.state = np.zeros(shape, dtype) if state is None else state
+        if self.state.shape != shape or self.state.dtype != np.dtype(dtype):
+            raise ValueError(f"optimizer state must be {np.dtype(dtype).name} {shape}, got "
+                             f"{self.state.dtype} {self.state.shape}")
+        self.step = np.array([int(step)], dtype=np.int64)
+
+    def fits(self, optimizer: Optimizer, size: int, dtype) -> bool:
+        return optimizer == self.optimizer and self.state.shape[1] == size and \
+            self.state.dtype == np.dtype(dtype)
+
+    def copy(self) -> "OptimizerState":
+        return OptimizerState(self.optimizer, self.state.shape[1], self.state.dtype,
+                              self.state.copy(), int(self.step[0]))
+
+    def restore(self, other: "OptimizerState") -> None:
+        """This state's arrays set to ``other``'s (in place: trainers hold them)."""
+        self.state[...] = other.state
+        self.step[...] = other.step

@@ -1,0 +1,116 @@
+"""Optimizers other than the book's SGD on the CPU: ``optimizer_step`` (one update of a flat
+parameter buffer from its summed gradient: momentum, Nesterov, RMSprop, Adam, AdamW, in
+PyTorch's form) and ``train_epoch_opt`` (a whole dense epoch per compiled call, on this thread:
+forward, deltas, the gradient into a buffer, then ``optimizer_step``, every mini-batch).
+
+Shapes: flat ``params[P]``, ``grads[P]`` (Σ over the mini-batch), ``decayed[P]`` (bool: the
+weights, which take the book's L2 ``l2·w`` in their gradient), ``state[S, P]`` (S =
+``config.OPTIMIZER_SLOTS``), ``step: int64[1]`` (updates taken so far; incremented here),
+``hyper: float64[4]`` (``config``'s order). The epoch's arrays: ``dense_epoch_cpu``'s.
+
+NumPy twins: ``fastnet.reference.optim``. Tests: ``tests/test_optimizers.py``.
+"""
+
+import math
+
+import numpy as np
+from numba import njit
+
+from . import config
+from .blocks_cpu import rows_forward, rows_update
+from .config import ADAM, ADAMW, MOMENTUM, NESTEROV, RMSPROP
+from .dense_cpu import activate, layer_offsets, step_upper
+from .dense_epoch_cpu import workspaces
+from .simd import rows_of
+
+_jit = njit(**config.CPU_JIT)
+
+
+@_jit
+def optimizer_step(params, grads, decayed, gscale, l2, lr, code, hyper, state, step):
+    """params ← one update by optimizer ``code`` from the gradient g = gscale·grads + l2·params
+    (l2 where ``decayed``), in place on params, state and step. One loop per rule (each
+    vectorises); the constants (1 − β, the bias corrections) in float64, then in params'
+    dtype."""
+    T = params.dtype.type
+    t = step[0] + 1
+    step[0] = t
+    b1, b2, eps = T(hyper[0]), T(hyper[1]), T(hyper[2])
+    c1, c2 = T(1.0 - hyper[0]), T(1.0 - hyper[1])  # from float64: no cancellation in dtype
+    gs, lw, lrt = T(gscale), T(l2), T(lr)
+    zero = T(0)
+    n = params.shape[0]
+    p, g, d = params, grads, decayed
+    if code == MOMENTUM or code == NESTEROV:
+        v = state[0]
+        nest = code == NESTEROV
+        for i in range(n):
+            gi = gs * g[i] + (lw if d[i] else zero) * p[i]
+            vi = b1 * v[i] + gi
+            v[i] = vi
+            p[i] -= lrt * (gi + b1 * vi if nest else vi)
+    elif code == RMSPROP:
+        s = state[0]
+        for i in range(n):
+            gi = gs * g[i] + (lw if d[i] else zero) * p[i]
+            si = b2 * s[i] + c2 * gi * gi
+            s[i] = si
+            p[i] -= lrt * gi / (math.sqrt(si) + eps)
+    elif code == ADAM or code == ADAMW:
+        m, v = state[0], state[1]
+        # 1 − βᵗ as −expm1(t·log1p(β − 1)): no cancellation (1 − 0.999⁶ in plain float64
+        # arithmetic keeps only two thirds of its digits)
+        size = T(lr / -math.expm1(t * math.log1p(hyper[0] - 1.0)))       # lr / (1 − β1ᵗ)
+        root2 = T(math.sqrt(-math.expm1(t * math.log1p(hyper[1] - 1.0))))  # √(1 − β2ᵗ)
+        keep = T(1.0 - lr * hyper[3]) if code == ADAMW else T(1)  # decoupled decay (AdamW)
+        for i in range(n):
+            gi = gs * g[i] + (lw if d[i] else zero) * p[i]
+            mi = b1 * m[i] + c1 * gi
+            vi = b2 * v[i] + c2 * gi * gi
+            m[i] = mi
+            v[i] = vi
+            p[i] = keep * p[i] - size * mi / (math.sqrt(vi) / root2 + eps)
+    else:                                                    # plain SGD
+        for i in range(n):
+            p[i] -= lrt * (gs * g[i] + (lw if d[i] else zero) * p[i])
+
+
+@_jit
+def train_epoch_opt(params, layout, acts, loss, x, y, order, batch_size, lr, l2, code, hyper,
+                    state, step, decayed):
+    """One epoch of mini-batch training by optimizer ``code``, in place on params, state and
+    step: mini-batches are consecutive slices of ``order`` (the last may be shorter), x[N, n0]
+    and y[N, nL] read through it. Each mini-batch: the forward pass and every layer's δ
+    (``dense_cpu.step_upper`` without its update), Σ-gradients into a buffer
+    (``rows_update`` with decay 0 writes −scale·δᵀa, so scale −1 gives +δᵀa), then
+    ``optimizer_step`` with gscale 1/m."""
+    N = order.shape[0]
+    batch_size = max(1, min(batch_size, N))
+    ws = workspaces(layout, batch_size, x)
+    zs, acts_buf, deltas = ws[0], ws[1], ws[2]
+    offs = layer_offsets(layout, batch_size)
+    grads = np.zeros_like(params)
+    T = params.dtype.type
+    no_rows = order[:0]
+    L = layout.shape[0]
+    n0, h0, w0_off, b0_off = layout[0, 0], layout[0, 1], layout[0, 2], layout[0, 3]
+    for k in range(0, N, batch_size):
+        m = min(batch_size, N - k)
+        rows = order[k:k + m]
+        z0 = rows_of(zs, 0, m, h0)
+        rows_forward(x, rows, m, rows_of(params, w0_off, h0, n0),
+                     params[b0_off:b0_off + h0], z0, 0, h0)
+        activate(z0, rows_of(acts_buf, 0, m, h0), acts[0])
+        step_upper(params, layout, acts, loss, y, rows, offs, ws, lr, T(1), False, 0)
+        for l in range(L):
+            n_in, n_out, w_off, b_off = layout[l, 0], layout[l, 1], layout[l, 2], layout[l, 3]
+            gb = grads[b_off:b_off + n_out]
+            gb[:] = 0
+            d = rows_of(deltas, offs[l], m, n_out)
+            gw = rows_of(grads, w_off, n_out, n_in)
+            if l == 0:
+                rows_update(x, rows, m, d, gw, gb, T(-1), T(0), 0, n_out)
+            else:
+                rows_update(rows_of(acts_buf, offs[l - 1], m, n_in), no_rows, m, d, gw, gb,
+                            T(-1), T(0), 0, n_out)
+        optimizer_step(params, grads, decayed, 1.0 / m, l2, lr, code, hyper, state, step)
