@@ -1,5 +1,5 @@
-"""MNIST loading: the four IDX files (gzipped or raw) and the book's ``mnist.pkl.gz``; and
-``expand_by_shifts``, the book's ``expand_mnist.py``.
+"""MNIST and Fashion-MNIST loading: the four IDX files (gzipped or raw) and the book's
+``mnist.pkl.gz``; and ``expand_by_shifts``, the book's ``expand_mnist.py``.
 
 ``load_mnist()`` returns ``(train, val, test)``, each a pair ``(x, y)`` with
 ``x: float32[n, 784]`` in [0, 1] (uint8 / 255) and ``y: int64[n]`` in 0..9: the first 50,000
@@ -8,7 +8,9 @@ Files are looked for in the ``path`` argument (only there, never downloading), e
 ``$FASTNET_DATA``, then the per-user cache (``default_data_dir()``), downloading what is missing
 into the cache; every file's sha256 (of the uncompressed bytes) is checked on each load. Every
 file is read as untrusted: a bad file raises ValueError naming it, before anything large is
-allocated. Nothing happens at import time: no I/O, no network.
+allocated. Nothing happens at import time: no I/O, no network. ``load_fashion_mnist()`` is the
+same for Fashion-MNIST (same file names and format; its own ``$FASTNET_FASHION_DATA``, cache
+directory, mirrors and checksums, which are of the distributed ``.gz`` files).
 
 Twin: none (I/O). Tests: ``tests/test_datasets.py``, ``tests/test_hostile_data.py``. The
 loading rules: docs/guide.md; why the checks are made as they are: docs/design.md.
@@ -40,6 +42,7 @@ __all__ = [
     "default_data_dir",
     "read_idx",
     "load_mnist",
+    "load_fashion_mnist",
     "load_mnist_pickle",
 ]
 
@@ -58,6 +61,29 @@ MNIST_SHA256: dict[str, str] = {
 MIRRORS: tuple[str, ...] = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
+)
+
+# Fashion-MNIST (Xiao, Rasul, Vollgraf 2017): the same four file names as MNIST. Its checksums
+# are of the distributed .gz files: the MD5s as published in the official README
+# (https://github.com/zalandoresearch/fashion-mnist, "Get the Data"; torchvision's FashionMNIST
+# lists the same), the SHA-256s as listed by two independent loaders (batchup's
+# datasets/fashion_mnist.py and an EMNIST/MNIST hash table) — both are checked.
+FASHION_MNIST_GZ_MD5: dict[str, str] = {
+    "train-images-idx3-ubyte": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+    "train-labels-idx1-ubyte": "25c81989df183df01b3e8a0aad5dffbe",
+    "t10k-images-idx3-ubyte": "bef4ecab320f06d8554ea6380940ec79",
+    "t10k-labels-idx1-ubyte": "bb300cfdad3c16e7a12a480ee83cd310",
+}
+FASHION_MNIST_GZ_SHA256: dict[str, str] = {
+    "train-images-idx3-ubyte": "08dc20ab1689590a0bcd66e874647b6ee8464e2d501b5a3f1f78831db19a3fdc",
+    "train-labels-idx1-ubyte": "b0197879cbda89f3dc7b894f9fd52b858e68ea4182b6947c9d8c2b67e5f18dcc",
+    "t10k-images-idx3-ubyte": "78dcbbfb5a27efaf1b6c1d616caca68560be8766c5bffcb2791df9273a534229",
+    "t10k-labels-idx1-ubyte": "42bd18137a62d5998cdeae52bf3a0676ac6b706f5cf8439b47bb5b151ae3dccf",
+}
+#: The official locations (the README's download links): the repository, then the S3 site.
+FASHION_MIRRORS: tuple[str, ...] = (
+    "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+    "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
 )
 
 _TRAIN_IMAGES, _TRAIN_LABELS = "train-images-idx3-ubyte", "train-labels-idx1-ubyte"
@@ -91,19 +117,58 @@ class MNISTNotFoundError(FileNotFoundError):
     failures: tuple[str, ...] = ()
 
 
-def default_data_dir() -> Path:
-    """The per-user cache directory for MNIST (not created here).
+def default_data_dir(dataset: str = "mnist") -> Path:
+    """The per-user cache directory for MNIST (``dataset="fashion-mnist"``: Fashion-MNIST's;
+    not created here).
 
-    ``$FASTNET_CACHE`` if set; on Windows ``%LOCALAPPDATA%\\fastnet\\mnist``; elsewhere
-    ``$XDG_CACHE_HOME/fastnet/mnist``, else ``~/.cache/fastnet/mnist``.
+    ``$FASTNET_CACHE`` if set (Fashion-MNIST: its ``fashion-mnist`` subdirectory); on Windows
+    ``%LOCALAPPDATA%\\fastnet\\<dataset>``; elsewhere ``$XDG_CACHE_HOME/fastnet/<dataset>``,
+    else ``~/.cache/fastnet/<dataset>``.
     """
+    if dataset not in ("mnist", "fashion-mnist"):
+        raise ValueError(f"dataset must be 'mnist' or 'fashion-mnist', got {dataset!r}")
     if os.environ.get("FASTNET_CACHE"):
-        return Path(os.environ["FASTNET_CACHE"]).expanduser()
+        cache = Path(os.environ["FASTNET_CACHE"]).expanduser()
+        return cache if dataset == "mnist" else cache / dataset
     if sys.platform == "win32":
         base = os.environ.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
-        return Path(base) / "fastnet" / "mnist"
+        return Path(base) / "fastnet" / dataset
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base).expanduser() / "fastnet" / "mnist"
+    return Path(base).expanduser() / "fastnet" / dataset
+
+
+class _Kind:
+    """What differs between MNIST and Fashion-MNIST: the environment variable and cache
+    directory searched, the mirrors, and how a file's bytes are verified."""
+
+    def __init__(self, title: str, dataset: str, env: str) -> None:
+        self.title, self.dataset, self.env = title, dataset, env
+        self.gz_only = dataset != "mnist"   # Fashion-MNIST's checksums are of the .gz files
+
+    def cache(self) -> Path:
+        return default_data_dir(self.dataset)
+
+    def mirrors(self) -> tuple[str, ...]:
+        return MIRRORS if self.dataset == "mnist" else FASHION_MIRRORS
+
+    def mismatch(self, name: str, raw: bytes, uncompressed_sha256: str | None) -> str | None:
+        """Why ``raw`` (a file's bytes, as stored) is not the standard file ``name``, or None."""
+        if not self.gz_only:
+            if uncompressed_sha256 == MNIST_SHA256[name]:
+                return None
+            return f"sha256 mismatch: expected {MNIST_SHA256[name]}, got {uncompressed_sha256}"
+        if raw[:2] != _GZIP_MAGIC:
+            return (f"not gzipped: {self.title}'s published checksums are of the distributed "
+                    f"{name}.gz files")
+        for algo, table in (("sha256", FASHION_MNIST_GZ_SHA256), ("md5", FASHION_MNIST_GZ_MD5)):
+            actual = hashlib.new(algo, raw).hexdigest()
+            if actual != table[name]:
+                return f"{algo} of the .gz file mismatch: expected {table[name]}, got {actual}"
+        return None
+
+
+_MNIST = _Kind("MNIST", "mnist", "FASTNET_DATA")
+_FASHION = _Kind("Fashion-MNIST", "fashion-mnist", "FASTNET_FASHION_DATA")
 
 
 # --------------------------------------------------------------------------- IDX parsing
@@ -215,17 +280,18 @@ def read_idx(file: PathLike | IO[bytes]) -> np.ndarray:
 # --------------------------------------------------------------------------- locating files
 
 
-def _find_local(name: str, dirs: Sequence[Path]) -> Path | None:
-    """The first existing ``<dir>/<name>`` or ``<dir>/<name>.gz`` (raw preferred: faster)."""
+def _find_local(name: str, dirs: Sequence[Path], gz_only: bool = False) -> Path | None:
+    """The first existing ``<dir>/<name>`` or ``<dir>/<name>.gz`` (raw preferred: faster;
+    ``gz_only``: only the latter)."""
     for d in dirs:
-        for fname in (name, name + ".gz"):
+        for fname in (name + ".gz",) if gz_only else (name, name + ".gz"):
             if (d / fname).is_file():
                 return d / fname
     return None
 
 
 def _download(name: str, dest_dir: Path, mirrors: Sequence[str], verbose: bool,
-              dead: set[str]) -> Path:
+              dead: set[str], kind: _Kind = _MNIST) -> Path:
     """Fetch ``<name>.gz`` from the first mirror serving bytes with the right sha256.
 
     The whole response is held in memory and verified before anything is written, so a failed
@@ -256,14 +322,14 @@ def _download(name: str, dest_dir: Path, mirrors: Sequence[str], verbose: bool,
             reason = (str(e).removeprefix(f"{url}: ") if isinstance(e, ValueError)
                       else f"{type(e).__name__}: {e}")
         else:
-            if actual == MNIST_SHA256[name]:
+            reason = kind.mismatch(name, blob, actual)
+            if reason is None:
                 dest = dest_dir / fname
                 dest_dir.mkdir(parents=True, exist_ok=True)
                 write_atomic(dest, lambda f: f.write(blob))
                 if verbose:
                     print(f"done ({len(blob) / 1e6:.1f} MB)", file=sys.stderr, flush=True)
                 return dest
-            reason = f"sha256 mismatch: expected {MNIST_SHA256[name]}, got {actual}"
             bad_hash = reason
         errors.append(f"{url}: {reason}")
         if verbose:
@@ -274,20 +340,24 @@ def _download(name: str, dest_dir: Path, mirrors: Sequence[str], verbose: bool,
     raise OSError(f"could not download {fname}:\n  {detail}")
 
 
-def _not_found(missing: list[str], looked: list[tuple[Path, str]], failures: list[str]) -> str:
-    lines = ["MNIST files not found: " + ", ".join(f"{m}[.gz]" for m in missing), "Looked in:"]
+def _not_found(missing: list[str], looked: list[tuple[Path, str]], failures: list[str],
+               kind: _Kind = _MNIST) -> str:
+    lines = [f"{kind.title} files not found: " + ", ".join(f"{m}[.gz]" for m in missing),
+             "Looked in:"]
     for d, why in looked:
         state = "" if d.is_dir() else " (no such directory)"
         lines.append(f"  {d}  [{why}]{state}")
     if failures:
         lines.append("Download failed:")
         lines += [f"  {line}" for f in failures for line in f.splitlines()]
-    lines.append(_HOW_TO_POINT[0].upper() + _HOW_TO_POINT[1:] + ".")
+    how = _HOW_TO_POINT.replace("FASTNET_DATA", kind.env)
+    lines.append(how[0].upper() + how[1:] + ".")
     return "\n".join(lines)
 
 
 def _locate(
-    path: PathLike | None, download: bool, mirrors: Sequence[str], verbose: bool
+    path: PathLike | None, download: bool, mirrors: Sequence[str], verbose: bool,
+    kind: _Kind = _MNIST,
 ) -> dict[str, Path]:
     """Map each MNIST file name to an existing local file, downloading into the cache if allowed."""
     looked: list[tuple[Path, str]] = []
@@ -295,27 +365,27 @@ def _locate(
         looked.append((Path(path).expanduser(), "path argument"))
         download = False  # an explicit path is a promise that the files are there
     else:
-        if os.environ.get("FASTNET_DATA"):
-            looked.append((Path(os.environ["FASTNET_DATA"]).expanduser(), "$FASTNET_DATA"))
-        cache = default_data_dir()
+        if os.environ.get(kind.env):
+            looked.append((Path(os.environ[kind.env]).expanduser(), f"${kind.env}"))
+        cache = kind.cache()
         if cache not in [d for d, _ in looked]:
             looked.append((cache, "cache"))
     dirs = [d for d, _ in looked]
-    found = {name: _find_local(name, dirs) for name in MNIST_SHA256}
+    found = {name: _find_local(name, dirs, kind.gz_only) for name in MNIST_SHA256}
     missing = [name for name, f in found.items() if f is None]
     failures: list[str] = []
     if missing and download:
         dead: set[str] = set()
         for name in missing:
             try:
-                found[name] = _download(name, default_data_dir(), mirrors, verbose, dead)
+                found[name] = _download(name, kind.cache(), mirrors, verbose, dead, kind)
             except OSError as e:
                 failures.append(f"{name}: {e}")
         missing = [name for name, f in found.items() if f is None]
     if missing:
         if not download and path is None:
             failures.append("download disabled (download=False)")
-        err = MNISTNotFoundError(_not_found(missing, looked, failures))
+        err = MNISTNotFoundError(_not_found(missing, looked, failures, kind))
         err.missing, err.looked, err.failures = tuple(missing), tuple(looked), tuple(failures)
         raise err
     return found  # type: ignore[return-value]
@@ -324,9 +394,10 @@ def _locate(
 # --------------------------------------------------------------------------- loading
 
 
-def _load_verified(file: Path, name: str) -> np.ndarray:
-    """Read, parse and check one MNIST file: shape, label range, then sha256."""
-    arr, actual = _decode_idx(file.read_bytes(), str(file), digest=True)
+def _load_verified(file: Path, name: str, kind: _Kind = _MNIST) -> np.ndarray:
+    """Read, parse and check one MNIST file: shape, label range, then its checksum."""
+    raw = file.read_bytes()
+    arr, actual = _decode_idx(raw, str(file), digest=not kind.gz_only)
     if arr.dtype != np.uint8:
         raise ValueError(f"{file}: expected uint8 elements, got {arr.dtype}")
     if "images" in name and (arr.ndim != 3 or arr.shape[1:] != (28, 28)):
@@ -336,7 +407,12 @@ def _load_verified(file: Path, name: str) -> np.ndarray:
             raise ValueError(f"{file}: expected labels of shape (n,), got {arr.shape}")
         if arr.size and arr.max() > 9:
             raise ValueError(f"{file}: labels must be in 0..9, found {int(arr.max())}")
-    if actual != MNIST_SHA256[name]:
+    if kind.gz_only:
+        reason = kind.mismatch(name, raw, None)
+        if reason is not None:
+            raise ValueError(f"{file}: {reason}. The file is corrupt or not the standard "
+                             f"{kind.title}; delete it (a cached copy is then downloaded again).")
+    elif actual != MNIST_SHA256[name]:
         raise ValueError(
             f"{file}: sha256 of the uncompressed bytes does not match: expected "
             f"{MNIST_SHA256[name]}, got {actual}. The file is corrupt or not the standard "
@@ -384,11 +460,32 @@ def load_mnist(
     to point fastnet at local files, or ValueError for a truncated/corrupt file or a checksum
     mismatch.
     """
+    return _load(_MNIST, path, validation, download, mirrors, verbose)
+
+
+def load_fashion_mnist(
+    path: PathLike | None = None,
+    *,
+    validation: int = 10000,
+    download: bool = True,
+    mirrors: Sequence[str] | None = None,
+    verbose: bool = True,
+) -> tuple[Split, Split, Split]:
+    """Load Fashion-MNIST as ``load_mnist`` loads MNIST (same splits, forms and errors; labels
+    0..9 are T-shirt/top, trouser, pullover, dress, coat, sandal, shirt, sneaker, bag, ankle
+    boot). Searched: ``path``, else ``$FASTNET_FASHION_DATA`` then
+    ``default_data_dir("fashion-mnist")``, downloading into the latter from ``FASHION_MIRRORS``.
+    The files must be the distributed ``<name>.gz`` files: their published MD5 and SHA-256 are
+    of the compressed bytes, and both are checked on every load."""
+    return _load(_FASHION, path, validation, download, mirrors, verbose)
+
+
+def _load(kind: _Kind, path, validation, download, mirrors, verbose) -> tuple[Split, Split, Split]:
     validation = _check_validation(validation)
-    files = _locate(path, download, MIRRORS if mirrors is None else mirrors, verbose)
+    files = _locate(path, download, kind.mirrors() if mirrors is None else mirrors, verbose, kind)
     # Small files first, so a bad label file is reported before 47 MB are decompressed.
     order = (_TEST_LABELS, _TRAIN_LABELS, _TEST_IMAGES, _TRAIN_IMAGES)
-    raw = {name: _load_verified(files[name], name) for name in order}
+    raw = {name: _load_verified(files[name], name, kind) for name in order}
     for images, labels in ((_TRAIN_IMAGES, _TRAIN_LABELS), (_TEST_IMAGES, _TEST_LABELS)):
         if len(raw[images]) != len(raw[labels]):
             raise ValueError(
