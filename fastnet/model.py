@@ -202,11 +202,6 @@ class Model:
     def n_out(self) -> int:
         return self.output_shape[0]
 
-    def __repr__(self):
-        inner = ",\n".join(f"  {layer!r}" for layer in self.layers)
-        return (f"Model([\n{inner}\n], loss={self.loss!r}, dtype={self.dtype.name!r}, "
-                f"device={self.device!r}, params={self.params.size})")
-
     # ------------------------------------------------------------------ training
     def fit(self, x, y=None, *, epochs: int, batch_size: int, lr, lmbda: float = 0.0,
             validation_data=None, shuffle: bool = True, order=None, callbacks=None,
@@ -442,6 +437,18 @@ class Model:
         as JSON text; no pickle). The file is written atomically."""
         save_npz_atomic(path, params=self.params,
                         architecture=np.array(json.dumps(self.architecture())))
+
+    # ------------------------------------------------------------------ inspection
+    def __repr__(self) -> str:
+        """The layers, each with its output shape and parameter count (``fastnet.summary``)."""
+        from fastnet import summary
+        return summary.describe(self)
+
+    def summary(self) -> str:
+        """A table of the layers: output shape, parameters and forward FLOPs per sample
+        (``fastnet.summary.table``); ``print(model.summary())`` shows it."""
+        from fastnet import summary
+        return summary.table(self)
 
 
 _ARCHITECTURE_LIMIT = 1 << 20   # characters of JSON; a model of thousands of layers needs far less
