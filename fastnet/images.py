@@ -15,14 +15,18 @@ SIDE, BOX = 28, 20
 
 def _gray(image) -> np.ndarray:
     """``image`` as float64 gray levels in [0, 1]: ``(h, w)`` gray, ``(h, w, 3)`` RGB or
-    ``(h, w, 4)`` RGBA (composited over white: a transparent background reads as paper)."""
+    ``(h, w, 4)`` RGBA (composited over white: a transparent background reads as paper);
+    integers are levels 0–255 (uint16: 0–65535), floats must lie in [0, 1]."""
     a = np.asarray(image)
     if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)) or \
             min(a.shape[:2], default=0) < 1:
         raise ValueError(f"image must be (h, w) gray, (h, w, 3) RGB or (h, w, 4) RGBA, got "
                          f"shape {a.shape}")
     if a.dtype.kind in "ui":
-        top = np.iinfo(a.dtype).max if a.dtype != np.uint8 else 255
+        top = 65535 if a.dtype == np.uint16 else 255       # 16-bit PNGs; else 8-bit levels
+        if a.size and (a.min() < 0 or a.max() > top):
+            raise ValueError(f"an integer image must hold levels in [0, {top}], got "
+                             f"[{a.min()}, {a.max()}]")
         a = a.astype(np.float64) / top
     elif a.dtype.kind == "f":
         a = a.astype(np.float64)
