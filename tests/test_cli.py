@@ -146,8 +146,9 @@ def test_train_and_save(tmp_path, fake_mnist, capsys):
                     reason=f"MNIST not found in {DATA_DIR}")
 def test_end_to_end_on_mnist(monkeypatch, capsys):
     monkeypatch.setenv("FASTNET_DATA", str(DATA_DIR))
+    # --init default: N(0, 1/n_in) weights (the ch1 preset's own are the book's N(0, 1))
     rc, out, err = run(["train", "--epochs", "1", "--sizes", "784,10", "--device", "numpy",
-                        "--seed", "0"], capsys)
+                        "--seed", "0", "--init", "default"], capsys)
     assert rc == 0, err
     lines = out.splitlines()
     assert "on 50000 MNIST images" in lines[0] and lines[1].startswith("Epoch 1/1: ")
