@@ -80,3 +80,15 @@ def test_bad_arguments(tmp_path, call, message):
         return
     with pytest.raises(ValueError, match=message):
         call(tmp_path / "x.png")
+
+
+def test_nothing_heavy_is_imported_before_it_is_needed(tmp_path):
+    """matplotlib and Pillow load when a figure or an image is made, not on import."""
+    import subprocess
+    import sys
+    code = ("import sys, fastnet, fastnet.plot, fastnet.images, fastnet.cli_commands, "
+            "fastnet.cli_train, fastnet.__main__; "
+            "assert 'matplotlib' not in sys.modules and 'PIL' not in sys.modules")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
