@@ -140,7 +140,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=_finite_float(positive=True), default=None,
                        help="learning rate η of the first epoch (preset's: ch1 3.0)")
     train.add_argument("--lmbda", type=_finite_float(positive=False), default=None,
-                       help="L2 regularisation, fit's: w ← (1 − lr·lmbda/n)·w (preset's: ch1 0)")
+                       help="L2 regularisation as fit's: w ← (1 − lr·lmbda/n)·w "
+                            "(preset's: ch1 0)")
     train.add_argument("--schedule", type=_schedule, default=None,
                        help=f"learning-rate schedule (fastnet.schedules): {_SCHEDULES}")
     train.add_argument("--early-stopping", type=_int_at_least(1), default=None,

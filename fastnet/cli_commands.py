@@ -6,7 +6,6 @@ confusion matrix, per-class precision/recall/F1), ``predict`` (digits in image f
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import sys
@@ -218,8 +217,9 @@ def info(args) -> int:
     print(f"threading layer: {layer}")
     features = llvm.get_host_cpu_features()
     simd = [f for f in ("avx2", "fma", "avx512f") if features.get(f)]
+    no512 = "" if features.get("avx512f") else ", no AVX-512"
     print(f"CPU: {_cpu_name()} (LLVM target {llvm.get_host_cpu_name()}; "
-          f"{', '.join(simd).upper() or 'no AVX2'}{'' if features.get('avx512f') else ', no AVX-512'})")
+          f"{', '.join(simd).upper() or 'no AVX2'}{no512})")
     print(f"threads: {numba.config.NUMBA_NUM_THREADS} (NUMBA_NUM_THREADS; {os.cpu_count()} "
           f"logical CPUs)")
     cache = config.kernel_cache_dir()

@@ -174,8 +174,8 @@ def benchmark(rows, path, *, title: str = "seconds per epoch", size=(900, 500)) 
         table = {}
         for b in rows["benchmarks"]:
             info = b.get("extra_info") or {}
-            label = f"{b.get('group') or b['name']}: {info.get('row') or info.get('backend') or b['name']}"
-            table[label] = b["stats"]["median"] * float(info.get("scale") or 1.0)
+            row = info.get("row") or info.get("backend") or b["name"]
+            table[f"{b.get('group') or b['name']}: {row}"] = b["stats"]["median"] * float(info.get("scale") or 1.0)
         rows = table
     if not isinstance(rows, dict) or not rows:
         raise ValueError("rows must be a non-empty dict {label: seconds} or a pytest-benchmark "

@@ -41,7 +41,8 @@ def fashion(monkeypatch):
     files = {}
     for name, arr in arrays.items():
         blob = gzip.compress(_idx(arr), mtime=0)
-        monkeypatch.setitem(datasets.FASHION_MNIST_GZ_SHA256, name, hashlib.sha256(blob).hexdigest())
+        monkeypatch.setitem(datasets.FASHION_MNIST_GZ_SHA256, name,
+                            hashlib.sha256(blob).hexdigest())
         monkeypatch.setitem(datasets.FASHION_MNIST_GZ_MD5, name, hashlib.md5(blob).hexdigest())
         files[name + ".gz"] = blob
     return files, arrays
