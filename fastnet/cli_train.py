@@ -74,6 +74,11 @@ class Run:
         except (ValueError, TypeError, RuntimeError) as exc:
             raise UsageError(str(exc)) from None
         if args.threads is not None:
+            from fastnet import devices
+            try:      # more than Numba's threads: refused now, not after loading the data
+                devices.get(model.device).check_threads(args.threads)
+            except (ValueError, RuntimeError) as exc:
+                raise UsageError(f"--threads: {exc}") from None
             kw["threads"] = args.threads
         return cls(args, preset, model, kw, callbacks)
 
@@ -133,8 +138,11 @@ class Run:
         score = self.model.evaluate(*test)
         n = len(test[1])
         stopped = [cb for cb in self.callbacks if isinstance(cb, EarlyStopping)]
-        best = (f"; stopped early after epoch {stopped[0].stopped_epoch}, kept epoch "
-                f"{stopped[0].best_epoch}" if stopped and stopped[0].stopped_epoch else "")
+        early = stopped[0] if stopped else None
+        best = (f"; stopped early after epoch {early.stopped_epoch}, kept epoch "
+                f"{early.best_epoch}" if early and early.stopped_epoch and
+                early.stopped_epoch < kw["epochs"] else
+                f"; kept epoch {early.best_epoch}, the best" if early else "")
         print(f"Test accuracy {round(score['accuracy'] * n)} / {n} ({score['accuracy']:.2%}) "
               f"after {len(history.seconds)} epochs{best}", flush=True)
         return 0

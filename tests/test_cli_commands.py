@@ -186,6 +186,7 @@ def short_error(rc, out, err, message):
     (["train", "--log", "h.txt"], "path must end in .csv or .json"),
     (["train", "--early-stopping", "0"], "expected an integer >= 1"),
     (["train", "--threads", "0"], "expected an integer >= 1"),
+    (["train", "--threads", "100000"], "--threads: threads must be at most"),
     (["train", "--dataset", "cifar"], "invalid choice: 'cifar'"),
     (["evaluate", "missing.npz"], "missing.npz: no such file"),
     (["bench", "--presets", "nope"], "--presets: unknown 'nope'"),
@@ -221,6 +222,23 @@ def test_predict_refuses_a_model_of_another_shape_and_a_non_image(tmp_path, caps
     fastnet.Model([784, 10]).save("m.npz")
     Path("x.png").write_text("not an image")
     short_error(*run(["predict", "m.npz", "x.png"], capsys), "x.png: not an image Pillow")
+
+
+def test_early_stopping_keeps_the_best_epoch(tmp_path, capsys, monkeypatch):
+    """Labels that cannot be learnt: validation accuracy stalls, the run stops early and
+    says which epoch it kept."""
+    rng = np.random.default_rng(0)
+    monkeypatch.setattr(datasets, "load_mnist", lambda path=None, **kw: tuple(
+        (rng.random((n, 784), dtype=np.float32), rng.integers(0, 10, n)) for n in (30, 30, 10)))
+    rc, out, err = run(["train", "--sizes", "784,10", "--epochs", "40", "--device", "numpy",
+                        "--early-stopping", "2", "--seed", "0", "--lr", "0.1"], capsys)
+    assert rc == 0, err
+    lines = out.splitlines()
+    last = lines[-1]
+    assert "stopped early after epoch " in last, last
+    stopped = int(last.split("stopped early after epoch ")[1].split(",")[0])
+    kept = int(last.split("kept epoch ")[1])
+    assert kept == stopped - 2 and len([x for x in lines if x.startswith("Epoch ")]) == stopped
 
 
 def test_another_runs_checkpoint_is_a_usage_error(tmp_path, capsys, monkeypatch):
