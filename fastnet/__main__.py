@@ -111,8 +111,9 @@ def _parser() -> argparse.ArgumentParser:
     from fastnet import cli_commands as commands
     from fastnet.presets import PRESETS
 
-    parser = _ShortParser(prog="fastnet", description=__doc__.split("\n\n")[0],
-                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _ShortParser(prog="fastnet", description="Train the networks of Nielsen's book "
+                          "(and your own) on MNIST or Fashion-MNIST, evaluate them, try them on "
+                          "your images. fastnet COMMAND -h lists a command's options.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_ShortParser)
     defaults = _Defaults
     presets = "\n".join(f"  {name:<17} {p.summary()}" for name, p in PRESETS.items())
