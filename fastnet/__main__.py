@@ -1,26 +1,24 @@
-"""Command line: ``fastnet train`` (or ``python -m fastnet train``) trains the book's
-chapter-1 network on MNIST and prints one line per epoch with the test accuracy.
+"""Command line: ``fastnet <command>`` (or ``python -m fastnet <command>``). ``train`` trains a
+network (default: the book's chapter-1 run; ``--preset`` for every run of the book's tables) on
+MNIST or Fashion-MNIST and prints one line per epoch; ``evaluate``, ``predict``, ``bench``,
+``info`` and ``warmup`` are in ``fastnet/cli_commands.py``, the training run in
+``fastnet/cli_train.py``, the presets in ``fastnet/presets.py``.
 
-Every argument, the CUDA device and the ``--save`` destination are checked before MNIST is
-loaded; a usage error is a short message on stderr and exit status 2, never a traceback."""
+Every argument, the CUDA device and the files to write are checked before the data are loaded;
+a usage error is a short message on stderr and exit status 2, never a traceback."""
 
 from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
-import tempfile
-from pathlib import Path
+
+from fastnet._cli import UsageError as _UsageError
+from fastnet._cli import check_writable as _check_save
+from fastnet._cli import load_data
 
 # what a first `fastnet train` of the book's network spends compiling on a 2-core machine
 _FIRST_COMPILE = "half a minute"
-_DATA_HINT = ("point --data DIR (or FASTNET_DATA=DIR) at a directory holding the four MNIST "
-              "IDX files (train-images-idx3-ubyte.gz etc., gzipped or raw)")
-
-
-class _UsageError(Exception):
-    """An argument or the environment is wrong: printed as one ``fastnet: error:`` line."""
 
 
 def _sizes(text: str) -> list[int]:
@@ -60,98 +58,149 @@ def _finite_float(positive: bool):
     return parse
 
 
+_SCHEDULES = "constant, inverse:DECAY, step:FACTOR:EVERY, cosine[:MIN_LR] or plateau:PATIENCE"
+
+
+def _schedule(text: str):
+    """``--schedule`` as a function of the first epoch's rate: ``lr -> Schedule``."""
+    from fastnet import schedules
+    name, *rest = text.split(":")
+    kinds = {"constant": (schedules.Constant, 0), "inverse": (schedules.InverseTime, 1),
+             "step": (schedules.StepDecay, 2), "cosine": (schedules.Cosine, 1),
+             "plateau": (schedules.HalveOnPlateau, 1)}
+    if name not in kinds or len(rest) > kinds[name][1] or \
+            (name in ("inverse", "step", "plateau") and len(rest) != kinds[name][1]):
+        raise argparse.ArgumentTypeError(f"expected {_SCHEDULES}, got {text!r}")
+    try:
+        values = [float(v) for v in rest]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {_SCHEDULES}, got {text!r}") from None
+    cls = kinds[name][0]
+
+    def make(lr: float, epochs: int):
+        if name == "cosine":
+            return cls(lr, epochs, *values)
+        if name == "step":
+            return cls(lr, values[0], int(values[1]))
+        if name == "plateau":
+            return cls(lr, int(values[0]))
+        return cls(lr, *values)
+    make.text = text
+    return make
+
+
+class _ShortParser(argparse.ArgumentParser):
+    """An argparse parser whose errors are two lines: a short usage hint and the error."""
+
+    def error(self, message):
+        self.exit(2, f"usage: {self.prog} ... ({self.prog} -h lists the options)\n"
+                     f"{self.prog}: error: {message}\n")
+
+
+class _Defaults(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` shows each option's default, except where it is None (the preset's value,
+    which the option's help names)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fastnet", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    # A short usage line: argparse's full one wraps over several lines above every error.
-    train = sub.add_parser("train", usage="fastnet train [options]  (fastnet train -h lists them)",
-                           help="train a network on MNIST (default: the book's chapter-1 network "
-                                "[784,30,10], sigmoid, quadratic cost, mini-batch 10, lr 3.0)")
-    train.add_argument("--sizes", type=_sizes, default=[784, 30, 10])
-    train.add_argument("--epochs", type=_int_at_least(1), default=30)
-    train.add_argument("--batch-size", type=_int_at_least(1), default=10)
-    train.add_argument("--lr", type=_finite_float(positive=True), default=3.0)
-    train.add_argument("--lmbda", type=_finite_float(positive=False), default=0.0,
-                       help="L2 regularisation")
-    train.add_argument("--activation", default="sigmoid")
-    train.add_argument("--loss", default="quadratic",
-                       choices=["quadratic", "cross_entropy", "log_likelihood"])
-    train.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    from fastnet import cli_commands as commands
+    from fastnet.presets import PRESETS
+
+    parser = _ShortParser(prog="fastnet", description="Train the networks of Nielsen's book "
+                          "(and your own) on MNIST or Fashion-MNIST, evaluate them, try them on "
+                          "your images. fastnet COMMAND -h lists a command's options.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_ShortParser)
+    defaults = _Defaults
+    presets = "\n".join(f"  {name:<17} {p.summary()}" for name, p in PRESETS.items())
+    train = sub.add_parser("train", formatter_class=defaults,
+                           help="train a network (default: the book's chapter-1 network "
+                                "[784,30,10], sigmoid, quadratic cost, mini-batch 10, lr 3.0)",
+                           description="Train a network and print one line per epoch. A flag "
+                                       "given explicitly overrides the preset's value.",
+                           epilog=f"presets (the book's runs, docs/book_results.md):\n{presets}")
+    train.add_argument("--preset", choices=list(PRESETS), default="ch1", metavar="NAME",
+                       help="the book's run to start from (listed below)")
+    train.add_argument("--sizes", type=_sizes, default=None,
+                       help="dense layer sizes like 784,30,10 (replaces the preset's network)")
+    train.add_argument("--activation", default=None, help="hidden activation with --sizes "
+                       "(sigmoid, tanh, relu, softplus, linear; preset's: sigmoid)")
+    train.add_argument("--loss", default=None,
+                       choices=["quadratic", "cross_entropy", "log_likelihood"],
+                       help="cost with --sizes (preset's: ch1 quadratic)")
+    train.add_argument("--init", default=None, choices=["default", "large", "glorot", "he"],
+                       help="initial weights with --sizes (preset's: large)")
+    train.add_argument("--epochs", type=_int_at_least(1), default=None,
+                       help="epochs (preset's: ch1 30)")
+    train.add_argument("--batch-size", type=_int_at_least(1), default=None,
+                       help="mini-batch size (preset's: 10)")
+    train.add_argument("--lr", type=_finite_float(positive=True), default=None,
+                       help="learning rate η of the first epoch (preset's: ch1 3.0)")
+    train.add_argument("--lmbda", type=_finite_float(positive=False), default=None,
+                       help="L2 regularisation as fit's: w ← (1 − lr·lmbda/n)·w "
+                            "(preset's: ch1 0)")
+    train.add_argument("--schedule", type=_schedule, default=None,
+                       help=f"learning-rate schedule (fastnet.schedules): {_SCHEDULES}")
+    train.add_argument("--early-stopping", type=_int_at_least(1), default=None,
+                       metavar="PATIENCE", help="stop after PATIENCE epochs without a better "
+                       "validation accuracy, keeping the best epoch's weights")
+    train.add_argument("--dtype", default="float32", choices=["float32", "float64"],
+                       help="the parameters' and computation's floating-point type")
     train.add_argument("--device", default=None,
                        help="cpu (default, or $FASTNET_DEVICE), cuda or numpy")
-    train.add_argument("--seed", type=_int_at_least(0), default=None)
-    train.add_argument("--data", default=None,
-                       help="directory with the MNIST IDX files (default: $FASTNET_DATA, "
-                            "else the download cache)")
+    train.add_argument("--seed", type=_int_at_least(0), default=None,
+                       help="seed of the initial weights and the sample order")
+    train.add_argument("--threads", type=_int_at_least(1), default=None,
+                       help="CPU threads (default: fastnet's choice)")
+    _data_arguments(train)
     train.add_argument("--save", default=None, help="write the trained model to this .npz")
+    train.add_argument("--checkpoint", default=None,
+                       help="save the run after every epoch to this .npz and resume from it")
+    train.add_argument("--log", default=None, help="write the history to this .csv or .json")
+    train.add_argument("--plot", default=None, metavar="DIR",
+                       help="write curves, confusion matrix, first-layer weights and "
+                            "misclassified digits as PNG files into DIR (fastnet[plot])")
+    train.add_argument("--quiet", action="store_true", help="print only the final line")
+    train.add_argument("--limit", type=_int_at_least(1), default=None, help=argparse.SUPPRESS)
+    commands.add_parsers(sub, _data_arguments, _Defaults)
     return parser
 
 
-def _check_save(path: str) -> None:
-    """Refuse a ``--save`` destination that cannot be written, before hours of training."""
-    dest = Path(path).expanduser()
-    if dest.is_dir():
-        raise _UsageError(f"--save {path}: is a directory; give a file name like model.npz")
-    directory = dest.parent
-    if not directory.is_dir():
-        what = "is not a directory" if directory.exists() else "does not exist"
-        raise _UsageError(f"--save {path}: {directory} {what}")
-    try:  # what saving does (a temporary file beside the destination), as root too
-        fd, probe = tempfile.mkstemp(prefix=".fastnet-", suffix=".probe", dir=directory)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise _UsageError(f"--save {path}: cannot write in {directory} ({e.strerror})") from None
-
-
-def _not_found_message(err) -> str:
-    places = ", ".join(f"{d} ({'no such directory' if not d.is_dir() else 'files missing'})"
-                       for d, _ in err.looked) or "nowhere"
-    download = "; downloading failed (see above)" if err.failures else ""
-    return f"MNIST not found in {places}{download}\nfastnet: {_DATA_HINT}"
+def _data_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", choices=["mnist", "fashion-mnist"], default="mnist",
+                   help="the data set (same format and sizes)")
+    p.add_argument("--data", default=None,
+                   help="directory with the IDX files (default: $FASTNET_DATA for MNIST, "
+                        "$FASTNET_FASHION_DATA for Fashion-MNIST, else the download cache)")
 
 
 def _train(args: argparse.Namespace) -> int:
-    import time
+    from fastnet import cli_train, devices
 
-    from fastnet import Dataset, Model, devices
-    from fastnet.datasets import MNISTNotFoundError, load_mnist
-
+    run = cli_train.Run.from_args(args)
+    model = run.model
     try:
-        model = Model(args.sizes, activation=args.activation, loss=args.loss, dtype=args.dtype,
-                      device=args.device, seed=args.seed)
         device = devices.get(model.device)  # one that cannot run here (no GPU) says why, now
     except (ValueError, TypeError, RuntimeError) as exc:
         raise _UsageError(str(exc)) from None
-    if args.save:
-        _check_save(args.save)
-    try:
-        (x, y), _, (xt, yt) = load_mnist(args.data)
-    except MNISTNotFoundError as exc:
-        raise _UsageError(_not_found_message(exc)) from None
-    except ValueError as exc:  # a corrupt or wrong file: the message names it
-        raise _UsageError(str(exc)) from None
-    print(f"Training {model.layers} with {args.loss} cost on {len(x)} MNIST images: "
-          f"{args.epochs} epochs, mini-batch {args.batch_size}, lr {args.lr} "
-          f"({model.dtype.name}, {model.device})", flush=True)
+    for flag in ("save", "checkpoint"):
+        if getattr(args, flag):
+            _check_save(getattr(args, flag), f"--{flag}")
+    run.check_outputs()
+    (x, y), (xv, yv), (xt, yt) = load_data(args.dataset, args.data)
+    x, y, xv, yv, xt, yt = run.data(x, y, xv, yv, xt, yt)
+    if not args.quiet:
+        print(run.header(len(x)), flush=True)
     if not device.compiled():
         print(f"Compiling the kernels for this machine first: once per install, about "
               f"{_FIRST_COMPILE} on 2 cores; later runs load them from the cache.", flush=True)
-    train, test = Dataset(x, y), Dataset(xt, yt)   # checked and prepared once, not per epoch
-    try:
-        for epoch in range(args.epochs):
-            t0 = time.perf_counter()
-            h = model.fit(train, epochs=1, batch_size=args.batch_size, lr=args.lr,
-                          lmbda=args.lmbda, verbose=False)
-            seconds = time.perf_counter() - t0
-            score = model.evaluate(test)
-            correct = round(score["accuracy"] * len(xt))
-            print(f"Epoch {epoch}: {correct} / {len(xt)} test accuracy "
-                  f"({score['accuracy']:.2%}, epoch {h.seconds[0]:.3f} s, with metrics "
-                  f"{seconds:.2f} s)", flush=True)
-    except (ValueError, TypeError, RuntimeError) as exc:  # e.g. the GPU failing mid-run
-        print(f"fastnet: error: training stopped: {exc}", file=sys.stderr)
-        return 1
+    status = run.fit((x, y), (xv, yv), (xt, yt))
+    if status != 0:
+        return status
     if args.save:
         try:
             model.save(args.save)
@@ -160,15 +209,19 @@ def _train(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 1
         print(f"saved to {args.save}")
-    return 0
+    return run.plot((xt, yt))
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line on ``argv`` (default ``sys.argv[1:]``); returns the exit status.
     argparse's own usage errors exit via SystemExit(2)."""
+    from fastnet import cli_commands as commands
+
     args = _parser().parse_args(argv)
     try:
-        return _train(args)
+        if args.command == "train":
+            return _train(args)
+        return commands.run(args)
     except _UsageError as exc:
         print(f"fastnet: error: {exc}", file=sys.stderr)
         return 2

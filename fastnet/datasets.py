@@ -1,5 +1,5 @@
-"""MNIST loading: the four IDX files (gzipped or raw) and the book's ``mnist.pkl.gz``; and
-``expand_by_shifts``, the book's ``expand_mnist.py``.
+"""MNIST and Fashion-MNIST loading: the four IDX files (gzipped or raw) and the book's
+``mnist.pkl.gz``; and ``expand_by_shifts``, the book's ``expand_mnist.py``.
 
 ``load_mnist()`` returns ``(train, val, test)``, each a pair ``(x, y)`` with
 ``x: float32[n, 784]`` in [0, 1] (uint8 / 255) and ``y: int64[n]`` in 0..9: the first 50,000
@@ -8,29 +8,28 @@ Files are looked for in the ``path`` argument (only there, never downloading), e
 ``$FASTNET_DATA``, then the per-user cache (``default_data_dir()``), downloading what is missing
 into the cache; every file's sha256 (of the uncompressed bytes) is checked on each load. Every
 file is read as untrusted: a bad file raises ValueError naming it, before anything large is
-allocated. Nothing happens at import time: no I/O, no network.
+allocated. Nothing happens at import time: no I/O, no network. ``load_fashion_mnist()`` is the
+same for Fashion-MNIST (same file names and format; its own ``$FASTNET_FASHION_DATA``, cache
+directory, mirrors and checksums, which are of the distributed ``.gz`` files).
 
-Twin: none (I/O). Tests: ``tests/test_datasets.py``, ``tests/test_hostile_data.py``. The
+IDX parsing (gzipped or raw, as untrusted input) lives in ``fastnet/idx.py``. Twin: none (I/O).
+Tests: ``tests/test_datasets.py``, ``tests/test_hostile_data.py``. The
 loading rules: docs/guide.md; why the checks are made as they are: docs/design.md.
 """
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import io
-import math
 import numbers
 import os
-import struct
 import sys
-import zlib
 from pathlib import Path
-from typing import IO, Any, Sequence, Union
+from typing import Any, Sequence, Union
 
 import numpy as np
 
 from fastnet import _http
+from fastnet.idx import _GZIP_MAGIC, _decode_idx, _gunzip, read_idx
 from fastnet.savefile import write_atomic
 
 __all__ = [
@@ -40,6 +39,7 @@ __all__ = [
     "default_data_dir",
     "read_idx",
     "load_mnist",
+    "load_fashion_mnist",
     "load_mnist_pickle",
 ]
 
@@ -60,22 +60,38 @@ MIRRORS: tuple[str, ...] = (
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
 )
 
+# Fashion-MNIST (Xiao, Rasul, Vollgraf 2017): the same four file names as MNIST. Its checksums
+# are of the distributed .gz files: the MD5s as published in the official README
+# (https://github.com/zalandoresearch/fashion-mnist, "Get the Data"; torchvision's FashionMNIST
+# lists the same), the SHA-256s as listed by two independent loaders (batchup's
+# datasets/fashion_mnist.py and an EMNIST/MNIST hash table) — both are checked.
+FASHION_MNIST_GZ_MD5: dict[str, str] = {
+    "train-images-idx3-ubyte": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+    "train-labels-idx1-ubyte": "25c81989df183df01b3e8a0aad5dffbe",
+    "t10k-images-idx3-ubyte": "bef4ecab320f06d8554ea6380940ec79",
+    "t10k-labels-idx1-ubyte": "bb300cfdad3c16e7a12a480ee83cd310",
+}
+FASHION_MNIST_GZ_SHA256: dict[str, str] = {
+    "train-images-idx3-ubyte": "08dc20ab1689590a0bcd66e874647b6ee8464e2d501b5a3f1f78831db19a3fdc",
+    "train-labels-idx1-ubyte": "b0197879cbda89f3dc7b894f9fd52b858e68ea4182b6947c9d8c2b67e5f18dcc",
+    "t10k-images-idx3-ubyte": "78dcbbfb5a27efaf1b6c1d616caca68560be8766c5bffcb2791df9273a534229",
+    "t10k-labels-idx1-ubyte": "42bd18137a62d5998cdeae52bf3a0676ac6b706f5cf8439b47bb5b151ae3dccf",
+}
+#: The official locations (the README's download links): the repository, then the S3 site.
+FASHION_MIRRORS: tuple[str, ...] = (
+    "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+    "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+)
+
 _TRAIN_IMAGES, _TRAIN_LABELS = "train-images-idx3-ubyte", "train-labels-idx1-ubyte"
 _TEST_IMAGES, _TEST_LABELS = "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"
 _N_TRAIN_FILE = 60000  # images in the standard training file: bounds `validation`
 # urllib has one timeout for connecting and for each read; they are split (see _opener) so that
 # a mirror behind a firewall that drops packets costs a few seconds, not a minute, while a slow
 # but live transfer still gets time.
-_GZIP_MAGIC = b"\x1f\x8b"
-# A gzip file may expand to 100x its size (MNIST's expand ~5x), or to 4 MiB whatever its size:
-# a small file that claims or streams gigabytes is refused before they are allocated.
-_MAX_GZIP_RATIO = 100
-_GZIP_FREE_BYTES = 4 << 20
 _HOW_TO_POINT = ("point fastnet at a directory holding the four IDX files (gzipped or raw): "
                  "load_mnist(path='/dir'), FASTNET_DATA=/dir, or on the command line --data DIR")
 
-# IDX type byte -> big-endian numpy dtype.
-_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
 class MNISTNotFoundError(FileNotFoundError):
@@ -91,141 +107,75 @@ class MNISTNotFoundError(FileNotFoundError):
     failures: tuple[str, ...] = ()
 
 
-def default_data_dir() -> Path:
-    """The per-user cache directory for MNIST (not created here).
+def default_data_dir(dataset: str = "mnist") -> Path:
+    """The per-user cache directory for MNIST (``dataset="fashion-mnist"``: Fashion-MNIST's;
+    not created here).
 
-    ``$FASTNET_CACHE`` if set; on Windows ``%LOCALAPPDATA%\\fastnet\\mnist``; elsewhere
-    ``$XDG_CACHE_HOME/fastnet/mnist``, else ``~/.cache/fastnet/mnist``.
+    ``$FASTNET_CACHE`` if set (Fashion-MNIST: its ``fashion-mnist`` subdirectory); on Windows
+    ``%LOCALAPPDATA%\\fastnet\\<dataset>``; elsewhere ``$XDG_CACHE_HOME/fastnet/<dataset>``,
+    else ``~/.cache/fastnet/<dataset>``.
     """
+    if dataset not in ("mnist", "fashion-mnist"):
+        raise ValueError(f"dataset must be 'mnist' or 'fashion-mnist', got {dataset!r}")
     if os.environ.get("FASTNET_CACHE"):
-        return Path(os.environ["FASTNET_CACHE"]).expanduser()
+        cache = Path(os.environ["FASTNET_CACHE"]).expanduser()
+        return cache if dataset == "mnist" else cache / dataset
     if sys.platform == "win32":
         base = os.environ.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
-        return Path(base) / "fastnet" / "mnist"
+        return Path(base) / "fastnet" / dataset
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base).expanduser() / "fastnet" / "mnist"
+    return Path(base).expanduser() / "fastnet" / dataset
 
 
-# --------------------------------------------------------------------------- IDX parsing
+class _Kind:
+    """What differs between MNIST and Fashion-MNIST: the environment variable and cache
+    directory searched, the mirrors, and how a file's bytes are verified."""
+
+    def __init__(self, title: str, dataset: str, env: str) -> None:
+        self.title, self.dataset, self.env = title, dataset, env
+        self.gz_only = dataset != "mnist"   # Fashion-MNIST's checksums are of the .gz files
+
+    def cache(self) -> Path:
+        return default_data_dir(self.dataset)
+
+    def mirrors(self) -> tuple[str, ...]:
+        return MIRRORS if self.dataset == "mnist" else FASHION_MIRRORS
+
+    def mismatch(self, name: str, raw: bytes, uncompressed_sha256: str | None) -> str | None:
+        """Why ``raw`` (a file's bytes, as stored) is not the standard file ``name``, or None."""
+        if not self.gz_only:
+            if uncompressed_sha256 == MNIST_SHA256[name]:
+                return None
+            return f"sha256 mismatch: expected {MNIST_SHA256[name]}, got {uncompressed_sha256}"
+        if raw[:2] != _GZIP_MAGIC:
+            return (f"not gzipped: {self.title}'s published checksums are of the distributed "
+                    f"{name}.gz files")
+        for algo, table in (("sha256", FASHION_MNIST_GZ_SHA256), ("md5", FASHION_MNIST_GZ_MD5)):
+            actual = hashlib.new(algo, raw).hexdigest()
+            if actual != table[name]:
+                return f"{algo} of the .gz file mismatch: expected {table[name]}, got {actual}"
+        return None
 
 
-class _RawReader:
-    """``read(n)`` over in-memory bytes, returning views (no copies): the raw-file twin of
-    ``gzip.GzipFile.read``."""
-
-    def __init__(self, raw: bytes) -> None:
-        self._view, self._pos = memoryview(raw), 0
-
-    def read(self, n: int) -> memoryview:
-        chunk = self._view[self._pos:self._pos + n]
-        self._pos += len(chunk)
-        return chunk
-
-    def close(self) -> None:
-        pass
-
-
-def _gzip_limit(raw: bytes) -> int:
-    """The most bytes the gzip file ``raw`` may decompress to (see ``_MAX_GZIP_RATIO``)."""
-    return max(_GZIP_FREE_BYTES, _MAX_GZIP_RATIO * len(raw))
-
-
-def _gzip_error(name: str, e: BaseException) -> ValueError:
-    return ValueError(f"{name}: gzip stream is truncated or corrupt ({type(e).__name__}: {e})")
-
-
-def _decode_idx(raw: bytes, name: str, *, digest: bool = False) -> tuple[np.ndarray, str | None]:
-    """Parse the IDX file ``raw`` (gzipped or not, by content) into a native-endian array.
-
-    Returns ``(array, sha256 hex of the uncompressed bytes or None unless digest)``; the array
-    may be a read-only view of ``raw``. The header is read first and nothing beyond the payload
-    it declares is decompressed, so a gzip stream that expands far beyond its declared or
-    allowed size costs no memory. Raises ValueError naming ``name`` for anything malformed.
-    """
-    gzipped = raw[:2] == _GZIP_MAGIC
-    stream: Any = (gzip.GzipFile(fileobj=io.BytesIO(raw), mode="rb") if gzipped
-                   else _RawReader(raw))
-    limit = _gzip_limit(raw) if gzipped else len(raw)
-    try:
-        head = bytes(stream.read(4))
-        if len(head) < 4:
-            raise ValueError(f"{name}: truncated or corrupt IDX file ({len(head)} bytes, "
-                             "no header)")
-        if head[0] != 0 or head[1] != 0:
-            raise ValueError(f"{name}: not an IDX file (magic {head[:2].hex()}, expected 0000)")
-        type_byte, ndim = head[2], head[3]
-        if type_byte not in _IDX_DTYPES:
-            raise ValueError(f"{name}: unsupported IDX element type 0x{type_byte:02x}")
-        head += stream.read(4 * ndim)
-        header = len(head)
-        if header < 4 + 4 * ndim:
-            raise ValueError(f"{name}: truncated or corrupt IDX header ({ndim} dims declared)")
-        dims = struct.unpack(f">{ndim}I", head[4:])
-        dtype = np.dtype(_IDX_DTYPES[type_byte])
-        expected = math.prod(dims) * dtype.itemsize  # Python ints: no overflow
-        if expected > limit - header:
-            held = (f"file holds {len(raw) - header}" if not gzipped else
-                    f"more than the {len(raw)}-byte gzip file may expand to here "
-                    f"({_MAX_GZIP_RATIO}x its size)")
-            raise ValueError(f"{name}: IDX file is truncated or corrupt: header declares shape "
-                             f"{dims} = {expected} payload bytes, {held}")
-        payload = stream.read(expected)
-        if len(payload) < expected:
-            raise ValueError(f"{name}: IDX file is truncated: header declares shape {dims} = "
-                             f"{expected} payload bytes, file holds {len(payload)}")
-        if len(stream.read(1)):  # for gzip, also reaches the end: checks the CRC
-            raise ValueError(f"{name}: IDX file is corrupt (trailing bytes): header declares "
-                             f"shape {dims} = {expected} payload bytes, file holds more")
-    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
-        raise _gzip_error(name, e) from None
-    finally:
-        stream.close()
-    sha = None
-    if digest:
-        h = hashlib.sha256(head)
-        h.update(payload)
-        sha = h.hexdigest()
-    try:
-        arr = np.frombuffer(payload, dtype=dtype).reshape(dims)
-    except ValueError as e:  # zero-size shapes numpy cannot represent, too many dims
-        raise ValueError(f"{name}: IDX shape {dims} is not a valid array shape ({e})") from None
-    if not (dtype.isnative or dtype.itemsize == 1):
-        arr = arr.astype(dtype.newbyteorder("="))
-    return arr, sha
-
-
-def read_idx(file: PathLike | IO[bytes]) -> np.ndarray:
-    """Read one IDX file (gzipped or raw, detected by content) into a writable array.
-
-    ``file``: a path or a binary file object. Returns an array of the file's declared shape, e.g.
-    ``uint8[n, 28, 28]`` for MNIST images or ``uint8[n]`` for labels, in native byte order.
-    Raises ValueError, naming the file, if it is truncated or corrupt. No checksum is checked.
-    A gzipped file may expand to at most 100 times its size (or 4 MiB).
-    """
-    if hasattr(file, "read"):
-        name = str(getattr(file, "name", "<file object>"))
-        raw = file.read()  # type: ignore[union-attr]
-    else:
-        name = os.fspath(file)  # type: ignore[arg-type]
-        raw = Path(name).read_bytes()
-    arr, _ = _decode_idx(bytes(raw), name)
-    return arr if arr.flags.writeable and arr.flags.owndata else arr.copy()
+_MNIST = _Kind("MNIST", "mnist", "FASTNET_DATA")
+_FASHION = _Kind("Fashion-MNIST", "fashion-mnist", "FASTNET_FASHION_DATA")
 
 
 # --------------------------------------------------------------------------- locating files
 
 
-def _find_local(name: str, dirs: Sequence[Path]) -> Path | None:
-    """The first existing ``<dir>/<name>`` or ``<dir>/<name>.gz`` (raw preferred: faster)."""
+def _find_local(name: str, dirs: Sequence[Path], gz_only: bool = False) -> Path | None:
+    """The first existing ``<dir>/<name>`` or ``<dir>/<name>.gz`` (raw preferred: faster;
+    ``gz_only``: only the latter)."""
     for d in dirs:
-        for fname in (name, name + ".gz"):
+        for fname in (name + ".gz",) if gz_only else (name, name + ".gz"):
             if (d / fname).is_file():
                 return d / fname
     return None
 
 
 def _download(name: str, dest_dir: Path, mirrors: Sequence[str], verbose: bool,
-              dead: set[str]) -> Path:
+              dead: set[str], kind: _Kind = _MNIST) -> Path:
     """Fetch ``<name>.gz`` from the first mirror serving bytes with the right sha256.
 
     The whole response is held in memory and verified before anything is written, so a failed
@@ -256,14 +206,14 @@ def _download(name: str, dest_dir: Path, mirrors: Sequence[str], verbose: bool,
             reason = (str(e).removeprefix(f"{url}: ") if isinstance(e, ValueError)
                       else f"{type(e).__name__}: {e}")
         else:
-            if actual == MNIST_SHA256[name]:
+            reason = kind.mismatch(name, blob, actual)
+            if reason is None:
                 dest = dest_dir / fname
                 dest_dir.mkdir(parents=True, exist_ok=True)
                 write_atomic(dest, lambda f: f.write(blob))
                 if verbose:
                     print(f"done ({len(blob) / 1e6:.1f} MB)", file=sys.stderr, flush=True)
                 return dest
-            reason = f"sha256 mismatch: expected {MNIST_SHA256[name]}, got {actual}"
             bad_hash = reason
         errors.append(f"{url}: {reason}")
         if verbose:
@@ -274,20 +224,24 @@ def _download(name: str, dest_dir: Path, mirrors: Sequence[str], verbose: bool,
     raise OSError(f"could not download {fname}:\n  {detail}")
 
 
-def _not_found(missing: list[str], looked: list[tuple[Path, str]], failures: list[str]) -> str:
-    lines = ["MNIST files not found: " + ", ".join(f"{m}[.gz]" for m in missing), "Looked in:"]
+def _not_found(missing: list[str], looked: list[tuple[Path, str]], failures: list[str],
+               kind: _Kind = _MNIST) -> str:
+    lines = [f"{kind.title} files not found: " + ", ".join(f"{m}[.gz]" for m in missing),
+             "Looked in:"]
     for d, why in looked:
         state = "" if d.is_dir() else " (no such directory)"
         lines.append(f"  {d}  [{why}]{state}")
     if failures:
         lines.append("Download failed:")
         lines += [f"  {line}" for f in failures for line in f.splitlines()]
-    lines.append(_HOW_TO_POINT[0].upper() + _HOW_TO_POINT[1:] + ".")
+    how = _HOW_TO_POINT.replace("FASTNET_DATA", kind.env)
+    lines.append(how[0].upper() + how[1:] + ".")
     return "\n".join(lines)
 
 
 def _locate(
-    path: PathLike | None, download: bool, mirrors: Sequence[str], verbose: bool
+    path: PathLike | None, download: bool, mirrors: Sequence[str], verbose: bool,
+    kind: _Kind = _MNIST,
 ) -> dict[str, Path]:
     """Map each MNIST file name to an existing local file, downloading into the cache if allowed."""
     looked: list[tuple[Path, str]] = []
@@ -295,27 +249,27 @@ def _locate(
         looked.append((Path(path).expanduser(), "path argument"))
         download = False  # an explicit path is a promise that the files are there
     else:
-        if os.environ.get("FASTNET_DATA"):
-            looked.append((Path(os.environ["FASTNET_DATA"]).expanduser(), "$FASTNET_DATA"))
-        cache = default_data_dir()
+        if os.environ.get(kind.env):
+            looked.append((Path(os.environ[kind.env]).expanduser(), f"${kind.env}"))
+        cache = kind.cache()
         if cache not in [d for d, _ in looked]:
             looked.append((cache, "cache"))
     dirs = [d for d, _ in looked]
-    found = {name: _find_local(name, dirs) for name in MNIST_SHA256}
+    found = {name: _find_local(name, dirs, kind.gz_only) for name in MNIST_SHA256}
     missing = [name for name, f in found.items() if f is None]
     failures: list[str] = []
     if missing and download:
         dead: set[str] = set()
         for name in missing:
             try:
-                found[name] = _download(name, default_data_dir(), mirrors, verbose, dead)
+                found[name] = _download(name, kind.cache(), mirrors, verbose, dead, kind)
             except OSError as e:
                 failures.append(f"{name}: {e}")
         missing = [name for name, f in found.items() if f is None]
     if missing:
         if not download and path is None:
             failures.append("download disabled (download=False)")
-        err = MNISTNotFoundError(_not_found(missing, looked, failures))
+        err = MNISTNotFoundError(_not_found(missing, looked, failures, kind))
         err.missing, err.looked, err.failures = tuple(missing), tuple(looked), tuple(failures)
         raise err
     return found  # type: ignore[return-value]
@@ -324,9 +278,10 @@ def _locate(
 # --------------------------------------------------------------------------- loading
 
 
-def _load_verified(file: Path, name: str) -> np.ndarray:
-    """Read, parse and check one MNIST file: shape, label range, then sha256."""
-    arr, actual = _decode_idx(file.read_bytes(), str(file), digest=True)
+def _load_verified(file: Path, name: str, kind: _Kind = _MNIST) -> np.ndarray:
+    """Read, parse and check one MNIST file: shape, label range, then its checksum."""
+    raw = file.read_bytes()
+    arr, actual = _decode_idx(raw, str(file), digest=not kind.gz_only)
     if arr.dtype != np.uint8:
         raise ValueError(f"{file}: expected uint8 elements, got {arr.dtype}")
     if "images" in name and (arr.ndim != 3 or arr.shape[1:] != (28, 28)):
@@ -336,7 +291,12 @@ def _load_verified(file: Path, name: str) -> np.ndarray:
             raise ValueError(f"{file}: expected labels of shape (n,), got {arr.shape}")
         if arr.size and arr.max() > 9:
             raise ValueError(f"{file}: labels must be in 0..9, found {int(arr.max())}")
-    if actual != MNIST_SHA256[name]:
+    if kind.gz_only:
+        reason = kind.mismatch(name, raw, None)
+        if reason is not None:
+            raise ValueError(f"{file}: {reason}. The file is corrupt or not the standard "
+                             f"{kind.title}; delete it (a cached copy is then downloaded again).")
+    elif actual != MNIST_SHA256[name]:
         raise ValueError(
             f"{file}: sha256 of the uncompressed bytes does not match: expected "
             f"{MNIST_SHA256[name]}, got {actual}. The file is corrupt or not the standard "
@@ -384,11 +344,32 @@ def load_mnist(
     to point fastnet at local files, or ValueError for a truncated/corrupt file or a checksum
     mismatch.
     """
+    return _load(_MNIST, path, validation, download, mirrors, verbose)
+
+
+def load_fashion_mnist(
+    path: PathLike | None = None,
+    *,
+    validation: int = 10000,
+    download: bool = True,
+    mirrors: Sequence[str] | None = None,
+    verbose: bool = True,
+) -> tuple[Split, Split, Split]:
+    """Load Fashion-MNIST as ``load_mnist`` loads MNIST (same splits, forms and errors; labels
+    0..9 are T-shirt/top, trouser, pullover, dress, coat, sandal, shirt, sneaker, bag, ankle
+    boot). Searched: ``path``, else ``$FASTNET_FASHION_DATA`` then
+    ``default_data_dir("fashion-mnist")``, downloading into the latter from ``FASHION_MIRRORS``.
+    The files must be the distributed ``<name>.gz`` files: their published MD5 and SHA-256 are
+    of the compressed bytes, and both are checked on every load."""
+    return _load(_FASHION, path, validation, download, mirrors, verbose)
+
+
+def _load(kind: _Kind, path, validation, download, mirrors, verbose) -> tuple[Split, Split, Split]:
     validation = _check_validation(validation)
-    files = _locate(path, download, MIRRORS if mirrors is None else mirrors, verbose)
+    files = _locate(path, download, kind.mirrors() if mirrors is None else mirrors, verbose, kind)
     # Small files first, so a bad label file is reported before 47 MB are decompressed.
     order = (_TEST_LABELS, _TRAIN_LABELS, _TEST_IMAGES, _TRAIN_IMAGES)
-    raw = {name: _load_verified(files[name], name) for name in order}
+    raw = {name: _load_verified(files[name], name, kind) for name in order}
     for images, labels in ((_TRAIN_IMAGES, _TRAIN_LABELS), (_TEST_IMAGES, _TEST_LABELS)):
         if len(raw[images]) != len(raw[labels]):
             raise ValueError(
@@ -406,30 +387,6 @@ def load_mnist(
 
 
 # --------------------------------------------------------------------------- book pickle
-
-
-def _gunzip(raw: bytes, name: str) -> bytes:
-    """All members of the gzip file ``raw`` decompressed, refused (ValueError) beyond
-    ``_gzip_limit(raw)`` bytes; read in one piece when the trailer's size field is honest."""
-    limit = _gzip_limit(raw)
-    hint = int.from_bytes(raw[-4:], "little") if len(raw) >= 18 else 0  # ISIZE: size mod 2**32
-    try:
-        with gzip.GzipFile(fileobj=io.BytesIO(raw), mode="rb") as stream:
-            first = stream.read(min(hint, limit))
-            chunks = [first]
-            total = len(first)
-            while total <= limit:
-                chunk = stream.read(min(1 << 20, limit + 1 - total))
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                total += len(chunk)
-    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
-        raise _gzip_error(name, e) from None
-    if total > limit:
-        raise ValueError(f"{name}: gzip stream expands beyond {limit} bytes ({_MAX_GZIP_RATIO}x "
-                         "the file's size): refused")
-    return first if len(chunks) == 1 else b"".join(chunks)
 
 
 def load_mnist_pickle(path: PathLike) -> tuple[Split, Split, Split]:

@@ -206,11 +206,6 @@ class Model:
     def n_out(self) -> int:
         return self.output_shape[0]
 
-    def __repr__(self):
-        inner = ",\n".join(f"  {layer!r}" for layer in self.layers)
-        return (f"Model([\n{inner}\n], loss={self.loss!r}, dtype={self.dtype.name!r}, "
-                f"device={self.device!r}, params={self.params.size})")
-
     # ------------------------------------------------------------------ training
     def fit(self, x, y=None, *, epochs: int, batch_size: int, lr=None, lmbda: float = 0.0,
             optimizer="sgd",
@@ -480,6 +475,18 @@ class Model:
                      "optimizer_state": opt.state, "optimizer_step": opt.step}
         save_npz_atomic(path, params=self.params,
                         architecture=np.array(json.dumps(self.architecture())), **extra)
+
+    # ------------------------------------------------------------------ inspection
+    def __repr__(self) -> str:
+        """The layers, each with its output shape and parameter count (``fastnet.summary``)."""
+        from fastnet import summary
+        return summary.describe(self)
+
+    def summary(self) -> str:
+        """A table of the layers: output shape, parameters and forward FLOPs per sample
+        (``fastnet.summary.table``); ``print(model.summary())`` shows it."""
+        from fastnet import summary
+        return summary.table(self)
 
 
 _ARCHITECTURE_LIMIT = 1 << 20   # characters of JSON; a model of thousands of layers needs far less

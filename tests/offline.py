@@ -21,7 +21,9 @@ def isolate(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("FASTNET_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("FASTNET_DATA", raising=False)
     monkeypatch.delenv("FASTNET_DEVICE", raising=False)
+    monkeypatch.delenv("FASTNET_FASHION_DATA", raising=False)
     monkeypatch.setattr(datasets, "MIRRORS", (closed_port_url(),))
+    monkeypatch.setattr(datasets, "FASHION_MIRRORS", (closed_port_url(),))
     real_connect = socket.create_connection
 
     def local_only(address, *args, **kwargs):

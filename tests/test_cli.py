@@ -1,4 +1,4 @@
-"""The command line (``fastnet train``), tried as a new user would: every usage error is a
+"""The command line's ``fastnet train``, tried as a new user would: every usage error is a
 short message and exit status 2, found before MNIST is loaded; missing data says where it
 looked and how to point at the files. ``load_mnist`` is replaced by a small random look-alike
 (``fake_mnist``) except in one end-to-end run on the real files."""
@@ -134,8 +134,9 @@ def test_train_and_save(tmp_path, fake_mnist, capsys):
     assert rc == 0, err
     lines = out.splitlines()
     assert lines[0].startswith("Training ") and "on 40 MNIST images: 2 epochs" in lines[0]
-    assert lines[1].startswith("Epoch 0: ") and lines[2].startswith("Epoch 1: ")
-    assert "/ 20 test accuracy" in lines[2] and lines[3] == f"saved to {dest}"
+    assert lines[1].startswith("Epoch 1/2: ") and lines[2].startswith("Epoch 2/2: ")
+    assert "/ 20 test accuracy" in lines[2] and lines[3].startswith("Test accuracy ")
+    assert lines[4] == f"saved to {dest}"
     assert fake_mnist == [str(tmp_path)]
     with np.load(dest) as f:
         assert f["params"].size == 784 * 10 + 10
@@ -145,11 +146,12 @@ def test_train_and_save(tmp_path, fake_mnist, capsys):
                     reason=f"MNIST not found in {DATA_DIR}")
 def test_end_to_end_on_mnist(monkeypatch, capsys):
     monkeypatch.setenv("FASTNET_DATA", str(DATA_DIR))
+    # --init default: N(0, 1/n_in) weights (the ch1 preset's own are the book's N(0, 1))
     rc, out, err = run(["train", "--epochs", "1", "--sizes", "784,10", "--device", "numpy",
-                        "--seed", "0"], capsys)
+                        "--seed", "0", "--init", "default"], capsys)
     assert rc == 0, err
     lines = out.splitlines()
-    assert "on 50000 MNIST images" in lines[0] and lines[1].startswith("Epoch 0: ")
+    assert "on 50000 MNIST images" in lines[0] and lines[1].startswith("Epoch 1/1: ")
     correct = int(lines[1].split()[2])
     assert 8000 < correct <= 10000  # a linear sigmoid net: ~90% after one epoch
 
@@ -231,7 +233,7 @@ def test_first_run_says_it_compiles(tmp_path, fake_mnist, capsys, monkeypatch, c
     assert rc == 0, err
     lines = out.splitlines()
     assert lines[1].startswith("Compiling the kernels") != compiled
-    assert lines[-1].startswith("Epoch 0: ")
+    assert lines[-2].startswith("Epoch 1/1: ") and lines[-1].startswith("Test accuracy ")
 
 
 def test_cpu_device_knows_whether_its_kernels_are_built(tmp_path, monkeypatch):

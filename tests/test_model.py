@@ -296,4 +296,5 @@ def test_cli_train_runs(mnist_dir, capsys):
     from fastnet.__main__ import main
     assert main(["train", "--epochs", "1", "--seed", "1", "--data", str(mnist_dir)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[-1].startswith("Epoch 0: ") and "/ 10000 test accuracy" in lines[-1]
+    assert lines[-2].startswith("Epoch 1/1: ") and "/ 10000 test accuracy" in lines[-2]
+    assert lines[-1].startswith("Test accuracy ") and "after 1 epochs" in lines[-1]
