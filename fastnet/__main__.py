@@ -143,6 +143,10 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--lmbda", type=_finite_float(positive=False), default=None,
                        help="L2 regularisation as fit's: w ← (1 − lr·lmbda/n)·w "
                             "(preset's: ch1 0)")
+    train.add_argument("--optimizer", default=None,
+                       choices=["sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw"],
+                       help="optimizer (fastnet.optimizers; default sgd, the book's); without "
+                            "--lr, another optimizer trains at its own default rate")
     train.add_argument("--schedule", type=_schedule, default=None,
                        help=f"learning-rate schedule (fastnet.schedules): {_SCHEDULES}")
     train.add_argument("--early-stopping", type=_int_at_least(1), default=None,

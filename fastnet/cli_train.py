@@ -49,6 +49,11 @@ class Run:
         for name in ("epochs", "batch_size", "lr", "lmbda"):
             if getattr(args, name) is not None:
                 kw[name] = getattr(args, name)
+        if args.optimizer not in (None, "sgd"):
+            from fastnet.optimizers import as_optimizer
+            kw["optimizer"] = args.optimizer
+            if args.lr is None:                  # the preset's rate is the book's SGD rate
+                kw["lr"] = as_optimizer(args.optimizer).lr
         dense = preset.net.startswith("dense:")
         extra = [f for f in ("activation", "loss", "init") if getattr(args, f) is not None]
         if extra and not (dense or args.sizes):
@@ -117,7 +122,8 @@ class Run:
         sched = f" ({self.args.schedule.text} schedule)" if self.args.schedule else ""
         name = "MNIST" if self.args.dataset == "mnist" else "Fashion-MNIST"
         return (f"Training {m.layers} with {m.loss} cost on {n} {name} images: "
-                f"{kw['epochs']} epochs, mini-batch {kw['batch_size']}, lr {lr}{sched}, "
+                f"{kw['epochs']} epochs, mini-batch {kw['batch_size']}, "
+                f"{kw.get('optimizer', 'sgd')}, lr {lr}{sched}, "
                 f"lmbda {kw['lmbda']} ({m.dtype.name}, {m.device}; preset {self.preset.name}, "
                 f"book: {self.preset.book})")
 

@@ -62,7 +62,7 @@ def trained(tmp_path_factory):
 def test_train_prints_numbered_epochs_and_writes_files(trained):
     d, lines = trained
     assert lines[0].startswith("Training [Dense(784, 30, activation='sigmoid')")
-    assert "cross_entropy cost on 500 MNIST images: 2 epochs, mini-batch 10, lr 0.5, " \
+    assert "cross_entropy cost on 500 MNIST images: 2 epochs, mini-batch 10, sgd, lr 0.5, " \
            "lmbda 0.1" in lines[0] and "preset ch3-overfit-1000, book: 87.1% test" in lines[0]
     epochs = [line for line in lines if line.startswith("Epoch ")]
     assert [e.split(":")[0] for e in epochs] == ["Epoch 1/2", "Epoch 2/2"]
@@ -252,6 +252,22 @@ def test_another_runs_checkpoint_is_a_usage_error(tmp_path, capsys, monkeypatch)
     rc, out, err = run(base, capsys)
     assert rc == 0 and out.startswith("Test accuracy ") and err == "", err
     short_error(*run([*base, "--lr", "0.5"], capsys), "c.npz")
+
+
+def test_optimizer_flag_trains_at_the_optimizers_own_rate(tmp_path, capsys, monkeypatch):
+    """--optimizer adam without --lr: Adam's 0.001, not the preset's SGD rate of 3.0; the
+    saved model holds Adam's state."""
+    rng = np.random.default_rng(0)
+    monkeypatch.setattr(datasets, "load_mnist", lambda path=None, **kw: tuple(
+        (rng.random((n, 784), dtype=np.float32), rng.integers(0, 10, n)) for n in (30, 10, 10)))
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = run(["train", "--sizes", "784,10", "--epochs", "2", "--device", "numpy",
+                        "--optimizer", "adam", "--save", "m.npz"], capsys)
+    assert rc == 0, err
+    assert "mini-batch 10, adam, lr 0.001," in out.splitlines()[0]
+    import fastnet
+    state = fastnet.load(tmp_path / "m.npz").optimizer_state
+    assert state.optimizer.name == "adam" and state.step[0] == 2 * 3
 
 
 # --------------------------------------------------------------------------- Fashion-MNIST
