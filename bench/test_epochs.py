@@ -222,6 +222,66 @@ def test_epoch_cpu_variant(benchmark, mnist, batch, dtype, variant):
     run_timed(benchmark, runner.call, rounds=ROUNDS, warmup=1)
 
 
+OPT_LR = {"momentum": 0.5, "adam": 1e-3}
+
+
+@pytest.mark.parametrize("batch", BATCHES, ids=[f"bs{b}" for b in BATCHES])
+@pytest.mark.parametrize("name", list(OPT_LR))
+def test_epoch_optimizer(benchmark, mnist, batch, name):
+    """The CPU epoch with another optimizer (``optim_cpu.train_epoch_opt``, one thread, dense
+    inputs), float32: read against the ``cpu`` and ``cpu (1 thread)`` SGD rows of its group.
+    Checked against ``fastnet.reference.optim.train_epoch_opt`` in float64."""
+    from fastnet import devices, optimizers
+    from fastnet.reference import optim as ref_optim
+    be = devices.get("cpu").dense
+    opt = optimizers.as_optimizer(name)
+    x, _, targets = mnist
+    dt = np.dtype("float32")
+    x, y = x.astype(dt), targets.astype(dt)
+
+    def decayed(layout, size):
+        d = np.zeros(size, bool)
+        for n_in, n_out, w_off, _ in layout:
+            d[w_off:w_off + n_in * n_out] = True
+        return d
+
+    def build(params, layout, acts, xs, ys, order, batch, impl=be.train_epoch_opt):
+        host = params.copy()
+        state = optimizers.OptimizerState(opt, host.size, host.dtype)
+        mask = decayed(layout, host.size)
+
+        def call():
+            impl(host, layout, acts, QUADRATIC, xs, ys, order, batch, OPT_LR[name], 0.0,
+                 opt.code, opt.hyper(), state.state, state.step, mask)
+        return Runner(call, lambda: host)
+
+    n = min(CHECK_N, len(x) - 5)
+    order = np.random.default_rng(SEED + 1).permutation(n).astype(np.int64)
+    params, layout, acts = _init(dt)
+    got = build(params, layout, acts, x[:n], y[:n], order, batch)
+    got.call()
+    want = build(params.astype(np.float64), layout, acts, x[:n].astype(np.float64),
+                 y[:n].astype(np.float64), order, batch, ref_optim.train_epoch_opt)
+    want.call()
+    # Adam's float32 run drifts from float64 by more than SGD's (a step ~ lr·sign(g) where g
+    # is near zero): the tolerance is 4× the reference's own float32 drift, at least 1e-3
+    ref32 = build(params, layout, acts, x[:n], y[:n], order, batch, ref_optim.train_epoch_opt)
+    ref32.call()
+    p0 = params.astype(np.float64)
+    change = want.result() - p0
+    drift = np.abs(ref32.result().astype(np.float64) - want.result()).max()
+    margin = check({"params_change": got.result().astype(np.float64) - p0},
+                   {"params_change": change}, np.float64,
+                   name=f"epoch {name} float32 bs{batch}",
+                   rtol=max(1e-3, 4 * drift / np.abs(change).max()))
+    order = np.random.default_rng(SEED + 2).permutation(len(x)).astype(np.int64)
+    runner = build(params, layout, acts, x, y, order, batch)
+    _label_epoch(benchmark, "cpu", "float32", batch, x, margin, row=f"cpu ({name}, 1 thread)",
+                 via="optim_cpu.train_epoch_opt (dense inputs)")
+    benchmark.extra_info["threads"] = 1
+    run_timed(benchmark, runner.call, rounds=ROUNDS, warmup=1)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_sparse_form(benchmark, mnist, dtype):
     """A one-off cost in its own row: MNIST's 50,000 inputs into the sparse form the ``cpu``
