@@ -10,8 +10,11 @@ c_out·oh·ow: its z and a are the pooled pre-activations and activations, a sam
 (c_out, oh, ow) block), rows 1.. the dense layers; ``cg`` the conv geometry;
 ``x: float[N, c, h, w]``, ``y: float[N, n_out]``, ``order: int64[N]``.
 
-NumPy twin: ``fastnet.reference`` (``dense``, ``conv``) through ``Model(device="numpy")``.
-Tests: ``tests/test_cnn_epoch.py``. Why one call per epoch: docs/kernels.md.
+``train_epoch_opt``: the same epoch by another optimizer (``optim_cpu``): the gradients into a
+buffer, then the update split over the threads by ranges (three barriers per mini-batch).
+
+NumPy twin: ``fastnet.reference`` (``dense``, ``conv``, ``optim``) through
+``Model(device="numpy")``. Tests: ``tests/test_cnn_epoch.py``, ``tests/test_optimizers.py``. Why one call per epoch: docs/kernels.md.
 """
 
 import numpy as np
@@ -21,6 +24,7 @@ from . import config
 from . import conv_cpu as _conv
 from . import conv_plan as _plan
 from . import dense_cpu as _dense
+from . import optim_cpu
 from . import split_cpu
 from . import sync_cpu as _sync
 from .config import LINEAR, SOFTMAX
@@ -189,3 +193,94 @@ def train_epoch(params, layout, acts, loss, cg, x, y, order, batch_size, lr, dec
     _sync.run_threads(lambda tid: epoch_worker(tid, nthreads, sync, params, layout, acts, loss,
                                                cg, x, y, order, batch_size, lr, decay, wsp),
                       nthreads, sync)
+
+
+# ------------------------------------------------------------------------ other optimizers
+@_jit
+def _gradients(params, layout, cg, offs, ws, m, grads, dw_part, db_part, part, nparts):
+    """Σ-gradients of a mini-batch into ``grads`` (the flat buffer's layout): range ``part``
+    of each dense layer's rows (``rows_update`` with decay 0 writes −scale·δᵀa: scale −1), and
+    with the last part the conv layer's, summed over the threads' partials in order."""
+    T = params.dtype.type
+    acts_buf, deltas = ws[1], ws[2]
+    for l in range(1, layout.shape[0]):
+        n_in, n_out, w_off, b_off = layout[l, 0], layout[l, 1], layout[l, 2], layout[l, 3]
+        lo, hi = split_cpu.split(n_out, nparts, part, 2)
+        if lo >= hi:
+            continue
+        gb = grads[b_off:b_off + n_out]
+        gb[lo:hi] = 0
+        blocks.rows_update(_dense.rows_of(acts_buf, offs[l - 1], m, n_in), blocks.NO_ROWS, m,
+                           _dense.rows_of(deltas, offs[l], m, n_out),
+                           _dense.rows_of(grads, w_off, n_out, n_in), gb, T(-1), T(0), lo, hi)
+    if part == nparts - 1:
+        c_out, n_taps = dw_part.shape[1], dw_part.shape[2]
+        gw = grads[cg[W_OFF]:cg[W_OFF] + c_out * n_taps]
+        gb = grads[cg[B_OFF]:cg[B_OFF] + c_out]
+        for o in range(c_out):
+            s = db_part[0, o]
+            for k in range(1, db_part.shape[0]):
+                s += db_part[k, o]
+            gb[o] = s
+            for t in range(n_taps):
+                g = dw_part[0, o, t]
+                for k in range(1, dw_part.shape[0]):
+                    g += dw_part[k, o, t]
+                gw[o * n_taps + t] = g
+
+
+@_jit
+def opt_worker(tid, nthreads, sync, params, layout, acts, loss, cg, x, y, order, batch_size,
+               lr, l2, code, hyper, state, t0, decayed, grads, wsp):
+    """Thread ``tid`` of ``nthreads`` running one epoch by optimizer ``code``: per
+    mini-batch its share of the samples, a barrier, its share of the gradients, a barrier,
+    its range of the update (number t0 + 1, t0 + 2, … of the optimizer), a barrier."""
+    ws, offs, xb, argmax, fwd, bwd, dw_part, db_part, plan = wsp
+    N = order.shape[0]
+    gen = 0
+    fwd_k = (fwd[0][tid], fwd[1][tid], fwd[2][tid], fwd[3][tid], fwd[4])
+    bwd_k = _plan.chunk_scratch(bwd, tid)
+    lo, hi = split_cpu.split(params.shape[0], nthreads, tid, 16)
+    t = t0
+    for k in range(0, N, batch_size):
+        m = min(batch_size, N - k)
+        s0, s1 = _plan.chunk(tid, nthreads, m)
+        for s in range(s0, s1):
+            xb[s] = x[order[k + s]]
+        if s1 > s0:
+            _samples_pass(params, layout, acts, loss, cg, y, order[k + s0:k + s1], s0, ws, offs,
+                          xb, argmax, fwd_k, bwd_k, dw_part[tid], db_part[tid], plan)
+        else:
+            dw_part[tid][:] = 0
+            db_part[tid][:] = 0
+        gen = _sync.barrier(sync, nthreads, gen)  # deltas and conv partials complete
+        if _sync.aborted(sync):
+            return
+        _gradients(params, layout, cg, offs, ws, m, grads, dw_part, db_part, tid, nthreads)
+        gen = _sync.barrier(sync, nthreads, gen)  # the gradient complete
+        if _sync.aborted(sync):
+            return
+        t += 1
+        optim_cpu.apply_range(params, grads, decayed, 1.0 / m, l2, lr, code, hyper, state, t,
+                              lo, hi)
+        gen = _sync.barrier(sync, nthreads, gen)  # every parameter updated
+        if _sync.aborted(sync):
+            return
+
+
+def train_epoch_opt(params, layout, acts, loss, cg, x, y, order, batch_size, lr, l2, code,
+                    hyper, state, step, decayed, nthreads):
+    """``train_epoch`` by optimizer ``code`` (``optim_cpu.optimizer_step``'s arguments: l2 =
+    λ/n on the weights where ``decayed``, hyper, state[S, P], step: int64[1], advanced by the
+    number of mini-batches)."""
+    batch_size = max(1, min(batch_size, len(order)))
+    nthreads = max(1, min(nthreads, batch_size))
+    wsp = workspaces(params, layout, cg, batch_size, nthreads)
+    grads = np.zeros_like(params)
+    sync = np.zeros(_sync.SYNC_SIZE, dtype=np.int64)
+    t0 = int(step[0])
+    _sync.run_threads(lambda tid: opt_worker(tid, nthreads, sync, params, layout, acts, loss, cg,
+                                             x, y, order, batch_size, lr, l2, code, hyper,
+                                             state, t0, decayed, grads, wsp),
+                      nthreads, sync)
+    step[0] = t0 + -(-len(order) // batch_size)

@@ -1,6 +1,6 @@
 """Optimizers other than the book's SGD on the CPU: ``optimizer_step`` (one update of a flat
 parameter buffer from its summed gradient: momentum, Nesterov, RMSprop, Adam, AdamW, in
-PyTorch's form) and ``train_epoch_opt`` (a whole dense epoch per compiled call, on this thread:
+PyTorch's form; ``apply_range`` one range of it, for epochs on threads) and ``train_epoch_opt`` (a whole dense epoch per compiled call, on this thread:
 forward, deltas, the gradient into a buffer, then ``optimizer_step``, every mini-batch).
 
 Shapes: flat ``params[P]``, ``grads[P]`` (Σ over the mini-batch), ``decayed[P]`` (bool: the
@@ -29,20 +29,26 @@ _jit = njit(**config.CPU_JIT)
 @_jit
 def optimizer_step(params, grads, decayed, gscale, l2, lr, code, hyper, state, step):
     """params ← one update by optimizer ``code`` from the gradient g = gscale·grads + l2·params
-    (l2 where ``decayed``), in place on params, state and step. One loop per rule (each
-    vectorises); the constants (1 − β, the bias corrections) in float64, then in params'
-    dtype."""
+    (l2 where ``decayed``), in place on params, state and step (``apply_range`` over all)."""
+    step[0] += 1
+    apply_range(params, grads, decayed, gscale, l2, lr, code, hyper, state, step[0], 0,
+                params.shape[0])
+
+
+@_jit
+def apply_range(params, grads, decayed, gscale, l2, lr, code, hyper, state, t, lo, hi):
+    """Update number ``t`` (from 1) of entries [lo, hi) (disjoint ranges can run on different
+    threads). One loop per rule, over slices (each vectorises); the constants (1 − β, the
+    bias corrections) in float64, then in params' dtype."""
     T = params.dtype.type
-    t = step[0] + 1
-    step[0] = t
     b1, b2, eps = T(hyper[0]), T(hyper[1]), T(hyper[2])
     c1, c2 = T(1.0 - hyper[0]), T(1.0 - hyper[1])  # from float64: no cancellation in dtype
     gs, lw, lrt = T(gscale), T(l2), T(lr)
     zero = T(0)
-    n = params.shape[0]
-    p, g, d = params, grads, decayed
+    p, g, d = params[lo:hi], grads[lo:hi], decayed[lo:hi]
+    n = p.shape[0]
     if code == MOMENTUM or code == NESTEROV:
-        v = state[0]
+        v = state[0][lo:hi]
         nest = code == NESTEROV
         for i in range(n):
             gi = gs * g[i] + (lw if d[i] else zero) * p[i]
@@ -50,14 +56,14 @@ def optimizer_step(params, grads, decayed, gscale, l2, lr, code, hyper, state, s
             v[i] = vi
             p[i] -= lrt * (gi + b1 * vi if nest else vi)
     elif code == RMSPROP:
-        s = state[0]
+        s = state[0][lo:hi]
         for i in range(n):
             gi = gs * g[i] + (lw if d[i] else zero) * p[i]
             si = b2 * s[i] + c2 * gi * gi
             s[i] = si
             p[i] -= lrt * gi / (math.sqrt(si) + eps)
     elif code == ADAM or code == ADAMW:
-        m, v = state[0], state[1]
+        m, v = state[0][lo:hi], state[1][lo:hi]
         # 1 − βᵗ as −expm1(t·log1p(β − 1)): no cancellation (1 − 0.999⁶ in plain float64
         # arithmetic keeps only two thirds of its digits)
         size = T(lr / -math.expm1(t * math.log1p(hyper[0] - 1.0)))       # lr / (1 − β1ᵗ)

@@ -336,17 +336,23 @@ def test_failed_epoch_restores_the_state():
 
 
 def test_cnn_trains_with_adam_on_numpy_and_cpu():
+    """``fit`` of a CNN by Adam on cpu (``cnn_cpu.train_epoch_opt``; ``threads`` 1 and 2, which
+    a network this small trains on one) against the reference layer by layer on numpy."""
     rng = np.random.default_rng(2)
-    x = rng.random((20, 1, 8, 8)).astype(np.float64)
-    y = rng.integers(0, 3, 20)
+    x = rng.random((21, 1, 8, 8)).astype(np.float64)
+    y = rng.integers(0, 3, 21)
     outs = []
-    for device in ("numpy", "cpu"):
+    for device, threads in (("numpy", None), ("cpu", 1), ("cpu", 2)):
         m = fastnet.Model([fastnet.Conv2D(1, 2, 3), fastnet.MaxPool2D(2), fastnet.Flatten(),
                            fastnet.Dense(18, 3)], input_shape=(1, 8, 8), dtype="float64",
                           device=device, seed=4)
-        m.fit(x, y, epochs=2, batch_size=5, optimizer="adam", verbose=False)
+        h = m.fit(x, y, epochs=2, batch_size=5, optimizer="adam", verbose=False,
+                  threads=threads)
+        assert (h.threads[0] is None) == (device == "numpy")   # cpu: the compiled epoch
+        assert m.optimizer_state.step[0] == 2 * 5
         outs.append(m.params)
-    assert_close(outs[1], outs[0], rtol=1e-9, atol=1e-12)
+    for got in outs[1:]:
+        assert_close(got, outs[0], rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("kwargs, error, match", [
@@ -384,3 +390,30 @@ def test_config_round_trip():
         assert O.from_config(opt.config()) == opt
     with pytest.raises(ValueError, match="not an optimizer"):
         O.from_config({"name": "adam", "beta": 1})
+
+
+def test_cnn_opt_epoch_on_two_threads_matches_one():
+    """``cnn_cpu.train_epoch_opt`` called on 2 threads (the update split by ranges, three
+    barriers a mini-batch) against 1 thread, float64: equal to rounding."""
+    from fastnet.devices.layerwise import cnn_plan
+    from fastnet.kernels import cnn_cpu
+    rng = np.random.default_rng(3)
+    m = fastnet.Model([fastnet.Conv2D(1, 3, 3), fastnet.MaxPool2D(2), fastnet.Flatten(),
+                       fastnet.Dense(27, 5), fastnet.Dense(5, 4, activation="softmax")],
+                      input_shape=(1, 8, 8), loss="log_likelihood", dtype="float64", seed=5)
+    layout, acts, cg = cnn_plan(m._spec)
+    x = rng.random((23, 1, 8, 8))
+    y = np.eye(4)[rng.integers(0, 4, 23)]
+    order = rng.permutation(23).astype(np.int64)
+    outs = []
+    for nthreads in (1, 2):
+        p = m.params.copy()
+        state, step = fresh(ADAM, p.size, np.float64)
+        for _ in range(2):
+            cnn_cpu.train_epoch_opt(p, layout, acts, 2, cg, x, y, order, 4, 0.01, 0.001, ADAM,
+                                    np.array(HYPER[ADAM]), state, step, m._spec.decayed,
+                                    nthreads)
+        assert step[0] == 2 * 6
+        outs.append(p)
+    assert not np.array_equal(outs[0], m.params)
+    assert_close(outs[1], outs[0], rtol=1e-9, atol=1e-12)

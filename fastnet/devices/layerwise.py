@@ -192,14 +192,18 @@ class CnnTrainer(LayerwiseTrainer):
                     l2=0.0):
         """One epoch; without a fixed ``threads``, on the count ``Chooser`` finds faster by
         training a scratch copy (the count changes the sums' rounding), the whole epoch on
-        that count (``threads_used``). With ``opt``: layer by layer."""
-        if opt is not None:
-            super().train_epoch(data, order, batch_size, lr, decay, opt=opt, l2=l2)
-            self.threads_used = self.threads
-            return
+        that count (``threads_used``). With ``opt``: ``cnn_cpu.train_epoch_opt``, on the
+        count given or else the most the epoch can use (an optimizer's epoch is not probed)."""
         from fastnet.kernels import cnn_cpu
         x, y = data
         layout, acts, cg = self.plan
+        if opt is not None:
+            o, most = opt.optimizer, self.epoch_threads(batch_size)
+            cnn_cpu.train_epoch_opt(self.params, layout, acts, self.spec.loss_code, cg, x, y,
+                                    order, batch_size, lr, l2, o.code, o.hyper(), opt.state,
+                                    opt.step, self.decayed, most)
+            self.threads_used = most
+            return
 
         def step(part, threads, params=self.params):
             cnn_cpu.train_epoch(params, layout, acts, self.spec.loss_code, cg, x, y, part,
