@@ -224,8 +224,7 @@ class Model:
         hyper-parameters. lmbda is the book's L2 for each (``lmbda/n·w`` added to the weights'
         gradient). The optimizer's state (``model.optimizer_state``) carries over to the
         next fit with the same optimizer and is saved with the model; another optimizer
-        starts afresh. Optimizers other than SGD train one mini-batch per step on one thread
-        (devices ``cpu`` and ``numpy``).
+        starts afresh. Dense stacks on ``cuda`` train by SGD only.
         x: ``(n, n_in)`` real array; y: ``(n,)`` integer labels in ``[0, n_out)`` or
         ``(n, n_out)`` targets; or x a ``fastnet.Dataset`` holding both (checked and
         prepared once, however many calls use it). validation_data: ``(x_val, y_val)`` of
@@ -320,9 +319,10 @@ class Model:
         state = None
         if opt.name != "sgd":
             where = devices.resolve(device) if device is not None else self.device
-            if where not in ("cpu", "numpy"):
-                raise ValueError(f"optimizer {opt.name!r} trains on the 'cpu' and 'numpy' "
-                                 f"devices; on {where!r} use optimizer='sgd'")
+            if where == "cuda" and self._spec.dense:
+                raise ValueError(f"optimizer {opt.name!r}: a dense stack on 'cuda' trains by "
+                                 f"SGD only (its one-launch epoch); use optimizer='sgd' there, "
+                                 f"or device 'cpu' or 'numpy'")
             state = self.optimizer_state
             if state is None or not state.fits(opt, self.params.size, self.dtype):
                 state = optimizers_.OptimizerState(opt, self.params.size, self.dtype)

@@ -1,6 +1,6 @@
 """Per-layer CUDA kernels (numba.cuda) for the layer-by-layer training path: mini-batch gather,
 dropout, elementwise activations and their derivatives, output deltas, the dense layer's
-forward and backward products, the summed cost, and the SGD update. ``fastnet.devices.cuda``'s
+forward and backward products, the summed cost, the SGD update and the other optimizers' update. ``fastnet.devices.cuda``'s
 ``CudaOps`` calls these; the convolution family is in ``conv_cuda``, and dense stacks train in
 one launch per epoch instead (``dense_cuda``).
 
@@ -36,6 +36,7 @@ _M32 = 0xFFFFFFFF
 
 __all__ = ["take", "scale", "mul", "dropout_forward", "dense_forward", "activate",
            "act_backward", "output_delta", "dense_backward", "loss_and_correct", "sgd_apply",
+           "optimizer_step",
            "blocks_for", "empty_like"]
 
 
@@ -170,6 +171,36 @@ def kernels(dtype):
                 p = p * d
             params[e] = p - s * grads[e]
 
+    @cuda.jit
+    def opt_step(params, grads, decayed, k, code, s0, s1):
+        """One update by optimizer ``code`` (``optim_cpu.apply_range``'s rules), in place on
+        params and the state rows s0, s1 (DT[P]; s1 only for Adam/AdamW). k: float64[9] =
+        gscale, l2, lr, β1, β2, eps, 1 − β1, 1 − β2 and (Adam) lr/(1 − β1ᵗ), √(1 − β2ᵗ),
+        AdamW's keep factor — the constants worked out on the host in float64."""
+        gs, lw, lr, b1, b2 = DT(k[0]), DT(k[1]), DT(k[2]), DT(k[3]), DT(k[4])
+        eps, c1, c2, size, root2, keep = DT(k[5]), DT(k[6]), DT(k[7]), DT(k[8]), DT(k[9]), \
+            DT(k[10])
+        for e in range(cuda.grid(1), params.size, cuda.gridsize(1)):
+            p = params[e]
+            g = gs * grads[e] + (lw * p if decayed[e] else ZERO)
+            if code == 1 or code == 2:                       # momentum, Nesterov
+                v = b1 * s0[e] + g
+                s0[e] = v
+                p -= lr * (g + b1 * v if code == 2 else v)
+            elif code == 3:                                  # RMSprop
+                sq = b2 * s0[e] + c2 * g * g
+                s0[e] = sq
+                p -= lr * g / (math.sqrt(sq) + eps)
+            elif code == 4 or code == 5:                     # Adam, AdamW
+                m = b1 * s0[e] + c1 * g
+                v = b2 * s1[e] + c2 * g * g
+                s0[e] = m
+                s1[e] = v
+                p = keep * p - size * m / (math.sqrt(v) / root2 + eps)
+            else:
+                p -= lr * g
+            params[e] = p
+
     # ------------------------------------------------------------ dense products
     @device_fn
     def tile_product(a, b, trans_a, trans_b, row0, col0, As, Bs):
@@ -257,7 +288,7 @@ def kernels(dtype):
 
     ns = dict(gather=gather, scale=scale, mul=mul, dropout=dropout, activate=activate,
               softmax_rows=softmax_rows, act_backward=act_backward, output_delta=output_delta,
-              sgd=sgd, dense_fwd=dense_fwd, dense_bwd=dense_bwd, act=act, act_prime=act_prime)
+              sgd=sgd, opt_step=opt_step, dense_fwd=dense_fwd, dense_bwd=dense_bwd, act=act, act_prime=act_prime)
     _kernel_cache[dtype] = ns
     return ns
 
@@ -371,3 +402,22 @@ def sgd_apply(params, grads, decayed, decay: float, scl: float):
     params − scl·grads."""
     _launch_flat(kernels(params.dtype)["sgd"], params.size, params, grads, decayed,
                  float(decay), float(scl))
+
+
+def optimizer_step(params, grads, decayed, gscale, l2, lr, code, hyper, state, step):
+    """``optim_cpu.optimizer_step`` on the device: params, grads, state[S, P] device arrays,
+    decayed a device bool array; ``step`` a host int64[1], advanced here."""
+    step[0] += 1
+    t = int(step[0])
+    b1, b2, eps, wd = (float(h) for h in hyper)
+    size = root2 = keep = 1.0
+    if code in (config.ADAM, config.ADAMW):
+        size = lr / -math.expm1(t * math.log1p(b1 - 1.0))
+        root2 = math.sqrt(-math.expm1(t * math.log1p(b2 - 1.0)))
+        keep = 1.0 - lr * wd if code == config.ADAMW else 1.0
+    k = cuda.to_device(np.array([gscale, l2, lr, b1, b2, eps, 1.0 - b1, 1.0 - b2, size, root2,
+                                 keep], dtype=np.float64))
+    s0 = state[0] if state.shape[0] > 0 else params
+    s1 = state[1] if state.shape[0] > 1 else s0
+    _launch_flat(kernels(params.dtype)["opt_step"], params.size, params, grads, decayed, k,
+                 int(code), s0, s1)

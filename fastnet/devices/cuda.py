@@ -125,3 +125,7 @@ class CudaOps(ConvFamily, Ops):
         params − scale·grads (biases); in place on the device."""
         self._k.sgd_apply(params, grads, decayed, decay, scale)
 
+    def optimizer_step(self, params, grads, decayed, gscale, l2, lr, code, hyper, state, step):
+        """``optim_cpu.optimizer_step`` on the device (``state`` a device array)."""
+        self._k.optimizer_step(params, grads, decayed, gscale, l2, lr, code, hyper, state, step)
+

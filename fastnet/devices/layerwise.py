@@ -96,11 +96,14 @@ class LayerwiseTrainer(Trainer):
     def train_epoch(self, data, order, batch_size, lr, decay, *, continues=False, opt=None,
                     l2=0.0):
         x, y = data
+        state = None if opt is None else self.ops.upload(opt.state)   # where the ops compute
         with self._scope(), self.ops.running():
             for k in range(0, len(order), batch_size):
-                self._step(x, y, order[k:k + batch_size], lr, decay, opt, l2)
+                self._step(x, y, order[k:k + batch_size], lr, decay, opt, l2, state)
+        if state is not None and state is not opt.state:
+            opt.state[...] = self.ops.download(state)
 
-    def _step(self, x, y, idx, lr, decay, opt=None, l2=0.0):
+    def _step(self, x, y, idx, lr, decay, opt=None, l2=0.0, state=None):
         """One step on the mini-batch ``x[idx]``: forward through every stage, the output
         delta, backward (the first stage computes no input gradient; with ``fused_sgd`` and
         no ``opt`` each dense layer updates itself there, after computing its input
@@ -123,7 +126,7 @@ class LayerwiseTrainer(Trainer):
         if opt is not None:
             o = opt.optimizer
             ops.optimizer_step(self.params, self.grads, self.decayed, 1.0 / len(idx), l2, lr,
-                               o.code, o.hyper(), opt.state, opt.step)
+                               o.code, o.hyper(), state, opt.step)
             return
         for lo, hi in self.rest:
             ops.sgd_apply(self.params[lo:hi], self.grads[lo:hi], self.decayed[lo:hi], decay,

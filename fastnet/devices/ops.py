@@ -185,10 +185,10 @@ class NumpyOps(HostData, ConvFamily, Ops):
             params[decayed] *= decay
         params -= scale * grads
 
-    def optimizer_step(self, *args):
+    def optimizer_step(self, params, grads, decayed, gscale, l2, lr, code, hyper, state, step):
         """``fastnet.reference.optim.optimizer_step`` (an optimizer other than SGD)."""
         from fastnet.reference import optim
-        optim.optimizer_step(*args)
+        optim.optimizer_step(params, grads, decayed, gscale, l2, lr, code, hyper, state, step)
 
 
 class CpuOps(HostData, ConvFamily, Ops):
@@ -258,7 +258,8 @@ class CpuOps(HostData, ConvFamily, Ops):
         self._sgd.sgd_apply(params, grads, decayed, params.dtype.type(decay),
                             params.dtype.type(scale), self._threads())
 
-    def optimizer_step(self, *args):
+    def optimizer_step(self, params, grads, decayed, gscale, l2, lr, code, hyper, state, step):
         """``kernels/optim_cpu.optimizer_step`` (an optimizer other than SGD; one thread)."""
         from fastnet.kernels import optim_cpu
-        optim_cpu.optimizer_step(*args)
+        optim_cpu.optimizer_step(params, grads, decayed, gscale, l2, lr, code, hyper, state,
+                                 step)

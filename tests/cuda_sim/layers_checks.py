@@ -193,6 +193,35 @@ def check_sgd(dtype, n, seed=0):
                 magnitude=np.abs(d * p64) + np.abs(s * g64))
 
 
+def check_optimizer(dtype, n, seed=0):
+    """CudaOps.optimizer_step against NumpyOps' (the reference) for every optimizer, three
+    steps from a random state: an update chains about eight roundings of terms of the size of
+    |p| plus the step, as tests/test_optimizers.py bounds them."""
+    from fastnet.devices.ops import NumpyOps
+    from fastnet.kernels.config import OPTIMIZER_SLOTS, OPTIMIZERS
+    ops, rng = cuda_ops(), np.random.default_rng(seed)
+    hyper = {1: [0.9, 0, 0, 0], 2: [0.9, 0, 0, 0], 3: [0, 0.99, 1e-8, 0],
+             4: [0.9, 0.999, 1e-8, 0], 5: [0.9, 0.999, 1e-8, 0.01], 0: [0, 0, 0, 0]}
+    for name, code in OPTIMIZERS.items():
+        params = _rand(rng, n, dtype)
+        decayed = rng.random(n) > 0.3
+        state = np.abs(_rand(rng, (max(1, OPTIMIZER_SLOTS[code]), n), dtype, 0.1))
+        want_p, want_s, want_t = params.astype(F64), state.astype(F64), np.zeros(1, np.int64)
+        d_p, d_s, t = ops.upload(params), ops.upload(state), np.zeros(1, np.int64)
+        for _ in range(3):
+            g = _rand(rng, n, dtype)
+            before = np.abs(want_p)
+            NumpyOps().optimizer_step(want_p, g.astype(F64), decayed, 0.5, 0.01, 0.05, code,
+                                      np.array(hyper[code]), want_s, want_t)
+            ops.optimizer_step(d_p, ops.upload(g), ops.upload(decayed), 0.5, 0.01, 0.05, code,
+                               np.array(hyper[code]), d_s, t)
+            compare(d_p, want_p, f"{name} params", n=8,
+                    magnitude=before + np.abs(want_p - before) + 0.05)
+            want_p = host(d_p, "params").astype(F64)     # the next step from the kernel's own
+            want_s = host(d_s, "state").astype(F64)
+        assert t[0] == want_t[0] == 3
+
+
 # ---------------------------------------------------------------------------- conv family
 def _hosts(got, names):
     return tuple(None if g is None else host(g, n) for g, n in zip(got, names))

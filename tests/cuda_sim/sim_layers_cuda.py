@@ -36,6 +36,11 @@ def test_method_set_matches_numpy_ops():
 
 
 @DTYPES
+def test_optimizer_step(dtype):
+    C.check_optimizer(dtype, 37)
+
+
+@DTYPES
 def test_data_movement(dtype):
     C.check_data_movement(dtype)
 
