@@ -39,7 +39,7 @@ from bench import peers
 from bench.harness import (BACKENDS, ROUNDS, SEED, SMALL, check, label, require, run_timed,
                            synchronizer)
 from bench.registry import Runner
-from fastnet.kernels.config import QUADRATIC, SIGMOID
+from fastnet.kernels.config import QUADRATIC, SIGMOID, SYNC_SIZE
 from fastnet.reference import dense as ref
 
 SIZES = [784, 30, 10]
@@ -252,7 +252,8 @@ def test_epoch_optimizer(benchmark, mnist, batch, name):
 
         def call():
             impl(host, layout, acts, QUADRATIC, xs, ys, order, batch, OPT_LR[name], 0.0,
-                 opt.code, opt.hyper(), state.state, state.step, mask)
+                 opt.code, opt.hyper(), state.state, state.step, mask,
+                 np.zeros(SYNC_SIZE, np.int64))
         return Runner(call, lambda: host)
 
     n = min(CHECK_N, len(x) - 5)

@@ -133,8 +133,15 @@ class Run:
         lines = _Lines(test, kw["epochs"], self.args.quiet)
         try:
             history = self.model.fit(*train, **kw, validation_data=val, verbose=False,
+                                     progress=not self.args.quiet,
                                      callbacks=[*self.callbacks, lines],
                                      checkpoint=self.args.checkpoint)
+        except KeyboardInterrupt:
+            resume = (f"; run the same command again to resume from {self.args.checkpoint}"
+                      if self.args.checkpoint else "")
+            print(f"fastnet: interrupted after {lines.done} complete epochs{resume}",
+                  file=sys.stderr)
+            return 130
         except (ValueError, TypeError, RuntimeError, FloatingPointError) as exc:
             if lines.done == 0 and not isinstance(exc, FloatingPointError):
                 raise UsageError(str(exc)) from None      # e.g. another run's checkpoint

@@ -3,14 +3,19 @@
 ``run`` trains a model's trainer (``fastnet.devices``) for a number of epochs: each epoch's
 sample order, the epoch (in pieces where a callback marks mini-batches), the finiteness check,
 the metrics, the printed line and the callbacks. With overlap, epoch k+1 trains in a worker
-thread while the metrics and callbacks of epoch k run on a snapshot of its parameters. On
-divergence, an exception or ``EpochEnd.stop`` during an overlapped epoch, the model is put back
-to the last good epoch (parameters and random generators). Tests: ``tests/test_fit_hooks.py``,
-``tests/test_model_safety.py``.
+thread while the metrics and callbacks of epoch k run on a snapshot of its parameters; without,
+the epoch trains in a worker thread while the calling (main) thread shows its progress (a tqdm
+bar on a terminal, from the kernels' mini-batch counter) and takes Ctrl-C, which stops the
+epoch within a mini-batch. On divergence, an exception (Ctrl-C included) or ``EpochEnd.stop``
+during an overlapped epoch, the model is put back to the last good epoch (parameters, random
+generators, optimizer state). Tests: ``tests/test_fit_hooks.py``,
+``tests/test_model_safety.py``, ``tests/test_progress.py``.
 """
 
 from __future__ import annotations
 
+import sys
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 
@@ -18,6 +23,10 @@ import numpy as np
 
 from fastnet import _checks
 from fastnet.callbacks import Callback, EpochEnd
+from fastnet.devices.trainer import EpochControl
+
+#: seconds an epoch runs before its progress bar appears (short epochs show none)
+PROGRESS_DELAY = 1.0
 
 
 class Snapshot:
@@ -82,7 +91,7 @@ def _marks(callbacks, epoch: int, batches: int) -> list[set[int]]:
 
 def run(model, runner, train, valid, prepared, *, n, n_valid, epochs, batch_size, schedule,
         lmbda, order_for, callbacks, training_metrics, overlap, verbose, history, first=1,
-        augment_for=None, opt=None):
+        augment_for=None, opt=None, progress=False):
     """Train epochs ``first`` to ``epochs`` (``first`` > 1: a resumed run, ``history`` holding
     the epochs before); returns ``history`` (filled in). ``schedule``: a
     ``fastnet.schedules.Schedule``, the rate of each epoch (None: stop before it);
@@ -90,7 +99,7 @@ def run(model, runner, train, valid, prepared, *, n, n_valid, epochs, batch_size
     ``Model.fit`` takes it; ``prepared``: the data sets ``EpochEnd`` may be asked about, by id
     (see ``EpochEnd``); ``augment_for(epoch)``: the epoch's training data (augmented), made
     after its order, instead of ``train``; ``opt``: the model's ``OptimizerState`` to train by
-    instead of SGD (None: SGD)."""
+    instead of SGD (None: SGD); ``progress``: show each epoch's bar on a terminal."""
     marked = any(type(cb).batch_marks is not Callback.batch_marks for cb in callbacks)
     scored = (n if training_metrics else 0) + n_valid
     overlapping = not marked and not schedule.uses_history and \
@@ -110,9 +119,12 @@ def run(model, runner, train, valid, prepared, *, n, n_valid, epochs, batch_size
         history.lr.append(lr)
         order = order_for(epoch)
         data = augment_for(epoch) if augment_for is not None else train
-        return pool.submit(epoch_of, epoch, order, lr, decay, data)
+        control = current["control"] = EpochControl()
+        current["label"] = f"Epoch {epoch}/{epochs}"
+        current["batches"] = -(-len(order) // batch_size)
+        return pool.submit(watched, epoch, order, lr, decay, data, control)
 
-    def epoch_of(epoch, order, lr, decay, data):
+    def epoch_of(epoch, order, lr, decay, data, control):
         t0 = time.perf_counter()
         batches = -(-len(order) // batch_size)
         marks = _marks(callbacks, epoch, batches) if marked else []
@@ -122,8 +134,19 @@ def run(model, runner, train, valid, prepared, *, n, n_valid, epochs, batch_size
                 if lo in its:
                     cb.on_batch(epoch, lo)
             runner.train_epoch(data, order[lo * batch_size:hi * batch_size], batch_size, lr,
-                               decay, continues=lo > 0, **opt_args)
+                               decay, continues=lo > 0, control=control, **opt_args)
         return time.perf_counter() - t0
+
+    def watched(epoch, order, lr, decay, data, control):
+        """``epoch_of``; from the main thread, in a worker thread while this one shows the
+        progress and waits, so that Ctrl-C (KeyboardInterrupt) stops the epoch at once."""
+        if threading.current_thread() is not threading.main_thread():
+            return epoch_of(epoch, order, lr, decay, data, control)
+        batches = -(-len(order) // batch_size)
+        return run_watched(lambda: epoch_of(epoch, order, lr, decay, data, control), control,
+                           f"Epoch {epoch}/{epochs}", batches, progress)
+
+    current = {"control": None}
 
     opt_args = {} if opt is None else {"opt": opt, "l2": lmbda / n}
     good = Snapshot(model, initial=True, opt=opt)
@@ -136,7 +159,8 @@ def run(model, runner, train, valid, prepared, *, n, n_valid, epochs, batch_size
             for epoch in range(first, epochs + 1):
                 if pending is None:                    # the schedule stopped the fit
                     break
-                seconds = pending.result()
+                seconds = awaited(pending, current["control"], current["label"],
+                                  current["batches"], progress)
                 pending = None
                 params = runner.host_params()
                 state = model.random_state
@@ -189,6 +213,7 @@ def run(model, runner, train, valid, prepared, *, n, n_valid, epochs, batch_size
                     pending = start(epoch + 1)
         except BaseException:
             if pending is not None:
+                current["control"].stop()              # an epoch beside: end it now
                 wait([pending])
             runner.close(changed=False)
             good.restore(model)
@@ -213,3 +238,73 @@ def epoch_line(epoch: int, epochs: int, h) -> str:
         parts.append(f"val_loss {h.val_loss[-1]:.4f} - val_accuracy {h.val_accuracy[-1]:.4f}")
     line = f"Epoch {epoch}/{epochs}:" + (" " + " - ".join(parts) if parts else "")
     return f"{line} ({h.seconds[-1]:.3f} s)"
+
+
+def run_watched(work, control: EpochControl, label: str, total: int, show: bool):
+    """``work()`` in a worker thread (Numba's thread count carried over) while this thread
+    waits, updating a progress bar from ``control.done`` when ``show`` and stderr is a
+    terminal (after ``PROGRESS_DELAY`` s); on an exception here (Ctrl-C) the epoch is stopped
+    and joined before it propagates, so no thread is left running."""
+    numba = sys.modules.get("numba")
+    numba_threads = numba.get_num_threads() if numba is not None else None
+    out, finished = {}, threading.Event()
+
+    def run():
+        try:
+            if numba_threads is not None:
+                numba.set_num_threads(numba_threads)
+            out["value"] = work()
+        except BaseException as exc:                   # re-raised in the caller
+            out["error"] = exc
+        finally:
+            finished.set()
+
+    # Waited for on an Event, not Thread.join: a join interrupted by Ctrl-C can mark the
+    # thread stopped while it still runs (CPython), and the parameters would then change
+    # under the caller's restore.
+    worker = threading.Thread(target=run, name="fastnet-watched-epoch", daemon=True)
+    bar = _bar(label, total) if show and _terminal() else None   # drawn after the delay
+    worker.start()
+    try:
+        while not finished.wait(0.1):
+            if bar is not None:
+                bar.update(min(control.done, total) - bar.n)
+    except BaseException:
+        control.stop()
+        finished.wait()
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
+
+
+def awaited(future, control: EpochControl, label: str, total: int, show: bool):
+    """``future.result()``, for an epoch training in a worker thread (overlap): waited for in
+    short turns with its progress bar, as ``run_watched`` does."""
+    if future.done():
+        return future.result()
+    bar = _bar(label, total) if show and _terminal() else None
+    try:
+        while not wait([future], timeout=0.1).done:
+            if bar is not None:
+                bar.update(min(control.done, total) - bar.n)
+    finally:
+        if bar is not None:
+            bar.close()
+    return future.result()
+
+
+def _terminal() -> bool:
+    isatty = getattr(sys.stderr, "isatty", None)
+    return bool(isatty and isatty())
+
+
+def _bar(label: str, total: int):
+    """A tqdm bar over an epoch's mini-batches, shown after ``PROGRESS_DELAY`` seconds and
+    cleared when it closes (the epoch's line follows)."""
+    from tqdm import tqdm
+    return tqdm(total=total, desc=label, unit="batch", leave=False, delay=PROGRESS_DELAY,
+                file=sys.stderr, dynamic_ncols=True)

@@ -212,7 +212,7 @@ class Model:
             validation_data=None, shuffle: bool = True, order=None, callbacks=None,
             overlap: bool | None = None, threads: int | None = None, verbose: bool = True,
             device: str | None = None, training_metrics: bool = True,
-            checkpoint=None, augment=None) -> History:
+            checkpoint=None, augment=None, progress: bool | None = None) -> History:
         """Train by mini-batch SGD: ``w ← (1 − lr·lmbda/n)·w − (lr/m)·Σ∇w``, or by another
         optimizer.
 
@@ -265,6 +265,11 @@ class Model:
         batch size, lr schedule, lmbda, sample order, data), else ValueError. See
         ``fastnet/checkpoint.py``.
 
+        progress: a bar of each epoch's mini-batches on stderr when it is a terminal and the
+        epoch runs longer than a second (tqdm; None: as ``verbose``). Ctrl-C stops a running
+        epoch at once (within a mini-batch) and raises KeyboardInterrupt with the model as
+        after the last completed epoch (below).
+
         Divergence: after every epoch the parameters (and the training and validation loss,
         when computed) must be finite. If not, or if an epoch or a callback raises (e.g.
         KeyboardInterrupt), the model is put back as it was after the last complete finite
@@ -296,6 +301,8 @@ class Model:
         src = Source(self, x, y, "x", "y", need_y=True)
         n = src.n
         decay = 1.0 - lr * lmbda / n
+        if progress is not None and not isinstance(progress, bool):
+            raise TypeError(f"progress must be None, True or False, got {progress!r}")
         if opt.name == "sgd" and not decay > 0:
             raise ValueError(f"lmbda={lmbda} is too large for lr={lr} and n={n} samples: the "
                              f"weight-decay factor 1 − lr·lmbda/n = {decay:.6g} must be > 0 "
@@ -361,6 +368,7 @@ class Model:
                            callbacks=callbacks + ([writer] if writer else []),
                            training_metrics=training_metrics, overlap=overlap,
                            verbose=verbose, history=history, first=first,
+                           progress=verbose if progress is None else progress,
                            augment_for=None if augment is None else augment.epochs(
                                src.xs, src.ys, shape, self._rng, runner,
                                devices.get(self.device if device is None else device), threads))

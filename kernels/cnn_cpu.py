@@ -167,6 +167,8 @@ def epoch_worker(tid, nthreads, sync, params, layout, acts, loss, cg, x, y, orde
         gen = _sync.barrier(sync, nthreads, gen)  # every weight updated
         if _sync.aborted(sync):
             return
+        if tid == 0:
+            _sync.advance(sync)
 
 
 def epoch_threads(layout, cg, batch_size, nthreads):
@@ -180,16 +182,18 @@ def epoch_threads(layout, cg, batch_size, nthreads):
     return max(1, min(nthreads, batch_size))
 
 
-def train_epoch(params, layout, acts, loss, cg, x, y, order, batch_size, lr, decay, nthreads):
+def train_epoch(params, layout, acts, loss, cg, x, y, order, batch_size, lr, decay, nthreads,
+                sync=None):
     """One epoch of mini-batch SGD in place on ``params`` (flat, the model's buffer), on
     ``nthreads`` OS threads (this one and nthreads − 1 started here). layout[L, 4] and acts[L]:
     row 0 the conv layer (see the module doc), rows 1.. the dense layers; cg: the conv layer's
     geometry; x[N, c, h, w]; y[N, n_out] targets; mini-batches are consecutive slices of
-    ``order`` (the last may be shorter)."""
+    ``order`` (the last may be shorter). ``sync``: as ``dense_epoch_cpu``'s."""
     batch_size = max(1, min(batch_size, len(order)))
     nthreads = max(1, min(nthreads, batch_size))
     wsp = workspaces(params, layout, cg, batch_size, nthreads)
-    sync = np.zeros(_sync.SYNC_SIZE, dtype=np.int64)
+    if sync is None:
+        sync = np.zeros(_sync.SYNC_SIZE, dtype=np.int64)
     _sync.run_threads(lambda tid: epoch_worker(tid, nthreads, sync, params, layout, acts, loss,
                                                cg, x, y, order, batch_size, lr, decay, wsp),
                       nthreads, sync)
@@ -266,21 +270,24 @@ def opt_worker(tid, nthreads, sync, params, layout, acts, loss, cg, x, y, order,
         gen = _sync.barrier(sync, nthreads, gen)  # every parameter updated
         if _sync.aborted(sync):
             return
+        if tid == 0:
+            _sync.advance(sync)
 
 
 def train_epoch_opt(params, layout, acts, loss, cg, x, y, order, batch_size, lr, l2, code,
-                    hyper, state, step, decayed, nthreads):
+                    hyper, state, step, decayed, nthreads, sync=None):
     """``train_epoch`` by optimizer ``code`` (``optim_cpu.optimizer_step``'s arguments: l2 =
     λ/n on the weights where ``decayed``, hyper, state[S, P], step: int64[1], advanced by the
-    number of mini-batches)."""
+    mini-batches trained)."""
     batch_size = max(1, min(batch_size, len(order)))
     nthreads = max(1, min(nthreads, batch_size))
     wsp = workspaces(params, layout, cg, batch_size, nthreads)
     grads = np.zeros_like(params)
-    sync = np.zeros(_sync.SYNC_SIZE, dtype=np.int64)
-    t0 = int(step[0])
+    if sync is None:
+        sync = np.zeros(_sync.SYNC_SIZE, dtype=np.int64)
+    t0, done0 = int(step[0]), int(sync[_sync.PROGRESS])
     _sync.run_threads(lambda tid: opt_worker(tid, nthreads, sync, params, layout, acts, loss, cg,
                                              x, y, order, batch_size, lr, l2, code, hyper,
                                              state, t0, decayed, grads, wsp),
                       nthreads, sync)
-    step[0] = t0 + -(-len(order) // batch_size)
+    step[0] = t0 + int(sync[_sync.PROGRESS]) - done0

@@ -14,6 +14,11 @@ QUADRATIC, CROSS_ENTROPY, LOG_LIKELIHOOD = 0, 1, 2
 LOSSES = {"quadratic": QUADRATIC, "cross_entropy": CROSS_ENTROPY,
           "log_likelihood": LOG_LIKELIHOOD}
 
+# The slots of a ``sync_cpu`` array (int64, 64 bytes apart): the barrier's arrival count and
+# generation, the abort flag, the epoch's progress (mini-batches done).
+SYNC_COUNT, SYNC_GENERATION, SYNC_ABORT, SYNC_PROGRESS = 0, 8, 16, 24
+SYNC_SIZE = 32
+
 # Optimizer codes (``fastnet.optimizers``); hyper-parameters go to the kernels as
 # ``hyper = [beta1 (momentum), beta2 (RMSprop's alpha), eps, weight_decay]``.
 SGD, MOMENTUM, NESTEROV, RMSPROP, ADAM, ADAMW = 0, 1, 2, 3, 4, 5

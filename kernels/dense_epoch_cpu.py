@@ -134,6 +134,8 @@ def _epoch_worker(tid, nthreads, sync, params, layout, acts, loss, x, y, order, 
         mn = min(batch_size, N - kn) if kn < N else 0
         _layer0_part(x, order[k:k + m], d0p[:m], order[kn:kn + mn], z0p[:mn], a0p[:mn], w0, b0,
                      T(lr / m), dec, acts[0], lo, hi)
+        if tid == 0:
+            _sync.advance(sync)
 
 
 @_jit
@@ -148,16 +150,20 @@ def train_epoch(params, layout, acts, loss, x, y, order, batch_size, lr, decay):
 
 
 def train_epoch_threaded(params, layout, acts, loss, x, y, order, batch_size, lr, decay,
-                         nthreads):
+                         nthreads, sync=None):
     """``train_epoch`` on ``nthreads`` OS threads (this one and nthreads − 1 started here),
     synchronised by ``sync_cpu.barrier``; the same arithmetic in the same order, so the same
     result as ``train_epoch`` bit for bit (tests/test_dense.py). The kernels release the GIL.
-    An exception in any thread stops the others and is raised here."""
-    if nthreads <= 1:
-        train_epoch(params, layout, acts, loss, x, y, order, batch_size, lr, decay)
-        return
+    An exception in any thread stops the others and is raised here. ``sync``: the epoch's
+    ``sync_cpu`` array (progress counted in it; its abort flag stops the epoch between
+    mini-batches), else a new one."""
+    if sync is None:
+        sync = np.zeros(_sync.SYNC_SIZE, dtype=np.int64)
     ws = workspaces(layout, batch_size, x)
-    sync = np.zeros(_sync.SYNC_SIZE, dtype=np.int64)
+    if nthreads <= 1:
+        _epoch_worker(0, 1, sync, params, layout, acts, loss, x, y, order, batch_size, lr,
+                      decay, ws)
+        return
     _sync.run_threads(lambda tid: _epoch_worker(tid, nthreads, sync, params, layout, acts, loss,
                                                 x, y, order, batch_size, lr, decay, ws),
                       nthreads, sync)

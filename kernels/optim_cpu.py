@@ -17,6 +17,7 @@ import numpy as np
 from numba import njit
 
 from . import config
+from . import sync_cpu as _sync
 from .blocks_cpu import rows_forward, rows_update
 from .config import ADAM, ADAMW, MOMENTUM, NESTEROV, RMSPROP
 from .dense_cpu import activate, layer_offsets, step_upper
@@ -83,13 +84,14 @@ def apply_range(params, grads, decayed, gscale, l2, lr, code, hyper, state, t, l
 
 @_jit
 def train_epoch_opt(params, layout, acts, loss, x, y, order, batch_size, lr, l2, code, hyper,
-                    state, step, decayed):
+                    state, step, decayed, sync):
     """One epoch of mini-batch training by optimizer ``code``, in place on params, state and
     step: mini-batches are consecutive slices of ``order`` (the last may be shorter), x[N, n0]
     and y[N, nL] read through it. Each mini-batch: the forward pass and every layer's δ
     (``dense_cpu.step_upper`` without its update), Σ-gradients into a buffer
     (``rows_update`` with decay 0 writes −scale·δᵀa, so scale −1 gives +δᵀa), then
-    ``optimizer_step`` with gscale 1/m."""
+    ``optimizer_step`` with gscale 1/m. ``sync``: a ``sync_cpu`` array: a mini-batch done
+    advances its progress; its abort flag stops the epoch before the next."""
     N = order.shape[0]
     batch_size = max(1, min(batch_size, N))
     ws = workspaces(layout, batch_size, x)
@@ -120,3 +122,6 @@ def train_epoch_opt(params, layout, acts, loss, x, y, order, batch_size, lr, l2,
                 rows_update(rows_of(acts_buf, offs[l - 1], m, n_in), no_rows, m, d, gw, gb,
                             T(-1), T(0), 0, n_out)
         optimizer_step(params, grads, decayed, 1.0 / m, l2, lr, code, hyper, state, step)
+        _sync.advance(sync)
+        if _sync.aborted(sync):
+            return

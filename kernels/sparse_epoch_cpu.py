@@ -80,6 +80,8 @@ def epoch_worker(tid, nthreads, sync, params, layout, acts, loss, csr, y, order,
             else:
                 dense.upper_updates(params, layout, offs, ws, m, lr, dec, part, 2)
             layer0_part(csr, order[k:k + m], order[kn:kn + mn], sp, d0, T(lr / m), dec, part)
+        if tid == 0:
+            _sync.advance(sync)
 
 
 @_jit
@@ -104,22 +106,24 @@ def epoch_threads(layout, batch_size):
 
 
 def train_epoch_threaded(params, layout, acts, loss, csr, y, order, batch_size, lr, decay,
-                         nthreads):
+                         nthreads, sync=None):
     """``train_epoch`` on ``min(nthreads, 2)`` OS threads (``sync_cpu.run_threads``); the same
-    result, bit for bit, for any thread count."""
+    result, bit for bit, for any thread count. ``sync``: as ``dense_epoch_cpu``'s."""
     nthreads = min(nthreads, 2)
-    if nthreads <= 1:
-        train_epoch(params, layout, acts, loss, csr, y, order, batch_size, lr, decay)
-        return
+    if sync is None:
+        sync = np.zeros(_sync.SYNC_SIZE, dtype=np.int64)
     batch_size = max(1, min(batch_size, len(order)))  # scratch for no more rows than exist
     sp, ws = workspaces(params, layout, batch_size)
     up = upper_workspaces(params, layout, acts, batch_size)
     offs = dense.layer_offsets(layout, batch_size)
-    sync = np.zeros(_sync.SYNC_SIZE, dtype=np.int64)
-    _sync.run_threads(lambda tid: epoch_worker(tid, nthreads, sync, params, layout, acts, loss,
-                                               csr, y, order, batch_size, lr, decay, sp, ws,
-                                               up, offs),
-                      nthreads, sync)
+    if nthreads <= 1:
+        epoch_worker(0, 1, sync, params, layout, acts, loss, csr, y, order, batch_size, lr,
+                     decay, sp, ws, up, offs)
+    else:
+        _sync.run_threads(lambda tid: epoch_worker(tid, nthreads, sync, params, layout, acts,
+                                                   loss, csr, y, order, batch_size, lr, decay,
+                                                   sp, ws, up, offs),
+                          nthreads, sync)
     write_back(params, layout, sp)
     upper_write_back(params, layout, up)
 

@@ -3,7 +3,8 @@ fused dense, sparse and CNN epochs): atomic loads and adds on an int64 array, a 
 a reusable barrier built on them, and ``run_threads``, which runs a kernel on n threads.
 
 State: one ``int64[SYNC_SIZE]`` array shared by the threads (zeros to start): the arrival
-count, the barrier generation and an abort flag, each on its own 64-byte cache line. A waiting
+count, the barrier generation, an abort flag and the epoch's progress (mini-batches done,
+``advance``; read by a display thread), each on its own 64-byte cache line. A waiting
 thread spins ``_SPINS`` times, then calls ``sched_yield`` on every further turn. Setting the
 abort flag (``abort(sync)``, or ``sync[ABORT] = 1`` from Python) releases every waiter; loops
 check ``aborted(sync)`` after each barrier and return. Everything is ``@njit(cache=True)``
@@ -22,9 +23,12 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from . import config
+from .config import SYNC_ABORT as ABORT
+from .config import SYNC_COUNT as COUNT
+from .config import SYNC_GENERATION as GENERATION
+from .config import SYNC_PROGRESS as PROGRESS
+from .config import SYNC_SIZE  # noqa: F401  (the array's length, for callers)
 
-COUNT, GENERATION, ABORT = 0, 8, 16  # int64 slots, 64 bytes apart
-SYNC_SIZE = 24
 _SPINS = 4096  # busy turns before a waiter starts yielding its core
 
 _jit = njit(cache=config.CACHE, nogil=True)
@@ -110,6 +114,12 @@ def abort(sync):
 
 
 @_jit
+def advance(sync):
+    """One more mini-batch done (an epoch's thread 0 calls it after each)."""
+    _atomic_add(sync, PROGRESS, 1)
+
+
+@_jit
 def barrier(sync, nthreads, generation):
     """Wait until ``nthreads`` threads have called ``barrier`` with the same ``sync`` (or until
     an abort). Every thread passes the generation it last got back (0 at first) and keeps the
@@ -133,9 +143,12 @@ def barrier(sync, nthreads, generation):
 def run_threads(worker, nthreads, sync):
     """Call ``worker(tid)`` for tid in 0..nthreads-1: tid 0 on this thread, the others on OS
     threads started here (compiled workers release the GIL). An exception in any of them sets
-    the abort flag in ``sync`` (releasing every barrier) and is raised here after all return."""
+    the abort flag in ``sync`` (releasing every barrier) and is raised here after all return.
+    ``sync`` may come from an earlier run (an epoch trained in pieces): its barrier slots are
+    reset here, its progress and abort flag kept."""
     import threading
 
+    sync[COUNT] = sync[GENERATION] = 0
     errors = []
 
     def run(tid):

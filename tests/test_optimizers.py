@@ -12,7 +12,8 @@ import pytest
 import fastnet
 from fastnet import optimizers as O
 from fastnet.kernels import optim_cpu
-from fastnet.kernels.config import ADAM, ADAMW, MOMENTUM, NESTEROV, OPTIMIZERS, RMSPROP, SGD
+from fastnet.kernels.config import (ADAM, ADAMW, MOMENTUM, NESTEROV, OPTIMIZERS, RMSPROP, SGD,
+                                    SYNC_SIZE)
 from fastnet.reference import dense as R
 from fastnet.reference import optim as ref
 from helpers import assert_close, compounded_bound, rounding_bound
@@ -164,7 +165,8 @@ def _epochs(impl, params, layout, acts, loss, x, y, orders, bs, code, hyper, dty
     for order in orders:
         IMPLS[impl].train_epoch_opt(p, layout, acts, loss, np.asarray(x, dtype),
                                     np.asarray(y, dtype), order, bs, 0.01, 0.001, code, hyper,
-                                    state, t, decayed_of(layout, len(p)))
+                                    state, t, decayed_of(layout, len(p)),
+                                    np.zeros(SYNC_SIZE, np.int64))
     return p, t
 
 

@@ -499,11 +499,12 @@ def test_network3_fully_connected_net_trains_on_the_sparse_path(monkeypatch, cap
     steps = []      # what network3 asks the backend for: its start, and each call's epoch
     real_backend_epoch = CpuDense.train_epoch
 
-    def recording(self, params, layout, acts, loss, x_, y_, order, batch, lr, decay, *rest):
+    def recording(self, params, layout, acts, loss, x_, y_, order, batch, lr, decay, *rest,
+                  **kw):
         steps.append((params.copy(), layout, acts, loss, np.array(y_), order.copy(), batch, lr,
                       decay))
         return real_backend_epoch(self, params, layout, acts, loss, x_, y_, order, batch, lr,
-                                  decay, *rest)
+                                  decay, *rest, **kw)
 
     monkeypatch.setattr(CpuDense, "train_epoch", recording)
     params = []

@@ -47,7 +47,8 @@ class CudaDense:
         return 1                          # host threads: the GPU runs the epoch
 
     def train_epoch(self, params, layout, acts, loss, x, y, order, batch_size, lr, decay,
-                    threads):
+                    threads, sync=None):
+        """One cooperative launch: ``sync`` (progress, stop) cannot reach it."""
         self._k.train_epoch(params, layout, acts, loss, x, y, order, batch_size, lr, decay)
 
     def evaluate(self, params, layout, acts, loss, x, y, threads):

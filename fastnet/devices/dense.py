@@ -12,10 +12,11 @@ A kernel set has these methods (``NumpyDense``: the reference, ``fastnet.referen
 - ``on_host``: True where the kernels compute on the host (an epoch may then train in a worker
   thread while the caller scores a snapshot);
 - ``epoch_threads(layout, batch_size)``: how many threads an epoch uses when not told;
-- ``train_epoch(params, layout, acts, loss, x, y, order, batch_size, lr, decay, threads)``: one
-  epoch of SGD in place on ``params``;
+- ``train_epoch(params, layout, acts, loss, x, y, order, batch_size, lr, decay, threads,
+  sync=None)``: one epoch of SGD in place on ``params`` (``sync``: an ``EpochControl``'s array,
+  where the set can count and stop);
 - ``train_epoch_opt(params, layout, acts, loss, x, y, order, batch_size, lr, l2, code, hyper,
-  state, step, decayed)`` (optional): one epoch by another optimizer (``fastnet.optimizers``),
+  state, step, decayed, sync)`` (optional): one epoch by another optimizer (``fastnet.optimizers``),
   on one thread;
 - ``evaluate(params, layout, acts, loss, x, y, threads) -> (summed cost, number correct)``;
 - ``predict(params, layout, acts, x, threads) -> host array (n, n_out)``.
@@ -28,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from fastnet.devices.threads import EpochThreads
-from fastnet.devices.trainer import NonFiniteInput, Trainer, numba_threads
+from fastnet.devices.trainer import EpochControl, NonFiniteInput, Trainer, numba_threads
 
 EVAL_CHUNK = 1024  # rows per forward pass when evaluating or predicting
 
@@ -55,8 +56,17 @@ class NumpyDense:
         return 1
 
     def train_epoch(self, params, layout, acts, loss, x, y, order, batch_size, lr, decay,
-                    threads):
-        self._ref.train_epoch(params, layout, acts, loss, x, y, order, batch_size, lr, decay)
+                    threads, sync=None):
+        """The reference's epoch a mini-batch at a time (the same steps), counting them in
+        and stopping at ``sync`` (``EpochControl.array``)."""
+        from fastnet.kernels.config import SYNC_ABORT, SYNC_PROGRESS
+        for k in range(0, len(order), batch_size):
+            if sync is not None and sync[SYNC_ABORT]:
+                return
+            self._ref.train_epoch(params, layout, acts, loss, x, y, order[k:k + batch_size],
+                                  batch_size, lr, decay)
+            if sync is not None:
+                sync[SYNC_PROGRESS] += 1
 
     def train_epoch_opt(self, *args):
         from fastnet.reference import optim
@@ -136,16 +146,17 @@ class CpuDense:
         return self._k.epoch_threads(layout, batch_size)
 
     def train_epoch(self, params, layout, acts, loss, x, y, order, batch_size, lr, decay,
-                    threads):
+                    threads, sync=None):
         """x: an array, or ``inputs(x)``'s ``SparseInputs`` for the sparse epoch."""
         csr = _sparse_for(x, layout)
         with numba_threads(threads):
             if csr is not None:
                 self._sparse_epoch.train_epoch_threaded(params, layout, acts, loss, csr, y,
-                                                        order, batch_size, lr, decay, threads)
+                                                        order, batch_size, lr, decay, threads,
+                                                        sync)
             else:
                 self._k.train_epoch_threaded(params, layout, acts, loss, _dense(x), y, order,
-                                             batch_size, lr, decay, threads)
+                                             batch_size, lr, decay, threads, sync)
 
     def train_epoch_opt(self, params, layout, acts, loss, x, *args):
         """x: an array or a ``SparseInputs`` (its dense form is read)."""
@@ -223,20 +234,22 @@ class DenseTrainer(Trainer):
     trains_optimizers = property(lambda self: hasattr(self.kernels, "train_epoch_opt"))
 
     def train_epoch(self, data, order, batch_size, lr, decay, *, continues=False, opt=None,
-                    l2=0.0):
+                    l2=0.0, control=None):
         """One epoch; on the host without a fixed ``threads``, on the count ``Chooser``
         finds faster (``threads_used``). With ``opt``, on one thread."""
+        control = control or EpochControl()
         if opt is not None:
             o = opt.optimizer
             self.kernels.train_epoch_opt(self.params, *self._args, self.spec.loss_code, *data,
                                          self.kernels.upload(order), batch_size, lr, l2,
                                          o.code, o.hyper(), opt.state, opt.step,
-                                         self.spec.decayed)
+                                         self.spec.decayed, control.array)
             self.threads_used = 1
             return
         def step(part, threads):
             self.kernels.train_epoch(self.params, *self._args, self.spec.loss_code, *data,
-                                     self.kernels.upload(part), batch_size, lr, decay, threads)
+                                     self.kernels.upload(part), batch_size, lr, decay, threads,
+                                     sync=control.array)
 
         most = self.epoch_threads(batch_size)
         if self._threads is not None or not self.kernels.on_host:

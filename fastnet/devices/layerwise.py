@@ -19,8 +19,8 @@ from functools import cached_property
 import numpy as np
 
 from fastnet.devices.threads import EpochThreads
-from fastnet.devices.trainer import Trainer, numba_threads
-from fastnet.kernels.config import ACTIVATIONS
+from fastnet.devices.trainer import EpochControl, Trainer, numba_threads
+from fastnet.kernels.config import ACTIVATIONS, SYNC_PROGRESS
 from fastnet.layers import ConvPool, Dense, Flatten
 
 EVAL_CHUNK = 1000  # samples per forward pass when scoring or predicting layer by layer
@@ -94,12 +94,16 @@ class LayerwiseTrainer(Trainer):
     trains_optimizers = property(lambda self: hasattr(self.ops, "optimizer_step"))
 
     def train_epoch(self, data, order, batch_size, lr, decay, *, continues=False, opt=None,
-                    l2=0.0):
+                    l2=0.0, control=None):
         x, y = data
+        control = control or EpochControl()
         state = None if opt is None else self.ops.upload(opt.state)   # where the ops compute
         with self._scope(), self.ops.running():
             for k in range(0, len(order), batch_size):
+                if control.stopped:
+                    break
                 self._step(x, y, order[k:k + batch_size], lr, decay, opt, l2, state)
+                control.array[SYNC_PROGRESS] += 1
         if state is not None and state is not opt.state:
             opt.state[...] = self.ops.download(state)
 
@@ -192,7 +196,7 @@ class CnnTrainer(LayerwiseTrainer):
         return cnn_cpu.epoch_threads(layout, cg, batch_size, available)
 
     def train_epoch(self, data, order, batch_size, lr, decay, *, continues=False, opt=None,
-                    l2=0.0):
+                    l2=0.0, control=None):
         """One epoch; without a fixed ``threads``, on the count ``Chooser`` finds faster by
         training a scratch copy (the count changes the sums' rounding), the whole epoch on
         that count (``threads_used``). With ``opt``: ``cnn_cpu.train_epoch_opt``, on the
@@ -200,17 +204,18 @@ class CnnTrainer(LayerwiseTrainer):
         from fastnet.kernels import cnn_cpu
         x, y = data
         layout, acts, cg = self.plan
+        sync = (control or EpochControl()).array
         if opt is not None:
             o, most = opt.optimizer, self.epoch_threads(batch_size)
             cnn_cpu.train_epoch_opt(self.params, layout, acts, self.spec.loss_code, cg, x, y,
                                     order, batch_size, lr, l2, o.code, o.hyper(), opt.state,
-                                    opt.step, self.decayed, most)
+                                    opt.step, self.decayed, most, sync)
             self.threads_used = most
             return
 
-        def step(part, threads, params=self.params):
+        def step(part, threads, params=self.params, sync=sync):
             cnn_cpu.train_epoch(params, layout, acts, self.spec.loss_code, cg, x, y, part,
-                                batch_size, lr, decay, threads)
+                                batch_size, lr, decay, threads, sync)
 
         most = self.epoch_threads(batch_size)
         if self.threads is not None:
@@ -222,6 +227,6 @@ class CnnTrainer(LayerwiseTrainer):
             def scratch(part, threads):
                 if not copy:
                     copy.append(self.params.copy())
-                step(part, threads, copy[0])
+                step(part, threads, copy[0], EpochControl().array)   # not the epoch's count
             self.threads_used = self._choice.run(step, order, batch_size, most,
                                                  scratch=scratch, continues=continues)

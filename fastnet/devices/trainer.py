@@ -21,6 +21,31 @@ import contextlib
 import numpy as np
 
 
+class EpochControl:
+    """One epoch's progress and stop flag, shared with its kernels (a ``sync_cpu`` array):
+    ``done`` mini-batches trained so far (read while the epoch runs in another thread);
+    ``stop()`` ends the epoch after the mini-batch in progress (the parameters are then part
+    way through it: the caller restores them)."""
+
+    def __init__(self):
+        from fastnet.kernels.config import SYNC_SIZE
+        self.array = np.zeros(SYNC_SIZE, dtype=np.int64)
+
+    @property
+    def done(self) -> int:
+        from fastnet.kernels.config import SYNC_PROGRESS
+        return int(self.array[SYNC_PROGRESS])
+
+    def stop(self) -> None:
+        from fastnet.kernels.config import SYNC_ABORT
+        self.array[SYNC_ABORT] = 1
+
+    @property
+    def stopped(self) -> bool:
+        from fastnet.kernels.config import SYNC_ABORT
+        return bool(self.array[SYNC_ABORT])
+
+
 class NonFiniteInput(ValueError):
     """Raised by ``Trainer.data`` where ``checks_finite``: x holds NaN or inf."""
 
@@ -50,13 +75,14 @@ class Trainer(abc.ABC):
     @abc.abstractmethod
     def train_epoch(self, data, order: np.ndarray, batch_size: int, lr: float,
                     decay: float, *, continues: bool = False, opt=None,
-                    l2: float = 0.0) -> None:
+                    l2: float = 0.0, control: EpochControl | None = None) -> None:
         """One epoch of SGD over ``data`` in the sample order ``order`` (int64), in place.
         ``continues``: this call trains the next piece of the epoch the previous call began
         (after a mini-batch mark), on the same thread count. ``opt``: a
         ``fastnet.optimizers.OptimizerState`` (updated in place) to train by instead of SGD,
         with ``l2`` = λ/n added to the weights' gradient (``decay`` is then unused); only
-        where ``trains_optimizers``."""
+        where ``trains_optimizers``. ``control``: counts the mini-batches done and may stop
+        the epoch between two (where the device can: not the CUDA dense epoch, one launch)."""
 
     @abc.abstractmethod
     def evaluate(self, data) -> tuple[float, int]:

@@ -11,6 +11,8 @@ import math
 import numpy as np
 
 from fastnet.kernels.config import ADAM, ADAMW, MOMENTUM, NESTEROV, RMSPROP
+from fastnet.kernels.config import SYNC_ABORT as ABORT
+from fastnet.kernels.config import SYNC_PROGRESS as PROGRESS
 from fastnet.reference.dense import backward, forward_pass
 
 F64 = np.float64
@@ -50,12 +52,16 @@ def _one_minus_power(beta: float, t: int) -> float:
 
 
 def train_epoch_opt(params, layout, acts, loss, x, y, order, batch_size, lr, l2, code, hyper,
-                    state, step, decayed):
+                    state, step, decayed, sync):
     """One epoch in place: each mini-batch (consecutive slices of ``order``) its Σ-gradient by
-    backprop, then ``optimizer_step`` with gscale 1/m."""
+    backprop, then ``optimizer_step`` with gscale 1/m; ``sync`` as the kernel's (progress
+    counted, abort honoured)."""
     for k in range(0, len(order), batch_size):
         idx = order[k:k + batch_size]
         zs, activations = forward_pass(params, layout, acts, x[idx])
         grads = backward(params, layout, acts, loss, zs, activations, y[idx])
         optimizer_step(params, grads, decayed, 1.0 / len(idx), l2, lr, code, hyper, state,
                        step)
+        sync[PROGRESS] += 1
+        if sync[ABORT]:
+            return
