@@ -228,8 +228,9 @@ OPT_LR = {"momentum": 0.5, "adam": 1e-3}
 @pytest.mark.parametrize("batch", BATCHES, ids=[f"bs{b}" for b in BATCHES])
 @pytest.mark.parametrize("name", list(OPT_LR))
 def test_epoch_optimizer(benchmark, mnist, batch, name):
-    """The CPU epoch with another optimizer (``optim_cpu.train_epoch_opt``, one thread, dense
-    inputs), float32: read against the ``cpu`` and ``cpu (1 thread)`` SGD rows of its group.
+    """The CPU epoch with another optimizer (``optim_cpu.train_epoch_opt_sparse``: one thread,
+    MNIST's inputs in sparse form, as the ``cpu`` rows), float32: read against the ``cpu`` and
+    ``cpu (1 thread)`` SGD rows of its group.
     Checked against ``fastnet.reference.optim.train_epoch_opt`` in float64."""
     from fastnet import devices, optimizers
     from fastnet.reference import optim as ref_optim
@@ -249,9 +250,10 @@ def test_epoch_optimizer(benchmark, mnist, batch, name):
         host = params.copy()
         state = optimizers.OptimizerState(opt, host.size, host.dtype)
         mask = decayed(layout, host.size)
+        data = be.inputs(xs, 1) if impl == be.train_epoch_opt else xs   # the sparse form
 
         def call():
-            impl(host, layout, acts, QUADRATIC, xs, ys, order, batch, OPT_LR[name], 0.0,
+            impl(host, layout, acts, QUADRATIC, data, ys, order, batch, OPT_LR[name], 0.0,
                  opt.code, opt.hyper(), state.state, state.step, mask,
                  np.zeros(SYNC_SIZE, np.int64))
         return Runner(call, lambda: host)
@@ -278,7 +280,7 @@ def test_epoch_optimizer(benchmark, mnist, batch, name):
     order = np.random.default_rng(SEED + 2).permutation(len(x)).astype(np.int64)
     runner = build(params, layout, acts, x, y, order, batch)
     _label_epoch(benchmark, "cpu", "float32", batch, x, margin, row=f"cpu ({name}, 1 thread)",
-                 via="optim_cpu.train_epoch_opt (dense inputs)")
+                 via="optim_cpu.train_epoch_opt_sparse", sparse=True)
     benchmark.extra_info["threads"] = 1
     run_timed(benchmark, runner.call, rounds=ROUNDS, warmup=1)
 

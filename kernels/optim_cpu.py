@@ -1,7 +1,9 @@
 """Optimizers other than the book's SGD on the CPU: ``optimizer_step`` (one update of a flat
 parameter buffer from its summed gradient: momentum, Nesterov, RMSprop, Adam, AdamW, in
-PyTorch's form; ``apply_range`` one range of it, for epochs on threads) and ``train_epoch_opt`` (a whole dense epoch per compiled call, on this thread:
-forward, deltas, the gradient into a buffer, then ``optimizer_step``, every mini-batch).
+PyTorch's form; ``apply_range``: one range of it, for epochs on threads), ``train_epoch_opt``
+(a whole dense epoch per compiled call on this thread: forward, deltas, the gradient into a
+buffer, then the update, every mini-batch) and ``train_epoch_opt_sparse`` (the same with x in
+``sparse_cpu``'s form; no twin: another input form, tested against ``train_epoch_opt``).
 
 Shapes: flat ``params[P]``, ``grads[P]`` (Σ over the mini-batch), ``decayed[P]`` (bool: the
 weights, which take the book's L2 ``l2·w`` in their gradient), ``state[S, P]`` (S =
@@ -22,7 +24,9 @@ from .blocks_cpu import rows_forward, rows_update
 from .config import ADAM, ADAMW, MOMENTUM, NESTEROV, RMSPROP
 from .dense_cpu import activate, layer_offsets, step_upper
 from .dense_epoch_cpu import workspaces
+from .gather_cpu import gather_cols, scatter_cols
 from .simd import rows_of
+from .sparse_cpu import aligned_zeros, padded_width
 
 _jit = njit(**config.CPU_JIT)
 
@@ -125,3 +129,87 @@ def train_epoch_opt(params, layout, acts, loss, x, y, order, batch_size, lr, l2,
         _sync.advance(sync)
         if _sync.aborted(sync):
             return
+
+
+@_jit
+def train_epoch_opt_sparse(params, layout, acts, loss, csr, y, order, batch_size, lr, l2,
+                           code, hyper, state, step, decayed, sync):
+    """``train_epoch_opt`` with x given as ``sparse_cpu.sparse_inputs(x)``: layer 0's z and
+    gradient over each sample's nonzeros only (``gather_cpu``'s vector gathers and
+    scatters). For the epoch, layer 0's weights, their gradient and state rows are held
+    transposed and padded to whole cache lines (wt[n_in, h_pad]: a nonzero's weights are one
+    row; the pads stay zero: zero gradient, zero update), updated by ``apply_range`` apart
+    from the rest of the buffer, and written back at the end. Sums run in another order than
+    the dense epoch's."""
+    indptr, indices, values = csr[0], csr[1], csr[2]
+    N = order.shape[0]
+    batch_size = max(1, min(batch_size, N))
+    ws = workspaces(layout, batch_size, params)
+    zs, acts_buf, deltas = ws[0], ws[1], ws[2]
+    offs = layer_offsets(layout, batch_size)
+    grads = np.zeros_like(params)
+    T = params.dtype.type
+    no_rows = order[:0]
+    L, S, P = layout.shape[0], state.shape[0], params.shape[0]
+    n0, h0, w0_off, b0_off = layout[0, 0], layout[0, 1], layout[0, 2], layout[0, 3]
+    hp = padded_width(h0, params.itemsize)
+    wt = aligned_zeros((n0, hp), params)           # layer 0's weights, transposed and padded
+    gt = aligned_zeros((n0, hp), params)           # their gradient
+    st = aligned_zeros((max(S, 1), n0 * hp), params)  # their state rows
+    on = np.ones(n0 * hp, dtype=np.bool_)          # all weights (L2 where l2 > 0)
+    for j in range(h0):
+        for kk in range(n0):
+            wt[kk, j] = params[w0_off + j * n0 + kk]
+            for q in range(S):
+                st[q, kk * hp + j] = state[q, w0_off + j * n0 + kk]
+    zp = aligned_zeros((batch_size, hp), params)
+    cp = aligned_zeros((batch_size, hp), params)
+    w_flat, g_flat = wt.reshape(n0 * hp), gt.reshape(n0 * hp)
+    b0 = params[b0_off:b0_off + h0]
+    lo_end, hi_start = w0_off, w0_off + n0 * h0     # the buffer outside layer 0's weights
+    t = step[0]
+    for k in range(0, N, batch_size):
+        m = min(batch_size, N - k)
+        rows = order[k:k + m]
+        z0 = rows_of(zs, 0, m, h0)
+        for i in range(m):
+            zi = zp[i]
+            zi[:h0] = b0
+            r = rows[i]
+            gather_cols(values, indices, indptr[r], indptr[r + 1], wt, 0, hp, zi)
+            for j in range(h0):
+                z0[i, j] = zi[j]
+        activate(z0, rows_of(acts_buf, 0, m, h0), acts[0])
+        step_upper(params, layout, acts, loss, y, rows, offs, ws, lr, T(1), False, 0)
+        d0 = rows_of(deltas, 0, m, h0)
+        gb = grads[b0_off:b0_off + h0]
+        gb[:] = 0
+        g_flat[:] = 0
+        for i in range(m):
+            ci = cp[i]
+            for j in range(h0):
+                ci[j] = d0[i, j]
+                gb[j] += d0[i, j]
+            r = rows[i]
+            scatter_cols(values, indices, indptr[r], indptr[r + 1], gt, 0, hp, ci)
+        for l in range(1, L):
+            n_in, n_out, w_off, b_off = layout[l, 0], layout[l, 1], layout[l, 2], layout[l, 3]
+            gbl = grads[b_off:b_off + n_out]
+            gbl[:] = 0
+            rows_update(rows_of(acts_buf, offs[l - 1], m, n_in), no_rows, m,
+                        rows_of(deltas, offs[l], m, n_out), rows_of(grads, w_off, n_out, n_in),
+                        gbl, T(-1), T(0), 0, n_out)
+        t += 1
+        apply_range(w_flat, g_flat, on, 1.0 / m, l2, lr, code, hyper, st, t, 0, n0 * hp)
+        apply_range(params, grads, decayed, 1.0 / m, l2, lr, code, hyper, state, t, 0, lo_end)
+        apply_range(params, grads, decayed, 1.0 / m, l2, lr, code, hyper, state, t, hi_start,
+                    P)
+        _sync.advance(sync)
+        if _sync.aborted(sync):
+            break
+    step[0] = t
+    for j in range(h0):
+        for kk in range(n0):
+            params[w0_off + j * n0 + kk] = wt[kk, j]
+            for q in range(S):
+                state[q, w0_off + j * n0 + kk] = st[q, kk * hp + j]

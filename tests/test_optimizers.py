@@ -246,10 +246,14 @@ def _model(**kw):
     return fastnet.Model([12, 9, 4], seed=3, **kw)
 
 
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense-x", "sparse-x"])
 @pytest.mark.parametrize("name", ["momentum", "nesterov", "rmsprop", "adam", "adamw"])
-def test_fit_numpy_and_cpu_agree(name):
-    """The same fit on the two host devices: the reference and the fused epoch."""
+def test_fit_numpy_and_cpu_agree(name, sparse):
+    """The same fit on the two host devices: the reference and the fused epoch (on inputs
+    mostly zeros, as MNIST's, the sparse-input epoch)."""
     x, y = _data()
+    if sparse:
+        x = x * (np.random.default_rng(9).random(x.shape) < 0.15)
     outs = []
     for device in ("numpy", "cpu"):
         m = _model(dtype="float64", device=device)
@@ -419,3 +423,32 @@ def test_cnn_opt_epoch_on_two_threads_matches_one():
         outs.append(p)
     assert not np.array_equal(outs[0], m.params)
     assert_close(outs[1], outs[0], rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["momentum", "adam"])
+@pytest.mark.parametrize("bs", [1, 7])
+def test_sparse_input_epoch_matches_the_dense_one(name, bs):
+    """``train_epoch_opt_sparse`` (x in ``sparse_cpu``'s form, layer 0 held transposed and
+    padded) against ``train_epoch_opt`` on the same x, float64: equal to rounding; the
+    state written back in the buffer's order."""
+    from fastnet.kernels import sparse_cpu
+    code = OPTIMIZERS[name]
+    rng = np.random.default_rng(bs)
+    layout, params, decayed, _, y = _net(rng, [37, 9, 4], np.float64, 23)
+    x = rng.random((23, 37)) * (rng.random((23, 37)) < 0.2)
+    indptr, counts, _ = sparse_cpu.scan_rows(x, 1)
+    csr = sparse_cpu.sparse_inputs(x, indptr, counts, 1)
+    acts = np.array([1, 1], np.int64)
+    order = rng.permutation(23).astype(np.int64)
+    hyper = np.array(HYPER[code], float)
+    outs = []
+    for fn, data in ((optim_cpu.train_epoch_opt, x), (optim_cpu.train_epoch_opt_sparse, csr)):
+        p = params.copy()
+        state, t = fresh(code, p.size, np.float64)
+        for _ in range(2):
+            fn(p, layout, acts, 0, data, y, order, bs, 0.05, 0.01, code, hyper, state, t,
+               decayed, np.zeros(SYNC_SIZE, np.int64))
+        assert t[0] == 2 * math.ceil(23 / bs)
+        outs.append((p, state))
+    assert_close(outs[1][0], outs[0][0], rtol=1e-9, atol=1e-12, name="params")
+    assert_close(outs[1][1], outs[0][1], rtol=1e-9, atol=1e-12, name="state")

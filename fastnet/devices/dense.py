@@ -159,9 +159,13 @@ class CpuDense:
                                              batch_size, lr, decay, threads, sync)
 
     def train_epoch_opt(self, params, layout, acts, loss, x, *args):
-        """x: an array or a ``SparseInputs`` (its dense form is read)."""
+        """x: an array, or a ``SparseInputs`` for the sparse-input epoch."""
         from fastnet.kernels import optim_cpu
-        optim_cpu.train_epoch_opt(params, layout, acts, loss, _dense(x), *args)
+        csr = _sparse_for(x, layout)
+        if csr is not None:
+            optim_cpu.train_epoch_opt_sparse(params, layout, acts, loss, csr, *args)
+        else:
+            optim_cpu.train_epoch_opt(params, layout, acts, loss, _dense(x), *args)
 
     def evaluate(self, params, layout, acts, loss, x, y, threads):
         csr = _sparse_for(x, layout)
