@@ -20,6 +20,8 @@ import contextlib
 
 import numpy as np
 
+from fastnet.kernels.config import SYNC_ABORT, SYNC_PROGRESS, SYNC_SIZE
+
 
 class EpochControl:
     """One epoch's progress and stop flag, shared with its kernels (a ``sync_cpu`` array):
@@ -28,21 +30,17 @@ class EpochControl:
     way through it: the caller restores them)."""
 
     def __init__(self):
-        from fastnet.kernels.config import SYNC_SIZE
         self.array = np.zeros(SYNC_SIZE, dtype=np.int64)
 
     @property
     def done(self) -> int:
-        from fastnet.kernels.config import SYNC_PROGRESS
         return int(self.array[SYNC_PROGRESS])
 
     def stop(self) -> None:
-        from fastnet.kernels.config import SYNC_ABORT
         self.array[SYNC_ABORT] = 1
 
     @property
     def stopped(self) -> bool:
-        from fastnet.kernels.config import SYNC_ABORT
         return bool(self.array[SYNC_ABORT])
 
 
