@@ -3,7 +3,8 @@ parameter buffer from its summed gradient: momentum, Nesterov, RMSprop, Adam, Ad
 PyTorch's form; ``apply_range``: one range of it, for epochs on threads), ``train_epoch_opt``
 (a whole dense epoch per compiled call on this thread: forward, deltas, the gradient into a
 buffer, then the update, every mini-batch) and ``train_epoch_opt_sparse`` (the same with x in
-``sparse_cpu``'s form; no twin: another input form, tested against ``train_epoch_opt``).
+``sparse_cpu``'s form, on one or two threads; no twin: another input form, tested against
+``train_epoch_opt``).
 
 Shapes: flat ``params[P]``, ``grads[P]`` (Σ over the mini-batch), ``decayed[P]`` (bool: the
 weights, which take the book's L2 ``l2·w`` in their gradient), ``state[S, P]`` (S =
@@ -27,6 +28,7 @@ from .dense_epoch_cpu import workspaces
 from .gather_cpu import gather_cols, scatter_cols
 from .simd import rows_of
 from .sparse_cpu import aligned_zeros, padded_width
+from .split_cpu import split
 
 _jit = njit(**config.CPU_JIT)
 
@@ -132,84 +134,147 @@ def train_epoch_opt(params, layout, acts, loss, x, y, order, batch_size, lr, l2,
 
 
 @_jit
-def train_epoch_opt_sparse(params, layout, acts, loss, csr, y, order, batch_size, lr, l2,
-                           code, hyper, state, step, decayed, sync):
-    """``train_epoch_opt`` with x given as ``sparse_cpu.sparse_inputs(x)``: layer 0's z and
-    gradient over each sample's nonzeros only (``gather_cpu``'s vector gathers and
-    scatters). For the epoch, layer 0's weights, their gradient and state rows are held
-    transposed and padded to whole cache lines (wt[n_in, h_pad]: a nonzero's weights are one
-    row; the pads stay zero: zero gradient, zero update), updated by ``apply_range`` apart
-    from the rest of the buffer, and written back at the end. Sums run in another order than
-    the dense epoch's."""
-    indptr, indices, values = csr[0], csr[1], csr[2]
-    N = order.shape[0]
-    batch_size = max(1, min(batch_size, N))
-    ws = workspaces(layout, batch_size, params)
-    zs, acts_buf, deltas = ws[0], ws[1], ws[2]
-    offs = layer_offsets(layout, batch_size)
-    grads = np.zeros_like(params)
-    T = params.dtype.type
-    no_rows = order[:0]
-    L, S, P = layout.shape[0], state.shape[0], params.shape[0]
-    n0, h0, w0_off, b0_off = layout[0, 0], layout[0, 1], layout[0, 2], layout[0, 3]
+def sparse_setup(params, layout, state, batch_size):
+    """The sparse epoch's arrays: ``(ws, offs, grads, wt, gt, st, on, zp, cp)`` —
+    ``dense_epoch_cpu.workspaces``, the layer offsets, the gradient buffer, layer 0's weights,
+    gradient and state rows transposed and padded (wt, gt[n_in, h_pad], st[S, n_in·h_pad]), an
+    all-true mask for them, z rows zp[batch, h_pad] and per input part the padded δ⁰ rows
+    cp[2, batch, h_pad]."""
+    n0, h0, w0_off = layout[0, 0], layout[0, 1], layout[0, 2]
+    S = state.shape[0]
     hp = padded_width(h0, params.itemsize)
-    wt = aligned_zeros((n0, hp), params)           # layer 0's weights, transposed and padded
-    gt = aligned_zeros((n0, hp), params)           # their gradient
-    st = aligned_zeros((max(S, 1), n0 * hp), params)  # their state rows
-    on = np.ones(n0 * hp, dtype=np.bool_)          # all weights (L2 where l2 > 0)
+    wt = aligned_zeros((n0, hp), params)
+    st = aligned_zeros((max(S, 1), n0 * hp), params)
     for j in range(h0):
         for kk in range(n0):
             wt[kk, j] = params[w0_off + j * n0 + kk]
             for q in range(S):
                 st[q, kk * hp + j] = state[q, w0_off + j * n0 + kk]
-    zp = aligned_zeros((batch_size, hp), params)
-    cp = aligned_zeros((batch_size, hp), params)
+    return (workspaces(layout, batch_size, params), layer_offsets(layout, batch_size),
+            np.zeros_like(params), wt, aligned_zeros((n0, hp), params), st,
+            np.ones(n0 * hp, dtype=np.bool_), aligned_zeros((batch_size, hp), params),
+            aligned_zeros((2, batch_size, hp), params))
+
+
+@_jit
+def sparse_write_back(params, layout, state, wt, st):
+    """Layer 0's weights and state rows from the epoch's transposed copies into the buffer."""
+    n0, h0, w0_off = layout[0, 0], layout[0, 1], layout[0, 2]
+    hp = wt.shape[1]
+    for j in range(h0):
+        for kk in range(n0):
+            params[w0_off + j * n0 + kk] = wt[kk, j]
+            for q in range(state.shape[0]):
+                state[q, w0_off + j * n0 + kk] = st[q, kk * hp + j]
+
+
+@_jit
+def sparse_worker(tid, nthreads, sync, params, layout, acts, loss, csr, y, order, batch_size,
+                  lr, l2, code, hyper, state, decayed, t0, arrays):
+    """Thread ``tid`` of ``nthreads`` (1 or 2) of ``train_epoch_opt_sparse``, updates t0 + 1,
+    t0 + 2, …. Per mini-batch: its half of the samples' forward and deltas; a barrier; its part
+    of the inputs (``sparse_cpu``'s k_split) for layer 0's gradient and update, and its rows of
+    the upper layers' gradients; a barrier; the last thread updates the rest of the buffer; a
+    barrier. One thread runs both halves and both parts in the same order: the same result
+    for 1 and 2 threads, bit for bit."""
+    indptr, indices, values, mid, k_split = csr
+    ws, offs, grads, wt, gt, st, on, zp, cp = arrays
+    zs, acts_buf, deltas = ws[0], ws[1], ws[2]
+    N, P, L = order.shape[0], params.shape[0], layout.shape[0]
+    T = params.dtype.type
+    n0, h0, w0_off, b0_off = layout[0, 0], layout[0, 1], layout[0, 2], layout[0, 3]
+    hp = wt.shape[1]
     w_flat, g_flat = wt.reshape(n0 * hp), gt.reshape(n0 * hp)
     b0 = params[b0_off:b0_off + h0]
-    lo_end, hi_start = w0_off, w0_off + n0 * h0     # the buffer outside layer 0's weights
-    t = step[0]
+    p_lo = 0 if tid == 0 else 1
+    p_hi = 2 if nthreads == 1 else tid + 1
+    no_rows = order[:0]
+    gen = 0
+    t = t0
     for k in range(0, N, batch_size):
         m = min(batch_size, N - k)
         rows = order[k:k + m]
-        z0 = rows_of(zs, 0, m, h0)
-        for i in range(m):
+        t += 1
+        h = (m + 1) // 2
+        s_lo, s_hi = (0, m) if nthreads == 1 else ((0, h) if tid == 0 else (h, m))
+        for i in range(s_lo, s_hi):
             zi = zp[i]
             zi[:h0] = b0
             r = rows[i]
             gather_cols(values, indices, indptr[r], indptr[r + 1], wt, 0, hp, zi)
             for j in range(h0):
-                z0[i, j] = zi[j]
-        activate(z0, rows_of(acts_buf, 0, m, h0), acts[0])
-        step_upper(params, layout, acts, loss, y, rows, offs, ws, lr, T(1), False, 0)
-        d0 = rows_of(deltas, 0, m, h0)
-        gb = grads[b0_off:b0_off + h0]
-        gb[:] = 0
-        g_flat[:] = 0
-        for i in range(m):
-            ci = cp[i]
-            for j in range(h0):
-                ci[j] = d0[i, j]
-                gb[j] += d0[i, j]
-            r = rows[i]
-            scatter_cols(values, indices, indptr[r], indptr[r + 1], gt, 0, hp, ci)
-        for l in range(1, L):
-            n_in, n_out, w_off, b_off = layout[l, 0], layout[l, 1], layout[l, 2], layout[l, 3]
-            gbl = grads[b_off:b_off + n_out]
-            gbl[:] = 0
-            rows_update(rows_of(acts_buf, offs[l - 1], m, n_in), no_rows, m,
-                        rows_of(deltas, offs[l], m, n_out), rows_of(grads, w_off, n_out, n_in),
-                        gbl, T(-1), T(0), 0, n_out)
-        t += 1
-        apply_range(w_flat, g_flat, on, 1.0 / m, l2, lr, code, hyper, st, t, 0, n0 * hp)
-        apply_range(params, grads, decayed, 1.0 / m, l2, lr, code, hyper, state, t, 0, lo_end)
-        apply_range(params, grads, decayed, 1.0 / m, l2, lr, code, hyper, state, t, hi_start,
-                    P)
-        _sync.advance(sync)
+                zs[i * h0 + j] = zi[j]
+        if s_hi > s_lo:
+            activate(rows_of(zs, s_lo * h0, s_hi - s_lo, h0),
+                     rows_of(acts_buf, s_lo * h0, s_hi - s_lo, h0), acts[0])
+            step_upper(params, layout, acts, loss, y, rows[s_lo:s_hi], offs, ws, lr, T(1),
+                       False, s_lo)
+        gen = _sync.barrier(sync, nthreads, gen)        # every δ of the mini-batch ready
         if _sync.aborted(sync):
-            break
-    step[0] = t
-    for j in range(h0):
-        for kk in range(n0):
-            params[w0_off + j * n0 + kk] = wt[kk, j]
-            for q in range(S):
-                state[q, w0_off + j * n0 + kk] = st[q, kk * hp + j]
+            return
+        for part in range(p_lo, p_hi):                  # layer 0: this part's weight rows
+            r_lo, r_hi = (0, k_split) if part == 0 else (k_split, n0)
+            g_flat[r_lo * hp:r_hi * hp] = 0
+            for i in range(m):
+                ci = cp[part, i]
+                for j in range(h0):
+                    ci[j] = deltas[i * h0 + j]
+                r = rows[i]
+                s, e = (indptr[r], mid[r]) if part == 0 else (mid[r], indptr[r + 1])
+                scatter_cols(values, indices, s, e, gt, 0, hp, ci)
+            apply_range(w_flat, g_flat, on, 1.0 / m, l2, lr, code, hyper, st, t, r_lo * hp,
+                        r_hi * hp)
+        if tid == 0:
+            gb = grads[b0_off:b0_off + h0]
+            gb[:] = 0
+            for i in range(m):
+                for j in range(h0):
+                    gb[j] += deltas[i * h0 + j]
+        for l in range(1, L):                           # upper layers: this thread's rows
+            n_in, n_out, w_off, b_off = layout[l, 0], layout[l, 1], layout[l, 2], layout[l, 3]
+            lo, hi = split(n_out, nthreads, tid, 2)
+            if lo < hi:
+                gbl = grads[b_off:b_off + n_out]
+                gbl[lo:hi] = 0
+                rows_update(rows_of(acts_buf, offs[l - 1], m, n_in), no_rows, m,
+                            rows_of(deltas, offs[l], m, n_out),
+                            rows_of(grads, w_off, n_out, n_in), gbl, T(-1), T(0), lo, hi)
+        gen = _sync.barrier(sync, nthreads, gen)        # the whole gradient ready
+        if _sync.aborted(sync):
+            return
+        if tid == nthreads - 1:                         # the rest of the buffer
+            apply_range(params, grads, decayed, 1.0 / m, l2, lr, code, hyper, state, t, 0,
+                        w0_off)
+            apply_range(params, grads, decayed, 1.0 / m, l2, lr, code, hyper, state, t,
+                        w0_off + n0 * h0, P)
+        gen = _sync.barrier(sync, nthreads, gen)        # every parameter updated
+        if _sync.aborted(sync):
+            return
+        if tid == 0:
+            _sync.advance(sync)
+
+
+def train_epoch_opt_sparse(params, layout, acts, loss, csr, y, order, batch_size, lr, l2,
+                           code, hyper, state, step, decayed, sync, nthreads=1):
+    """``train_epoch_opt`` with x given as ``sparse_cpu.sparse_inputs(x)``, on ``nthreads``
+    (1 or 2) OS threads: layer 0's z and gradient over each sample's nonzeros only
+    (``gather_cpu``'s vector gathers and scatters). For the epoch, layer 0's weights, their
+    gradient and state rows are held transposed and padded to whole cache lines (a nonzero's
+    weights are one row; the pads stay zero: zero gradient, zero update), updated by
+    ``apply_range`` apart from the rest of the buffer and written back at the end
+    (``sparse_setup``, ``sparse_worker``, ``sparse_write_back``). ``step`` advances by the
+    mini-batches trained. Sums run in another order than the dense epoch's."""
+    nthreads = max(1, min(nthreads, 2))
+    batch_size = max(1, min(batch_size, len(order)))
+    arrays = sparse_setup(params, layout, state, batch_size)
+    t0, done0 = int(step[0]), int(sync[_sync.PROGRESS])
+    if nthreads == 1:
+        sparse_worker(0, 1, sync, params, layout, acts, loss, csr, y, order, batch_size, lr, l2,
+                      code, hyper, state, decayed, t0, arrays)
+    else:
+        _sync.run_threads(lambda tid: sparse_worker(tid, nthreads, sync, params, layout, acts,
+                                                    loss, csr, y, order, batch_size, lr, l2,
+                                                    code, hyper, state, decayed, t0, arrays),
+                          nthreads, sync)
+    step[0] = t0 + int(sync[_sync.PROGRESS]) - done0
+    sparse_write_back(params, layout, state, arrays[3], arrays[5])

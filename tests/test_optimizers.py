@@ -429,8 +429,8 @@ def test_cnn_opt_epoch_on_two_threads_matches_one():
 @pytest.mark.parametrize("bs", [1, 7])
 def test_sparse_input_epoch_matches_the_dense_one(name, bs):
     """``train_epoch_opt_sparse`` (x in ``sparse_cpu``'s form, layer 0 held transposed and
-    padded) against ``train_epoch_opt`` on the same x, float64: equal to rounding; the
-    state written back in the buffer's order."""
+    padded) against ``train_epoch_opt`` on the same x, float64: equal to rounding, the state
+    written back in the buffer's order; on two threads equal to one bit for bit."""
     from fastnet.kernels import sparse_cpu
     code = OPTIMIZERS[name]
     rng = np.random.default_rng(bs)
@@ -442,13 +442,35 @@ def test_sparse_input_epoch_matches_the_dense_one(name, bs):
     order = rng.permutation(23).astype(np.int64)
     hyper = np.array(HYPER[code], float)
     outs = []
-    for fn, data in ((optim_cpu.train_epoch_opt, x), (optim_cpu.train_epoch_opt_sparse, csr)):
+    for fn, data, kw in ((optim_cpu.train_epoch_opt, x, {}),
+                         (optim_cpu.train_epoch_opt_sparse, csr, {"nthreads": 1}),
+                         (optim_cpu.train_epoch_opt_sparse, csr, {"nthreads": 2})):
         p = params.copy()
         state, t = fresh(code, p.size, np.float64)
         for _ in range(2):
             fn(p, layout, acts, 0, data, y, order, bs, 0.05, 0.01, code, hyper, state, t,
-               decayed, np.zeros(SYNC_SIZE, np.int64))
+               decayed, np.zeros(SYNC_SIZE, np.int64), **kw)
         assert t[0] == 2 * math.ceil(23 / bs)
         outs.append((p, state))
     assert_close(outs[1][0], outs[0][0], rtol=1e-9, atol=1e-12, name="params")
     assert_close(outs[1][1], outs[0][1], rtol=1e-9, atol=1e-12, name="state")
+    # two threads: the one-thread epoch bit for bit (each part and half in the same order)
+    assert_close(outs[2][0], outs[1][0], rtol=0, atol=0, name="params, 2 threads")
+    assert_close(outs[2][1], outs[1][1], rtol=0, atol=0, name="state, 2 threads")
+
+
+def test_fit_on_two_threads_repeats_one_thread():
+    """``fit(threads=2)`` by Adam on MNIST-like sparse inputs trains the two-thread sparse
+    epoch (where the machine has two threads) and ends bit for bit where ``threads=1`` does."""
+    import numba
+    rng = np.random.default_rng(4)
+    x = (rng.random((300, 784)) * (rng.random((300, 784)) < 0.19)).astype(np.float32)
+    y = rng.integers(0, 10, 300)
+    outs = []
+    for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+        m = fastnet.Model([784, 30, 10], seed=6)
+        h = m.fit(x, y, epochs=2, batch_size=10, optimizer="adam", threads=threads,
+                  verbose=False, training_metrics=False)
+        assert h.threads == [threads, threads]
+        outs.append(m.params)
+    assert_close(outs[1], outs[0], rtol=0, atol=0)

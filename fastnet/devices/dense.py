@@ -16,8 +16,9 @@ A kernel set has these methods (``NumpyDense``: the reference, ``fastnet.referen
   sync=None)``: one epoch of SGD in place on ``params`` (``sync``: an ``EpochControl``'s array,
   where the set can count and stop);
 - ``train_epoch_opt(params, layout, acts, loss, x, y, order, batch_size, lr, l2, code, hyper,
-  state, step, decayed, sync)`` (optional): one epoch by another optimizer (``fastnet.optimizers``),
-  on one thread;
+  state, step, decayed, sync, threads=1)`` and ``opt_threads(x, layout, batch_size)`` (the
+  most threads it can use on x) (optional): one epoch by another optimizer
+  (``fastnet.optimizers``);
 - ``evaluate(params, layout, acts, loss, x, y, threads) -> (summed cost, number correct)``;
 - ``predict(params, layout, acts, x, threads) -> host array (n, n_out)``.
 
@@ -68,9 +69,12 @@ class NumpyDense:
             if sync is not None:
                 sync[SYNC_PROGRESS] += 1
 
-    def train_epoch_opt(self, *args):
+    def train_epoch_opt(self, *args, threads=1):
         from fastnet.reference import optim
         optim.train_epoch_opt(*args)
+
+    def opt_threads(self, x, layout, batch_size) -> int:
+        return 1
 
     def evaluate(self, params, layout, acts, loss, x, y, threads):
         return self._ref.evaluate(params, layout, acts, loss, x, y, EVAL_CHUNK, 1)
@@ -158,12 +162,21 @@ class CpuDense:
                 self._k.train_epoch_threaded(params, layout, acts, loss, _dense(x), y, order,
                                              batch_size, lr, decay, threads, sync)
 
-    def train_epoch_opt(self, params, layout, acts, loss, x, *args):
-        """x: an array, or a ``SparseInputs`` for the sparse-input epoch."""
+    def opt_threads(self, x, layout, batch_size) -> int:
+        """The most threads ``train_epoch_opt`` can use on x: 2 on the sparse-input epoch where
+        the SGD epoch would use threads, else 1."""
+        if _sparse_for(x, layout) is None:
+            return 1
+        return min(2, self.epoch_threads(layout, batch_size))
+
+    def train_epoch_opt(self, params, layout, acts, loss, x, *args, threads=1):
+        """x: an array (one thread), or a ``SparseInputs`` for the sparse-input epoch (on
+        ``threads``, at most 2)."""
         from fastnet.kernels import optim_cpu
         csr = _sparse_for(x, layout)
         if csr is not None:
-            optim_cpu.train_epoch_opt_sparse(params, layout, acts, loss, csr, *args)
+            optim_cpu.train_epoch_opt_sparse(params, layout, acts, loss, csr, *args,
+                                             nthreads=threads)
         else:
             optim_cpu.train_epoch_opt(params, layout, acts, loss, _dense(x), *args)
 
@@ -204,6 +217,7 @@ class DenseTrainer(Trainer):
         self._args = (spec.layout, spec.acts)
         self._choice = EpochThreads(("dense", type(kernels).__name__, spec.dtype.str,
                                      spec.layout.tobytes(), spec.acts.tobytes()))
+        self._opt_choice = EpochThreads(("dense-opt",) + self._choice.key[1:])
 
     def data(self, x, y=None):
         """x in ``inputs``' form (the same for training, scoring and prediction, so that
@@ -243,12 +257,7 @@ class DenseTrainer(Trainer):
         finds faster (``threads_used``). With ``opt``, on one thread."""
         control = control or EpochControl()
         if opt is not None:
-            o = opt.optimizer
-            self.kernels.train_epoch_opt(self.params, *self._args, self.spec.loss_code, *data,
-                                         self.kernels.upload(order), batch_size, lr, l2,
-                                         o.code, o.hyper(), opt.state, opt.step,
-                                         self.spec.decayed, control.array)
-            self.threads_used = 1
+            self._train_opt(data, order, batch_size, lr, l2, opt, control, continues)
             return
         def step(part, threads):
             self.kernels.train_epoch(self.params, *self._args, self.spec.loss_code, *data,
@@ -262,6 +271,27 @@ class DenseTrainer(Trainer):
         else:
             self.threads_used = self._choice.run(step, order, batch_size, most,
                                                  continues=continues)
+
+    def _train_opt(self, data, order, batch_size, lr, l2, opt, control, continues):
+        """An epoch by another optimizer: on the sparse-input epoch's threads (at most 2, the
+        same result for 1 and 2) as ``Chooser`` finds faster, else on one."""
+        o = opt.optimizer
+
+        def step(part, threads):
+            self.kernels.train_epoch_opt(self.params, *self._args, self.spec.loss_code, *data,
+                                         self.kernels.upload(part), batch_size, lr, l2,
+                                         o.code, o.hyper(), opt.state, opt.step,
+                                         self.spec.decayed, control.array, threads=threads)
+
+        most = self.kernels.opt_threads(data[0], self.spec.layout, batch_size)
+        if self._threads is not None:
+            most = min(most, self._threads)
+        if self._threads is not None or most == 1:
+            step(order, most)
+            self.threads_used = most
+        else:
+            self.threads_used = self._opt_choice.run(step, order, batch_size, most,
+                                                     continues=continues)
 
     def evaluate(self, data):
         return self.kernels.evaluate(self.params, *self._args, self.spec.loss_code, *data,
