@@ -58,16 +58,10 @@ class NumpyDense:
 
     def train_epoch(self, params, layout, acts, loss, x, y, order, batch_size, lr, decay,
                     threads, sync=None):
-        """The reference's epoch a mini-batch at a time (the same steps), counting them in
-        and stopping at ``sync`` (``EpochControl.array``)."""
-        from fastnet.kernels.config import SYNC_ABORT, SYNC_PROGRESS
-        for k in range(0, len(order), batch_size):
-            if sync is not None and sync[SYNC_ABORT]:
-                return
-            self._ref.train_epoch(params, layout, acts, loss, x, y, order[k:k + batch_size],
-                                  batch_size, lr, decay)
-            if sync is not None:
-                sync[SYNC_PROGRESS] += 1
+        """The reference's epoch, counting the mini-batches in and stopping at ``sync``
+        (``EpochControl.array``)."""
+        self._ref.train_epoch_threaded(params, layout, acts, loss, x, y, order, batch_size, lr,
+                                       decay, 1, sync)
 
     def train_epoch_opt(self, *args, threads=1):
         from fastnet.reference import optim

@@ -203,9 +203,18 @@ def predict(params, layout, acts, x, out, batch_size, nthreads):
 
 
 def train_epoch_threaded(params, layout, acts, loss, x, y, order, batch_size, lr, decay,
-                         nthreads):
-    """``train_epoch`` (the threaded kernel gives the same result for any thread count)."""
-    train_epoch(params, layout, acts, loss, x, y, order, batch_size, lr, decay)
+                         nthreads, sync=None):
+    """``train_epoch`` (the threaded kernel gives the same result for any thread count); with
+    ``sync`` (a ``sync_cpu`` array) it counts the mini-batches in its progress slot and stops
+    before the next once its abort slot is set, as the kernel does."""
+    from fastnet.kernels.config import SYNC_ABORT, SYNC_PROGRESS
+    for k in range(0, len(order), batch_size):
+        if sync is not None and sync[SYNC_ABORT]:
+            return
+        sgd_step(params, layout, acts, loss, x[order[k:k + batch_size]],
+                 y[order[k:k + batch_size]], lr, decay)
+        if sync is not None:
+            sync[SYNC_PROGRESS] += 1
 
 
 # ---------------------------------------------------------------------------- kernel twins
