@@ -330,9 +330,7 @@ class Model:
                 raise ValueError(f"optimizer {opt.name!r}: a dense stack on 'cuda' trains by "
                                  f"SGD only (its one-launch epoch); use optimizer='sgd' there, "
                                  f"or device 'cpu' or 'numpy'")
-            state = self.optimizer_state
-            if state is None or not state.fits(opt, self.params.size, self.dtype):
-                state = optimizers_.OptimizerState(opt, self.params.size, self.dtype)
+            state = optimizers_.OptimizerState.for_fit(self.optimizer_state, opt, self.params)
         history, first, writer = History(), 1, None
         if checkpoint is not None:
             path = checkpoint_.checked_path(checkpoint)
@@ -476,11 +474,7 @@ class Model:
         """Write the model to ``path`` (an ``.npz``: the flat parameters plus the architecture
         as JSON text, and the optimizer's state when there is one; no pickle). The file is
         written atomically."""
-        extra = {}
-        if self.optimizer_state is not None:
-            opt = self.optimizer_state
-            extra = {"optimizer": np.array(json.dumps(opt.optimizer.config())),
-                     "optimizer_state": opt.state, "optimizer_step": opt.step}
+        extra = {} if self.optimizer_state is None else self.optimizer_state.arrays()
         save_npz_atomic(path, params=self.params,
                         architecture=np.array(json.dumps(self.architecture())), **extra)
 
@@ -518,25 +512,10 @@ def load(path, *, device: str | None = "cpu") -> Model:
             raise f.error(f"its architecture is not valid JSON ({exc})") from None
         model = _declared_model(arch, f, device)
         params = f.array("params", shape=(model._parameter_count(),), dtype=model.dtype)
-        opt = _saved_optimizer(f, params) if f.has("optimizer") else None
+        opt = optimizers_.OptimizerState.read(f, params) if f.has("optimizer") else None
     model._allocate(params)
     model.optimizer_state = opt
     return model
-
-
-def _saved_optimizer(f: NpzReader, params) -> optimizers_.OptimizerState:
-    """The optimizer state ``Model.save`` wrote beside ``params``, checked."""
-    try:
-        optimizer = optimizers_.from_config(json.loads(f.text("optimizer", 4096)))
-    except (ValueError, TypeError, RecursionError) as exc:
-        raise f.error(f"its optimizer is not one fastnet knows ({exc})") from None
-    state = f.array("optimizer_state", shape=(optimizer.slots, params.size),
-                    dtype=params.dtype)
-    step = f.array("optimizer_step", shape=(1,), dtype=np.int64)
-    if step[0] < 0:
-        raise f.error(f"its optimizer_step is {step[0]}")
-    return optimizers_.OptimizerState(optimizer, params.size, params.dtype, state,
-                                      int(step[0]))
 
 
 def _declared_model(arch, f: NpzReader, device) -> Model:

@@ -15,6 +15,7 @@ calls with the same optimizer. Kernels: ``kernels/optim_cpu.py``; twin:
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -198,9 +199,34 @@ class OptimizerState:
                              f"{self.state.dtype} {self.state.shape}")
         self.step = np.array([int(step)], dtype=np.int64)
 
-    def fits(self, optimizer: Optimizer, size: int, dtype) -> bool:
-        return optimizer == self.optimizer and self.state.shape[1] == size and \
-            self.state.dtype == np.dtype(dtype)
+    @classmethod
+    def for_fit(cls, current, optimizer: Optimizer, params) -> "OptimizerState":
+        """``current`` (a model's state, or None) when it is ``optimizer``'s for ``params``,
+        else a fresh one."""
+        if current is not None and optimizer == current.optimizer and \
+                current.state.shape[1] == params.size and current.state.dtype == params.dtype:
+            return current
+        return cls(optimizer, params.size, params.dtype)
+
+    def arrays(self) -> dict:
+        """The state as ``Model.save`` writes it beside the parameters (JSON text, no pickle)."""
+        return {"optimizer": np.array(json.dumps(self.optimizer.config())),
+                "optimizer_state": self.state, "optimizer_step": self.step}
+
+    @classmethod
+    def read(cls, f, params) -> "OptimizerState":
+        """The state ``arrays`` wrote into the model file ``f`` (a ``savefile.NpzReader``)
+        beside ``params``, checked (``f.error`` for anything wrong)."""
+        try:
+            optimizer = from_config(json.loads(f.text("optimizer", 4096)))
+        except (ValueError, TypeError, RecursionError) as exc:
+            raise f.error(f"its optimizer is not one fastnet knows ({exc})") from None
+        state = f.array("optimizer_state", shape=(optimizer.slots, params.size),
+                        dtype=params.dtype)
+        step = f.array("optimizer_step", shape=(1,), dtype=np.int64)
+        if step[0] < 0:
+            raise f.error(f"its optimizer_step is {step[0]}")
+        return cls(optimizer, params.size, params.dtype, state, int(step[0]))
 
     def copy(self) -> "OptimizerState":
         return OptimizerState(self.optimizer, self.state.shape[1], self.state.dtype,
