@@ -43,3 +43,10 @@ def mnist(mnist_dir):
     """``(train, val, test)`` as returned by ``fastnet.datasets.load_mnist``."""
     from fastnet.datasets import load_mnist
     return load_mnist(mnist_dir)
+
+
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto`` (pyproject's addopts): one worker per core, at most four. The suite's time
+    is mostly compiling kernels, one core per worker; each worker compiles what it needs
+    unless another has already written it to the kernel cache."""
+    return max(1, min(os.cpu_count() or 1, 4))
