@@ -14,11 +14,12 @@ Importing fastnet compiles nothing and never touches a GPU.
 from fastnet import augment, callbacks, metrics, optimizers, schedules
 from fastnet.data import Dataset
 from fastnet.gradients import gradcheck
-from fastnet.layers import Conv2D, Dense, Dropout, Flatten, Layer, MaxPool2D
+from fastnet.layers import BatchNorm, Conv2D, Dense, Dropout, Flatten, Layer, MaxPool2D
 from fastnet.model import History, Model, load
 
 __version__ = "0.1.0"
-__all__ = ["Model", "Dataset", "Dense", "Conv2D", "MaxPool2D", "Flatten", "Dropout", "Layer",
+__all__ = ["Model", "Dataset", "Dense", "Conv2D", "MaxPool2D", "Flatten", "Dropout",
+           "BatchNorm", "Layer",
            "History", "load", "gradcheck", "augment", "callbacks", "metrics", "optimizers",
            "schedules",
            "__version__"]

@@ -5,7 +5,9 @@ on the model's own device (so the compiled kernels are what is checked), g = p_b
 = ∇C with C the mean cost over (x, y) that ``Model.evaluate`` reports. Each checked parameter
 p gets n from central differences (C(p + h) − C(p − h)) / 2h at h and h/2, Richardson-
 extrapolated, and each parameter array the worst relative error
-|g − n| / max(|g| + |n|, 1e-8). The model is left as it was. Tests: ``tests/test_gradients.py``.
+|g − n| / max(|g| + |n|, 1e-8). With batch normalization C is the training-mode cost (the
+batch's own statistics), the one the step descends; state such as the running averages is not
+checked. The model is left as it was. Tests: ``tests/test_gradients.py``.
 """
 
 from __future__ import annotations
@@ -40,16 +42,17 @@ def gradcheck(model, x, y, *, eps: float = 1e-3, samples: int | None = None,
         model.params[...] = saved
         rng = np.random.default_rng(seed)
         out = {}
-        for i in range(len(model.layers)):
-            grads = model.params_of(i, grad)
-            for name, view in model.params_of(i).items():
-                g = grads[name]
+        train = any(layer.state_shapes() for layer in model.layers)
+        for i, layer in enumerate(model.layers):
+            grads, views = model.params_of(i, grad), model.params_of(i)
+            for name, _ in layer.param_shapes():
+                g, view = grads[name], views[name]
                 picks = np.arange(view.size)
                 if samples is not None and samples < view.size:
                     picks = np.sort(rng.choice(view.size, samples, replace=False))
                 worst = 0.0
                 for j in picks:
-                    num, back = _derivative(model, x, y, view, j, eps), g.flat[j]
+                    num, back = _derivative(model, x, y, view, j, eps, train), g.flat[j]
                     worst = max(worst, abs(back - num) / max(abs(back) + abs(num), 1e-8))
                 out[f"layer{i}.{name}"] = worst
         return out
@@ -58,7 +61,23 @@ def gradcheck(model, x, y, *, eps: float = 1e-3, samples: int | None = None,
         model.random_state = state
 
 
-def _derivative(model, x, y, view, j, h) -> float:
+def _cost(model, x, y, train: bool) -> float:
+    """The mean cost ``Model.evaluate`` reports, or with ``train`` the training-mode one (batch
+    norm by the batch's statistics; the running averages it moves are restored by the
+    caller)."""
+    if not train:
+        return model.evaluate(x, y)["loss"]
+    from fastnet.data import Source
+    src = Source(model, x, y, "x", "y", need_y=True)
+    runner = model._runner(None)
+    try:
+        total, _ = runner.evaluate(src.prepared(model, runner), train=True)
+    finally:
+        runner.close(changed=False)
+    return total / src.n
+
+
+def _derivative(model, x, y, view, j, h, train=False) -> float:
     """∂C/∂view[j] by central differences at steps h and h/2, combined by Richardson
     extrapolation: (4·D(h/2) − D(h))/3 cancels the h² term of the error, so a larger h (less
     rounding noise in C's differences) keeps the truncation error small."""
@@ -66,9 +85,9 @@ def _derivative(model, x, y, view, j, h) -> float:
 
     def central(step):
         view.flat[j] = keep + step
-        up = model.evaluate(x, y)["loss"]
+        up = _cost(model, x, y, train)
         view.flat[j] = keep - step
-        down = model.evaluate(x, y)["loss"]
+        down = _cost(model, x, y, train)
         view.flat[j] = keep
         return (up - down) / (2 * step)
     return (4 * central(h / 2) - central(h)) / 3

@@ -32,11 +32,18 @@ class Layer(abc.ABC):
     kind = "layer"
 
     def param_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
-        """``[(name, shape), ...]`` in the order they are laid out in the flat buffer."""
+        """``[(name, shape), ...]`` of the trained parameters, in the order they are laid out
+        in the flat buffer."""
+        return []
+
+    def state_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
+        """``[(name, shape), ...]`` of state the layer keeps in the flat buffer but no
+        optimizer trains (batch norm's running averages): laid out after every layer's
+        parameters, saved and restored with them."""
         return []
 
     def init_params(self, views: dict[str, np.ndarray], rng: np.random.Generator) -> None:
-        """Fill the parameter views in place."""
+        """Fill the parameter (and state) views in place."""
 
     @abc.abstractmethod
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -291,6 +298,77 @@ class Dropout(Layer):
         return f"Dropout({self.p})"
 
 
+class BatchNorm(Layer):
+    """Batch normalization (Ioffe and Szegedy 2015) of each feature, then an activation:
+    ``a = act(gamma·(x − μ)/√(σ² + eps) + beta)``. ``features``: the width of a dense layer's
+    output, or the channels of a conv layer's (each channel normalised over its samples and
+    positions). Training uses the mini-batch's μ and σ² and moves the running averages
+    ``running_mean``, ``running_var`` by ``momentum`` (PyTorch's convention: 0.1, unbiased
+    σ²); inference uses the running averages. Place it between a layer with a linear
+    activation and the activation: ``Dense(784, 100, "linear"), BatchNorm(100, "relu")``.
+    Parameters ``gamma`` (starts at 1) and ``beta`` (0) train and do not decay under L2; the
+    running averages are state (``state_shapes``) that no optimizer touches."""
+
+    kind = "batchnorm"
+
+    def __init__(self, features: int, activation: str = "linear", *, momentum: float = 0.1,
+                 eps: float = 1e-5):
+        self.features = _checks.positive_int(features, "features")
+        self.activation = _checks.choice(activation, "activation", ACTIVATIONS)
+        if self.activation == "softmax":
+            raise ValueError("activation must be elementwise for BatchNorm, got 'softmax' "
+                             "(put the softmax on the Dense layer after it)")
+        self.momentum = _checks.finite_float(momentum, "momentum", nonnegative=True)
+        if self.momentum > 1:
+            raise ValueError(f"momentum must be in [0, 1], got {momentum}")
+        self.eps = _checks.finite_float(eps, "eps", positive=True)
+        self.code = ACTIVATIONS[self.activation]
+
+    def param_shapes(self):
+        return [("gamma", (self.features,)), ("beta", (self.features,))]
+
+    def state_shapes(self):
+        return [("running_mean", (self.features,)), ("running_var", (self.features,))]
+
+    def init_params(self, views, rng):
+        views["gamma"][...] = 1
+        views["beta"][...] = 0
+        views["running_mean"][...] = 0
+        views["running_var"][...] = 1
+
+    def output_shape(self, input_shape):
+        if len(input_shape) not in (1, 3) or input_shape[0] != self.features:
+            raise ValueError(f"BatchNorm({self.features}) expects inputs of shape "
+                             f"({self.features},) or ({self.features}, h, w), but the layer "
+                             f"before it gives {input_shape}")
+        return input_shape
+
+    def config(self):
+        return {"kind": self.kind, "features": self.features, "activation": self.activation,
+                "momentum": self.momentum, "eps": self.eps}
+
+    def forward(self, ops, p, x, train, rng):
+        """``(a, ctx)`` with ``ctx = (x, z, a, xhat, invstd)`` (z before the activation).
+        In training the running averages in ``p`` move."""
+        z, xhat, invstd = ops.batchnorm_forward(x, p["gamma"], p["beta"], p["running_mean"],
+                                                p["running_var"], train, self.momentum,
+                                                self.eps)
+        a = ops.activate(z, self.code)
+        return a, (x, z, a, xhat, invstd)
+
+    def backward(self, ops, p, g, ctx, dout, need_dx, *, is_dz=False):
+        x, z, a, xhat, invstd = ctx
+        dz = dout if is_dz else ops.act_backward(z, a, self.code, dout)
+        dx, dgamma, dbeta = ops.batchnorm_backward(xhat, invstd, p["gamma"], dz, need_dx)
+        ops.assign(g["gamma"], dgamma)
+        ops.assign(g["beta"], dbeta)
+        return dx
+
+    def __repr__(self):
+        extra = "" if self.activation == "linear" else f", activation={self.activation!r}"
+        return f"BatchNorm({self.features}{extra})"
+
+
 class ConvPool:
     """A ``Conv2D`` followed by a ``MaxPool2D``, run as one fused kernel per direction. Uses the
     conv layer's parameters."""
@@ -327,7 +405,8 @@ def fuse(layers: list[Layer]) -> list[tuple[object, int]]:
     return stages
 
 
-LAYER_KINDS = {cls.kind: cls for cls in (Dense, Conv2D, MaxPool2D, Flatten, Dropout)}
+LAYER_KINDS = {cls.kind: cls for cls in (Dense, Conv2D, MaxPool2D, Flatten, Dropout,
+                                          BatchNorm)}
 
 
 def from_config(cfg: dict) -> Layer:

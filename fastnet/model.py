@@ -117,10 +117,13 @@ class Model:
         self._dropout_rng = np.random.default_rng(
             np.random.SeedSequence(seed).spawn(1)[0] if seed is not None else None)
 
-    def _parameter_count(self) -> int:
-        """The size of the flat parameter buffer, from the layers alone (nothing allocated)."""
+    def _parameter_count(self, trained: bool = False) -> int:
+        """The size of the flat parameter buffer (parameters and state; with ``trained``, the
+        trained parameters alone, which come first), from the layers alone (nothing
+        allocated)."""
         return sum(math.prod(shape) for layer in self.layers
-                   for _, shape in layer.param_shapes())
+                   for _, shape in layer.param_shapes() + ([] if trained else
+                                                           layer.state_shapes()))
 
     def _build_layers(self, spec, activation, input_shape, init=None) -> list[Layer]:
         if isinstance(spec, (str, bytes)) or not hasattr(spec, "__len__") or len(spec) == 0:
@@ -330,7 +333,8 @@ class Model:
                 raise ValueError(f"optimizer {opt.name!r}: a dense stack on 'cuda' trains by "
                                  f"SGD only (its one-launch epoch); use optimizer='sgd' there, "
                                  f"or device 'cpu' or 'numpy'")
-            state = optimizers_.OptimizerState.for_fit(self.optimizer_state, opt, self.params)
+            state = optimizers_.OptimizerState.for_fit(self.optimizer_state, opt,
+                                                       self.params[:self._spec.trainable])
         history, first, writer = History(), 1, None
         if checkpoint is not None:
             path = checkpoint_.checked_path(checkpoint)
@@ -512,7 +516,8 @@ def load(path, *, device: str | None = "cpu") -> Model:
             raise f.error(f"its architecture is not valid JSON ({exc})") from None
         model = _declared_model(arch, f, device)
         params = f.array("params", shape=(model._parameter_count(),), dtype=model.dtype)
-        opt = optimizers_.OptimizerState.read(f, params) if f.has("optimizer") else None
+        trained = params[:model._parameter_count(trained=True)]
+        opt = optimizers_.OptimizerState.read(f, trained) if f.has("optimizer") else None
     model._allocate(params)
     model.optimizer_state = opt
     return model

@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import math
 
-from fastnet.layers import Conv2D, Dense, Dropout, MaxPool2D
+from fastnet.layers import BatchNorm, Conv2D, Dense, Dropout, MaxPool2D
 
 
 def layer_rows(model) -> list[tuple[object, tuple, tuple, int, int]]:
     """``[(layer, input shape, output shape, parameters, forward FLOPs per sample), ...]``.
     FLOPs: a multiply-add counts 2 (Dense 2·n_in·n_out, Conv2D 2·c_in·kh·kw per output value),
-    plus one per bias, activation, dropout scaling or pooling comparison; training costs about
-    three times the forward pass."""
+    plus one per bias, activation, dropout scaling or pooling comparison (batch norm at
+    inference: a multiply-add and the activation per value); training costs about three times
+    the forward pass. Parameters are the trained ones (batch norm's running averages are
+    state, not counted)."""
     rows, shape = [], tuple(model.input_shape)
     for layer in model.layers:
         out = tuple(layer.output_shape(shape))
@@ -29,6 +31,8 @@ def layer_rows(model) -> list[tuple[object, tuple, tuple, int, int]]:
             flops = n_out * (math.prod(layer.size) - 1)
         elif isinstance(layer, Dropout):
             flops = n_out
+        elif isinstance(layer, BatchNorm):
+            flops = 3 * n_out
         else:
             flops = 0
         rows.append((layer, shape, out, params, flops))

@@ -101,7 +101,6 @@ def test_ctrl_c_stops_a_long_epoch_within_a_second():
     m = fastnet.Model([300, 100, 10], device="numpy", seed=3)
     before = m.params.copy()
     timer, fired = _interrupt_after(0.5)
-    t0 = time.perf_counter()
     try:
         with pytest.raises(KeyboardInterrupt):
             m.fit(x, y, epochs=1, batch_size=1, lr=0.01, verbose=False,
@@ -110,26 +109,30 @@ def test_ctrl_c_stops_a_long_epoch_within_a_second():
         timer.cancel()
     stopped = time.perf_counter()
     assert fired and stopped - fired[0] < 1.0, f"{stopped - fired[0]:.2f} s to stop"
-    assert stopped - t0 < 2.5        # not the whole epoch
     assert _no_epoch_thread_left()
     assert_close(m.params, before, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("device", ["numpy", "cpu"])
 def test_ctrl_c_keeps_the_last_completed_epoch(device):
-    """Ctrl-C during a run of short epochs: the model holds the last completed epoch's
-    parameters and no thread is left running."""
+    """Ctrl-C during a run of short epochs (0.2 s after the first one ends, whatever the
+    machine's pace): the model holds the last completed epoch's parameters and no thread is
+    left running."""
     x, y = _data(2000, 300)
     m = fastnet.Model([300, 100, 10], device=device, seed=3)
-    after = []
-    timer, fired = _interrupt_after(1.0)
+    after, timers = [], []
+
+    def record(end):
+        after.append(end.params.copy())
+        if not timers:
+            timers.append(_interrupt_after(0.2)[0])
     try:
         with pytest.raises(KeyboardInterrupt):
             m.fit(x, y, epochs=100000, batch_size=1, lr=0.01, verbose=False,
-                  training_metrics=False,
-                  callbacks=[lambda end: after.append(end.params.copy())])
+                  training_metrics=False, callbacks=[record])
     finally:
-        timer.cancel()
+        for timer in timers:
+            timer.cancel()
     assert _no_epoch_thread_left()
     assert after, "no epoch completed before the interrupt"
     assert_close(m.params, after[-1], rtol=0, atol=0)

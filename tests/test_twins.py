@@ -1,5 +1,5 @@
 """Every maths kernel and its NumPy twin: one parametrized test per kernel family (dense,
-activations, losses, conv, pool, sgd) over the targets numpy | cpu | cuda-sim, each kernel
+activations, losses, conv, pool, sgd, norm) over the targets numpy | cpu | cuda-sim, each kernel
 called by its own name and signature and checked by ``tests/twin_checks.py`` (one comparison
 helper, ``assert_close``, and one tolerance rule, ``rounding_bound``).
 
@@ -50,6 +50,7 @@ test_losses = family_test("losses")
 test_conv = family_test("conv")
 test_pool = family_test("pool")
 test_sgd = family_test("sgd")
+test_norm = family_test("norm")
 
 
 @pytest.mark.parametrize("kernel", sorted(T.TWINS))

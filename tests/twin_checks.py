@@ -49,6 +49,7 @@ TWINS = {
     "maxpool_forward": ("pool_cpu", "conv"), "maxpool_backward": ("pool_cpu", "conv"),
     "maxpool_forward_into": ("pool_cpu", "conv"),
     "maxpool_backward_into": ("pool_cpu", "conv"),
+    "batchnorm_forward": ("norm_cpu", "norm"), "batchnorm_backward": ("norm_cpu", "norm"),
     # checked in tests/test_optimizers.py (their own steps and epochs)
     "optimizer_step": ("optim_cpu", "optim"), "train_epoch_opt": ("optim_cpu", "optim"),
 }
@@ -63,6 +64,8 @@ NO_CUDA = {  # kernel: why the CUDA kernels have no counterpart
     "act_plane": "the CUDA activate takes any shape (tested as activate)",
     "convpool_forward_into": _ALLOCATING, "convpool_backward_into": _ALLOCATING,
     "maxpool_forward_into": _ALLOCATING, "maxpool_backward_into": _ALLOCATING,
+    "batchnorm_forward": "no CUDA batch normalization yet (the cuda device refuses BatchNorm)",
+    "batchnorm_backward": "no CUDA batch normalization yet (the cuda device refuses BatchNorm)",
 }
 
 
@@ -365,6 +368,89 @@ def check_sgd_apply(f, dtype, shape, rng, small):
                          magnitude=np.abs(kept) + 0.3 * np.abs(g.astype(F64)), name="params")
 
 
+# ---------------------------------------------------------------------------- batch norm
+# (N, C, S): one value per feature (N = S = 1), batch 1 over positions, odd sizes, a dense
+# layer's (S = 1) and a conv layer's (S = h·w) forms; the wide ones off the simulator
+NORM = [(1, 1, 1), (1, 3, 5), (2, 1, 1), (5, 4, 1), (3, 2, 7)] + drawn(29, (9, 6, 12), 2)
+NORM_WIDE = [(100, 30, 1), (10, 20, 576), (7, 40, 64)]
+
+
+def _norm_stats(x):
+    """Exact μ, biased σ² per feature of x[N, C, S] (float64), and M = N·S."""
+    x64 = x.astype(F64)
+    mean = x64.mean(axis=(0, 2))
+    return mean, ((x64 - mean[None, :, None]) ** 2).mean(axis=(0, 2)), x.shape[0] * x.shape[2]
+
+
+def _norm_inputs(rng, shape, dtype):
+    N, C, S = shape
+    x = (rng.standard_normal(shape) * rng.uniform(0.5, 3, (1, C, 1)) +
+         rng.uniform(-2, 2, (1, C, 1))).astype(dtype)
+    return (x, rand(rng, C, dtype, 0.5) + 1, rand(rng, C, dtype, 0.5),
+            rand(rng, C, dtype, 0.3), (rng.uniform(0.5, 2, C)).astype(dtype))
+
+
+def check_batchnorm_forward(f, dtype, shape, rng, small):
+    x, gamma, beta, rm, rv = _norm_inputs(rng, shape, dtype)
+    N, C, S = shape
+    eps, momentum = 1e-5, 0.3
+    bc = (None, slice(None), None)
+    absx = np.abs(x.astype(F64)).mean(axis=(0, 2))
+    for train in (True, False):
+        y, xhat, invstd = garbage(shape, dtype), garbage(shape, dtype), garbage(C, dtype)
+        rm_k, rv_k = rm.copy(), rv.copy()
+        f(x, gamma, beta, rm_k, rv_k, train, momentum, eps, y, xhat, invstd)
+        if train:
+            mean, var, M = _norm_stats(x)
+            unbiased = var * M / (M - 1) if M > 1 else var
+            new_m = (1 - momentum) * rm.astype(F64) + momentum * mean
+            new_v = (1 - momentum) * rv.astype(F64) + momentum * unbiased
+            # the sums: M terms of magnitude Σ|x|/M (the mean) and of (x − μ)² (the variance)
+            assert_close(rm_k, new_m.astype(dtype), n=M,
+                         magnitude=np.abs(rm) + momentum * absx, name="running_mean")
+            terms = ((np.abs(x.astype(F64)) + np.abs(mean[bc])) ** 2).mean(axis=(0, 2))
+            assert_close(rv_k, new_v.astype(dtype), n=M,
+                         magnitude=np.abs(rv) + momentum * terms * max(M / (M - 1), 1.0)
+                         if M > 1 else np.abs(rv) + momentum * terms,
+                         name="running_var")
+        else:
+            mean, var, M = rm.astype(F64), rv.astype(F64), 1
+            assert_close(rm_k, rm, rtol=0, atol=0, name="running_mean")
+            assert_close(rv_k, rv, rtol=0, atol=0, name="running_var")
+        inv = 1 / np.sqrt(var + eps)
+        exact = (x.astype(F64) - mean[bc]) * inv[bc]
+        # xhat's error: (x − μ) (|x| + mean|x|) and σ² (relative, M terms) through 1/√
+        mag = (np.abs(x.astype(F64)) + absx[bc] + np.abs(mean[bc])) * inv[bc] + np.abs(exact)
+        assert_close(invstd, inv.astype(dtype), n=M, name="invstd")
+        assert_close(xhat, exact.astype(dtype), n=M, magnitude=mag, name="xhat")
+        ey = gamma.astype(F64)[bc] * exact + beta.astype(F64)[bc]
+        assert_close(y, ey.astype(dtype), n=M,
+                     magnitude=np.abs(gamma.astype(F64))[bc] * mag + np.abs(beta)[bc], name="y")
+
+
+def check_batchnorm_backward(f, dtype, shape, rng, small):
+    N, C, S = shape
+    M = N * S
+    xhat = rand(rng, shape, dtype)
+    invstd = rng.uniform(0.3, 3, C).astype(dtype)
+    gamma, dy = rand(rng, C, dtype), rand(rng, shape, dtype)
+    bc = (None, slice(None), None)
+    g, h = dy.astype(F64), xhat.astype(F64)
+    dg, db = (g * h).sum(axis=(0, 2)), g.sum(axis=(0, 2))
+    mag_dg, mag_db = np.abs(g * h).sum(axis=(0, 2)), np.abs(g).sum(axis=(0, 2))
+    k = (gamma.astype(F64) * invstd.astype(F64) / M)[bc]
+    exact_dx = k * (M * g - db[bc] - h * dg[bc])
+    mag_dx = np.abs(k) * (M * np.abs(g) + mag_db[bc] + np.abs(h) * mag_dg[bc])
+    for need_dx in (True, False):
+        dx = garbage(shape, dtype) if need_dx else dy[:0]
+        dgamma, dbeta = garbage(C, dtype), garbage(C, dtype)
+        f(xhat, invstd, gamma, dy, need_dx, dx, dgamma, dbeta)
+        assert_close(dgamma, dg.astype(dtype), n=M, magnitude=mag_dg, name="dgamma")
+        assert_close(dbeta, db.astype(dtype), n=M, magnitude=mag_db, name="dbeta")
+        if need_dx:
+            assert_close(dx, exact_dx.astype(dtype), n=M, magnitude=mag_dx, name="dx")
+
+
 # ---------------------------------------------------------------------------- the families
 FAMILIES = {  # family: (shapes for every target, shapes off the simulator, its kernels)
     "dense": (DENSE, DENSE_WIDE, ["dense_forward", "dense_forward_par", "dense_backward_par",
@@ -378,6 +464,7 @@ FAMILIES = {  # family: (shapes for every target, shapes off the simulator, its 
     "pool": (POOL, POOL_WIDE, ["maxpool_forward", "maxpool_backward", "maxpool_forward_into",
                                "maxpool_backward_into"]),
     "sgd": (SGD, [], ["sgd_apply"]),
+    "norm": (NORM, NORM_WIDE, ["batchnorm_forward", "batchnorm_backward"]),
 }
 
 

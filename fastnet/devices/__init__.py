@@ -158,6 +158,9 @@ class CudaDevice(Device):
         from fastnet.devices.dense import DenseTrainer
         from fastnet.devices.layerwise import LayerwiseTrainer
         self.check_threads(threads)
+        if any(layer.kind == "batchnorm" for layer in spec.layers):
+            raise ValueError("device 'cuda' has no batch normalization kernels yet: train a "
+                             "model with BatchNorm layers on device 'cpu' or 'numpy'")
         if spec.dense:
             return DenseTrainer(spec, params, self.dense, threads=1, inference_threads=1)
         return LayerwiseTrainer(spec, params, self.ops, dropout_rng=dropout_rng)

@@ -49,7 +49,7 @@ class LayerwiseTrainer(Trainer):
     # views, costs more than a small batch's forward pass.
     @cached_property
     def grads(self):
-        return self.ops.upload(np.zeros(self.spec.size, dtype=self.spec.dtype))
+        return self.ops.upload(np.zeros(self.spec.trainable, dtype=self.spec.dtype))
 
     @cached_property
     def gviews(self):
@@ -61,15 +61,18 @@ class LayerwiseTrainer(Trainer):
 
     @cached_property
     def rest(self):
-        """[lo, hi) ranges of the flat buffer the update pass covers: everything, or with
-        ``fused_sgd`` the parameters of the stages that are not Dense (adjacent ones merged)."""
+        """[lo, hi) ranges of the flat buffer the update pass covers: every trained parameter,
+        or with ``fused_sgd`` those of the stages that are not Dense (adjacent ones merged);
+        never the state after them."""
         if not self.fused_sgd:
-            return [(0, self.spec.size)]
+            return [(0, self.spec.trainable)]
         ranges = []
         for stage, i in self.spec.stages:
             if isinstance(stage, Dense):
                 continue
             for off, shape in self.spec.slices[i].values():
+                if off >= self.spec.trainable:
+                    continue
                 lo, hi = off, off + int(np.prod(shape))
                 if ranges and ranges[-1][1] == lo:
                     ranges[-1] = (ranges[-1][0], hi)
@@ -129,20 +132,24 @@ class LayerwiseTrainer(Trainer):
                                    **extra)
         if opt is not None:
             o = opt.optimizer
-            ops.optimizer_step(self.params, self.grads, self.decayed, 1.0 / len(idx), l2, lr,
-                               o.code, o.hyper(), state, opt.step)
+            ops.optimizer_step(self.params[:spec.trainable], self.grads, self.decayed,
+                               1.0 / len(idx), l2, lr, o.code, o.hyper(), state, opt.step)
             return
         for lo, hi in self.rest:
             ops.sgd_apply(self.params[lo:hi], self.grads[lo:hi], self.decayed[lo:hi], decay,
                           scale)
 
-    def evaluate(self, data):
+    def evaluate(self, data, *, train=False):
+        """(summed cost, number correct); with ``train``, by the training-mode forward over
+        the whole of ``data`` at once (batch norm by its statistics, moving the running
+        averages; dropout drawing masks) — for ``fastnet.gradcheck``."""
         x, y = data
         total, correct = 0.0, 0
+        chunk = max(len(x), 1) if train else EVAL_CHUNK
         with self._scope(), self.ops.running():
-            for k in range(0, len(x), EVAL_CHUNK):
-                a, ctxs = self._forward(x[k:k + EVAL_CHUNK], False)
-                t, c = self.ops.loss_and_correct(ctxs[-1][1], a, y[k:k + EVAL_CHUNK],
+            for k in range(0, len(x), chunk):
+                a, ctxs = self._forward(x[k:k + chunk], train)
+                t, c = self.ops.loss_and_correct(ctxs[-1][1], a, y[k:k + chunk],
                                                  self.spec.loss_code)
                 total += t
                 correct += c

@@ -2,7 +2,9 @@
 layer's ``forward``/``backward`` (``fastnet.layers``) call, on one device's arrays.
 
 ``Ops`` lists them; ``NumpyOps`` (the reference, ``fastnet.reference``) and ``CpuOps`` (Numba
-kernels) implement every one, ``CudaOps`` (``fastnet.devices.cuda``) too. Every method
+kernels) implement every one, ``CudaOps`` (``fastnet.devices.cuda``) too; batch
+normalization's (``NormFamily``) only the host sets so far (the cuda device refuses a model
+with a ``BatchNorm`` layer). Every method
 allocates and returns its outputs; arrays are C-contiguous, of the model's dtype, and live where
 the op set computes (``upload``/``download`` move them). The CPU and NumPy sets keep data on the
 host as NumPy arrays (``HostData``) and draw dropout masks with NumPy's generator.
@@ -123,6 +125,32 @@ class ConvFamily:
         return self._conv.convpool_backward(x, w, z, a, argmax, da, code, need_dx)
 
 
+class NormFamily:
+    """Batch normalization's ops over the op set's ``_norm`` module (``fastnet.reference.norm``
+    or ``kernels/norm_cpu.py``, which share their signatures, with out-parameters): x is
+    (B, C) or (B, C, h, w), seen as (B, C, S)."""
+
+    def batchnorm_forward(self, x, gamma, beta, running_mean, running_var, train, momentum,
+                          eps):
+        """``(y, xhat, invstd)``: y in x's shape, xhat (B, C, S), invstd (C,); in training the
+        running averages (views of the parameter buffer) move in place."""
+        x3 = x.reshape(x.shape[0], x.shape[1], -1)
+        y, xhat = np.empty_like(x3), np.empty_like(x3)
+        invstd = np.empty(x.shape[1], dtype=x.dtype)
+        self._norm.batchnorm_forward(x3, gamma, beta, running_mean, running_var, bool(train),
+                                     float(momentum), float(eps), y, xhat, invstd)
+        return y.reshape(x.shape), xhat, invstd
+
+    def batchnorm_backward(self, xhat, invstd, gamma, dy, need_dx):
+        """``(dx or None, Σ∂C/∂gamma, Σ∂C/∂beta)``; dy and dx in the layer's shape."""
+        dy3 = dy.reshape(xhat.shape)
+        dx = np.empty_like(dy3) if need_dx else dy3[:0]
+        dgamma, dbeta = np.empty_like(gamma), np.empty_like(gamma)
+        self._norm.batchnorm_backward(xhat, invstd, gamma, dy3, bool(need_dx), dx, dgamma,
+                                      dbeta)
+        return (dx.reshape(dy.shape) if need_dx else None), dgamma, dbeta
+
+
 class HostData:
     """Data movement, gathers and dropout for op sets whose arrays are host NumPy arrays."""
 
@@ -150,12 +178,12 @@ class HostData:
         return x * x.dtype.type(c)
 
 
-class NumpyOps(HostData, ConvFamily, Ops):
-    """The reference: ``fastnet.reference.dense`` and ``.conv`` in NumPy."""
+class NumpyOps(HostData, ConvFamily, NormFamily, Ops):
+    """The reference: ``fastnet.reference.dense``, ``.conv`` and ``.norm`` in NumPy."""
 
     def __init__(self):
-        from fastnet.reference import conv, dense
-        self._dense, self._conv = dense, conv
+        from fastnet.reference import conv, dense, norm
+        self._dense, self._conv, self._norm = dense, conv, norm
 
     def running(self):
         return contextlib.nullcontext()
@@ -191,13 +219,13 @@ class NumpyOps(HostData, ConvFamily, Ops):
         optim.optimizer_step(params, grads, decayed, gscale, l2, lr, code, hyper, state, step)
 
 
-class CpuOps(HostData, ConvFamily, Ops):
-    """Numba kernels (``dense_cpu``, ``conv_cpu``, ``sgd_cpu``) on Numba's threads
-    (``numba.get_num_threads()`` of the calling thread)."""
+class CpuOps(HostData, ConvFamily, NormFamily, Ops):
+    """Numba kernels (``dense_cpu``, ``conv_cpu``, ``norm_cpu``, ``sgd_cpu``) on Numba's
+    threads (``numba.get_num_threads()`` of the calling thread)."""
 
     def __init__(self):
-        from fastnet.kernels import conv_cpu, dense_cpu, sgd_cpu
-        self._k, self._conv, self._sgd = dense_cpu, conv_cpu, sgd_cpu
+        from fastnet.kernels import conv_cpu, dense_cpu, norm_cpu, sgd_cpu
+        self._k, self._conv, self._norm, self._sgd = dense_cpu, conv_cpu, norm_cpu, sgd_cpu
 
     def running(self):
         """NumPy's BLAS at one thread while a layer-by-layer epoch alternates BLAS products

@@ -1,7 +1,8 @@
 """``NetSpec``: a network as the devices read it, made from ``Model``'s layers once.
 
 It holds the layers and what the kernels index by: where each layer's parameters lie in the
-flat buffer (``slices``; docs/design.md), which entries decay under L2 (``decayed``: the
+flat buffer (``slices``; docs/design.md; the ``trainable`` parameters first, then the state no
+optimizer touches, such as batch norm's running averages), which entries decay under L2 (``decayed``: the
 weights), the loss and activation codes of ``kernels/config.py``, the layer-by-layer stages
 (``fastnet.layers.fuse``: Conv2D → MaxPool2D pairs fused) and, for a stack of dense layers, the
 ``layout`` rows ``(n_in, n_out, w_offset, b_offset)`` and ``acts`` codes of the fused kernels.
@@ -30,14 +31,15 @@ class NetSpec:
         self.layers, self.input_shape = tuple(layers), tuple(input_shape)
         self.loss, self.dtype = loss, np.dtype(dtype)
         self.loss_code = LOSSES[loss]
-        self.slices = []
+        self.slices = [{} for _ in self.layers]
         off = 0
-        for layer in self.layers:
-            entry = {}
-            for name, shape in layer.param_shapes():
-                entry[name] = (off, shape)
-                off += math.prod(shape)
-            self.slices.append(entry)
+        for shapes in ("param_shapes", "state_shapes"):    # every parameter, then the state
+            for layer, entry in zip(self.layers, self.slices):
+                for name, shape in getattr(layer, shapes)():
+                    entry[name] = (off, shape)
+                    off += math.prod(shape)
+            if shapes == "param_shapes":
+                self.trainable = off
         self.size = off
         self.stages = fuse(list(self.layers))
         self.dense = all(isinstance(layer, Dense) for layer in self.layers)
@@ -51,8 +53,8 @@ class NetSpec:
 
     @property
     def decayed(self) -> np.ndarray:
-        """bool[size]: True at the weights (they decay under L2), False at the biases."""
-        mask = np.zeros(self.size, dtype=np.bool_)
+        """bool[trainable]: True at the weights (they decay under L2), False at the biases."""
+        mask = np.zeros(self.trainable, dtype=np.bool_)
         for entry in self.slices:
             if "w" in entry:
                 off, shape = entry["w"]
@@ -60,10 +62,12 @@ class NetSpec:
         return mask
 
     def views(self, flat, i: int) -> dict:
-        """Views of layer ``i``'s parameters into ``flat`` (a flat buffer of this network, on
-        the host or a device), shaped as the layer declares them."""
+        """Views of layer ``i``'s parameters and state into ``flat`` (a flat buffer of this
+        network, on the host or a device), shaped as the layer declares them; for a buffer of
+        ``trainable`` entries (gradients), of its parameters only."""
         return {name: flat[off:off + math.prod(shape)].reshape(shape)
-                for name, (off, shape) in self.slices[i].items()}
+                for name, (off, shape) in self.slices[i].items()
+                if off < flat.shape[0]}
 
     @property
     def output_code(self) -> int:
