@@ -143,6 +143,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--lmbda", type=_finite_float(positive=False), default=None,
                        help="L2 regularisation as fit's: w ← (1 − lr·lmbda/n)·w "
                             "(preset's: ch1 0)")
+    train.add_argument("--l1", type=_finite_float(positive=False), default=None,
+                       help="L1 regularisation as fit's: l1/n·sgn(w) added to the weights' "
+                            "gradient (default 0)")
     train.add_argument("--optimizer", default=None,
                        choices=["sgd", "momentum", "nesterov", "rmsprop", "adam", "adamw"],
                        help="optimizer (fastnet.optimizers; default sgd, the book's); without "

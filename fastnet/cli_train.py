@@ -46,7 +46,7 @@ class Run:
     def from_args(cls, args) -> "Run":
         preset = PRESETS[args.preset]
         kw = preset.fit_kwargs()
-        for name in ("epochs", "batch_size", "lr", "lmbda"):
+        for name in ("epochs", "batch_size", "lr", "lmbda", "l1"):
             if getattr(args, name) is not None:
                 kw[name] = getattr(args, name)
         if args.optimizer not in (None, "sgd"):
@@ -124,7 +124,8 @@ class Run:
         return (f"Training {m.layers} with {m.loss} cost on {n} {name} images: "
                 f"{kw['epochs']} epochs, mini-batch {kw['batch_size']}, "
                 f"{kw.get('optimizer', 'sgd')}, lr {lr}{sched}, "
-                f"lmbda {kw['lmbda']} ({m.dtype.name}, {m.device}; preset {self.preset.name}, "
+                f"lmbda {kw['lmbda']}" + (f", l1 {kw['l1']}" if kw.get("l1") else "") +
+                f" ({m.dtype.name}, {m.device}; preset {self.preset.name}, "
                 f"book: {self.preset.book})")
 
     def fit(self, train, val, test) -> int:

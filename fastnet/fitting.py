@@ -91,7 +91,7 @@ def _marks(callbacks, epoch: int, batches: int) -> list[set[int]]:
 
 def run(model, runner, train, valid, prepared, *, n, n_valid, epochs, batch_size, schedule,
         lmbda, order_for, callbacks, training_metrics, overlap, verbose, history, first=1,
-        augment_for=None, opt=None, progress=False):
+        augment_for=None, opt=None, progress=False, l1=0.0):
     """Train epochs ``first`` to ``epochs`` (``first`` > 1: a resumed run, ``history`` holding
     the epochs before); returns ``history`` (filled in). ``schedule``: a
     ``fastnet.schedules.Schedule``, the rate of each epoch (None: stop before it);
@@ -148,7 +148,7 @@ def run(model, runner, train, valid, prepared, *, n, n_valid, epochs, batch_size
 
     current = {"control": None}
 
-    opt_args = {} if opt is None else {"opt": opt, "l2": lmbda / n}
+    opt_args = {} if opt is None else {"opt": opt, "l2": lmbda / n, "l1": l1 / n}
     good = Snapshot(model, initial=True, opt=opt)
     pending = None
     pool = ThreadPoolExecutor(1, thread_name_prefix="fastnet-epoch") if overlapping \

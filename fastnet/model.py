@@ -211,7 +211,7 @@ class Model:
 
     # ------------------------------------------------------------------ training
     def fit(self, x, y=None, *, epochs: int, batch_size: int, lr=None, lmbda: float = 0.0,
-            optimizer="sgd",
+            l1: float = 0.0, optimizer="sgd",
             validation_data=None, shuffle: bool = True, order=None, callbacks=None,
             overlap: bool | None = None, threads: int | None = None, verbose: bool = True,
             device: str | None = None, training_metrics: bool = True,
@@ -227,7 +227,9 @@ class Model:
         hyper-parameters. lmbda is the book's L2 for each (``lmbda/n·w`` added to the weights'
         gradient). The optimizer's state (``model.optimizer_state``) carries over to the
         next fit with the same optimizer and is saved with the model; another optimizer
-        starts afresh. Dense stacks on ``cuda`` train by SGD only.
+        starts afresh. Dense stacks on ``cuda`` train by SGD only. l1: the book's L1
+        (chapter 3), ``l1/n·sgn(w)`` added to the weights' gradient, with any optimizer (SGD
+        with L1 trains through the optimizers' compiled epochs, not the book's fused ones).
         x: ``(n, n_in)`` real array; y: ``(n,)`` integer labels in ``[0, n_out)`` or
         ``(n, n_out)`` targets; or x a ``fastnet.Dataset`` holding both (checked and
         prepared once, however many calls use it). validation_data: ``(x_val, y_val)`` of
@@ -291,6 +293,7 @@ class Model:
         schedule = as_schedule(lr)
         lr = schedule.lr
         lmbda = _checks.finite_float(lmbda, "lmbda", nonnegative=True)
+        l1 = _checks.finite_float(l1, "l1", nonnegative=True)
         for flag, name in ((shuffle, "shuffle"), (training_metrics, "training_metrics"),
                            (verbose, "verbose")):
             if not isinstance(flag, bool):
@@ -327,12 +330,13 @@ class Model:
         augment = augment_.as_augment(augment)
         shape = augment_.image_shape(self.input_shape) if augment is not None else None
         state = None
-        if opt.name != "sgd":
+        if opt.name != "sgd" or l1 > 0:
             where = devices.resolve(device) if device is not None else self.device
             if where == "cuda" and self._spec.dense:
-                raise ValueError(f"optimizer {opt.name!r}: a dense stack on 'cuda' trains by "
-                                 f"SGD only (its one-launch epoch); use optimizer='sgd' there, "
-                                 f"or device 'cpu' or 'numpy'")
+                what = f"optimizer {opt.name!r}" if opt.name != "sgd" else f"l1={l1:g}"
+                raise ValueError(f"{what}: a dense stack on 'cuda' trains by the book's SGD "
+                                 f"only (its one-launch epoch); use optimizer='sgd' and l1=0 "
+                                 f"there, or device 'cpu' or 'numpy'")
             state = optimizers_.OptimizerState.for_fit(self.optimizer_state, opt,
                                                        self.params[:self._spec.trainable])
         history, first, writer = History(), 1, None
@@ -344,6 +348,7 @@ class Model:
                 "order": "custom" if order is not None else "shuffle" if shuffle else "data",
                 "training_metrics": training_metrics, "augment": repr(augment),
                 **({} if opt.name == "sgd" else {"optimizer": opt.config()}),
+                **({"l1": l1} if l1 > 0 else {}),
                 "data": checkpoint_.digest(src.xs, src.ys),
                 "validation_data": checkpoint_.digest(val.xs, val.ys) if val else None}
             done, writer = checkpoint_.resume(self, path, fingerprint, epochs, callbacks,
@@ -366,7 +371,8 @@ class Model:
         return fitting.run(self, runner, train, valid, prepared, opt=state,
                            n=n, n_valid=val.n if val else 0,
                            epochs=epochs, batch_size=batch_size, schedule=schedule,
-                           lmbda=lmbda, order_for=self._order_source(order, shuffle, n),
+                           lmbda=lmbda, l1=l1,
+                           order_for=self._order_source(order, shuffle, n),
                            callbacks=callbacks + ([writer] if writer else []),
                            training_metrics=training_metrics, overlap=overlap,
                            verbose=verbose, history=history, first=first,

@@ -1,7 +1,8 @@
 """Optimizers for ``Model.fit(..., optimizer=...)``: the book's SGD (the default, its fused
 epochs unchanged), momentum, Nesterov, RMSprop, Adam and AdamW, with PyTorch's update rules
 and defaults. ``fit``'s ``lmbda`` is the book's L2 for every one of them (``lmbda/n · w`` added
-to the weights' gradient; with SGD exactly the book's update); AdamW's decoupled decay is its
+to the weights' gradient; with SGD exactly the book's update), ``l1`` the book's L1
+(``l1/n · sgn(w)``; SGD with L1 trains through the optimizers' epochs); AdamW's decoupled decay is its
 own ``weight_decay``, applied to every parameter as PyTorch does.
 
     model.fit(x, y, epochs=10, batch_size=10, optimizer="adam")           # lr 1e-3
@@ -44,8 +45,8 @@ def _number(value, name, lo, hi, lo_open=False, hi_open=True) -> float:
 
 class Optimizer:
     """Base class: ``name`` (one of ``NAMES``), ``lr`` (the default rate when ``fit`` gets
-    none; None: ``fit`` must be given one), ``hyper()`` (the kernels' float64[4]:
-    β1 or momentum, β2 or α, eps, weight decay) and ``config()`` (JSON-able, for files)."""
+    none; None: ``fit`` must be given one), ``hyper(l1)`` (the kernels' float64[5]: β1 or
+    momentum, β2 or α, eps, weight decay, L1) and ``config()`` (JSON-able, for files)."""
 
     name = ""
     lr: float | None = None
@@ -59,8 +60,13 @@ class Optimizer:
         """State arrays, each the size of the parameters."""
         return OPTIMIZER_SLOTS[self.code]
 
-    def hyper(self) -> np.ndarray:
-        return np.zeros(4)
+    def hyper(self, l1: float = 0.0) -> np.ndarray:
+        """The kernels' float64[5]: the rule's four coefficients and ``fit``'s L1
+        coefficient l1 = λ₁/n."""
+        return np.array([*self._rule(), float(l1)], dtype=np.float64)
+
+    def _rule(self) -> tuple:
+        return (0.0, 0.0, 0.0, 0.0)
 
     def config(self) -> dict:
         return {"name": self.name}
@@ -91,8 +97,8 @@ class Momentum(Optimizer):
     def __init__(self, momentum: float = 0.9):
         self.momentum = _number(momentum, "momentum", 0.0, 1.0)
 
-    def hyper(self):
-        return np.array([self.momentum, 0.0, 0.0, 0.0])
+    def _rule(self):
+        return (self.momentum, 0.0, 0.0, 0.0)
 
     def config(self):
         return {"name": self.name, "momentum": self.momentum}
@@ -114,8 +120,8 @@ class RMSprop(Optimizer):
         self.alpha = _number(alpha, "alpha", 0.0, 1.0)
         self.eps = _number(eps, "eps", 0.0, None, lo_open=True)
 
-    def hyper(self):
-        return np.array([0.0, self.alpha, self.eps, 0.0])
+    def _rule(self):
+        return (0.0, self.alpha, self.eps, 0.0)
 
     def config(self):
         return {"name": self.name, "alpha": self.alpha, "eps": self.eps}
@@ -135,8 +141,8 @@ class Adam(Optimizer):
                       _number(betas[1], "betas[1]", 0.0, 1.0))
         self.eps = _number(eps, "eps", 0.0, None, lo_open=True)
 
-    def hyper(self):
-        return np.array([*self.betas, self.eps, 0.0])
+    def _rule(self):
+        return (*self.betas, self.eps, 0.0)
 
     def config(self):
         return {"name": self.name, "betas": list(self.betas), "eps": self.eps}
@@ -152,8 +158,8 @@ class AdamW(Adam):
         super().__init__(betas, eps)
         self.weight_decay = _number(weight_decay, "weight_decay", 0.0, None)
 
-    def hyper(self):
-        return np.array([*self.betas, self.eps, self.weight_decay])
+    def _rule(self):
+        return (*self.betas, self.eps, self.weight_decay)
 
     def config(self):
         return dict(super().config(), weight_decay=self.weight_decay)

@@ -174,15 +174,18 @@ def kernels(dtype):
     @cuda.jit
     def opt_step(params, grads, decayed, k, code, s0, s1):
         """One update by optimizer ``code`` (``optim_cpu.apply_range``'s rules), in place on
-        params and the state rows s0, s1 (DT[P]; s1 only for Adam/AdamW). k: float64[9] =
+        params and the state rows s0, s1 (DT[P]; s1 only for Adam/AdamW). k: float64[12] =
         gscale, l2, lr, β1, β2, eps, 1 − β1, 1 − β2 and (Adam) lr/(1 − β1ᵗ), √(1 − β2ᵗ),
-        AdamW's keep factor — the constants worked out on the host in float64."""
+        AdamW's keep factor, l1 — the constants worked out on the host in float64."""
         gs, lw, lr, b1, b2 = DT(k[0]), DT(k[1]), DT(k[2]), DT(k[3]), DT(k[4])
         eps, c1, c2, size, root2, keep = DT(k[5]), DT(k[6]), DT(k[7]), DT(k[8]), DT(k[9]), \
             DT(k[10])
+        l1 = DT(k[11])
         for e in range(cuda.grid(1), params.size, cuda.gridsize(1)):
             p = params[e]
-            g = gs * grads[e] + (lw * p if decayed[e] else ZERO)
+            g = gs * grads[e]
+            if decayed[e]:
+                g += lw * p + (l1 if p > ZERO else -l1 if p < ZERO else ZERO)
             if code == 1 or code == 2:                       # momentum, Nesterov
                 v = b1 * s0[e] + g
                 s0[e] = v
@@ -409,14 +412,14 @@ def optimizer_step(params, grads, decayed, gscale, l2, lr, code, hyper, state, s
     decayed a device bool array; ``step`` a host int64[1], advanced here."""
     step[0] += 1
     t = int(step[0])
-    b1, b2, eps, wd = (float(h) for h in hyper)
+    b1, b2, eps, wd, l1 = (float(h) for h in hyper)
     size = root2 = keep = 1.0
     if code in (config.ADAM, config.ADAMW):
         size = lr / -math.expm1(t * math.log1p(b1 - 1.0))
         root2 = math.sqrt(-math.expm1(t * math.log1p(b2 - 1.0)))
         keep = 1.0 - lr * wd if code == config.ADAMW else 1.0
     k = cuda.to_device(np.array([gscale, l2, lr, b1, b2, eps, 1.0 - b1, 1.0 - b2, size, root2,
-                                 keep], dtype=np.float64))
+                                 keep, l1], dtype=np.float64))
     s0 = state[0] if state.shape[0] > 0 else params
     s1 = state[1] if state.shape[0] > 1 else s0
     _launch_flat(kernels(params.dtype)["opt_step"], params.size, params, grads, decayed, k,

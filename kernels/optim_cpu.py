@@ -7,9 +7,10 @@ buffer, then the update, every mini-batch) and ``train_epoch_opt_sparse`` (the s
 ``train_epoch_opt``).
 
 Shapes: flat ``params[P]``, ``grads[P]`` (Σ over the mini-batch), ``decayed[P]`` (bool: the
-weights, which take the book's L2 ``l2·w`` in their gradient), ``state[S, P]`` (S =
-``config.OPTIMIZER_SLOTS``), ``step: int64[1]`` (updates taken so far; incremented here),
-``hyper: float64[4]`` (``config``'s order). The epoch's arrays: ``dense_epoch_cpu``'s.
+weights, which take the book's L2 ``l2·w`` and L1 ``l1·sgn(w)`` in their gradient),
+``state[S, P]`` (S = ``config.OPTIMIZER_SLOTS``), ``step: int64[1]`` (updates taken so far;
+incremented here), ``hyper: float64[5]`` (β1 or momentum, β2 or α, eps, AdamW's weight decay,
+the L1 coefficient l1 = λ₁/n). The epoch's arrays: ``dense_epoch_cpu``'s.
 
 NumPy twins: ``fastnet.reference.optim``. Tests: ``tests/test_optimizers.py``.
 """
@@ -33,6 +34,14 @@ from .split_cpu import split
 _jit = njit(**config.CPU_JIT)
 
 
+@njit(**config.CPU_JIT, inline="always")
+def _penalty(w, decayed, l2, l1, zero):
+    """The regularisers' gradient of one entry: l2·w + l1·sgn(w) for a weight, 0 else."""
+    if not decayed:
+        return zero
+    return l2 * w + (l1 if w > zero else -l1 if w < zero else zero)
+
+
 @_jit
 def optimizer_step(params, grads, decayed, gscale, l2, lr, code, hyper, state, step):
     """params ← one update by optimizer ``code`` from the gradient g = gscale·grads + l2·params
@@ -46,11 +55,12 @@ def optimizer_step(params, grads, decayed, gscale, l2, lr, code, hyper, state, s
 def apply_range(params, grads, decayed, gscale, l2, lr, code, hyper, state, t, lo, hi):
     """Update number ``t`` (from 1) of entries [lo, hi) (disjoint ranges can run on different
     threads). One loop per rule, over slices (each vectorises); the constants (1 − β, the
-    bias corrections) in float64, then in params' dtype."""
+    bias corrections) in float64, then in params' dtype. The gradient of a weight is
+    gscale·grads + l2·w + l1·sgn(w)."""
     T = params.dtype.type
     b1, b2, eps = T(hyper[0]), T(hyper[1]), T(hyper[2])
     c1, c2 = T(1.0 - hyper[0]), T(1.0 - hyper[1])  # from float64: no cancellation in dtype
-    gs, lw, lrt = T(gscale), T(l2), T(lr)
+    gs, lw, l1, lrt = T(gscale), T(l2), T(hyper[4]), T(lr)
     zero = T(0)
     p, g, d = params[lo:hi], grads[lo:hi], decayed[lo:hi]
     n = p.shape[0]
@@ -58,14 +68,14 @@ def apply_range(params, grads, decayed, gscale, l2, lr, code, hyper, state, t, l
         v = state[0][lo:hi]
         nest = code == NESTEROV
         for i in range(n):
-            gi = gs * g[i] + (lw if d[i] else zero) * p[i]
+            gi = gs * g[i] + _penalty(p[i], d[i], lw, l1, zero)
             vi = b1 * v[i] + gi
             v[i] = vi
             p[i] -= lrt * (gi + b1 * vi if nest else vi)
     elif code == RMSPROP:
         s = state[0][lo:hi]
         for i in range(n):
-            gi = gs * g[i] + (lw if d[i] else zero) * p[i]
+            gi = gs * g[i] + _penalty(p[i], d[i], lw, l1, zero)
             si = b2 * s[i] + c2 * gi * gi
             s[i] = si
             p[i] -= lrt * gi / (math.sqrt(si) + eps)
@@ -77,7 +87,7 @@ def apply_range(params, grads, decayed, gscale, l2, lr, code, hyper, state, t, l
         root2 = T(math.sqrt(-math.expm1(t * math.log1p(hyper[1] - 1.0))))  # √(1 − β2ᵗ)
         keep = T(1.0 - lr * hyper[3]) if code == ADAMW else T(1)  # decoupled decay (AdamW)
         for i in range(n):
-            gi = gs * g[i] + (lw if d[i] else zero) * p[i]
+            gi = gs * g[i] + _penalty(p[i], d[i], lw, l1, zero)
             mi = b1 * m[i] + c1 * gi
             vi = b2 * v[i] + c2 * gi * gi
             m[i] = mi
@@ -85,7 +95,7 @@ def apply_range(params, grads, decayed, gscale, l2, lr, code, hyper, state, t, l
             p[i] = keep * p[i] - size * mi / (math.sqrt(vi) / root2 + eps)
     else:                                                    # plain SGD
         for i in range(n):
-            p[i] -= lrt * (gs * g[i] + (lw if d[i] else zero) * p[i])
+            p[i] -= lrt * (gs * g[i] + _penalty(p[i], d[i], lw, l1, zero))
 
 
 @_jit

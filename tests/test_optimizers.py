@@ -20,9 +20,16 @@ from helpers import assert_close, compounded_bound, rounding_bound
 
 IMPLS = {"numpy": ref, "cpu": optim_cpu}
 DTYPES = (np.float32, np.float64)
-HYPER = {SGD: [0, 0, 0, 0], MOMENTUM: [0.9, 0, 0, 0], NESTEROV: [0.9, 0, 0, 0],
-         RMSPROP: [0, 0.99, 1e-8, 0], ADAM: [0.9, 0.999, 1e-8, 0],
-         ADAMW: [0.9, 0.999, 1e-8, 0.01]}
+# the kernels' hyper: the rule's four coefficients, then L1 (none here; L1 below)
+HYPER = {SGD: [0, 0, 0, 0, 0], MOMENTUM: [0.9, 0, 0, 0, 0], NESTEROV: [0.9, 0, 0, 0, 0],
+         RMSPROP: [0, 0.99, 1e-8, 0, 0], ADAM: [0.9, 0.999, 1e-8, 0, 0],
+         ADAMW: [0.9, 0.999, 1e-8, 0.01, 0]}
+L1 = 3e-3
+
+
+def with_l1(code):
+    """The rule's hyper with the L1 coefficient ``L1``: the twins are checked with it on."""
+    return np.array(HYPER[code][:4] + [L1], float)
 
 
 def fresh(code, size, dtype):
@@ -83,6 +90,26 @@ def test_rmsprop_and_adamw_by_hand(impl):
     assert_close(p, np.array([3.0 * (1 - 0.5 * 0.01)]), name="AdamW's decay alone (g = 0)")
 
 
+@pytest.mark.parametrize("impl", IMPLS)
+def test_l1_by_hand(impl):
+    """SGD with L1 0.2 (no L2), lr 0.1: w ← w − 0.1·(g + 0.2·sgn(w)) on the weights, the
+    bias (not decayed) without it; Adam's first step with L1 moves by lr·sign(g + l1·sgn(w))."""
+    step = IMPLS[impl].optimizer_step
+    decayed = np.array([True, True, False])
+    g = np.array([0.5, -4.0, 1.0])
+    p = np.array([1.0, -2.0, 3.0])
+    state, t = fresh(SGD, 3, np.float64)
+    step(p, g, decayed, 1.0, 0.0, 0.1, SGD, np.array([0, 0, 0, 0, 0.2]), state, t)
+    assert_close(p, np.array([1 - 0.1 * 0.7, -2 + 0.1 * 4.2, 3 - 0.1]), n=3, name="sgd + l1")
+    p = np.array([1.0, -2.0, 3.0])
+    state, t = fresh(ADAM, 3, np.float64)
+    step(p, np.array([-0.1, 0.1, 0.0]), decayed, 1.0, 0.0, 0.1, ADAM,
+         np.array([0.9, 0.999, 1e-8, 0, 0.2]), state, t)
+    # g + l1·sgn(w): 0.1 and −0.1 on the weights (L1 outweighs g, so they shrink), 0 on the bias
+    assert_close(p, np.array([1 - 0.1 * 0.1 / (0.1 + 1e-8), -2 + 0.1 * 0.1 / (0.1 + 1e-8),
+                              3.0]), n=4, name="adam + l1")
+
+
 # --------------------------------------------------------------------------------- the twins
 def one_minus(beta, t):
     """1 − βᵗ to the last bit of float64 (the plain formula loses digits for β near 1)."""
@@ -99,9 +126,10 @@ def exact_step(params, grads, decayed, gscale, l2, lr, code, hyper, state, t,
     sign = 1.0 if absolute else -1.0
     p = [a(float(v)) for v in params]
     s = np.abs(state.astype(np.float64)) if absolute else state.astype(np.float64)
-    b1, b2, eps, wd = hyper
+    b1, b2, eps, wd, l1 = hyper
     for i in range(len(p)):
-        g = gscale * a(float(grads[i])) + (l2 * p[i] if decayed[i] else 0.0)
+        pen = l2 * p[i] + (l1 if absolute else math.copysign(l1, p[i]) if p[i] else 0.0)
+        g = gscale * a(float(grads[i])) + (pen if decayed[i] else 0.0)
         if code in (MOMENTUM, NESTEROV):
             s[0, i] = b1 * s[0, i] + g
             p[i] += sign * lr * (g + b1 * s[0, i] if code == NESTEROV else s[0, i])
@@ -129,7 +157,7 @@ def test_optimizer_step_twin(impl, dtype, name):
     update chains about eight roundings) and each result's Σ|terms|."""
     code = OPTIMIZERS[name]
     rng = np.random.default_rng(code)
-    hyper = np.array(HYPER[code], float)
+    hyper = with_l1(code)
     for size in (1, 7, 33, 130):
         p = rng.standard_normal(size).astype(dtype)
         decayed = rng.random(size) < 0.7
@@ -179,7 +207,7 @@ def decayed_of(layout, size):
 
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("name", ["momentum", "rmsprop", "adam", "adamw"])
+@pytest.mark.parametrize("name", ["sgd", "momentum", "rmsprop", "adam", "adamw"])
 @pytest.mark.parametrize("sizes, acts, loss, bs", [
     ([5, 3, 2], [1, 1], 0, 1),               # batch 1, quadratic, sigmoid
     ([9, 7, 5, 3], [2, 3, 5], 2, 4),         # tanh, relu, softmax + log-likelihood, odd n
@@ -192,7 +220,7 @@ def test_train_epoch_opt_twin(impl, dtype, name, sizes, acts, loss, bs):
     layout, params, _, x, y = _net(rng, sizes, np.float64, 11)
     acts = np.array(acts, np.int64)
     orders = [rng.permutation(11).astype(np.int64) for _ in range(2)]
-    hyper = np.array(HYPER[code], float)
+    hyper = with_l1(code)
     exact, t = _epochs("numpy", params, layout, acts, loss, x, y, orders, bs, code, hyper,
                        np.float64)
     ref32, _ = _epochs("numpy", params, layout, acts, loss, x, y, orders, bs, code, hyper,
@@ -263,6 +291,57 @@ def test_fit_numpy_and_cpu_agree(name, sparse):
     assert_close(outs[1].optimizer_state.state, outs[0].optimizer_state.state, rtol=1e-9,
                  atol=1e-12)
     assert outs[0].optimizer_state.step[0] == 2 * 9
+
+
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense-x", "sparse-x"])
+@pytest.mark.parametrize("name", ["sgd", "adam"])
+def test_fit_with_l1_numpy_and_cpu_agree(name, sparse):
+    """L1 (with L2) through the same fit on the two host devices; SGD with L1 trains through
+    the optimizers' epochs. The weights' L1 norm ends smaller than without L1, the biases'
+    unaffected by it."""
+    x, y = _data()
+    if sparse:
+        x = x * (np.random.default_rng(9).random(x.shape) < 0.15)
+    outs = []
+    for device in ("numpy", "cpu"):
+        m = _model(dtype="float64", device=device)
+        m.fit(x, y, epochs=2, batch_size=7, lr=0.05, lmbda=0.1, l1=2.0, optimizer=name,
+              verbose=False)
+        outs.append(m)
+    assert_close(outs[1].params, outs[0].params, rtol=1e-9, atol=1e-12)
+    plain = _model(dtype="float64")
+    plain.fit(x, y, epochs=2, batch_size=7, lr=0.05, lmbda=0.1, optimizer=name, verbose=False)
+    norm = lambda m: sum(np.abs(m.params_of(i)["w"]).sum() for i in range(2))  # noqa: E731
+    assert norm(outs[1]) < 0.97 * norm(plain)
+
+
+def test_cnn_fit_with_l1_numpy_and_cpu_agree():
+    """The CNN's compiled epoch (cnn_cpu) and the reference layer by layer, with L1."""
+    rng = np.random.default_rng(4)
+    x, y = rng.random((30, 64)), rng.integers(0, 3, 30)
+    outs = []
+    for device in ("numpy", "cpu"):
+        m = fastnet.Model([fastnet.Conv2D(1, 2, 3), fastnet.MaxPool2D(2), fastnet.Flatten(),
+                           fastnet.Dense(18, 3, "softmax")], input_shape=(1, 8, 8),
+                          loss="log_likelihood", dtype="float64", device=device, seed=2)
+        m.fit(x, y, epochs=2, batch_size=4, lr=0.1, l1=1.0, verbose=False)
+        outs.append(m)
+    assert_close(outs[1].params, outs[0].params, rtol=1e-9, atol=1e-12)
+
+
+def test_l1_refusals_and_checkpoint_fingerprint(tmp_path):
+    x, y = _data()
+    m = _model()
+    before = m.params.copy()
+    for bad, error in ((-1.0, ValueError), (float("nan"), ValueError), ("1", TypeError)):
+        with pytest.raises(error, match="l1"):
+            m.fit(x, y, epochs=1, batch_size=10, lr=0.1, l1=bad, verbose=False)
+    assert_close(m.params, before, rtol=0, atol=0)
+    m.fit(x, y, epochs=1, batch_size=10, lr=0.1, l1=1.0, verbose=False,
+          checkpoint=tmp_path / "run.npz")
+    with pytest.raises(ValueError, match="l1"):
+        _model().fit(x, y, epochs=2, batch_size=10, lr=0.1, l1=2.0, verbose=False,
+                     checkpoint=tmp_path / "run.npz")
 
 
 def test_adam_learns_mnist_like_task():
@@ -365,7 +444,7 @@ def test_cnn_trains_with_adam_on_numpy_and_cpu():
     ({"optimizer": "adagrad"}, ValueError, "optimizer must be one of"),
     ({"optimizer": 3}, TypeError, "optimizer must be one of"),
     ({"optimizer": "sgd", "lr": None}, TypeError, "needs lr"),
-    ({"optimizer": "adam", "device": "cuda"}, ValueError, "trains by SGD only"),
+    ({"optimizer": "adam", "device": "cuda"}, ValueError, "trains by the book's SGD only"),
 ])
 def test_bad_arguments_change_nothing(kwargs, error, match):
     x, y = _data()
@@ -440,7 +519,7 @@ def test_sparse_input_epoch_matches_the_dense_one(name, bs):
     csr = sparse_cpu.sparse_inputs(x, indptr, counts, 1)
     acts = np.array([1, 1], np.int64)
     order = rng.permutation(23).astype(np.int64)
-    hyper = np.array(HYPER[code], float)
+    hyper = with_l1(code)
     outs = []
     for fn, data, kw in ((optim_cpu.train_epoch_opt, x, {}),
                          (optim_cpu.train_epoch_opt_sparse, csr, {"nthreads": 1}),

@@ -246,12 +246,12 @@ class DenseTrainer(Trainer):
     trains_optimizers = property(lambda self: hasattr(self.kernels, "train_epoch_opt"))
 
     def train_epoch(self, data, order, batch_size, lr, decay, *, continues=False, opt=None,
-                    l2=0.0, control=None):
+                    l2=0.0, l1=0.0, control=None):
         """One epoch; on the host without a fixed ``threads``, on the count ``Chooser``
-        finds faster (``threads_used``). With ``opt``, on one thread."""
+        finds faster (``threads_used``). With ``opt``, by ``_train_opt``."""
         control = control or EpochControl()
         if opt is not None:
-            self._train_opt(data, order, batch_size, lr, l2, opt, control, continues)
+            self._train_opt(data, order, batch_size, lr, l2, l1, opt, control, continues)
             return
         def step(part, threads):
             self.kernels.train_epoch(self.params, *self._args, self.spec.loss_code, *data,
@@ -266,7 +266,7 @@ class DenseTrainer(Trainer):
             self.threads_used = self._choice.run(step, order, batch_size, most,
                                                  continues=continues)
 
-    def _train_opt(self, data, order, batch_size, lr, l2, opt, control, continues):
+    def _train_opt(self, data, order, batch_size, lr, l2, l1, opt, control, continues):
         """An epoch by another optimizer: on the sparse-input epoch's threads (at most 2, the
         same result for 1 and 2) as ``Chooser`` finds faster, else on one."""
         o = opt.optimizer
@@ -274,7 +274,7 @@ class DenseTrainer(Trainer):
         def step(part, threads):
             self.kernels.train_epoch_opt(self.params, *self._args, self.spec.loss_code, *data,
                                          self.kernels.upload(part), batch_size, lr, l2,
-                                         o.code, o.hyper(), opt.state, opt.step,
+                                         o.code, o.hyper(l1), opt.state, opt.step,
                                          self.spec.decayed, control.array, threads=threads)
 
         most = self.kernels.opt_threads(data[0], self.spec.layout, batch_size)

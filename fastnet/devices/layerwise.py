@@ -97,7 +97,7 @@ class LayerwiseTrainer(Trainer):
     trains_optimizers = property(lambda self: hasattr(self.ops, "optimizer_step"))
 
     def train_epoch(self, data, order, batch_size, lr, decay, *, continues=False, opt=None,
-                    l2=0.0, control=None):
+                    l2=0.0, l1=0.0, control=None):
         x, y = data
         control = control or EpochControl()
         state = None if opt is None else self.ops.upload(opt.state)   # where the ops compute
@@ -105,12 +105,12 @@ class LayerwiseTrainer(Trainer):
             for k in range(0, len(order), batch_size):
                 if control.stopped:
                     break
-                self._step(x, y, order[k:k + batch_size], lr, decay, opt, l2, state)
+                self._step(x, y, order[k:k + batch_size], lr, decay, opt, l2, state, l1)
                 control.array[SYNC_PROGRESS] += 1
         if state is not None and state is not opt.state:
             opt.state[...] = self.ops.download(state)
 
-    def _step(self, x, y, idx, lr, decay, opt=None, l2=0.0, state=None):
+    def _step(self, x, y, idx, lr, decay, opt=None, l2=0.0, state=None, l1=0.0):
         """One step on the mini-batch ``x[idx]``: forward through every stage, the output
         delta, backward (the first stage computes no input gradient; with ``fused_sgd`` and
         no ``opt`` each dense layer updates itself there, after computing its input
@@ -133,7 +133,7 @@ class LayerwiseTrainer(Trainer):
         if opt is not None:
             o = opt.optimizer
             ops.optimizer_step(self.params[:spec.trainable], self.grads, self.decayed,
-                               1.0 / len(idx), l2, lr, o.code, o.hyper(), state, opt.step)
+                               1.0 / len(idx), l2, lr, o.code, o.hyper(l1), state, opt.step)
             return
         for lo, hi in self.rest:
             ops.sgd_apply(self.params[lo:hi], self.grads[lo:hi], self.decayed[lo:hi], decay,
@@ -203,7 +203,7 @@ class CnnTrainer(LayerwiseTrainer):
         return cnn_cpu.epoch_threads(layout, cg, batch_size, available)
 
     def train_epoch(self, data, order, batch_size, lr, decay, *, continues=False, opt=None,
-                    l2=0.0, control=None):
+                    l2=0.0, l1=0.0, control=None):
         """One epoch; without a fixed ``threads``, on the count ``Chooser`` finds faster by
         training a scratch copy (the count changes the sums' rounding), the whole epoch on
         that count (``threads_used``). With ``opt``: ``cnn_cpu.train_epoch_opt``, on the
@@ -215,7 +215,7 @@ class CnnTrainer(LayerwiseTrainer):
         if opt is not None:
             o, most = opt.optimizer, self.epoch_threads(batch_size)
             cnn_cpu.train_epoch_opt(self.params, layout, acts, self.spec.loss_code, cg, x, y,
-                                    order, batch_size, lr, l2, o.code, o.hyper(), opt.state,
+                                    order, batch_size, lr, l2, o.code, o.hyper(l1), opt.state,
                                     opt.step, self.decayed, most, sync)
             self.threads_used = most
             return

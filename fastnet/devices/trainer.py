@@ -73,13 +73,14 @@ class Trainer(abc.ABC):
     @abc.abstractmethod
     def train_epoch(self, data, order: np.ndarray, batch_size: int, lr: float,
                     decay: float, *, continues: bool = False, opt=None,
-                    l2: float = 0.0, control: EpochControl | None = None) -> None:
+                    l2: float = 0.0, l1: float = 0.0,
+                    control: EpochControl | None = None) -> None:
         """One epoch of SGD over ``data`` in the sample order ``order`` (int64), in place.
         ``continues``: this call trains the next piece of the epoch the previous call began
         (after a mini-batch mark), on the same thread count. ``opt``: a
-        ``fastnet.optimizers.OptimizerState`` (updated in place) to train by instead of SGD,
-        with ``l2`` = λ/n added to the weights' gradient (``decay`` is then unused); only
-        where ``trains_optimizers``. ``control``: counts the mini-batches done and may stop
+        ``fastnet.optimizers.OptimizerState`` (updated in place) to train by instead of the
+        fused SGD, with ``l2·w + l1·sgn(w)`` (λ/n, λ₁/n) added to the weights' gradient
+        (``decay`` is then unused); only where ``trains_optimizers``. ``control``: counts the mini-batches done and may stop
         the epoch between two (where the device can: not the CUDA dense epoch, one launch)."""
 
     @abc.abstractmethod

@@ -1,5 +1,5 @@
 """Pure-NumPy reference of the optimizers (PyTorch's update rules, the book's L2 added to the
-weights' gradient): twins of ``fastnet.kernels.optim_cpu``'s ``optimizer_step`` and
+weights' gradient, and the L1 ``l1·sgn(w)``): twins of ``fastnet.kernels.optim_cpu``'s ``optimizer_step`` and
 ``train_epoch_opt``, same names, signatures and out-parameters. Computed in float64, stored
 in the parameters' dtype. Tests: ``tests/test_optimizers.py``.
 """
@@ -22,9 +22,10 @@ def optimizer_step(params, grads, decayed, gscale, l2, lr, code, hyper, state, s
     """One update in place on ``params``, ``state`` and ``step`` (see the kernel)."""
     step[0] += 1
     t = int(step[0])
-    b1, b2, eps, wd = (float(h) for h in hyper)
+    b1, b2, eps, wd, l1 = (float(h) for h in hyper)
     p = params.astype(F64)
-    g = float(gscale) * grads.astype(F64) + np.where(decayed, float(l2) * p, 0.0)
+    g = float(gscale) * grads.astype(F64) + np.where(decayed, float(l2) * p + l1 * np.sign(p),
+                                                     0.0)
     if code in (MOMENTUM, NESTEROV):
         v = b1 * state[0].astype(F64) + g
         state[0] = v
