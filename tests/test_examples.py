@@ -17,3 +17,20 @@ def test_mlp_98_runs(mnist_dir, tmp_path, capsys):
     assert accuracy > 0.93
     assert len(list(csv.DictReader(log.open()))) == 2
     assert "test accuracy" in capsys.readouterr().out
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, EXAMPLE.parent / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_seed003_mlp_runs(mnist_dir, capsys):
+    results = _load("seed003_mlp").main(["--max-epochs", "1", "--data", str(mnist_dir)])
+    assert [r["optimizer"] for r in results] == ["sgd", "adam"]
+    for r in results:
+        assert r["epochs"] == 1 and r["epoch"] is None      # 2 % is not reached in one epoch
+        assert 0.02 < r["val_error"] < 0.15
+    out = capsys.readouterr().out
+    assert "sgd: not reached in 1 epochs" in out and "adam:" in out
