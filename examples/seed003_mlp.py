@@ -2,7 +2,8 @@
 hidden layer of 500 tanh units (Glorot-uniform weights), a softmax output, the log-likelihood
 cost and L2, trained until the validation error is at most 2 % — with the lecture's SGD
 (η 0.01, mini-batch 20, L2 0.0001·Σw², i.e. fit's ``lmbda`` = 2·n·0.0001 = 10) and with Adam
-(its default η 0.001, the same mini-batch and L2).
+(the same mini-batch and L2; η from its default 0.001, halved after two epochs without a better
+validation accuracy — at a constant 0.001 it settles near 2.1 %).
 
     python examples/seed003_mlp.py [--optimizer sgd|adam|both] [--max-epochs 400] [--data DIR]
 
@@ -19,8 +20,10 @@ import time
 import fastnet
 from fastnet.callbacks import Callback
 from fastnet.datasets import load_mnist
+from fastnet.schedules import HalveOnPlateau
 
-RUNS = {"sgd": dict(optimizer="sgd", lr=0.01), "adam": dict(optimizer="adam", lr=0.001)}
+RUNS = {"sgd": dict(optimizer="sgd", lr=0.01),
+        "adam": dict(optimizer="adam", lr=HalveOnPlateau(0.001, patience=2))}
 
 
 class StopAtError(Callback):

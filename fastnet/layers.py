@@ -152,17 +152,41 @@ def _pair(value, name):
     return (v, v)
 
 
+def _padding(value):
+    """``padding`` checked: "valid", "same", an int or a pair of ints >= 0 (rows, columns)."""
+    if isinstance(value, str):
+        if value not in ("valid", "same"):
+            raise ValueError(f"padding must be 'valid', 'same', an int or a pair of ints "
+                             f">= 0, got {value!r}")
+        return value
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        return (_checks.positive_int(value[0], "padding[0]", minimum=0),
+                _checks.positive_int(value[1], "padding[1]", minimum=0))
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"padding must be 'valid', 'same', an int or a pair of ints >= 0, got "
+                        f"{type(value).__name__} {value!r}")
+    v = _checks.positive_int(value, "padding", minimum=0)
+    return (v, v)
+
+
 class Conv2D(Layer):
-    """2-D "valid" cross-correlation, stride 1: ``x (n, c_in, h, w)`` →
-    ``act(z) (n, c_out, h-kh+1, w-kw+1)``, ``w: (c_out, c_in, kh, kw)``, ``b: (c_out,)``.
-    ``init`` as for ``Dense`` with fan_in = c_in·kh·kw and fan_out = c_out·kh·kw (default:
-    weights from ``N(0, 1/(c_in·kh·kw))``, biases from ``N(0, 1)``). (The book's Theano layer
-    computes a true convolution: its weights are these flipped.)"""
+    """2-D cross-correlation: ``x (n, c_in, h, w)`` → ``act(z) (n, c_out, oh, ow)``,
+    ``w: (c_out, c_in, kh, kw)``, ``b: (c_out,)``. ``init`` as for ``Dense`` with fan_in =
+    c_in·kh·kw and fan_out = c_out·kh·kw (default: weights from ``N(0, 1/(c_in·kh·kw))``,
+    biases from ``N(0, 1)``). (The book's Theano layer computes a true convolution: its weights
+    are these flipped.)
+
+    ``stride``: an int or (rows, columns). ``padding``: ``"valid"`` (none, the default),
+    ``"same"`` (Keras's rule: oh = ⌈h/stride⌉, the zeros split evenly, any odd one at the
+    bottom and right), an int or (rows, columns) of zeros on each side. Then
+    oh = (h + pad_top + pad_bottom − kh) // stride + 1. A padded or strided layer computes the
+    stride-1 correlation of the padded input and keeps every stride-th value (its cost is the
+    stride-1 layer's on the padded input), on numpy and cpu; the cuda device refuses it."""
 
     kind = "conv2d"
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, activation=None, *,
-                 init: str = "default"):
+                 stride=1, padding="valid", init: str = "default"):
         self.in_channels = _checks.positive_int(in_channels, "in_channels")
         self.out_channels = _checks.positive_int(out_channels, "out_channels")
         self.kernel_size = _pair(kernel_size, "kernel_size")
@@ -170,7 +194,28 @@ class Conv2D(Layer):
         self.activation = _checks.choice(activation, "activation", ACTIVATIONS)
         if self.activation == "softmax":
             raise ValueError("Conv2D activation cannot be softmax")
+        self.stride = _pair(stride, "stride")
+        self.padding = _padding(padding)
         self.init = _checks.choice(init, "init", INITS)
+
+    @property
+    def plain(self) -> bool:
+        """Stride 1 and no padding: the form every conv kernel computes directly."""
+        return self.stride == (1, 1) and self.padding in ("valid", (0, 0))
+
+    def pads(self, h: int, w: int) -> tuple[int, int, int, int]:
+        """Zeros (top, bottom, left, right) around an (h, w) input."""
+        if self.padding == "valid":
+            return (0, 0, 0, 0)
+        if self.padding != "same":
+            (ph, pw) = self.padding
+            return (ph, ph, pw, pw)
+        out = []
+        for size, k, s in ((h, self.kernel_size[0], self.stride[0]),
+                           (w, self.kernel_size[1], self.stride[1])):
+            total = max((-(-size // s) - 1) * s + k - size, 0)
+            out += [total // 2, total - total // 2]
+        return tuple(out)
 
     def param_shapes(self):
         return [("w", (self.out_channels, self.in_channels) + self.kernel_size),
@@ -183,38 +228,59 @@ class Conv2D(Layer):
 
     def output_shape(self, input_shape):
         kh, kw = self.kernel_size
-        if len(input_shape) != 3 or input_shape[0] != self.in_channels or \
-                input_shape[1] < kh or input_shape[2] < kw:
-            raise ValueError(f"{self!r} expects inputs of shape ({self.in_channels}, h, w) with "
-                             f"h >= {kh}, w >= {kw}, but the layer before it gives "
-                             f"{input_shape}")
-        return (self.out_channels, input_shape[1] - kh + 1, input_shape[2] - kw + 1)
+        if len(input_shape) == 3 and input_shape[0] == self.in_channels:
+            top, bottom, left, right = self.pads(*input_shape[1:])
+            hp, wp = input_shape[1] + top + bottom, input_shape[2] + left + right
+            if hp >= kh and wp >= kw:
+                return (self.out_channels, (hp - kh) // self.stride[0] + 1,
+                        (wp - kw) // self.stride[1] + 1)
+        raise ValueError(f"{self!r} expects inputs of shape ({self.in_channels}, h, w) with "
+                         f"h >= {kh}, w >= {kw} after padding, but the layer before it gives "
+                         f"{input_shape}")
 
     def config(self):
-        # "init" only when not the default: files (and network3 checkpoints, whose run
-        # fingerprint holds the architecture) written before Conv2D had the choice stay valid
+        # "init", "stride" and "padding" only when not the default: files (and network3
+        # checkpoints, whose run fingerprint holds the architecture) written before Conv2D
+        # had them stay valid
         extra = {"init": self.init} if self.init != "default" else {}
+        if self.stride != (1, 1):
+            extra["stride"] = list(self.stride)
+        if self.padding != "valid":
+            extra["padding"] = self.padding if isinstance(self.padding, str) else \
+                list(self.padding)
         return {"kind": self.kind, "in_channels": self.in_channels,
                 "out_channels": self.out_channels, "kernel_size": list(self.kernel_size),
                 "activation": self.activation, **extra}
 
     def forward(self, ops, p, x, train, rng):
+        """``(a, ctx)`` with ``ctx = (x padded, z, a, pads)``."""
+        pads = self.pads(*x.shape[2:])
+        if any(pads):
+            x = ops.pad2d(x, pads)
         z = ops.conv2d_forward(x, p["w"], p["b"])
+        if self.stride != (1, 1):
+            z = ops.stride2d(z, self.stride)
         a = ops.activate(z, ACTIVATIONS[self.activation]) if self.activation != "linear" else z
-        return a, ((x, z, a) if train else None)
+        return a, ((x, z, a, pads) if train else None)
 
     def backward(self, ops, p, g, ctx, dout, need_dx):
-        x, z, a = ctx
+        x, z, a, pads = ctx
         code = ACTIVATIONS[self.activation]
         dz = dout if code == LINEAR else ops.act_backward(z, a, code, dout)
+        if self.stride != (1, 1):       # the stride-1 output's gradient: zero where not kept
+            kh, kw = self.kernel_size
+            dz = ops.unstride2d(dz, self.stride, (x.shape[2] - kh + 1, x.shape[3] - kw + 1))
         dx, gw, gb = ops.conv2d_backward(x, p["w"], dz, need_dx)
         ops.assign(g["w"], gw)
         ops.assign(g["b"], gb)
-        return dx
+        return ops.crop2d(dx, pads) if need_dx and any(pads) else dx
 
     def __repr__(self):
+        extra = "".join(f", {k}={v!r}" for k, v in (("stride", self.stride),
+                                                     ("padding", self.padding))
+                        if v not in ((1, 1), "valid"))
         return (f"Conv2D({self.in_channels}, {self.out_channels}, "
-                f"kernel_size={self.kernel_size}, activation={self.activation!r})")
+                f"kernel_size={self.kernel_size}, activation={self.activation!r}{extra})")
 
 
 class MaxPool2D(Layer):
@@ -391,11 +457,12 @@ class ConvPool:
 
 def fuse(layers: list[Layer]) -> list[tuple[object, int]]:
     """The stages of the layer-by-layer path: ``[(stage, index of the layer whose parameters
-    it uses), ...]``, with each Conv2D → MaxPool2D pair fused into one ConvPool stage."""
+    it uses), ...]``, with each Conv2D → MaxPool2D pair fused into one ConvPool stage (a
+    stride-1, unpadded Conv2D: ``Conv2D.plain``)."""
     stages, i = [], 0
     while i < len(layers):
         layer = layers[i]
-        if isinstance(layer, Conv2D) and i + 1 < len(layers) and \
+        if isinstance(layer, Conv2D) and layer.plain and i + 1 < len(layers) and \
                 isinstance(layers[i + 1], MaxPool2D):
             stages.append((ConvPool(layer, layers[i + 1]), i))
             i += 2

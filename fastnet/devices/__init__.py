@@ -161,6 +161,10 @@ class CudaDevice(Device):
         if any(layer.kind == "batchnorm" for layer in spec.layers):
             raise ValueError("device 'cuda' has no batch normalization kernels yet: train a "
                              "model with BatchNorm layers on device 'cpu' or 'numpy'")
+        if any(layer.kind == "conv2d" and not layer.plain for layer in spec.layers):
+            raise ValueError("device 'cuda' computes Conv2D with stride 1 and no padding "
+                             "only: train a strided or padded Conv2D on device 'cpu' or "
+                             "'numpy'")
         if spec.dense:
             return DenseTrainer(spec, params, self.dense, threads=1, inference_threads=1)
         return LayerwiseTrainer(spec, params, self.ops, dropout_rng=dropout_rng)

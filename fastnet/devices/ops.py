@@ -3,8 +3,9 @@ layer's ``forward``/``backward`` (``fastnet.layers``) call, on one device's arra
 
 ``Ops`` lists them; ``NumpyOps`` (the reference, ``fastnet.reference``) and ``CpuOps`` (Numba
 kernels) implement every one, ``CudaOps`` (``fastnet.devices.cuda``) too; batch
-normalization's (``NormFamily``) only the host sets so far (the cuda device refuses a model
-with a ``BatchNorm`` layer). Every method
+normalization's (``NormFamily``) and the padding and striding around the conv kernels
+(``HostLayout``) only the host sets so far (the cuda device refuses a model with a
+``BatchNorm`` layer or a padded or strided ``Conv2D``). Every method
 allocates and returns its outputs; arrays are C-contiguous, of the model's dtype, and live where
 the op set computes (``upload``/``download`` move them). The CPU and NumPy sets keep data on the
 host as NumPy arrays (``HostData``) and draw dropout masks with NumPy's generator.
@@ -151,6 +152,35 @@ class NormFamily:
         return (dx.reshape(dy.shape) if need_dx else None), dgamma, dbeta
 
 
+class HostLayout:
+    """Padding and striding around the conv kernels (``Conv2D(stride=, padding=)``), by NumPy
+    on host arrays x (n, c, h, w): every result a new C-contiguous array."""
+
+    def pad2d(self, x, pads):
+        """x with ``pads = (top, bottom, left, right)`` zeros around each plane."""
+        top, bottom, left, right = pads
+        out = np.zeros(x.shape[:2] + (x.shape[2] + top + bottom, x.shape[3] + left + right),
+                       dtype=x.dtype)
+        out[:, :, top:top + x.shape[2], left:left + x.shape[3]] = x
+        return out
+
+    def crop2d(self, x, pads):
+        """The inverse of ``pad2d``: the planes without their ``pads``."""
+        top, bottom, left, right = pads
+        return np.ascontiguousarray(x[:, :, top:x.shape[2] - bottom, left:x.shape[3] - right])
+
+    def stride2d(self, z, stride):
+        """Every stride-th value of each plane, from the first: ``z[:, :, ::sh, ::sw]``."""
+        return np.ascontiguousarray(z[:, :, ::stride[0], ::stride[1]])
+
+    def unstride2d(self, dz, stride, hw):
+        """The adjoint of ``stride2d``: planes of size ``hw``, dz at every stride-th value,
+        zero elsewhere."""
+        out = np.zeros(dz.shape[:2] + tuple(hw), dtype=dz.dtype)
+        out[:, :, ::stride[0], ::stride[1]] = dz
+        return out
+
+
 class HostData:
     """Data movement, gathers and dropout for op sets whose arrays are host NumPy arrays."""
 
@@ -178,7 +208,7 @@ class HostData:
         return x * x.dtype.type(c)
 
 
-class NumpyOps(HostData, ConvFamily, NormFamily, Ops):
+class NumpyOps(HostData, HostLayout, ConvFamily, NormFamily, Ops):
     """The reference: ``fastnet.reference.dense``, ``.conv`` and ``.norm`` in NumPy."""
 
     def __init__(self):
@@ -219,7 +249,7 @@ class NumpyOps(HostData, ConvFamily, NormFamily, Ops):
         optim.optimizer_step(params, grads, decayed, gscale, l2, lr, code, hyper, state, step)
 
 
-class CpuOps(HostData, ConvFamily, NormFamily, Ops):
+class CpuOps(HostData, HostLayout, ConvFamily, NormFamily, Ops):
     """Numba kernels (``dense_cpu``, ``conv_cpu``, ``norm_cpu``, ``sgd_cpu``) on Numba's
     threads (``numba.get_num_threads()`` of the calling thread)."""
 

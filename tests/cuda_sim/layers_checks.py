@@ -68,13 +68,15 @@ def check_method_set():
     batch normalization's (``NormFamily``: no CUDA kernels yet; the cuda device refuses a
     model with a BatchNorm layer, tests/test_batchnorm.py)."""
     from fastnet.devices.cuda import CudaOps
-    from fastnet.devices.ops import NormFamily, NumpyOps
+    from fastnet.devices.ops import HostLayout, NormFamily, NumpyOps
 
     def methods(cls):
         return {n: list(inspect.signature(getattr(cls, n)).parameters) for n in dir(cls)
                 if callable(getattr(cls, n)) and not n.startswith("_")}
-    host_only = {n for n in vars(NormFamily) if not n.startswith("_")}
-    assert host_only == {"batchnorm_forward", "batchnorm_backward"}
+    host_only = {n for cls in (NormFamily, HostLayout) for n in vars(cls)
+                 if not n.startswith("_")}
+    assert host_only == {"batchnorm_forward", "batchnorm_backward", "pad2d", "crop2d",
+                         "stride2d", "unstride2d"}
     assert methods(CudaOps) == {n: p for n, p in methods(NumpyOps).items()
                                 if n not in host_only}
 
