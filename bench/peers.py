@@ -9,6 +9,7 @@ CNN (conv 20@5×5 sigmoid, 2×2 max-pool, dense 100 sigmoid, softmax 10, log-lik
   thread, on the GPU; ``torch_compile``: the same step through ``torch.compile``.
 - ``jax``: the whole epoch as one ``jax.jit`` of a ``lax.scan`` over the mini-batches (a short
   last mini-batch is one more jitted step).
+- ``jax_adam``: the same epoch by Optax's Adam (the MLP only), for the optimizer rows.
 
 Every maker takes the start parameters as NumPy arrays ``[(w, b), …]`` (w: out × in, for the
 conv layer out × 1 × 5 × 5), and returns ``(epoch(order), params())``: ``epoch`` trains one epoch
@@ -157,6 +158,38 @@ def jax_mlp(layers, x, y, batch, lr):
     return _jax_run(_jax_epoch(step, batch), layers, x, y)
 
 
+def jax_mlp_adam(layers, x, y, batch, lr):
+    """The MLP's epoch by ``optax.adam(lr)`` (PyTorch's defaults: β 0.9, 0.999, eps 1e-8 added
+    to √v̂) on the mean gradient of each mini-batch, as ``fit(optimizer="adam")``; the state
+    (moments, step count) carried across epochs."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    tx = optax.adam(lr, b1=0.9, b2=0.999, eps=1e-8)
+
+    def loss(params, xb, yb):
+        a = xb
+        for w, b in params:
+            a = jax.nn.sigmoid(a @ w.T + b)
+        return 0.5 * jnp.sum((a - yb) ** 2) / xb.shape[0]
+
+    def step(carry, xb, yb):
+        params, opt_state = carry
+        updates, opt_state = tx.update(jax.grad(loss)(params, xb, yb), opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    run = _jax_epoch(step, batch)
+    params = [(jnp.asarray(w), jnp.asarray(b)) for w, b in layers]
+    state = {"c": (params, tx.init(params))}
+    X, Y = jnp.asarray(x), jnp.asarray(y)
+
+    def epoch(order):
+        state["c"] = run(state["c"], X, Y, jnp.asarray(order))
+
+    return epoch, lambda: [(np.asarray(w), np.asarray(b)) for w, b in state["c"][0]]
+
+
 def _jax_run(run, layers, x, y):
     import jax.numpy as jnp
     state = {"p": [(jnp.asarray(w), jnp.asarray(b)) for w, b in layers]}
@@ -254,6 +287,9 @@ def unavailable(peer: str) -> str | None:
     if peer == "jax":
         return None if importlib.util.find_spec("jax") else \
             "JAX is not installed (pip install 'fastnet[bench]')"
+    if peer == "jax_adam":
+        return None if importlib.util.find_spec("jax") and importlib.util.find_spec("optax") \
+            else "JAX and Optax are not installed (pip install 'fastnet[bench]')"
     if importlib.util.find_spec("torch") is None:
         return "PyTorch is not installed (pip install 'fastnet[bench]')"
     if peer == "torch_cuda":

@@ -285,6 +285,63 @@ def test_epoch_optimizer(benchmark, mnist, batch, name):
     run_timed(benchmark, runner.call, rounds=ROUNDS, warmup=1)
 
 
+@pytest.mark.parametrize("batch", BATCHES, ids=[f"bs{b}" for b in BATCHES])
+def test_epoch_optimizer_jax(benchmark, mnist, batch):
+    """JAX with Optax's Adam, the whole epoch one ``jax.jit`` of a ``lax.scan`` (``bench/peers.py``),
+    float32: read against the ``cpu (adam, 1 thread)`` row of its group. Checked against
+    ``fastnet.reference.optim.train_epoch_opt`` in float64, as that row."""
+    why = peers.unavailable("jax_adam")
+    if why:
+        pytest.skip(why)
+    from fastnet import optimizers
+    from fastnet.reference import optim as ref_optim
+    x, _, targets = mnist
+    dt = np.dtype("float32")
+    x, y = x.astype(dt), targets.astype(dt)
+    params, layout, acts = _init(dt)
+
+    def jax_run(xs, ys, order):
+        epoch, trained = peers.jax_mlp_adam([(w.copy(), b.copy()) for w, b in
+                                             ref.unpack(params, layout)], xs, ys, batch,
+                                            OPT_LR["adam"])
+
+        def result():
+            out = np.empty_like(params)
+            for (w, b), (tw, tb) in zip(ref.unpack(out, layout), trained()):
+                w[...], b[...] = tw, tb
+            return out
+        return Runner(lambda: epoch(order), result)
+
+    def reference(p, xs, ys, order):
+        opt = optimizers.Adam()
+        state = optimizers.OptimizerState(opt, p.size, p.dtype)
+        mask = np.zeros(p.size, bool)
+        for n_in, n_out, w_off, _ in layout:
+            mask[w_off:w_off + n_in * n_out] = True
+        ref_optim.train_epoch_opt(p, layout, acts, QUADRATIC, xs, ys, order, batch,
+                                  OPT_LR["adam"], 0.0, opt.code, opt.hyper(), state.state,
+                                  state.step, mask, np.zeros(SYNC_SIZE, np.int64))
+        return p
+
+    n = min(CHECK_N, len(x) - 5)
+    order = np.random.default_rng(SEED + 1).permutation(n).astype(np.int64)
+    got = jax_run(x[:n], y[:n], order)
+    got.call()
+    p0 = params.astype(np.float64)
+    want = reference(p0.copy(), x[:n].astype(np.float64), y[:n].astype(np.float64), order)
+    ref32 = reference(params.copy(), x[:n], y[:n], order)
+    change = want - p0
+    drift = np.abs(ref32.astype(np.float64) - want).max()
+    margin = check({"params_change": got.result().astype(np.float64) - p0},
+                   {"params_change": change}, np.float64, name=f"epoch jax adam bs{batch}",
+                   rtol=max(1e-3, 4 * drift / np.abs(change).max()))
+    order = np.random.default_rng(SEED + 2).permutation(len(x)).astype(np.int64)
+    runner = jax_run(x, y, order)
+    _label_epoch(benchmark, "jax", "float32", batch, x, margin, row="jax (adam, optax)",
+                 via="jax.jit of a lax.scan epoch, optax.adam")
+    run_timed(benchmark, runner.call, rounds=ROUNDS, warmup=1)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_sparse_form(benchmark, mnist, dtype):
     """A one-off cost in its own row: MNIST's 50,000 inputs into the sparse form the ``cpu``
