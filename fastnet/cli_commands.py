@@ -29,12 +29,16 @@ def add_parsers(sub, data_arguments, _defaults_formatter) -> None:
     pr.add_argument("images", nargs="+", help="image files")
     pr.add_argument("--device", default=None, help="cpu (default), cuda or numpy")
     be = sub.add_parser("bench", formatter_class=fmt, help="seconds per training epoch of the "
-                        "book's networks on numpy, cpu and cuda, side by side")
+                        "book's networks on numpy, cpu and cuda — and PyTorch and JAX when "
+                        "installed — side by side")
     be.add_argument("--images", type=int, default=10000, help="training images per epoch")
     be.add_argument("--batch-sizes", default="10,100", help="mini-batch sizes")
     be.add_argument("--presets", default="ch1,ch1-100",
                     help="the networks (fastnet train --preset names)")
     be.add_argument("--devices", default="numpy,cpu,cuda", help="devices to try")
+    be.add_argument("--no-peers", dest="peers", action="store_false",
+                    help="leave out PyTorch and JAX (run by default when installed, on dense "
+                         "networks)")
     sub.add_parser("info", help="versions, CPU, threads, kernel cache and CUDA status")
     wu = sub.add_parser("warmup", formatter_class=fmt, help="compile the kernels a default "
                         "fastnet train needs, ahead of time, and say how long it took")
@@ -128,6 +132,40 @@ def _epoch_seconds(preset, device, x, y, batch, repeats=3) -> float:
     return min(model.fit(x, y, epochs=1, **kw).seconds[0] for _ in range(repeats))
 
 
+def _peer_seconds(peer, preset, x, y, batch, repeats=3) -> tuple[float, bool]:
+    """(best of ``repeats`` epoch seconds, checked) of ``peer`` (``fastnet.peers``) on the
+    preset's dense network from the model's own start, after one untimed epoch (JAX compiles
+    its scan for the epoch's length there). Checked: one epoch on the first 300 images in data
+    order changes the parameters as fastnet's float64 reference does (normwise, 1e-3)."""
+    from fastnet import peers
+    model = preset.model(device="numpy", dtype="float64", seed=0)
+    acts = [layer.activation for layer in model.layers]
+    start = [(model.params_of(i)["w"].astype(np.float32), model.params_of(i)["b"]
+              .astype(np.float32)) for i in range(len(model.layers))]
+    onehot = np.eye(model.n_out, dtype=np.float32)[y]
+    k = min(300, len(x))
+    epoch, params = peers.dense(peer, start, acts, model.loss, x[:k], onehot[:k], batch,
+                                preset.lr, preset.lmbda)
+    epoch(np.arange(k))
+    p0 = model.params.copy()
+    model.fit(x[:k].astype(np.float64), y[:k], epochs=1, batch_size=batch, lr=preset.lr,
+              lmbda=preset.lmbda, shuffle=False, verbose=False, training_metrics=False)
+    got = np.concatenate([np.concatenate([w.ravel(), b]) for w, b in params()])
+    change, want = got - p0, model.params - p0
+    checked = np.linalg.norm(change - want) <= 1e-3 * max(np.linalg.norm(want), 1e-12)
+    epoch, _ = peers.dense(peer, start, acts, model.loss, x, onehot, batch, preset.lr,
+                           preset.lmbda)
+    rng = np.random.default_rng(0)
+    epoch(rng.permutation(len(x)))
+    times = []
+    for _ in range(repeats):
+        order = rng.permutation(len(x))
+        t0 = time.perf_counter()
+        epoch(order)
+        times.append(time.perf_counter() - t0)
+    return min(times), bool(checked)
+
+
 def bench(args) -> int:
     from fastnet import devices
     from fastnet.presets import PRESETS
@@ -152,26 +190,45 @@ def bench(args) -> int:
             raise UsageError(f"--devices: {exc}") from None
         except RuntimeError as exc:
             skipped.append(f"{d}: {str(exc).split('. ')[0]}")
+    from fastnet import peers
+    from fastnet.layers import Dense
+    peer_names = [p for p in peers.PEERS if not peers.unavailable(p)] if args.peers else []
     x, y, what = _bench_data(args.images)
     print(f"Seconds per training epoch of {len(x)} {what} images (best of 3, compiled "
           f"beforehand), float32")
-    head = f"{'network':<18}{'batch':>6}" + "".join(f"{d:>10}" for d in wanted)
-    print(head + "  speed-up over numpy" * ("numpy" in wanted))
+    columns = wanted + peer_names
+    head = f"{'network':<18}{'batch':>6}" + "".join(f"{d:>10}" for d in columns)
+    print(head + "  time over cpu's" * ("cpu" in wanted and len(columns) > 1))
+    unchecked = []
     for name in names:
+        preset = PRESETS[name]
+        dense = all(isinstance(layer, Dense) for layer in preset.model().layers)
         for batch in batches:
-            t = {d: _epoch_seconds(PRESETS[name], d, x, y, batch) for d in wanted}
-            line = f"{name:<18}{batch:>6}" + "".join(f"{t[d]:>10.3f}" for d in wanted)
-            if "numpy" in wanted:
-                line += "  " + ", ".join(f"{d} {t['numpy'] / t[d]:.1f}×" for d in wanted
-                                         if d != "numpy")
+            t = {d: _epoch_seconds(preset, d, x, y, batch) for d in wanted}
+            marks = {}
+            for peer in peer_names if dense else []:
+                t[peer], ok = _peer_seconds(peer, preset, x, y, batch)
+                marks[peer] = "" if ok else "!"
+                if not ok:
+                    unchecked.append(f"{peer} on {name}, batch {batch}")
+            line = f"{name:<18}{batch:>6}" + "".join(
+                f"{t[d]:>9.3f}{marks.get(d, ' ')}" if d in t else f"{'–':>9} "
+                for d in columns)
+            if "cpu" in wanted and len(columns) > 1:
+                line += "  " + ", ".join(f"{d} {t[d] / t['cpu']:.1f}×" for d in columns
+                                         if d != "cpu" and d in t)
             print(line, flush=True)
     for line in skipped:
         print(f"skipped {line}")
-    import importlib.util
-    for peer, module in (("PyTorch", "torch"), ("JAX", "jax")):
-        state = "installed" if importlib.util.find_spec(module) else "not installed"
-        print(f"{peer} ({state}): not run by fastnet bench; the peer rows are in the source "
-              f"tree's benchmark suite (pytest bench --benchmark-only, bench/peers.py)")
+    if peer_names:
+        print(f"{' and '.join(peer_names)}: the same SGD written in each (fastnet/peers.py), "
+              f"dense networks only (–: not run)")
+    for peer in peers.PEERS:
+        if args.peers and peers.unavailable(peer):
+            print(f"{peer}: not run ({peers.unavailable(peer)})")
+    for what in unchecked:
+        print(f"! {what}: its first epoch did not match fastnet's reference (1e-3)")
+    print("The full comparison, with every peer checked: pytest bench --benchmark-only")
     return 0
 
 

@@ -149,7 +149,13 @@ def test_bench_prints_a_table(tmp_path):
     assert lines[1].split()[:4] == ["network", "batch", "numpy", "cpu"]
     row = lines[2].split()
     assert row[:2] == ["ch1", "10"] and float(row[2]) > 0 and float(row[3]) > 0
-    assert any(line.startswith("PyTorch (") for line in lines)
+    assert "numpy" in lines[2].split("  ")[-1]                        # numpy's time over cpu's
+    from fastnet import peers
+    for peer in peers.PEERS:          # a column when installed, else a line saying so
+        assert (peer in lines[1].split()) == (peers.unavailable(peer) is None)
+        if peers.unavailable(peer):
+            assert f"{peer}: not run ({peer} is not installed)" in lines
+    assert lines[-1].startswith("The full comparison")
 
 
 def test_warmup_says_how_long(tmp_path):
