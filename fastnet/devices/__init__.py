@@ -64,6 +64,18 @@ class Device:
         augment_cpu.warp_affine(x, m, out, threads or numba.get_num_threads())
         return out
 
+    def warp_elastic(self, x, m, seeds, alpha, taps, threads=None):
+        """Data augmentation's elastic distortion of images ``x[n, h, w]`` between the maps
+        ``m[n, 2, 2, 3]``, fields from ``seeds[n]`` (uint64), ``alpha`` and the filter ``taps``
+        (``kernels/augment_cpu.py``), as a new array; on the host, as ``warp_affine``."""
+        import numba
+
+        from fastnet.kernels import augment_cpu
+        out = np.empty_like(x)
+        augment_cpu.warp_elastic(x, m, seeds, float(alpha), taps, out,
+                                 threads or numba.get_num_threads())
+        return out
+
 
 class NumpyDevice(Device):
     name = "numpy"
@@ -72,6 +84,12 @@ class NumpyDevice(Device):
         from fastnet.reference import augment
         out = np.empty_like(x)
         augment.warp_affine(x, m, out)
+        return out
+
+    def warp_elastic(self, x, m, seeds, alpha, taps, threads=None):
+        from fastnet.reference import augment
+        out = np.empty_like(x)
+        augment.warp_elastic(x, m, seeds, alpha, taps, out)
         return out
 
     @cached_property
