@@ -52,6 +52,9 @@ TWINS = {
     "batchnorm_forward": ("norm_cpu", "norm"), "batchnorm_backward": ("norm_cpu", "norm"),
     # checked in tests/test_optimizers.py (their own steps and epochs)
     "optimizer_step": ("optim_cpu", "optim"), "train_epoch_opt": ("optim_cpu", "optim"),
+    # checked in tests/test_augment.py (warps of images, their own bounds)
+    "warp_affine": ("augment_cpu", "augment"), "warp_elastic": ("augment_cpu", "augment"),
+    "splitmix64": ("augment_cpu", "augment"),
 }
 
 _PER_EPOCH = "CUDA trains dense stacks in one launch per epoch (dense_cuda, test_dense_cuda.py)"
