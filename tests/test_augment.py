@@ -141,20 +141,25 @@ def test_bad_augment():
 
 
 # ---------------------------------------------------------------------------- elastic
-def elastic_bound(want, dtype, x, alpha, taps):
-    """The rule over the elastic kernel's stages, all in its dtype (x's). The field: each Δ is
-    two filter passes of up to len(taps) terms whose sizes sum to at most alpha each (the
-    taps sum to 1, |draws| <= alpha), so |Δ| <= alpha and magnitude 2·alpha. A coordinate:
-    a·(q + Δ) with |a| row sums <= √2 carries 2 Δ errors, and rounds terms of size up to h + w +
-    alpha (n = 4, with q's own when off the grid); an error δ in q moves the field read there by
-    up to 2·alpha·δ. A value: its interpolation (4 products of weights in [0, 1] with pixels),
-    and each coordinate's error times the interpolant's slope, at most 2·max|x|."""
+def elastic_bound(want, dtype, x, alpha, taps, fields):
+    """The rule over the elastic kernel's stages, all in its dtype (x's); ``fields``: the
+    twin's Δ[n, 2, h, w]. A Δ is two filter passes of up to len(taps) terms whose sizes sum
+    to at most alpha each (the taps sum to 1, |draws| <= alpha): magnitude 2·alpha. A
+    coordinate a·(q + Δ) (|a|'s row sums <= √2) carries 2 Δ errors and rounds terms of size up
+    to h + w + max|Δ| (n = 4, q's own included when off the grid); an error δ in q moves the
+    field read there by up to its largest step between neighbours times δ. A value: its
+    interpolation (4 products of weights in [0, 1] with pixels) and each coordinate's error
+    times the interpolant's slope, at most the largest step between neighbouring pixels."""
     h, w = x.shape[1:]
-    xmax = float(np.abs(x).max())
-    field = rounding_bound(alpha, dtype, n=len(taps), magnitude=2 * alpha)
-    rounded = rounding_bound(h + w + alpha, dtype, n=4)
-    coordinate = 2 * field + 2 * rounded + 2 * alpha * rounded
-    return rounding_bound(want, dtype, n=4, magnitude=xmax) + 2 * (2 * xmax * coordinate)
+    x64 = x.astype(np.float64)
+    steps = lambda a: max(np.abs(np.diff(a, axis=-1)).max(initial=0),      # noqa: E731
+                          np.abs(np.diff(a, axis=-2)).max(initial=0))
+    dmax = np.abs(fields).max()
+    field = rounding_bound(dmax, dtype, n=len(taps), magnitude=2 * alpha)
+    rounded = rounding_bound(h + w + dmax, dtype, n=4)
+    coordinate = 2 * field + 2 * rounded + steps(fields) * rounded
+    return (rounding_bound(want, dtype, n=4, magnitude=np.abs(x64).max()) +
+            2 * steps(x64) * coordinate)
 
 
 ELASTIC_LISTS = {
@@ -176,7 +181,8 @@ def test_elastic_kernel_matches_the_twin(dtype, n, h, w, transforms):
     got, want = np.full_like(x, np.nan), np.empty((n, h, w))
     augment_cpu.warp_elastic(x, m, seeds, alpha, taps, got, 2)
     ref.warp_elastic(x.astype(np.float64), m, seeds, alpha, taps, want)
-    assert_close(got, want.astype(dtype), bound=elastic_bound(want, dtype, x, alpha, taps),
+    fields = ref.displacements(seeds, alpha, taps, h, w)
+    assert_close(got, want.astype(dtype), bound=elastic_bound(want, dtype, x, alpha, taps, fields),
                  name="elastic")
 
 
