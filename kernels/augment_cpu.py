@@ -8,12 +8,13 @@ interpolation, zero outside the image.
 - ``warp_elastic(x, m, seeds, alpha, taps, out, nthreads)``: Simard, Steinkraus and Platt's
   elastic distortion between two affine maps. Image k's displacement field (Δrow, Δcol) is drawn
   on the h×w grid, uniform in [−alpha, alpha) per pixel from the two halves of splitmix64 of
-  (seeds[k] uint64, pixel index), and smoothed by the separable filter ``taps`` (float64[2r + 1], a normalised
-  Gaussian; zero beyond the image). Output (row, col) is sampled at m[k, 0]·(q + Δ(q)),
-  q = m[k, 1]·(row, col, 1) (m float64[n, 2, 2, 3]); Δ at a q off the grid is interpolated
-  bilinearly, the field extended by its edge values beyond it. Field, coordinates and sums in
-  x's dtype (float32 halves the vector work), in a per-chunk scratch, the four 8-lane sums of
-  ``simd`` in the filter.
+  (seeds[k], pixel index) (seeds uint64[n]), and smoothed by the separable filter ``taps``
+  (float64[2r + 1], a normalised Gaussian; zero beyond the image). Output (row, col) is sampled
+  at m[k, 0]·(q + Δ(q)), q = m[k, 1]·(row, col, 1) (m float64[n, 2, 2, 3]); Δ at a q off the
+  grid is interpolated bilinearly, the field extended by its edge values beyond it. Field,
+  coordinates and sums in x's dtype (float32 halves the vector work), in a per-chunk scratch;
+  the filter in four 8-lane sums (``simd``), the sampling without branches on a zero-padded
+  copy of the image.
 
 Images split into ``nthreads`` chunks under ``prange`` (on Numba's current thread count); every
 image depends on its own seed alone, so results do not depend on the thread count.
