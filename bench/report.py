@@ -28,7 +28,7 @@ from pathlib import Path
 ROW_ORDER = ("reference", "numpy", "cpu", "cuda", "cuda_xfer", "torch_cpu", "torch_cpu_1",
              "torch_compile", "jax", "torch_cuda", "torch_cuda_xfer")
 DENOMINATORS = ("numpy", "reference")   # the first one a group has divides its times
-TRAINING = ("epoch", "cnn_epoch", "dropin")   # families shown in full in --doc
+TRAINING = ("epoch", "cnn_epoch", "cnn_augment", "dropin")   # shown in full in --doc
 HERE = Path(__file__).resolve().parent
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 

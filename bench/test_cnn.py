@@ -10,6 +10,13 @@ JAX's jitted ``lax.scan`` epoch); the ``reference`` (the numpy device, the oracl
 timed beside ``cpu`` in a group of its own on the first ``REFERENCE_IMAGES`` (1,000).
 ``ROUNDS`` rounds after one untimed epoch. Each row is checked once: one epoch over the first
 ``CHECK_N`` images in data order, compared with the same model in float64 on the reference.
+
+Augmentation on the fly (``test_cnn_augment``, mini-batch 10, ``cpu``): the plain epoch, the
+epoch with ``AUGMENT`` (``Augment([Shift(2), Rotate(10), Elastic()])``, a new warped copy of
+the images before it) and the augment call alone on the same images, in one group, so that its
+cost against the epoch is read off one run (the aim: at most 25 % of the epoch). The augmented
+epoch is checked as the others (the reference warps with the twins, from the same draws), the
+augment call against the twins.
 """
 
 from __future__ import annotations
@@ -30,6 +37,11 @@ REFERENCE_IMAGES = 100 if SMALL else 1000
 # a few SGD steps in float32 against float64 (the conv weight gradient sums 576·m products)
 CNN_RTOL = 1e-3
 BACKENDS = ("cpu", "cuda", "torch_cpu", "torch_cpu_1", "torch_compile", "jax", "torch_cuda")
+
+
+def augmentation():
+    from fastnet.augment import Augment, Elastic, Rotate, Shift
+    return Augment([Shift(2), Rotate(10), Elastic()])
 
 
 def cnn_layers():
@@ -64,7 +76,7 @@ def _is_peer(backend):
     return backend.startswith("torch") or backend == "jax"
 
 
-def _check(backend, x, labels, batch) -> float:
+def _check(backend, x, labels, batch, augment=None) -> float:
     n = min(CHECK_N, len(x))
     m = _model("cpu" if _is_peer(backend) else
                {"reference": "numpy"}.get(backend, backend))
@@ -76,11 +88,11 @@ def _check(backend, x, labels, batch) -> float:
             m.params_of(i)["w"][...], m.params_of(i)["b"][...] = w, b
     else:
         m.fit(x[:n], labels[:n], epochs=1, batch_size=batch, lr=LR, shuffle=False,
-              verbose=False)
-    oracle = _model("numpy", "float64")
+              verbose=False, augment=augment)
+    oracle = _model("numpy", "float64")     # the same seed: the same augmentation draws
     oracle.params[...] = p0
     oracle.fit(x[:n], labels[:n], epochs=1, batch_size=batch, lr=LR, shuffle=False,
-               verbose=False)
+               verbose=False, augment=augment)
     return check({"params_change": m.params.astype(np.float64) - p0},
                  {"params_change": oracle.params - p0}, np.float64,
                  name=f"CNN epoch {backend} bs{batch}", rtol=CNN_RTOL)
@@ -125,3 +137,36 @@ def test_cnn_epoch_reference(benchmark, mnist, backend, batch):
     x, labels, _ = mnist
     margin = _check(backend, x, labels, batch)
     _row(benchmark, backend, batch, x, labels, min(len(x), REFERENCE_IMAGES), margin)
+
+
+AUGMENT_ROWS = {"plain": "cpu", "augmented": "cpu (augmented)", "augment": "cpu (augment alone)"}
+
+
+@pytest.mark.parametrize("row", AUGMENT_ROWS)
+def test_cnn_augment(benchmark, mnist, row):
+    """One row of the augmentation group: the plain epoch, the augmented epoch, or the augment
+    call alone (``AUGMENT_ROWS``), over the first ``IMAGES`` images at mini-batch 10."""
+    from fastnet import devices
+    x, labels, _ = mnist
+    n, batch, augment = min(len(x), IMAGES), 10, augmentation()
+    xs, ls = x[:n], labels[:n]
+    if row == "augment":
+        m = min(CHECK_N, n)
+        cpu = augment(xs[:m], (28, 28), np.random.default_rng(SEED), devices.get("cpu"))
+        want = augment(xs[:m].astype(np.float64), (28, 28), np.random.default_rng(SEED),
+                       devices.get("numpy"))
+        margin = check({"images": cpu}, {"images": want}, np.float32, name="augment")
+        rng, device = np.random.default_rng(SEED), devices.get("cpu")
+        call = lambda: augment(xs, (28, 28), rng, device)   # noqa: E731
+    else:
+        margin = _check("cpu", x, labels, batch, augment if row == "augmented" else None)
+        model = _model("cpu")
+        kw = dict(augment=augment) if row == "augmented" else {}
+        call = lambda: model.fit(xs, ls, epochs=1, batch_size=batch, lr=LR,  # noqa: E731
+                                 verbose=False, training_metrics=False, **kw)
+    label(benchmark, family="cnn_augment",
+          case=f"MNIST conv20-pool-100-10 B={batch}, {n:,} images, {augment!r}",
+          backend="cpu", row=AUGMENT_ROWS[row], dtype="float32", batch=batch,
+          flops=None if row == "augment" else cnn_flops(n), images=n, check_margin=margin,
+          via="the augment call alone" if row == "augment" else "Model.fit(training_metrics=False)")
+    run_timed(benchmark, call, rounds=ROUNDS, warmup=1)
