@@ -170,7 +170,7 @@ ELASTIC_LISTS = {
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("n, h, w", [(1, 5, 7), (13, 28, 28), (4, 9, 3), (3, 37, 33)])
+@pytest.mark.parametrize("n, h, w", [(1, 5, 7), (13, 28, 28), (4, 9, 3), (3, 37, 33), (2, 1, 6)])
 @pytest.mark.parametrize("transforms", ELASTIC_LISTS)
 def test_elastic_kernel_matches_the_twin(dtype, n, h, w, transforms):
     rng = np.random.default_rng(n * h * w)
