@@ -370,7 +370,7 @@ class BatchNorm(Layer):
     output, or the channels of a conv layer's (each channel normalised over its samples and
     positions). Training uses the mini-batch's μ and σ² and moves the running averages
     ``running_mean``, ``running_var`` by ``momentum`` (PyTorch's convention: 0.1, unbiased
-    σ²); inference uses the running averages. Place it between a layer with a linear
+    σ²); inference uses the running averages. Kernels: ``norm_cpu``, ``norm_cuda``. Place it between a layer with a linear
     activation and the activation: ``Dense(784, 100, "linear"), BatchNorm(100, "relu")``.
     Parameters ``gamma`` (starts at 1) and ``beta`` (0) train and do not decay under L2; the
     running averages are state (``state_shapes``) that no optimizer touches."""

@@ -67,8 +67,6 @@ NO_CUDA = {  # kernel: why the CUDA kernels have no counterpart
     "act_plane": "the CUDA activate takes any shape (tested as activate)",
     "convpool_forward_into": _ALLOCATING, "convpool_backward_into": _ALLOCATING,
     "maxpool_forward_into": _ALLOCATING, "maxpool_backward_into": _ALLOCATING,
-    "batchnorm_forward": "no CUDA batch normalization yet (the cuda device refuses BatchNorm)",
-    "batchnorm_backward": "no CUDA batch normalization yet (the cuda device refuses BatchNorm)",
 }
 
 

@@ -176,9 +176,6 @@ class CudaDevice(Device):
         from fastnet.devices.dense import DenseTrainer
         from fastnet.devices.layerwise import LayerwiseTrainer
         self.check_threads(threads)
-        if any(layer.kind == "batchnorm" for layer in spec.layers):
-            raise ValueError("device 'cuda' has no batch normalization kernels yet: train a "
-                             "model with BatchNorm layers on device 'cpu' or 'numpy'")
         if any(layer.kind == "conv2d" and not layer.plain for layer in spec.layers):
             raise ValueError("device 'cuda' computes Conv2D with stride 1 and no padding "
                              "only: train a strided or padded Conv2D on device 'cpu' or "

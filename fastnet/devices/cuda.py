@@ -1,6 +1,6 @@
 """The ``"cuda"`` device's kernel sets, on numba.cuda device arrays: ``CudaDense`` (a dense
 stack's whole epoch in one cooperative launch, ``kernels/dense_cuda.py``) and ``CudaOps`` (the
-layer-by-layer ops, ``kernels/layers_cuda.py`` and ``conv_cuda.py``).
+layer-by-layer ops, ``kernels/layers_cuda.py``, ``conv_cuda.py`` and ``norm_cuda.py``).
 
 Same methods, arguments and results as ``fastnet.devices.dense.NumpyDense`` and
 ``fastnet.devices.ops.NumpyOps``; every kernel returns new C-contiguous device arrays of the
@@ -19,7 +19,7 @@ import contextlib
 
 import numpy as np
 
-from fastnet.devices.ops import ConvFamily, Ops
+from fastnet.devices.ops import ConvFamily, NormFamily, Ops
 from fastnet.kernels.cuda_target import require_cuda, to_device, to_host
 
 
@@ -58,11 +58,15 @@ class CudaDense:
         return self._k.forward(params, layout, acts, x).copy_to_host()
 
 
-class CudaOps(ConvFamily, Ops):
+class CudaOps(ConvFamily, NormFamily, Ops):
     def __init__(self):
         self._cuda = require_cuda()
-        from fastnet.kernels import conv_cuda, layers_cuda
-        self._k, self._conv = layers_cuda, conv_cuda
+        from fastnet.kernels import conv_cuda, layers_cuda, norm_cuda
+        self._k, self._conv, self._norm = layers_cuda, conv_cuda, norm_cuda
+
+    def _empty(self, shape, dtype):
+        """A device array (NormFamily's outputs live on the device)."""
+        return self._cuda.device_array(tuple(shape), dtype=dtype)
 
     # data movement ----------------------------------------------------------
     def upload(self, a):

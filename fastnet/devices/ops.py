@@ -2,10 +2,9 @@
 layer's ``forward``/``backward`` (``fastnet.layers``) call, on one device's arrays.
 
 ``Ops`` lists them; ``NumpyOps`` (the reference, ``fastnet.reference``) and ``CpuOps`` (Numba
-kernels) implement every one, ``CudaOps`` (``fastnet.devices.cuda``) too; batch
-normalization's (``NormFamily``) and the padding and striding around the conv kernels
-(``HostLayout``) only the host sets so far (the cuda device refuses a model with a
-``BatchNorm`` layer or a padded or strided ``Conv2D``). Every method
+kernels) implement every one, ``CudaOps`` (``fastnet.devices.cuda``) too; the padding and
+striding around the conv kernels (``HostLayout``) only the host sets so far (the cuda device
+refuses a padded or strided ``Conv2D``). Every method
 allocates and returns its outputs; arrays are C-contiguous, of the model's dtype, and live where
 the op set computes (``upload``/``download`` move them). The CPU and NumPy sets keep data on the
 host as NumPy arrays (``HostData``) and draw dropout masks with NumPy's generator.
@@ -127,17 +126,19 @@ class ConvFamily:
 
 
 class NormFamily:
-    """Batch normalization's ops over the op set's ``_norm`` module (``fastnet.reference.norm``
-    or ``kernels/norm_cpu.py``, which share their signatures, with out-parameters): x is
-    (B, C) or (B, C, h, w), seen as (B, C, S)."""
+    """Batch normalization's ops over the op set's ``_norm`` module (``fastnet.reference.norm``,
+    ``kernels/norm_cpu.py`` or ``kernels/norm_cuda.py``, which share their signatures, with
+    out-parameters) and its ``_empty(shape, dtype)`` (where the arrays live): x is (B, C) or
+    (B, C, h, w), seen as (B, C, S)."""
 
     def batchnorm_forward(self, x, gamma, beta, running_mean, running_var, train, momentum,
                           eps):
         """``(y, xhat, invstd)``: y in x's shape, xhat (B, C, S), invstd (C,); in training the
         running averages (views of the parameter buffer) move in place."""
-        x3 = x.reshape(x.shape[0], x.shape[1], -1)
-        y, xhat = np.empty_like(x3), np.empty_like(x3)
-        invstd = np.empty(x.shape[1], dtype=x.dtype)
+        B, C = x.shape[:2]
+        x3 = x.reshape(B, C, x.size // (B * C) if B * C else 1)
+        y, xhat = self._empty(x3.shape, x.dtype), self._empty(x3.shape, x.dtype)
+        invstd = self._empty((C,), x.dtype)
         self._norm.batchnorm_forward(x3, gamma, beta, running_mean, running_var, bool(train),
                                      float(momentum), float(eps), y, xhat, invstd)
         return y.reshape(x.shape), xhat, invstd
@@ -145,11 +146,16 @@ class NormFamily:
     def batchnorm_backward(self, xhat, invstd, gamma, dy, need_dx):
         """``(dx or None, Σ∂C/∂gamma, Σ∂C/∂beta)``; dy and dx in the layer's shape."""
         dy3 = dy.reshape(xhat.shape)
-        dx = np.empty_like(dy3) if need_dx else dy3[:0]
-        dgamma, dbeta = np.empty_like(gamma), np.empty_like(gamma)
+        dx = self._empty(xhat.shape, dy.dtype) if need_dx else dy3[:0]
+        dgamma, dbeta = self._empty(gamma.shape, gamma.dtype), \
+            self._empty(gamma.shape, gamma.dtype)
         self._norm.batchnorm_backward(xhat, invstd, gamma, dy3, bool(need_dx), dx, dgamma,
                                       dbeta)
         return (dx.reshape(dy.shape) if need_dx else None), dgamma, dbeta
+
+    @staticmethod
+    def _empty(shape, dtype):
+        return np.empty(shape, dtype=dtype)
 
 
 class HostLayout:

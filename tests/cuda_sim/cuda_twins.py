@@ -8,7 +8,7 @@ Kernels with no CUDA counterpart: ``twin_checks.NO_CUDA``. Imports numba.cuda: n
 import numpy as np
 from numba import cuda
 
-from fastnet.kernels import conv_cuda, layers_cuda
+from fastnet.kernels import conv_cuda, layers_cuda, norm_cuda
 
 
 def up(*arrays):
@@ -53,6 +53,25 @@ def sgd_apply(params, grads, decayed, decay, scale, nthreads):
     d_params, d_grads, d_decayed = up(params, grads, decayed)
     layers_cuda.sgd_apply(d_params, d_grads, d_decayed, decay, scale)
     params[...], = down(d_params)
+
+
+# ---------------------------------------------------------------------------- batch norm
+def batchnorm_forward(x, gamma, beta, running_mean, running_var, train, momentum, eps, y,
+                      xhat, invstd):
+    d_rm, d_rv = up(running_mean, running_var)
+    d_y, d_xhat, d_inv = up(y, xhat, invstd)
+    norm_cuda.batchnorm_forward(*up(x, gamma, beta), d_rm, d_rv, train, momentum, eps, d_y,
+                                d_xhat, d_inv)
+    running_mean[...], running_var[...], y[...], xhat[...], invstd[...] = \
+        down(d_rm, d_rv, d_y, d_xhat, d_inv)
+
+
+def batchnorm_backward(xhat, invstd, gamma, dy, need_dx, dx, dgamma, dbeta):
+    d_dx, d_dg, d_db = up(dx, dgamma, dbeta)
+    norm_cuda.batchnorm_backward(*up(xhat, invstd, gamma, dy), need_dx, d_dx, d_dg, d_db)
+    dgamma[...], dbeta[...] = down(d_dg, d_db)
+    if need_dx:
+        dx[...], = down(d_dx)
 
 
 # ---------------------------------------------------------------------------- conv, pool

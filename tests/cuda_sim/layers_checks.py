@@ -68,15 +68,13 @@ def check_method_set():
     batch normalization's (``NormFamily``: no CUDA kernels yet; the cuda device refuses a
     model with a BatchNorm layer, tests/test_batchnorm.py)."""
     from fastnet.devices.cuda import CudaOps
-    from fastnet.devices.ops import HostLayout, NormFamily, NumpyOps
+    from fastnet.devices.ops import HostLayout, NumpyOps
 
     def methods(cls):
         return {n: list(inspect.signature(getattr(cls, n)).parameters) for n in dir(cls)
                 if callable(getattr(cls, n)) and not n.startswith("_")}
-    host_only = {n for cls in (NormFamily, HostLayout) for n in vars(cls)
-                 if not n.startswith("_")}
-    assert host_only == {"batchnorm_forward", "batchnorm_backward", "pad2d", "crop2d",
-                         "stride2d", "unstride2d"}
+    host_only = {n for n in vars(HostLayout) if not n.startswith("_")}
+    assert host_only == {"pad2d", "crop2d", "stride2d", "unstride2d"}
     assert methods(CudaOps) == {n: p for n, p in methods(NumpyOps).items()
                                 if n not in host_only}
 
@@ -388,6 +386,35 @@ def check_cnn_model(kind, *, n=7, batch_size=3, input_shape=(1, 6, 6), layers=No
     ev = {dev: m.evaluate(x, y) for dev, m in models.items()}
     same("evaluate", ev["cuda"]["loss"], ev["numpy"]["loss"], ev["numpy32"]["loss"])
     assert ev["cuda"]["accuracy"] == ev["numpy"]["accuracy"]
+
+
+def check_batchnorm_model(conv, seed=3):
+    """Two epochs of a model with batch normalization (after a dense or a conv layer) on
+    "cuda" and on "numpy" (float64): the same parameters and running averages, predictions
+    and evaluation (``norm_cuda`` against the reference through the whole network)."""
+    from fastnet import BatchNorm, Conv2D, Dense, Flatten, MaxPool2D
+    rng = np.random.default_rng(seed)
+    if conv:
+        shape = (1, 6, 6)
+
+        def layers():
+            return [Conv2D(1, 2, 3), BatchNorm(2, "relu"), MaxPool2D(2), Flatten(),
+                    Dense(8, 3, "softmax")]
+    else:
+        shape = (5,)
+
+        def layers():
+            return [Dense(5, 4, "linear"), BatchNorm(4, "tanh"), Dense(4, 3, "softmax")]
+    x = rng.standard_normal((9, int(np.prod(shape))))
+    y = rng.integers(0, 3, 9)
+    models = {dev: Model(layers(), loss="log_likelihood", input_shape=shape,
+                         dtype="float64", device=dev, seed=seed) for dev in ("numpy", "cuda")}
+    for m in models.values():
+        m.fit(x, y, epochs=2, batch_size=4, lr=0.3, verbose=False)
+    assert_close(models["cuda"].params, models["numpy"].params, rtol=1e-9, atol=1e-12,
+                 name="params and running averages")
+    assert_close(models["cuda"].predict(x), models["numpy"].predict(x), rtol=1e-9,
+                 atol=1e-12, name="predict")
 
 
 def check_dropout_inference(p=0.3, seed=2):

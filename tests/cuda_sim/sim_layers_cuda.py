@@ -80,3 +80,8 @@ def test_cnn_model_matches_numpy(kind):
 
 def test_dense_model_fused_path_matches_numpy():
     C.check_dense_model()
+
+
+@pytest.mark.parametrize("conv", [False, True], ids=["dense", "conv"])
+def test_batchnorm_model_matches_numpy(conv):
+    C.check_batchnorm_model(conv)
