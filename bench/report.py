@@ -210,17 +210,30 @@ def _machine_lines(data: dict, peak: dict, source: str) -> list[str]:
     return lines
 
 
+def _summary_rows(rs: list[Row]) -> dict[str, Row]:
+    """A group's row per backend column: the unqualified rows, and for a backend that has
+    none, its only qualified row (such as the drop-in group's "cpu (network.SGD)")."""
+    by = {r.label: r for r in rs if "(" not in r.label}
+    qualified: dict[str, list[Row]] = {}
+    for r in rs:
+        if "(" in r.label:
+            qualified.setdefault(r.label.split(" (")[0], []).append(r)
+    by.update({base: q[0] for base, q in qualified.items() if base not in by and len(q) == 1})
+    return by
+
+
 def _summary_table(groups: dict[str, list[Row]]) -> list[str]:
     """One line per group, one column per backend (rows with a qualifier, such as
-    "cpu (1 thread)", only in the group's own table)."""
-    labels = sorted({r.label for rs in groups.values() for r in rs if "(" not in r.label},
-                    key=_label_key)
+    "cpu (1 thread)", only in the group's own table, unless the backend has no other row
+    there: then marked †)."""
+    rows = {g: _summary_rows(rs) for g, rs in groups.items()}
+    labels = sorted({lab for by in rows.values() for lab in by}, key=_label_key)
     lines = ["| workload | " + " | ".join(labels) + " |",
              "| --- |" + " --- |" * len(labels)]
     for g, rs in groups.items():
         ref = reference_of(rs)
-        by = {r.label: r for r in rs}
-        best = min((r for r in rs if "(" not in r.label), key=lambda r: r.time, default=None)
+        by = rows[g]
+        best = min(by.values(), key=lambda r: r.time, default=None)
         cells = []
         for lab in labels:
             r = by.get(lab)
@@ -231,10 +244,15 @@ def _summary_table(groups: dict[str, list[Row]]) -> list[str]:
             cell = fmt_time(r.time) + (f" ({fmt_num(s)}×)" if s is not None else "")
             if r.scale != 1.0:
                 cell += "*"
-            cells.append(f"**{cell}**" if r is best and len(rs) > 1 else cell)
+            if r.label != lab:
+                cell += "†"
+            cells.append(f"**{cell}**" if r is best and len(by) > 1 else cell)
         lines.append(f"| {g} | " + " | ".join(cells) + " |")
     if any(r.scale != 1.0 for rs in groups.values() for r in rs):
         lines += ["", "\\* timed on a subset of the images and scaled to the full epoch."]
+    if any(r.label != lab for by in rows.values() for lab, r in by.items()):
+        lines += ["", "† the backend's only row in that group, a qualified one: its table names "
+                  "it."]
     return lines
 
 

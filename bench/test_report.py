@@ -82,6 +82,18 @@ def test_min_statistic(data):
     assert "| 1 ms (1×) | **50 µs (20×)** | 3 ms (0.333×) |" in summary
 
 
+def test_a_backend_with_only_a_qualified_row_shows_it_in_the_summary(data):
+    """The drop-in group's one row is "cpu (network.SGD)": the summary shows it in the cpu
+    column, marked †, instead of "–" in every column."""
+    data["benchmarks"].append(_bench("dropin ch1 B=10 float64", "cpu", 6.0, 5.8,
+                                     row="cpu (network.SGD)", dtype="float64"))
+    md = report.render_markdown(data)
+    line = next(ln for ln in md.splitlines() if ln.startswith("| dropin ch1"))
+    assert "6 s†" in line and "the backend's only row in that group" in md
+    epoch = next(ln for ln in md.splitlines() if ln.startswith("| epoch MNIST B=10"))
+    assert "500 ms (200×)†" in epoch    # cpu (Model.fit): that group's only cpu row
+
+
 def test_no_reference_and_no_peak(data):
     data["benchmarks"] = [b for b in data["benchmarks"]
                           if b["extra_info"]["backend"] != "numpy"]
