@@ -4,9 +4,10 @@
 sample order, the epoch (in pieces where a callback marks mini-batches), the finiteness check,
 the metrics, the printed line and the callbacks. With overlap, epoch k+1 trains in a worker
 thread while the metrics and callbacks of epoch k run on a snapshot of its parameters; without,
-the epoch trains in a worker thread while the calling (main) thread shows its progress (a tqdm
-bar on a terminal, from the kernels' mini-batch counter) and takes Ctrl-C, which stops the
-epoch within a mini-batch. On divergence, an exception (Ctrl-C included) or ``EpochEnd.stop``
+the epoch trains in a worker thread while the calling (main) thread shows its progress (on a
+terminal, tqdm bars over the fit's epochs with the latest figures and over the epoch's
+mini-batches, from the kernels' counter) and takes Ctrl-C, which stops the epoch within a
+mini-batch. On divergence, an exception (Ctrl-C included) or ``EpochEnd.stop``
 during an overlapped epoch, the model is put back to the last good epoch (parameters, random
 generators, optimizer state). Tests: ``tests/test_fit_hooks.py``,
 ``tests/test_model_safety.py``, ``tests/test_progress.py``.
@@ -14,6 +15,7 @@ generators, optimizer state). Tests: ``tests/test_fit_hooks.py``,
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 import time
@@ -153,7 +155,8 @@ def run(model, runner, train, valid, prepared, *, n, n_valid, epochs, batch_size
     pending = None
     pool = ThreadPoolExecutor(1, thread_name_prefix="fastnet-epoch") if overlapping \
         else _Inline()
-    with pool:
+    over = _epochs_bar(first, epochs) if progress and _terminal() else None
+    with pool, (over if over is not None else contextlib.nullcontext()):
         try:
             pending = start(first)
             for epoch in range(first, epochs + 1):
@@ -193,8 +196,15 @@ def run(model, runner, train, valid, prepared, *, n, n_valid, epochs, batch_size
                     err.history = history
                     raise err
                 good = Snapshot(model, params, state, opt=opt_now)
+                if over is not None:
+                    over.set_postfix_str(metrics_text(history), refresh=False)
+                    over.update(1)
                 if verbose:
-                    print(epoch_line(epoch, epochs, history), flush=True)
+                    line = epoch_line(epoch, epochs, history)
+                    if over is not None:
+                        over.write(line, file=sys.stdout)    # above the bars, which stay
+                    else:
+                        print(line, flush=True)
                 end = EpochEnd(model, scorer, epoch, epochs, history, params, state, prepared,
                                opt_now)
                 for cb in callbacks:
@@ -300,6 +310,20 @@ def awaited(future, control: EpochControl, label: str, total: int, show: bool):
 def _terminal() -> bool:
     isatty = getattr(sys.stderr, "isatty", None)
     return bool(isatty and isatty())
+
+
+def metrics_text(h) -> str:
+    """The latest epoch's figures, short: ``loss 0.0312, val_accuracy 0.9521``."""
+    names = [k for k in ("loss", "accuracy", "val_loss", "val_accuracy") if getattr(h, k)]
+    return ", ".join(f"{k} {getattr(h, k)[-1]:.4f}" for k in names)
+
+
+def _epochs_bar(first: int, epochs: int):
+    """A tqdm bar over a fit's epochs with the latest figures, shown when the fit has run
+    ``2·PROGRESS_DELAY`` seconds (each epoch's own bar appears below it)."""
+    from tqdm import tqdm
+    return tqdm(total=epochs, initial=first - 1, desc="fit", unit="epoch", leave=False,
+                delay=2 * PROGRESS_DELAY, file=sys.stderr, dynamic_ncols=True)
 
 
 def _bar(label: str, total: int):

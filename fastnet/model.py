@@ -270,8 +270,9 @@ class Model:
         batch size, lr schedule, lmbda, sample order, data), else ValueError. See
         ``fastnet/checkpoint.py``.
 
-        progress: a bar of each epoch's mini-batches on stderr when it is a terminal and the
-        epoch runs longer than a second (tqdm; None: as ``verbose``). Ctrl-C stops a running
+        progress: bars on stderr when it is a terminal (tqdm; None: as ``verbose``): over
+        the fit's epochs with the latest figures once the fit has run two seconds, and over
+        each epoch's mini-batches once the epoch has run one. Ctrl-C stops a running
         epoch at once (within a mini-batch) and raises KeyboardInterrupt with the model as
         after the last completed epoch (below).
 

@@ -77,6 +77,23 @@ def test_a_bar_on_a_terminal_only(monkeypatch):
         assert ("Epoch 1/1" in text and "batch" in text) == shown, text[-300:]
 
 
+def test_a_bar_over_the_epochs_with_the_latest_figures(monkeypatch, capsys):
+    """On a terminal, a bar over the fit's epochs ("fit", unit epoch) with the latest
+    validation figures beside each epoch's bar; the epoch lines still go to stdout."""
+    x, y = _data(600, 30)
+    monkeypatch.setattr(fitting, "PROGRESS_DELAY", 0.0)
+    stream = _Terminal()
+    monkeypatch.setattr("sys.stderr", stream)
+    m = fastnet.Model([30, 10], device="numpy", seed=1)
+    m.fit(x, y, epochs=3, batch_size=1, lr=0.1, validation_data=(x[:50], y[:50]),
+          training_metrics=False)
+    text = stream.getvalue()
+    assert "fit:" in text and "3/3" in text and "epoch" in text, text[-500:]
+    assert "val_accuracy 0." in text
+    out = capsys.readouterr().out
+    assert out.count("Epoch ") == 3 and "Epoch 3/3: val_loss" in out
+
+
 def _interrupt_after(seconds):
     fired = []
 
