@@ -30,9 +30,10 @@ class _Lines(Callback):
             return
         h = end.history
         val = (f", validation {h.val_accuracy[-1]:.2%}" if h.val_accuracy else "")
-        print(f"Epoch {end.epoch}/{self.epochs}: {self.last[0]} / {n} test accuracy "
-              f"({score['accuracy']:.2%}{val}, training loss {h.loss[-1]:.4f}, "
-              f"epoch {h.seconds[-1]:.3f} s)", flush=True)
+        from tqdm import tqdm             # written above fit's progress bars, if shown
+        tqdm.write(f"Epoch {end.epoch}/{self.epochs}: {self.last[0]} / {n} test accuracy "
+                   f"({score['accuracy']:.2%}{val}, training loss {h.loss[-1]:.4f}, "
+                   f"epoch {h.seconds[-1]:.3f} s)", file=sys.stdout)
 
 
 class Run:

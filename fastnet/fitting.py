@@ -203,6 +203,7 @@ def run(model, runner, train, valid, prepared, *, n, n_valid, epochs, batch_size
                     line = epoch_line(epoch, epochs, history)
                     if over is not None:
                         over.write(line, file=sys.stdout)    # above the bars, which stay
+                        sys.stdout.flush()
                     else:
                         print(line, flush=True)
                 end = EpochEnd(model, scorer, epoch, epochs, history, params, state, prepared,
