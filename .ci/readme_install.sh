@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's two commands, in both orders, as a user would run them from a checkout:
-#   A: pip install . && fastnet train          B: pip install -e '.[test,cuda]' && pytest
+#   A: pip install . && fastnet train          B: pip install -e '.[test,cuda]' && pytest -n auto
 # order 1 is A, B, then `fastnet train` again; order 2 is B, then A. Each order runs in a fresh
 # virtual environment, on a fresh copy of the source tree. Both share one per-user cache
 # (XDG_CACHE_HOME) made fresh for this run, so nothing from outside it is reused but pip's
@@ -74,8 +74,8 @@ run_pytest() {
   step "pytest --collect-only"
   pytest -q --collect-only >"$work/collect.log" 2>&1 ||
     { tail -30 "$work/collect.log" >&2; fail "pytest could not collect the tests"; }
-  step "pytest (selection)"
-  pytest -q -p no:cacheprovider tests/test_kernel_cache.py \
+  step "pytest -n auto (selection)"
+  pytest -q -n auto -p no:cacheprovider tests/test_kernel_cache.py \
     tests/test_model.py::test_cli_train_runs || fail "pytest selection"
 }
 

@@ -287,8 +287,8 @@ def test_epoch_optimizer(benchmark, mnist, batch, name):
 
 @pytest.mark.parametrize("batch", BATCHES, ids=[f"bs{b}" for b in BATCHES])
 def test_epoch_optimizer_jax(benchmark, mnist, batch):
-    """JAX with Optax's Adam, the whole epoch one ``jax.jit`` of a ``lax.scan`` (``bench/peers.py``),
-    float32: read against the ``cpu (adam, 1 thread)`` row of its group. Checked against
+    """JAX with Optax's Adam, the whole epoch one ``jax.jit`` of a ``lax.scan``
+    (``bench/peers.py``), float32: read against the ``cpu (adam, 1 thread)`` row of its group. Checked against
     ``fastnet.reference.optim.train_epoch_opt`` in float64, as that row."""
     why = peers.unavailable("jax_adam")
     if why:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import abc
 import inspect
+import numbers
 
 import numpy as np
 
@@ -162,7 +163,7 @@ def _padding(value):
     if isinstance(value, (tuple, list)) and len(value) == 2:
         return (_checks.positive_int(value[0], "padding[0]", minimum=0),
                 _checks.positive_int(value[1], "padding[1]", minimum=0))
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"padding must be 'valid', 'same', an int or a pair of ints >= 0, got "
                         f"{type(value).__name__} {value!r}")
     v = _checks.positive_int(value, "padding", minimum=0)
@@ -276,9 +277,8 @@ class Conv2D(Layer):
         return ops.crop2d(dx, pads) if need_dx and any(pads) else dx
 
     def __repr__(self):
-        extra = "".join(f", {k}={v!r}" for k, v in (("stride", self.stride),
-                                                     ("padding", self.padding))
-                        if v not in ((1, 1), "valid"))
+        extra = "".join(f", {k}={v!r}" for k, v, default in (
+            ("stride", self.stride, (1, 1)), ("padding", self.padding, "valid")) if v != default)
         return (f"Conv2D({self.in_channels}, {self.out_channels}, "
                 f"kernel_size={self.kernel_size}, activation={self.activation!r}{extra})")
 
@@ -370,8 +370,9 @@ class BatchNorm(Layer):
     output, or the channels of a conv layer's (each channel normalised over its samples and
     positions). Training uses the mini-batch's μ and σ² and moves the running averages
     ``running_mean``, ``running_var`` by ``momentum`` (PyTorch's convention: 0.1, unbiased
-    σ²); inference uses the running averages. Kernels: ``norm_cpu``, ``norm_cuda``. Place it between a layer with a linear
-    activation and the activation: ``Dense(784, 100, "linear"), BatchNorm(100, "relu")``.
+    σ²; a mini-batch needs 2 values per feature); inference uses the running averages
+    (kernels: ``norm_cpu``, ``norm_cuda``). Place it between a layer with a linear activation
+    and the activation: ``Dense(784, 100, "linear"), BatchNorm(100, "relu")``.
     Parameters ``gamma`` (starts at 1) and ``beta`` (0) train and do not decay under L2; the
     running averages are state (``state_shapes``) that no optimizer touches."""
 

@@ -327,6 +327,9 @@ class Model:
         # One mini-batch of all n samples is the same step as any larger batch_size; the
         # kernels' buffers are sized by it.
         batch_size = min(batch_size, n)
+        self._check_batch_norm(batch_size, n)
+        devices.get(devices.resolve(device) if device is not None else self.device) \
+            .check_spec(self._spec)
         fitting.check_monitors([schedule, *callbacks], val is not None, training_metrics)
         augment = augment_.as_augment(augment)
         shape = augment_.image_shape(self.input_shape) if augment is not None else None
@@ -430,6 +433,21 @@ class Model:
             if arr.ndim >= 1 and arr.shape[1:] == self.input_shape:
                 x = arr.reshape(len(arr), -1)
         return _checks.features(x, name, self.n_in, self.dtype, finite=finite)
+
+    def _check_batch_norm(self, batch_size: int, n: int) -> None:
+        """ValueError when a BatchNorm layer would normalise a feature over one value in a
+        training mini-batch (a dense layer's output with a mini-batch of one sample): its
+        variance is 0 and would pull the running variance to 0 (PyTorch refuses it too)."""
+        shape = tuple(self.input_shape)
+        for layer in self.layers:
+            if layer.kind == "batchnorm" and math.prod(shape[1:]) == 1:
+                last = n % batch_size
+                if batch_size == 1 or last == 1:
+                    raise ValueError(
+                        f"{layer!r} needs at least 2 samples in every training mini-batch; "
+                        f"batch_size={batch_size} with n={n} leaves one of 1 sample: choose "
+                        f"another batch_size")
+            shape = tuple(layer.output_shape(shape))
 
     def _runner(self, device=None, threads=None):
         """A trainer of this model's network on ``device`` (None: the model's), over

@@ -2,8 +2,8 @@
 epochs unchanged), momentum, Nesterov, RMSprop, Adam and AdamW, with PyTorch's update rules
 and defaults. ``fit``'s ``lmbda`` is the book's L2 for every one of them (``lmbda/n · w`` added
 to the weights' gradient; with SGD exactly the book's update), ``l1`` the book's L1
-(``l1/n · sgn(w)``; SGD with L1 trains through the optimizers' epochs); AdamW's decoupled decay is its
-own ``weight_decay``, applied to every parameter as PyTorch does.
+(``l1/n · sgn(w)``; SGD with L1 trains through the optimizers' epochs); AdamW's decoupled
+decay is its own ``weight_decay``, applied to every parameter as PyTorch does.
 
     model.fit(x, y, epochs=10, batch_size=10, optimizer="adam")           # lr 1e-3
     model.fit(x, y, epochs=10, batch_size=10, lr=0.01, optimizer=Momentum(0.95))

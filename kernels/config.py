@@ -20,7 +20,8 @@ SYNC_COUNT, SYNC_GENERATION, SYNC_ABORT, SYNC_PROGRESS = 0, 8, 16, 24
 SYNC_SIZE = 32
 
 # Optimizer codes (``fastnet.optimizers``); hyper-parameters go to the kernels as
-# ``hyper = [beta1 (momentum), beta2 (RMSprop's alpha), eps, weight_decay]``.
+# ``hyper = [beta1 (momentum), beta2 (RMSprop's alpha), eps, weight_decay, l1]`` (float64[5]:
+# ``Optimizer.hyper(l1)``; l1 = fit's L1 coefficient over n).
 SGD, MOMENTUM, NESTEROV, RMSPROP, ADAM, ADAMW = 0, 1, 2, 3, 4, 5
 OPTIMIZERS = {"sgd": SGD, "momentum": MOMENTUM, "nesterov": NESTEROV, "rmsprop": RMSPROP,
               "adam": ADAM, "adamw": ADAMW}

@@ -41,9 +41,10 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, train, momentum
                     d = x[n, c, k] - mean
                     q += d * d
             var = q / M
-            unbiased = var * M / (M - 1) if M > 1 else var
-            running_mean[c] = (1.0 - momentum) * running_mean[c] + momentum * mean
-            running_var[c] = (1.0 - momentum) * running_var[c] + momentum * unbiased
+            if M > 1:            # one value has no variance to learn from (fit refuses it)
+                unbiased = var * M / (M - 1)
+                running_mean[c] = (1.0 - momentum) * running_mean[c] + momentum * mean
+                running_var[c] = (1.0 - momentum) * running_var[c] + momentum * unbiased
         else:
             mean = float(running_mean[c])
             var = float(running_var[c])

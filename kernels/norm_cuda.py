@@ -71,8 +71,8 @@ def kernels(dtype):
             mean = float64(running_mean[c])
             var = float64(running_var[c])
         if t == 0:
-            if train:
-                unbiased = var * M / (M - 1) if M > 1 else var
+            if train and M > 1:   # one value has no variance to learn from (fit refuses it)
+                unbiased = var * M / (M - 1)
                 running_mean[c] = DT((1.0 - momentum) * running_mean[c] + momentum * mean)
                 running_var[c] = DT((1.0 - momentum) * running_var[c] + momentum * unbiased)
             inv = 1.0 / math.sqrt(var + eps)

@@ -46,7 +46,16 @@ def mnist(mnist_dir):
 
 
 def pytest_xdist_auto_num_workers(config):
-    """``-n auto`` (pyproject's addopts): one worker per core, at most four. The suite's time
-    is mostly compiling kernels, one core per worker; each worker compiles what it needs
-    unless another has already written it to the kernel cache."""
+    """``pytest -n auto`` (the README's test command): one worker per core, at most four. The
+    suite's time is mostly compiling kernels, one core per worker; each worker compiles what
+    it needs unless another has already written it to the kernel cache."""
     return max(1, min(os.cpu_count() or 1, 4))
+
+
+def pytest_configure(config):
+    """With workers (``-n``) and no ``--dist`` of the caller's, whole files go to one worker
+    (xdist's ``loadfile``): a file's tests share the kernels they compile."""
+    if getattr(config.option, "numprocesses", None) and config.option.dist == "load" and \
+            not any(a == "--dist" or a.startswith("--dist=") or a == "-d"
+                    for a in config.invocation_params.args):
+        config.option.dist = "loadfile"

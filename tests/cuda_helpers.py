@@ -25,8 +25,8 @@ def _simulate(script: str, *args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", FASTNET_CUDA_TPB="32",
                PYTHONPATH=os.pathsep.join([str(TESTS), str(TESTS / "cuda_sim"),
                                            os.environ.get("PYTHONPATH", "")]))
-    cmd = [sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", "-p",
-           "no:randomly", str(TESTS / "cuda_sim" / script), *args]   # -n 0: one process
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p",
+           "no:randomly", str(TESTS / "cuda_sim" / script), *args]
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
 
 

@@ -196,6 +196,21 @@ def test_bad_arguments(kwargs, error, match):
         BatchNorm(**kwargs)
 
 
+@pytest.mark.parametrize("batch_size, n", [(1, 10), (10, 41), (4, 9)])
+def test_a_mini_batch_of_one_sample_is_refused_before_anything_changes(batch_size, n):
+    """After a dense layer a mini-batch of one sample has no variance: fit refuses it (as
+    PyTorch does) rather than pull the running variance to 0."""
+    m = dense_model()
+    x, y = data(n=n)
+    before = m.params.copy()
+    with pytest.raises(ValueError, match="at least 2 samples in every training mini-batch"):
+        m.fit(x, y, epochs=1, batch_size=batch_size, lr=0.1, verbose=False)
+    np.testing.assert_array_equal(m.params, before)
+    conv = conv_model()                  # a conv layer's channel has h·w values per sample
+    xc, yc = data(n_in=36, n=5)
+    conv.fit(xc, yc, epochs=1, batch_size=1, lr=0.1, verbose=False)
+
+
 def test_a_width_that_does_not_fit_is_refused():
     with pytest.raises(ValueError, match=r"BatchNorm\(4\) expects inputs of shape"):
         Model([Dense(6, 5, "linear"), BatchNorm(4), Dense(4, 3)], seed=0)

@@ -1,7 +1,7 @@
 """``Conv2D(stride=, padding=)``: output shapes by Keras's and PyTorch's rules, values against a
 direct float64 statement (zeros around, every stride-th window), gradients by finite
 differences, numpy and cpu alike, PyTorch's conv2d where torch is installed, files, and
-refusals before anything changes."""
+refusals of bad arguments (the cuda device's refusal: tests/cuda_sim/layers_checks.py)."""
 
 import numpy as np
 import pytest
@@ -118,6 +118,13 @@ def test_against_pytorch(stride, padding):
     theirs = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w),
                                         torch.from_numpy(b), stride=conv.stride, padding=pad)
     assert_close(z, theirs.numpy(), rtol=1e-12, atol=1e-12, name="z")
+
+
+def test_repr_names_every_option_not_default():
+    assert repr(Conv2D(1, 2, 3, padding=1)).endswith("padding=(1, 1))")
+    assert repr(Conv2D(1, 2, 3, stride=2)).endswith("stride=(2, 2))")
+    assert "stride" not in repr(Conv2D(1, 2, 3)) and "padding" not in repr(Conv2D(1, 2, 3))
+    assert Conv2D(1, 2, 3, padding=np.int64(2)).padding == (2, 2)
 
 
 def test_files_keep_stride_and_padding(tmp_path):

@@ -29,8 +29,8 @@ def run_without_mnist(tmp_path: Path, ci: str | None):
     env["FASTNET_DATA"] = str(tmp_path)
     if ci is not None:
         env["CI"] = ci
-    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "0", "-rfEs", "-p",
-                        "no:cacheprovider", "--benchmark-disable", *NEEDS_MNIST], cwd=REPO, env=env,
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rfEs", "-p", "no:cacheprovider",
+                        "--benchmark-disable", *NEEDS_MNIST], cwd=REPO, env=env,
                        capture_output=True, text=True, timeout=300)
     return r.returncode, r.stdout + r.stderr
 

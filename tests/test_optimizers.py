@@ -297,8 +297,8 @@ def test_fit_numpy_and_cpu_agree(name, sparse):
 @pytest.mark.parametrize("name", ["sgd", "adam"])
 def test_fit_with_l1_numpy_and_cpu_agree(name, sparse):
     """L1 (with L2) through the same fit on the two host devices; SGD with L1 trains through
-    the optimizers' epochs. The weights' L1 norm ends smaller than without L1, the biases'
-    unaffected by it."""
+    the optimizers' epochs. The weights' L1 norm ends smaller than without L1 (the biases'
+    exemption: test_l1_by_hand)."""
     x, y = _data()
     if sparse:
         x = x * (np.random.default_rng(9).random(x.shape) < 0.15)

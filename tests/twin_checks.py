@@ -403,17 +403,19 @@ def check_batchnorm_forward(f, dtype, shape, rng, small):
         f(x, gamma, beta, rm_k, rv_k, train, momentum, eps, y, xhat, invstd)
         if train:
             mean, var, M = _norm_stats(x)
-            unbiased = var * M / (M - 1) if M > 1 else var
+        if train and M > 1:
             new_m = (1 - momentum) * rm.astype(F64) + momentum * mean
-            new_v = (1 - momentum) * rv.astype(F64) + momentum * unbiased
+            new_v = (1 - momentum) * rv.astype(F64) + momentum * var * M / (M - 1)
             # the sums: M terms of magnitude Σ|x|/M (the mean) and of (x − μ)² (the variance)
             assert_close(rm_k, new_m.astype(dtype), n=M,
                          magnitude=np.abs(rm) + momentum * absx, name="running_mean")
             terms = ((np.abs(x.astype(F64)) + np.abs(mean[bc])) ** 2).mean(axis=(0, 2))
             assert_close(rv_k, new_v.astype(dtype), n=M,
-                         magnitude=np.abs(rv) + momentum * terms * max(M / (M - 1), 1.0)
-                         if M > 1 else np.abs(rv) + momentum * terms,
+                         magnitude=np.abs(rv) + momentum * terms * M / (M - 1),
                          name="running_var")
+        elif train:                      # one value per feature: the running averages stay
+            assert_close(rm_k, rm, rtol=0, atol=0, name="running_mean")
+            assert_close(rv_k, rv, rtol=0, atol=0, name="running_var")
         else:
             mean, var, M = rm.astype(F64), rv.astype(F64), 1
             assert_close(rm_k, rm, rtol=0, atol=0, name="running_mean")

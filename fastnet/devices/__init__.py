@@ -46,6 +46,10 @@ class Device:
         them, which takes a while once)."""
         return True
 
+    def check_spec(self, spec) -> None:
+        """ValueError when this device cannot train the network ``spec`` (checked by
+        ``Model.fit`` before anything changes, and by ``trainer``)."""
+
     def check_threads(self, threads) -> int | None:
         """``threads`` checked for this device (None passes)."""
         if threads is None:
@@ -172,14 +176,17 @@ class CudaDevice(Device):
         from fastnet.devices.cuda import CudaDense, CudaOps
         self.dense, self.ops = CudaDense(), CudaOps()
 
-    def trainer(self, spec, params, *, dropout_rng, threads=None):
-        from fastnet.devices.dense import DenseTrainer
-        from fastnet.devices.layerwise import LayerwiseTrainer
-        self.check_threads(threads)
+    def check_spec(self, spec) -> None:
         if any(layer.kind == "conv2d" and not layer.plain for layer in spec.layers):
             raise ValueError("device 'cuda' computes Conv2D with stride 1 and no padding "
                              "only: train a strided or padded Conv2D on device 'cpu' or "
                              "'numpy'")
+
+    def trainer(self, spec, params, *, dropout_rng, threads=None):
+        from fastnet.devices.dense import DenseTrainer
+        from fastnet.devices.layerwise import LayerwiseTrainer
+        self.check_threads(threads)
+        self.check_spec(spec)
         if spec.dense:
             return DenseTrainer(spec, params, self.dense, threads=1, inference_threads=1)
         return LayerwiseTrainer(spec, params, self.ops, dropout_rng=dropout_rng)

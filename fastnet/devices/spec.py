@@ -2,8 +2,8 @@
 
 It holds the layers and what the kernels index by: where each layer's parameters lie in the
 flat buffer (``slices``; docs/design.md; the ``trainable`` parameters first, then the state no
-optimizer touches, such as batch norm's running averages), which entries decay under L2 (``decayed``: the
-weights), the loss and activation codes of ``kernels/config.py``, the layer-by-layer stages
+optimizer touches, such as batch norm's running averages), which entries decay under L2
+(``decayed``: the weights), the loss and activation codes of ``kernels/config.py``, the layer-by-layer stages
 (``fastnet.layers.fuse``: Conv2D → MaxPool2D pairs fused) and, for a stack of dense layers, the
 ``layout`` rows ``(n_in, n_out, w_offset, b_offset)`` and ``acts`` codes of the fused kernels.
 """

@@ -80,8 +80,9 @@ class Trainer(abc.ABC):
         (after a mini-batch mark), on the same thread count. ``opt``: a
         ``fastnet.optimizers.OptimizerState`` (updated in place) to train by instead of the
         fused SGD, with ``l2·w + l1·sgn(w)`` (λ/n, λ₁/n) added to the weights' gradient
-        (``decay`` is then unused); only where ``trains_optimizers``. ``control``: counts the mini-batches done and may stop
-        the epoch between two (where the device can: not the CUDA dense epoch, one launch)."""
+        (``decay`` is then unused); only where ``trains_optimizers``. ``control``: counts
+        the mini-batches done and may stop the epoch between two (where the device can: not
+        the CUDA dense epoch, one launch)."""
 
     @abc.abstractmethod
     def evaluate(self, data) -> tuple[float, int]:

@@ -20,16 +20,17 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, train, momentum
                       xhat, invstd):
     """y = gamma·xhat + beta with xhat = (x − μ)·invstd, invstd = 1/√(σ² + eps). Training:
     μ, σ² are the batch's (σ² biased, from the deviations: two passes), and the running
-    averages move by ``momentum`` towards μ and the unbiased σ²·M/(M − 1) (σ² itself when
-    M = 1), in place; inference: μ, σ² are the running averages."""
+    averages move by ``momentum`` towards μ and the unbiased σ²·M/(M − 1), in place (not when
+    M = 1); inference: μ, σ² are the running averages."""
     x64 = x.astype(F64)
     M = x.shape[0] * x.shape[2]
     if train:
         mean = x64.mean(axis=(0, 2))
         var = ((x64 - mean[None, :, None]) ** 2).mean(axis=(0, 2))
-        unbiased = var * (M / (M - 1)) if M > 1 else var
-        running_mean[...] = (1 - momentum) * running_mean.astype(F64) + momentum * mean
-        running_var[...] = (1 - momentum) * running_var.astype(F64) + momentum * unbiased
+        if M > 1:                # one value has no variance to learn from (fit refuses it)
+            unbiased = var * (M / (M - 1))
+            running_mean[...] = (1 - momentum) * running_mean.astype(F64) + momentum * mean
+            running_var[...] = (1 - momentum) * running_var.astype(F64) + momentum * unbiased
     else:
         mean, var = running_mean.astype(F64), running_var.astype(F64)
     inv = 1.0 / np.sqrt(var + eps)

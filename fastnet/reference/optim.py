@@ -1,6 +1,6 @@
 """Pure-NumPy reference of the optimizers (PyTorch's update rules, the book's L2 added to the
-weights' gradient, and the L1 ``l1·sgn(w)``): twins of ``fastnet.kernels.optim_cpu``'s ``optimizer_step`` and
-``train_epoch_opt``, same names, signatures and out-parameters. Computed in float64, stored
+weights' gradient, and the L1 ``l1·sgn(w)``): twins of ``fastnet.kernels.optim_cpu``'s
+``optimizer_step`` and ``train_epoch_opt``, same names, signatures and out-parameters. Computed in float64, stored
 in the parameters' dtype. Tests: ``tests/test_optimizers.py``.
 """
 

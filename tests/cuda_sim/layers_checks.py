@@ -64,9 +64,9 @@ def _rand(rng, shape, dtype, scale=1.0):
 
 # ---------------------------------------------------------------------------- interface
 def check_method_set():
-    """CudaOps has exactly NumpyOps' public methods, with the same parameter names — but
-    batch normalization's (``NormFamily``: no CUDA kernels yet; the cuda device refuses a
-    model with a BatchNorm layer, tests/test_batchnorm.py)."""
+    """CudaOps has exactly NumpyOps' public methods, with the same parameter names — but the
+    conv padding and striding (``HostLayout``: no CUDA kernels yet; the cuda device refuses a
+    strided or padded Conv2D, ``check_strided_conv_refused``)."""
     from fastnet.devices.cuda import CudaOps
     from fastnet.devices.ops import HostLayout, NumpyOps
 
@@ -405,8 +405,8 @@ def check_batchnorm_model(conv, seed=3):
 
         def layers():
             return [Dense(5, 4, "linear"), BatchNorm(4, "tanh"), Dense(4, 3, "softmax")]
-    x = rng.standard_normal((9, int(np.prod(shape))))
-    y = rng.integers(0, 3, 9)
+    x = rng.standard_normal((10, int(np.prod(shape))))
+    y = rng.integers(0, 3, 10)
     models = {dev: Model(layers(), loss="log_likelihood", input_shape=shape,
                          dtype="float64", device=dev, seed=seed) for dev in ("numpy", "cuda")}
     for m in models.values():
@@ -415,6 +415,18 @@ def check_batchnorm_model(conv, seed=3):
                  name="params and running averages")
     assert_close(models["cuda"].predict(x), models["numpy"].predict(x), rtol=1e-9,
                  atol=1e-12, name="predict")
+
+
+def check_strided_conv_refused():
+    """A strided or padded Conv2D on "cuda": ValueError from fit before anything changes."""
+    import pytest
+    m = Model([Conv2D(1, 2, 3, stride=2), Flatten(), Dense(8, 2)], input_shape=(1, 6, 6),
+              device="cuda", seed=0)
+    before = m.params.copy()
+    x, y = np.zeros((4, 36)), np.zeros(4, dtype=np.int64)
+    with pytest.raises(ValueError, match="stride 1 and no padding only"):
+        m.fit(x, y, epochs=1, batch_size=2, lr=0.1, verbose=False)
+    np.testing.assert_array_equal(m.params, before)
 
 
 def check_dropout_inference(p=0.3, seed=2):

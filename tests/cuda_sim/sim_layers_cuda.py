@@ -82,6 +82,10 @@ def test_dense_model_fused_path_matches_numpy():
     C.check_dense_model()
 
 
+def test_strided_conv_refused():
+    C.check_strided_conv_refused()
+
+
 @pytest.mark.parametrize("conv", [False, True], ids=["dense", "conv"])
 def test_batchnorm_model_matches_numpy(conv):
     C.check_batchnorm_model(conv)
