@@ -4,7 +4,8 @@ function is called, never at import time).
 ``curves`` (training and validation accuracy and cost per epoch, the book's overfitting
 figures), ``confusion`` (a confusion matrix), ``first_layer`` (the first layer's weights, or
 conv filters, as images), ``misclassified`` (a grid of test images with predicted and true
-labels) and ``benchmark`` (seconds per row, from a dict or a pytest-benchmark JSON file). Each
+labels), ``benchmark`` (seconds per row, from a dict or a pytest-benchmark JSON file) and
+``sweep`` (test accuracy against a swept value, ``fastnet sweep --plot``). Each
 draws on its own ``matplotlib.figure.Figure`` with the Agg canvas (no pyplot, no display
 needed), writes ``path`` atomically and returns it; the image is ``size`` pixels (width, height).
 """
@@ -194,5 +195,40 @@ def benchmark(rows, path, *, title: str = "seconds per epoch", size=(900, 500)) 
     ax.set_title(title)
     for yi, s in zip(y, seconds):
         ax.text(s, yi, f" {s:.3g} s", va="center", fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def sweep(points, path, *, name: str, size=(700, 450)) -> Path:
+    """Test accuracy against one swept value (``fastnet sweep --plot``): ``points`` a list of
+    ``(value, accuracy)``, one per run; numbers on a log axis when they span more than a
+    factor of 20 (the book's η ∈ {0.025, 0.25, 2.5}), other values (names, lists) as
+    categories in order of appearance. The best run of each value is joined by a line."""
+    if not points:
+        raise ValueError(f"no runs to plot for {name}")
+    values = [v for v, _ in points]
+    acc = [float(a) for _, a in points]
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+    fig = _figure(size)
+    ax = fig.subplots()
+    if numeric:
+        xs = [float(v) for v in values]
+        if min(xs) > 0 and max(xs) / min(xs) > 20:
+            ax.set_xscale("log")
+    else:
+        labels = list(dict.fromkeys(json.dumps(v) if isinstance(v, list) else str(v)
+                                    for v in values))
+        xs = [labels.index(json.dumps(v) if isinstance(v, list) else str(v)) for v in values]
+        ax.set_xticks(range(len(labels)), labels, fontsize=8)
+    ax.scatter(xs, acc, color="tab:blue", alpha=0.6, label="runs")
+    best: dict = {}
+    for x, a in zip(xs, acc):
+        best[x] = max(a, best.get(x, -1.0))
+    bx = sorted(best)
+    ax.plot(bx, [best[x] for x in bx], color="tab:orange", marker="o", label="best")
+    ax.set_xlabel(name)
+    ax.set_ylabel("test accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend()
     fig.tight_layout()
     return _save(fig, path)

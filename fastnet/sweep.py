@@ -1,0 +1,521 @@
+"""Many training runs at once: ``fastnet.sweep(spec, db=...)`` and ``fastnet sweep SPEC.toml``.
+
+A spec (a TOML file, its text, or the same as a dict) names a base run — ``preset`` (one of
+``fastnet train``'s presets) and/or ``[model]`` (``Model`` arguments: sizes, activation, loss,
+init, dtype) and ``[fit]`` (``Model.fit`` arguments) — and what varies: ``[grid]`` (every
+combination of the listed values), ``[random]`` (``trials`` draws from ``log_uniform``,
+``uniform`` or ``choice`` distributions) and ``seeds``. A bare key is a ``fit`` argument,
+``model.<name>`` a ``Model`` one; ``[data]`` limits the images used (``train``, ``validation``,
+``test``: the first n). ``expand`` turns the spec into runs, each with an id that depends only
+on its complete settings, so the same sweep on the same database resumes.
+
+The runs go to local worker processes (each loads the data and the kernels once and trains
+with its share of the cores) or to a Dask cluster (``fastnet/sweep_dask.py``); the results go
+to SQLite as they finish (``fastnet/sweep_db.py``). The command line is
+``fastnet/cli_sweep.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import os
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+FIT_KEYS = ("epochs", "batch_size", "lr", "lmbda", "l1", "optimizer", "schedule", "shuffle",
+            "training_metrics")
+MODEL_KEYS = ("sizes", "activation", "loss", "init", "dtype")
+DATA_KEYS = ("dataset", "path", "train", "validation", "test")
+TOP_KEYS = ("preset", "seeds", "search", "fit", "model", "grid", "random", "data")
+DISTRIBUTIONS = ("log_uniform", "uniform", "choice")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run: ``id`` (stable), ``params`` (the swept values, keys as in the spec),
+    ``seed`` and ``config`` (everything the run needs: preset, model, fit, data; JSON)."""
+
+    id: str
+    params: dict
+    seed: int
+    config: dict
+
+
+@dataclass
+class Spec:
+    """A checked sweep spec (``parse_spec``)."""
+
+    preset: str | None
+    model: dict
+    fit: dict
+    grid: dict
+    random: dict
+    trials: int
+    random_seed: int
+    seeds: list
+    data: dict
+    search: str = "grid"
+    text: dict = field(default_factory=dict)
+
+
+def _toml(text: str) -> dict:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:                                     # pragma: no cover - Python 3.10
+        import tomli as tomllib
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"sweep spec: not valid TOML: {exc}") from None
+
+
+def load_spec(source) -> dict:
+    """A spec as a dict: from a ``Path`` / file name ending in ``.toml``, TOML text, or a dict."""
+    if isinstance(source, dict):
+        return source
+    if isinstance(source, Path) or (isinstance(source, str) and source.endswith(".toml")
+                                    and "\n" not in source):
+        try:
+            text = Path(source).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ValueError(f"sweep spec {source}: cannot read it ({exc.strerror})") from None
+        return _toml(text)
+    if isinstance(source, str):
+        return _toml(source)
+    raise TypeError(f"spec must be a TOML file name, TOML text or a dict, got "
+                    f"{type(source).__name__}")
+
+
+def _key(name: str, where: str) -> tuple[str, str]:
+    """A varied key: ``("fit", name)`` or ``("model", name)``; refuses unknown ones."""
+    if name.startswith("model."):
+        sub = name[6:]
+        if sub not in MODEL_KEYS:
+            raise ValueError(f"sweep spec [{where}]: unknown Model argument {name!r}; "
+                             f"model.<name> takes one of {', '.join(MODEL_KEYS)}")
+        return "model", sub
+    if name not in FIT_KEYS:
+        raise ValueError(f"sweep spec [{where}]: unknown fit argument {name!r}; a bare key is "
+                         f"one of {', '.join(FIT_KEYS)}, a Model argument is model.<name>")
+    return "fit", name
+
+
+def _check_value(kind: str, name: str, value, where: str) -> None:
+    """Type checks of one value, so that a typo fails the spec, not a run hours later."""
+    ok = {"epochs": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+          "batch_size": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+          "lr": lambda v: _number(v) and v > 0, "lmbda": lambda v: _number(v) and v >= 0,
+          "l1": lambda v: _number(v) and v >= 0, "optimizer": lambda v: isinstance(v, str),
+          "schedule": lambda v: isinstance(v, str), "shuffle": lambda v: isinstance(v, bool),
+          "training_metrics": lambda v: isinstance(v, bool),
+          "sizes": lambda v: isinstance(v, list) and len(v) >= 2 and all(
+              isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in v),
+          "activation": lambda v: isinstance(v, str), "loss": lambda v: isinstance(v, str),
+          "init": lambda v: isinstance(v, str),
+          "dtype": lambda v: v in ("float32", "float64")}[name]
+    if not ok(value):
+        label = f"model.{name}" if kind == "model" else name
+        raise ValueError(f"sweep spec [{where}]: {label} = {value!r} is not a valid value")
+    if name == "schedule":
+        _schedule(value)
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _schedule(text: str):
+    """``fastnet train --schedule``'s form (``step:0.5:10``) as ``lr, epochs -> Schedule``."""
+    import argparse
+
+    from fastnet.__main__ import _schedule as parse
+    try:
+        return parse(text)
+    except argparse.ArgumentTypeError as exc:
+        raise ValueError(f"sweep spec: schedule: {exc}") from None
+
+
+def parse_spec(source) -> Spec:
+    """Check a spec (see the module docstring); ValueError/TypeError naming what is wrong."""
+    raw = load_spec(source)
+    unknown = sorted(set(raw) - set(TOP_KEYS))
+    if unknown:
+        raise ValueError(f"sweep spec: unknown key {unknown[0]!r}; keys are "
+                         f"{', '.join(TOP_KEYS)}")
+    for table in ("fit", "model", "grid", "random", "data"):
+        if not isinstance(raw.get(table, {}), dict):
+            raise ValueError(f"sweep spec: {table} must be a table ([{table}])")
+    preset = raw.get("preset")
+    if preset is not None:
+        from fastnet.presets import PRESETS
+        if preset not in PRESETS:
+            raise ValueError(f"sweep spec: unknown preset {preset!r}; one of "
+                             f"{', '.join(PRESETS)}")
+    model, fit = dict(raw.get("model", {})), dict(raw.get("fit", {}))
+    for kind, table in (("model", model), ("fit", fit)):
+        for name, value in table.items():
+            _key(name if kind == "fit" else f"model.{name}", kind)
+            _check_value(kind, name, value, kind)
+    grid = {}
+    for name, values in raw.get("grid", {}).items():
+        kind, sub = _key(name, "grid")
+        if not isinstance(values, list) or not values:
+            raise ValueError(f"sweep spec [grid]: {name} must be a non-empty list of values")
+        for v in values:
+            _check_value(kind, sub, v, "grid")
+        grid[name] = list(values)
+    rand = dict(raw.get("random", {}))
+    trials = rand.pop("trials", None)
+    random_seed = rand.pop("seed", 0)
+    dists = {}
+    for name, dist in rand.items():
+        kind, sub = _key(name, "random")
+        dists[name] = _distribution(name, dist, kind, sub)
+    if dists and (not isinstance(trials, int) or isinstance(trials, bool) or trials < 1):
+        raise ValueError("sweep spec [random]: give trials = N (an integer >= 1), the number "
+                         "of draws")
+    if trials is not None and not dists:
+        raise ValueError("sweep spec [random]: trials given but no distribution "
+                         "(e.g. lr = {log_uniform = [0.01, 3.0]})")
+    overlap = set(grid) & set(dists)
+    if overlap:
+        raise ValueError(f"sweep spec: {sorted(overlap)[0]} is in both [grid] and [random]")
+    seeds = raw.get("seeds", [0])
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        seeds = [seeds]
+    if not (isinstance(seeds, list) and seeds and all(
+            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)) \
+            or len(set(seeds)) != len(seeds):
+        raise ValueError(f"sweep spec: seeds must be a list of distinct integers >= 0, got "
+                         f"{seeds!r}")
+    search = raw.get("search", "grid")
+    if search not in ("grid", "random"):
+        raise ValueError(f"sweep spec: search must be 'grid' or 'random' (given by [random]), "
+                         f"got {search!r}")
+    data = dict(raw.get("data", {}))
+    for name, value in data.items():
+        if name not in DATA_KEYS:
+            raise ValueError(f"sweep spec [data]: unknown key {name!r}; keys are "
+                             f"{', '.join(DATA_KEYS)}")
+        if name in ("train", "validation", "test") and not (
+                isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+            raise ValueError(f"sweep spec [data]: {name} must be an image count >= 0")
+    if data.get("dataset", "mnist") not in ("mnist", "fashion-mnist"):
+        raise ValueError("sweep spec [data]: dataset must be 'mnist' or 'fashion-mnist'")
+    if preset is None and "sizes" not in model and "model.sizes" not in grid \
+            and "model.sizes" not in dists:
+        raise ValueError("sweep spec: give preset = NAME (fastnet train's presets) or the "
+                         "network as [model] sizes = [784, 30, 10]")
+    spec = Spec(preset, model, fit, grid, dists, trials or 0, random_seed, seeds, data,
+                search, raw)
+    if preset is None:
+        for name in ("epochs", "batch_size", "lr"):
+            if name not in fit and name not in grid and name not in dists:
+                raise ValueError(f"sweep spec: without a preset, give {name} in [fit], "
+                                 f"[grid] or [random]")
+    return spec
+
+
+def _distribution(name, dist, kind, sub) -> tuple:
+    if not (isinstance(dist, dict) and len(dist) == 1 and next(iter(dist)) in DISTRIBUTIONS):
+        raise ValueError(f"sweep spec [random]: {name} must be one of "
+                         f"{{log_uniform = [lo, hi]}}, {{uniform = [lo, hi]}} or "
+                         f"{{choice = [values...]}}, got {dist!r}")
+    how, args = next(iter(dist.items()))
+    if how == "choice":
+        if not isinstance(args, list) or not args:
+            raise ValueError(f"sweep spec [random]: {name}: choice needs a non-empty list")
+        for v in args:
+            _check_value(kind, sub, v, "random")
+        return how, list(args)
+    if not (isinstance(args, list) and len(args) == 2 and all(map(_number, args))
+            and args[0] < args[1] and (how == "uniform" or args[0] > 0)):
+        raise ValueError(f"sweep spec [random]: {name}: {how} needs [lo, hi] with lo < hi"
+                         f"{' and lo > 0' if how == 'log_uniform' else ''}, got {args!r}")
+    if sub in ("epochs", "batch_size") or kind == "model":
+        raise ValueError(f"sweep spec [random]: {name} takes whole or named values: use "
+                         f"choice = [...]")
+    return how, [float(a) for a in args]
+
+
+def _draw(dists: dict, trials: int, seed: int) -> list[dict]:
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(trials):
+        row = {}
+        for name, (how, args) in dists.items():
+            if how == "choice":
+                row[name] = args[int(rng.integers(len(args)))]
+            elif how == "uniform":
+                row[name] = float(rng.uniform(*args))
+            else:
+                row[name] = float(math.exp(rng.uniform(math.log(args[0]), math.log(args[1]))))
+        out.append(row)
+    return out
+
+
+def expand(spec) -> list[Run]:
+    """The runs of a spec (a ``Spec`` or anything ``parse_spec`` takes): every [grid]
+    combination × every [random] draw × every seed, in that order."""
+    if not isinstance(spec, Spec):
+        spec = parse_spec(spec)
+    names = list(spec.grid)
+    combos = [dict(zip(names, values)) for values in
+              itertools.product(*(spec.grid[n] for n in names))]
+    draws = _draw(spec.random, spec.trials, spec.random_seed) if spec.random else [{}]
+    runs, seen = [], set()
+    for combo in combos:
+        for draw in draws:
+            params = {**combo, **draw}
+            for seed in spec.seeds:
+                model, fit = dict(spec.model), dict(spec.fit)
+                for name, value in params.items():
+                    kind, sub = _key(name, "grid")
+                    (model if kind == "model" else fit)[sub] = value
+                config = {"preset": spec.preset, "model": model, "fit": fit,
+                          "data": spec.data, "seed": seed}
+                text = json.dumps(config, sort_keys=True)
+                rid = hashlib.sha256(text.encode()).hexdigest()[:16]
+                if rid in seen:
+                    continue
+                seen.add(rid)
+                runs.append(Run(rid, params, seed, config))
+    return runs
+
+
+# ----------------------------------------------------------------------------- one run
+
+
+def build(config: dict):
+    """``(model, fit_kwargs)`` of a run's config, as ``fastnet train`` builds them."""
+    from fastnet.model import Model
+    from fastnet.presets import PRESETS
+    preset = PRESETS[config["preset"]] if config["preset"] else None
+    model_kw, fit_kw, seed = config["model"], dict(config["fit"]), config["seed"]
+    kw = preset.fit_kwargs() if preset else {"lmbda": 0.0}
+    kw.update({k: v for k, v in fit_kw.items() if k != "schedule"})
+    if kw.get("optimizer", "sgd") != "sgd" and "lr" not in fit_kw:
+        from fastnet.optimizers import as_optimizer
+        kw["lr"] = as_optimizer(kw["optimizer"]).lr     # the preset's rate is SGD's
+    if "schedule" in fit_kw:
+        kw["lr"] = _schedule(fit_kw["schedule"])(kw["lr"], kw["epochs"])
+    dtype = model_kw.get("dtype", "float32")
+    dense = preset is None or preset.net.startswith("dense:")
+    if preset is not None and not (set(model_kw) - {"dtype"}):
+        model = preset.model(dtype=dtype, seed=seed)
+    elif not dense:
+        raise ValueError(f"model.{sorted(model_kw)[0]} applies to dense networks; preset "
+                         f"{preset.name} is the book's own layers")
+    else:
+        sizes = model_kw.get("sizes") or [int(s) for s in preset.net[6:].split(",")]
+        model = Model(sizes, activation=model_kw.get("activation", getattr(
+            preset, "activation", "sigmoid")), loss=model_kw.get("loss", getattr(
+                preset, "loss", "quadratic")), init=model_kw.get("init", getattr(
+                    preset, "init", "large")), dtype=dtype, seed=seed)
+    return model, kw
+
+
+class _Data:
+    """A worker's data: ``(train, val, test)`` loaded once per process, cut to the spec's
+    limits (and the preset's, e.g. the first 1,000 images) per run."""
+
+    def __init__(self, arrays=None, path=None):
+        self.arrays, self.path, self._cut = arrays, path, {}
+
+    def get(self, config: dict):
+        data = config["data"]
+        key = json.dumps([data, config["preset"]], sort_keys=True)
+        if key in self._cut:
+            return self._cut[key]
+        if self.arrays is None:
+            from fastnet import datasets
+            load = (datasets.load_fashion_mnist if data.get("dataset") == "fashion-mnist"
+                    else datasets.load_mnist)
+            self.arrays = load(self.path or data.get("path"), verbose=False)
+        (x, y), (xv, yv), (xt, yt) = self.arrays
+        from fastnet.presets import PRESETS
+        preset = PRESETS[config["preset"]] if config["preset"] else None
+        n = data.get("train")
+        if preset is not None and preset.train_limit:
+            n = min(n, preset.train_limit) if n is not None else preset.train_limit
+        x, y = (x[:n], y[:n]) if n is not None else (x, y)
+        nv, nt = data.get("validation"), data.get("test")
+        xv, yv = (xv[:nv], yv[:nv]) if nv is not None else (xv, yv)
+        xt, yt = (xt[:nt], yt[:nt]) if nt is not None else (xt, yt)
+        if preset is not None and preset.expand:
+            from fastnet.datasets import expand_by_shifts
+            x, y = expand_by_shifts(x, y, seed=0)
+        self._cut[key] = out = ((x, y), (xv, yv), (xt, yt))
+        return out
+
+
+def run_one(config: dict, data: _Data, threads: int | None) -> dict:
+    """Train one run; its result row (``status`` done or failed, with the error)."""
+    import platform
+
+    import fastnet
+    start = time.perf_counter()
+    out = {"machine": f"{platform.node()} ({platform.machine()}, {os.cpu_count()} cores)",
+           "fastnet_version": fastnet.__version__, "threads": threads}
+    try:
+        train, val, test = data.get(config)          # once per worker, not timed
+        start = time.perf_counter()
+        model, kw = build(config)
+        kw.setdefault("training_metrics", False)
+        history = model.fit(*train, **kw, validation_data=val if len(val[1]) else None,
+                            threads=threads, verbose=False, progress=False)
+        score = model.evaluate(*test) if len(test[1]) else {}
+        out.update(status="done", test_accuracy=score.get("accuracy"),
+                   test_loss=score.get("loss"),
+                   val_accuracy=history.val_accuracy[-1] if history.val_accuracy else None,
+                   history={k: list(v) for k, v in vars(history).items()})
+    except Exception as exc:                      # recorded; the sweep goes on
+        out.update(status="failed", error=f"{type(exc).__name__}: {exc}",
+                   traceback=traceback.format_exc(limit=8))
+    out["seconds"] = time.perf_counter() - start
+    return out
+
+
+# ----------------------------------------------------------------------- local processes
+
+_WORKER: dict = {}
+
+
+def _init_worker(arrays, path, threads) -> None:
+    _WORKER.update(data=_Data(arrays, path), threads=threads)
+
+
+def _local_task(config: dict) -> dict:
+    return run_one(config, _WORKER["data"], _WORKER["threads"])
+
+
+def split_cores(workers: int | None, threads: int | None, cores: int | None = None):
+    """``(workers, threads per run)``: by default one worker per core, one thread each; a
+    given count of either shares the cores out (at least one thread per run)."""
+    cores = cores or os.cpu_count() or 1
+    if workers is not None:
+        from fastnet import _checks
+        workers = _checks.positive_int(workers, "workers")
+    if threads is not None:
+        from fastnet import _checks
+        threads = _checks.positive_int(threads, "threads")
+    if workers is None:
+        workers = max(1, cores // (threads or 1))
+    return workers, threads or max(1, cores // workers)
+
+
+class LocalExecutor:
+    """Runs on ``workers`` processes of this machine (spawned: Numba's threads are not safe
+    to fork). A worker that dies takes its pool down; the runs then in flight are tried again
+    one at a time, and one that kills its worker alone is recorded failed."""
+
+    def __init__(self, workers: int, threads: int, arrays=None, path=None, task=None):
+        self.workers, self.threads = workers, threads
+        self.arrays, self.path, self.task = arrays, path, task or _local_task
+        self.pool, self._suspect_ids = None, set()
+
+    def _start(self):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+        self.pool = ProcessPoolExecutor(self.workers, multiprocessing.get_context("spawn"),
+                                        initializer=_init_worker,
+                                        initargs=(self.arrays, self.path, self.threads))
+
+    def run(self, runs: list[Run], record) -> None:
+        """Train ``runs``; ``record(run, event, result)`` with event "start" or "end"."""
+        from concurrent.futures import FIRST_COMPLETED, wait
+        from concurrent.futures.process import BrokenProcessPool
+        queue, suspects, flying = list(runs), [], {}
+        self._start()
+        try:
+            while queue or suspects or flying:
+                solo = bool(suspects) or any(r.id in self._suspect_ids for r in flying.values())
+                while not solo and queue and len(flying) < self.workers:
+                    run = queue.pop(0)
+                    flying[self.pool.submit(self.task, run.config)] = run
+                    record(run, "start", None)
+                if solo and not flying and suspects:
+                    run = suspects.pop(0)
+                    flying[self.pool.submit(self.task, run.config)] = run
+                    record(run, "start", None)
+                done, _ = wait(list(flying), return_when=FIRST_COMPLETED)
+                broken = []
+                for fut in done:
+                    run = flying.pop(fut)
+                    try:
+                        record(run, "end", fut.result())
+                    except BrokenProcessPool:
+                        broken.append(run)
+                if broken:
+                    broken += list(flying.values())
+                    flying.clear()
+                    self.pool.shutdown(wait=True, cancel_futures=True)
+                    for run in broken:
+                        if run.id in self._suspect_ids:
+                            record(run, "end", {"status": "failed", "seconds": None,
+                                                "error": "the worker process died during "
+                                                         "this run (killed, out of memory "
+                                                         "or crashed)"})
+                        else:
+                            self._suspect_ids.add(run.id)
+                            suspects.append(run)
+                    self._start()
+        finally:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def sweep(spec, *, db, workers: int | None = None, client=None, threads: int | None = None,
+          data=None, retry_failed: bool = False, progress=None) -> list[dict]:
+    """Run every run of ``spec`` not yet done in the SQLite file ``db``; returns the rows of
+    this sweep's runs (``fastnet.sweep_db.SweepDB.rows``).
+
+    spec: a TOML file name or ``Path``, TOML text, a dict, or a ``Spec``.
+    workers, threads: local worker processes and CPU threads per run (default: one per core,
+    one thread each; ``split_cores``). client: a ``dask.distributed.Client``: the runs go to
+    its cluster instead (``fastnet/sweep_dask.py``; threads per run default to the worker
+    host's cores over its worker processes). data: ``(train, val, test)`` as ``load_mnist``
+    gives them (sent to each worker once), or the directory of the IDX files; None: each
+    worker loads the spec's data set (``[data] path``, else ``$FASTNET_DATA`` and fastnet's
+    usual places).
+    retry_failed: run failed runs again (runs left ``running`` by an interrupted sweep always
+    are). progress: ``progress(row, done, total)`` after each run (None: nothing).
+    """
+    from fastnet.sweep_db import SweepDB
+    if not isinstance(spec, Spec):
+        spec = parse_spec(spec)
+    runs = expand(spec)
+    if client is None:
+        workers, threads = split_cores(workers, threads)
+    elif workers is not None:
+        raise ValueError("workers is for local processes; a Dask cluster has its own")
+    with SweepDB(db) as store:
+        store.add(spec.text, runs)
+        todo = store.pending([r.id for r in runs], retry_failed=retry_failed)
+        todo_runs = [r for r in runs if r.id in todo]
+        total, finished = len(todo_runs), [0]
+
+        def record(run, event, result):
+            if event == "start":
+                store.start(run.id)
+                return
+            store.finish(run.id, result)
+            finished[0] += 1
+            if progress is not None:
+                progress(store.row(run.id), finished[0], total)
+
+        if todo_runs:
+            if client is not None:
+                from fastnet.sweep_dask import DaskExecutor
+                DaskExecutor(client, threads, data).run(todo_runs, record)
+            else:
+                arrays, path = (None, data) if isinstance(data, (str, Path)) else (data, None)
+                LocalExecutor(min(workers, len(todo_runs)), threads, arrays,
+                              path).run(todo_runs, record)
+        return store.rows([r.id for r in runs])
