@@ -1,8 +1,9 @@
 """Command line: ``fastnet <command>`` (or ``python -m fastnet <command>``). ``train`` trains a
 network (default: the book's chapter-1 run; ``--preset`` for every run of the book's tables) on
 MNIST or Fashion-MNIST and prints one line per epoch; ``evaluate``, ``predict``, ``bench``,
-``info`` and ``warmup`` are in ``fastnet/cli_commands.py``, the training run in
-``fastnet/cli_train.py``, the presets in ``fastnet/presets.py``.
+``info`` and ``warmup`` are in ``fastnet/cli_commands.py``, ``sweep`` (many runs at once) in
+``fastnet/cli_sweep.py``, the training run in ``fastnet/cli_train.py``, the presets in
+``fastnet/presets.py``.
 
 Every argument, the CUDA device and the files to write are checked before the data are loaded;
 a usage error is a short message on stderr and exit status 2, never a traceback."""
@@ -174,6 +175,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="print only the final line")
     train.add_argument("--limit", type=_int_at_least(1), default=None, help=argparse.SUPPRESS)
     commands.add_parsers(sub, _data_arguments, _Defaults)
+    from fastnet import cli_sweep
+    cli_sweep.add_parser(sub, _data_arguments, _Defaults)
     return parser
 
 
@@ -228,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "train":
             return _train(args)
+        if args.command == "sweep":
+            from fastnet import cli_sweep
+            return cli_sweep.run(args)
         return commands.run(args)
     except _UsageError as exc:
         print(f"fastnet: error: {exc}", file=sys.stderr)

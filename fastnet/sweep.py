@@ -356,6 +356,12 @@ class _Data:
         return out
 
 
+def _limit(arrays, data: dict):
+    """``(train, val, test)`` cut to the first n of each that ``[data]`` asks for."""
+    return tuple((x[:n], y[:n]) if n is not None else (x, y) for (x, y), n in
+                 zip(arrays, (data.get("train"), data.get("validation"), data.get("test"))))
+
+
 def run_one(config: dict, data: _Data, threads: int | None) -> dict:
     """Train one run; its result row (``status`` done or failed, with the error)."""
     import platform
@@ -511,6 +517,8 @@ def sweep(spec, *, db, workers: int | None = None, client=None, threads: int | N
                 progress(store.row(run.id), finished[0], total)
 
         if todo_runs:
+            if data is not None and not isinstance(data, (str, Path)):
+                data = _limit(data, spec.data)      # less to send to each worker
             if client is not None:
                 from fastnet.sweep_dask import DaskExecutor
                 DaskExecutor(client, threads, data).run(todo_runs, record)
