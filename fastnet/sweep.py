@@ -124,6 +124,12 @@ def _check_value(kind: str, name: str, value, where: str) -> None:
         raise ValueError(f"sweep spec [{where}]: {label} = {value!r} is not a valid value")
     if name == "schedule":
         _schedule(value)
+    if name == "optimizer":
+        from fastnet.optimizers import as_optimizer
+        try:
+            as_optimizer(value)
+        except ValueError as exc:
+            raise ValueError(f"sweep spec [{where}]: {exc}") from None
 
 
 def _number(v) -> bool:
@@ -163,14 +169,14 @@ def parse_spec(source) -> Spec:
             _key(name if kind == "fit" else f"model.{name}", kind)
             _check_value(kind, name, value, kind)
     grid = {}
-    for name, values in raw.get("grid", {}).items():
+    for name, values in _flat(raw.get("grid", {})).items():
         kind, sub = _key(name, "grid")
         if not isinstance(values, list) or not values:
             raise ValueError(f"sweep spec [grid]: {name} must be a non-empty list of values")
         for v in values:
             _check_value(kind, sub, v, "grid")
         grid[name] = list(values)
-    rand = dict(raw.get("random", {}))
+    rand = _flat(raw.get("random", {}))
     trials = rand.pop("trials", None)
     random_seed = rand.pop("seed", 0)
     dists = {}
@@ -220,6 +226,19 @@ def parse_spec(source) -> Spec:
                 raise ValueError(f"sweep spec: without a preset, give {name} in [fit], "
                                  f"[grid] or [random]")
     return spec
+
+
+def _flat(table: dict) -> dict:
+    """TOML reads ``model.sizes = [...]`` as ``{"model": {"sizes": [...]}}``: back to
+    ``"model.sizes"`` (a quoted ``"model.sizes"`` key arrives as it is)."""
+    out = {}
+    for name, value in table.items():
+        if name == "model" and isinstance(value, dict) and not (
+                len(value) == 1 and next(iter(value)) in DISTRIBUTIONS):
+            out.update({f"model.{k}": v for k, v in value.items()})
+        else:
+            out[name] = value
+    return out
 
 
 def _distribution(name, dist, kind, sub) -> tuple:
