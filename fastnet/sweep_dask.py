@@ -70,12 +70,15 @@ class DaskExecutor:
 
     def __init__(self, client, threads: int | None = None, data=None):
         self.client, self.threads, self.data = client, threads, data
+        self.scattered = None        # the data's future on the cluster, once run
 
     def run(self, runs, record) -> None:
         from distributed import as_completed
         client = self.client
         if self.data is not None and not isinstance(self.data, (str, os.PathLike)):
-            data = client.scatter(self.data, broadcast=True, hash=False)
+            # one object (scatter would split a tuple into a future per element)
+            data = self.scattered = client.scatter([self.data], broadcast=True,
+                                                   hash=False)[0]
         else:
             data = None if self.data is None else os.fspath(self.data)
         by_host = _threads_by_host(client)

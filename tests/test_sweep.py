@@ -368,11 +368,12 @@ def test_dask_local_cluster_same_results(local_db, tmp_path, mnist):
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                       dashboard_address=None) as cluster, Client(cluster) as client:
         rows = fastnet.sweep(SPEC, db=tmp_path / "dask.db", client=client, data=mnist)
-        # the data set went to both workers once, as one scattered object
-        held = client.has_what()
-        scattered = set.intersection(*(set(v) for v in held.values()))
-        assert len(held) == 2 and any(not str(k).startswith("fastnet-sweep-")
-                                      for k in scattered), held
+        # the data set goes to both workers once, and every run's task takes it from there
+        from fastnet.sweep_dask import DaskExecutor
+        ex, ends = DaskExecutor(client, data=sw._limit(mnist, SMALL)), []
+        ex.run(sw.expand(SPEC), lambda run, event, result: ends.append(result))
+        assert len(client.who_has(ex.scattered)[ex.scattered.key]) == 2
+        assert len([e for e in ends if e is not None and e["status"] == "done"]) == 4
     assert [r["status"] for r in rows] == ["done"] * 4, [r["error"] for r in rows]
     assert [(r["id"], r["test_accuracy"]) for r in rows] == \
         [(r["id"], r["test_accuracy"]) for r in local_rows]
