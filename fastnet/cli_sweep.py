@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from fastnet._cli import UsageError, check_writable, needs
+from fastnet.sweep import TABLES
 
 EXAMPLE = """spec example (TOML):
   preset = "ch1"            # a fastnet train preset; or [model] sizes = [784, 30, 10], ...
@@ -35,6 +36,12 @@ def add_parser(sub, data_arguments, formatter) -> None:
                                     "an interrupted sweep. --report DB prints the table.",
                         epilog=EXAMPLE)
     sw.add_argument("spec", nargs="?", default=None, help="the sweep spec, a .toml file")
+    sw.add_argument("--preset", default=None, choices=list(TABLES), metavar="TABLE",
+                    help="instead of SPEC, one of the book's tables (docs/book_results.md), "
+                         "row by row: " + ", ".join(f"{k} ({', '.join(v)})"
+                                                    for k, v in TABLES.items()))
+    sw.add_argument("--seeds", type=_positive, default=3,
+                    help="with --preset: runs per row (the book reports the best of three)")
     sw.add_argument("--db", default="sweep.db", help="the SQLite file of the results")
     sw.add_argument("--workers", type=_positive, default=None,
                     help="local worker processes (default: one per core over --threads)")
@@ -98,8 +105,9 @@ def run(args) -> int:
     from fastnet import sweep_db
     mod = importlib.import_module("fastnet.sweep")   # fastnet.sweep is the function
     if args.report is not None:
-        if args.spec is not None:
-            raise UsageError("give either SPEC (run a sweep) or --report DB, not both")
+        if args.spec is not None or args.preset is not None:
+            raise UsageError("give either SPEC or --preset (run a sweep) or --report DB, "
+                             "not both")
         where = _plot_dir(args.plot) if args.plot else None
         try:
             print(sweep_db.report(args.report))
@@ -108,10 +116,13 @@ def run(args) -> int:
         if where is not None:
             _plot(args.report, where)
         return 0
-    if args.spec is None:
-        raise UsageError("give a sweep spec (SPEC.toml) to run, or --report DB")
+    if (args.spec is None) == (args.preset is None):
+        raise UsageError("give a sweep spec (SPEC.toml) or --preset TABLE to run, or "
+                         "--report DB" if args.spec is None else
+                         "give a sweep spec (SPEC.toml) or --preset TABLE, not both")
     try:
-        spec = mod.parse_spec(Path(args.spec))
+        spec = mod.parse_spec(Path(args.spec) if args.spec is not None else
+                              mod.table_spec(args.preset, args.seeds))
         runs = mod.expand(spec)
         if args.scheduler is None:
             workers, threads = mod.split_cores(args.workers, args.threads)
@@ -145,10 +156,16 @@ def run(args) -> int:
     data = arrays if client is not None else path
     if not args.quiet:
         how = (f"on the Dask cluster at {args.scheduler}" if client is not None else
-               f"on {min(workers, len(runs))} worker processes, {threads} threads each")
+               f"on {min(workers, len(runs))} worker processes, {threads} thread"
+               f"{'s' if threads > 1 else ''} each")
         print(f"sweep: {len(runs)} runs {how}; results in {args.db}", flush=True)
     progress = None if args.quiet else (lambda row, done, total: print(
         _line(row, done, total), flush=True))
+    import signal
+
+    def stop(signum, frame):          # a batch system's time limit: as Ctrl-C
+        raise KeyboardInterrupt
+    before = signal.signal(signal.SIGTERM, stop)
     try:
         rows = mod.sweep(spec, db=args.db, workers=None if client else workers,
                          threads=args.threads if client else threads, client=client,
@@ -158,6 +175,7 @@ def run(args) -> int:
               f"are kept in {args.db})", file=sys.stderr)
         return 130
     finally:
+        signal.signal(signal.SIGTERM, before)
         if client is not None:
             client.close()
     done = sum(r["status"] == "done" for r in rows)

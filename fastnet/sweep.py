@@ -92,8 +92,28 @@ def load_spec(source) -> dict:
                     f"{type(source).__name__}")
 
 
+TABLES = {"ch1-table": ["ch1", "ch1-100"],
+          "ch3-table": ["ch3", "ch3-100-large", "ch3-overfit-1000"],
+          "ch6-table": ["ch6-fc", "ch6-conv1", "ch6-conv2", "ch6-relu", "ch6-expanded",
+                        "ch6-dropout"]}
+"""``fastnet sweep --preset``: the book's tables (docs/book_results.md), row by row."""
+
+
+def table_spec(name: str, seeds: int = 3) -> dict:
+    """The spec of one of the book's tables (``TABLES``): its rows' presets × ``seeds``
+    seeds (the book reports the best of three)."""
+    if name not in TABLES:
+        raise ValueError(f"unknown table {name!r}; one of {', '.join(TABLES)}")
+    from fastnet import _checks
+    seeds = _checks.positive_int(seeds, "seeds")
+    return {"grid": {"preset": list(TABLES[name])}, "seeds": list(range(seeds))}
+
+
 def _key(name: str, where: str) -> tuple[str, str]:
-    """A varied key: ``("fit", name)`` or ``("model", name)``; refuses unknown ones."""
+    """A varied key: ``("fit", name)``, ``("model", name)`` or ``("preset", "preset")``;
+    refuses unknown ones."""
+    if name == "preset" and where == "grid":
+        return "preset", "preset"
     if name.startswith("model."):
         sub = name[6:]
         if sub not in MODEL_KEYS:
@@ -108,6 +128,12 @@ def _key(name: str, where: str) -> tuple[str, str]:
 
 def _check_value(kind: str, name: str, value, where: str) -> None:
     """Type checks of one value, so that a typo fails the spec, not a run hours later."""
+    if kind == "preset":
+        from fastnet.presets import PRESETS
+        if value not in PRESETS:
+            raise ValueError(f"sweep spec [{where}]: unknown preset {value!r}; one of "
+                             f"{', '.join(PRESETS)}")
+        return
     ok = {"epochs": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
           "batch_size": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
           "lr": lambda v: _number(v) and v > 0, "lmbda": lambda v: _number(v) and v >= 0,
@@ -214,13 +240,15 @@ def parse_spec(source) -> Spec:
             raise ValueError(f"sweep spec [data]: {name} must be an image count >= 0")
     if data.get("dataset", "mnist") not in ("mnist", "fashion-mnist"):
         raise ValueError("sweep spec [data]: dataset must be 'mnist' or 'fashion-mnist'")
+    if preset is not None and "preset" in grid:
+        raise ValueError("sweep spec: preset is both fixed and in [grid]")
     if preset is None and "sizes" not in model and "model.sizes" not in grid \
-            and "model.sizes" not in dists:
+            and "model.sizes" not in dists and "preset" not in grid:
         raise ValueError("sweep spec: give preset = NAME (fastnet train's presets) or the "
                          "network as [model] sizes = [784, 30, 10]")
     spec = Spec(preset, model, fit, grid, dists, trials or 0, random_seed, seeds, data,
                 search, raw)
-    if preset is None:
+    if preset is None and "preset" not in grid:
         for name in ("epochs", "batch_size", "lr"):
             if name not in fit and name not in grid and name not in dists:
                 raise ValueError(f"sweep spec: without a preset, give {name} in [fit], "
@@ -294,11 +322,14 @@ def expand(spec) -> list[Run]:
         for draw in draws:
             params = {**combo, **draw}
             for seed in spec.seeds:
-                model, fit = dict(spec.model), dict(spec.fit)
+                model, fit, preset = dict(spec.model), dict(spec.fit), spec.preset
                 for name, value in params.items():
                     kind, sub = _key(name, "grid")
-                    (model if kind == "model" else fit)[sub] = value
-                config = {"preset": spec.preset, "model": model, "fit": fit,
+                    if kind == "preset":
+                        preset = value
+                    else:
+                        (model if kind == "model" else fit)[sub] = value
+                config = {"preset": preset, "model": model, "fit": fit,
                           "data": spec.data, "seed": seed}
                 text = json.dumps(config, sort_keys=True)
                 rid = hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -492,8 +523,20 @@ class LocalExecutor:
                             self._suspect_ids.add(run.id)
                             suspects.append(run)
                     self._start()
+        except BaseException:          # Ctrl-C, SIGTERM, a failing record: stop the runs too
+            self._terminate()
+            raise
         finally:
             self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def _terminate(self) -> None:
+        stop = getattr(self.pool, "terminate_workers", None)        # Python 3.14
+        if stop is not None:
+            stop()
+            return
+        for proc in list((getattr(self.pool, "_processes", None) or {}).values()):
+            if proc.is_alive():
+                proc.terminate()
 
 
 def sweep(spec, *, db, workers: int | None = None, client=None, threads: int | None = None,

@@ -105,6 +105,29 @@ def test_dotted_model_keys_in_toml():
     assert model.loss == "quadratic" and kw["lr"] == 3.0 and kw["lmbda"] == 0.0
 
 
+def test_book_tables_and_presets_in_the_grid():
+    runs = sw.expand(sw.table_spec("ch3-table", seeds=2))
+    assert [(r.params, r.seed) for r in runs] == [
+        ({"preset": p}, s) for p in ("ch3", "ch3-100-large", "ch3-overfit-1000") for s in (0, 1)]
+    model, kw = sw.build(runs[4].config)
+    assert kw == {"epochs": 400, "batch_size": 10, "lr": 0.5, "lmbda": 0.1, "shuffle": True}
+    # the preset's own data: its first 1,000 training images, whatever [data] allows
+    rng = np.random.default_rng(0)
+    arrays = tuple((rng.random((n, 784), dtype=np.float32), rng.integers(0, 10, n))
+                   for n in (1500, 50, 60))
+    (x, _), (xv, _), (xt, _) = sw._Data(arrays).get(runs[4].config)
+    assert (len(x), len(xv), len(xt)) == (1000, 50, 60)
+    (x, _), _, _ = sw._Data(arrays).get({**runs[4].config, "data": {"train": 300}})
+    assert len(x) == 300 and len(sw._Data(arrays).get(runs[0].config)[0][0]) == 1500
+    assert len(sw.expand(sw.table_spec("ch6-table"))) == 18
+    with pytest.raises(ValueError, match="unknown table"):
+        sw.table_spec("ch2-table")
+    with pytest.raises(ValueError, match="both fixed and in"):
+        sw.parse_spec("preset = 'ch1'\n[grid]\npreset = ['ch3']")
+    with pytest.raises(ValueError, match="unknown preset 'ch4'"):
+        sw.parse_spec("[grid]\npreset = ['ch3', 'ch4']")
+
+
 @pytest.mark.parametrize("text, message", [
     ("preset = 'ch9'", "unknown preset 'ch9'"),
     ("preset = 'ch1'\nlearning_rate = 1", "unknown key 'learning_rate'"),
@@ -344,6 +367,8 @@ def test_cli_sweep_and_usage_errors(tmp_path, mnist_dir, capsys):
     for argv, message in [
             (["sweep", str(bad)], "unknown fit argument 'eta'"),
             (["sweep"], "give a sweep spec"),
+            (["sweep", str(spec), "--preset", "ch1-table"], "not both"),
+            (["sweep", "--preset", "ch2-table"], "invalid choice"),
             (["sweep", str(spec), "--report", str(db)], "not both"),
             (["sweep", "--report", str(tmp_path / "none.db")], "no such sweep database"),
             (["sweep", "--report", str(notdb)], "not a sweep database"),
