@@ -132,8 +132,9 @@ def run(args) -> int:
         raise UsageError(str(exc)) from None
     check_writable(args.db, "--db")
     try:
-        with sweep_db.SweepDB(args.db):
-            pass
+        if Path(args.db).expanduser().exists():   # a new file only once the runs start
+            with sweep_db.SweepDB(args.db, create=False):
+                pass
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     where = _plot_dir(args.plot) if args.plot else None

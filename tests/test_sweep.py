@@ -375,7 +375,9 @@ def test_cli_sweep_and_usage_errors(tmp_path, mnist_dir, capsys):
             (["sweep", str(spec), "--db", str(notdb)], "not a sweep database"),
             (["sweep", str(spec), "--db", str(tmp_path / "no" / "s.db")], "does not exist"),
             (["sweep", str(spec), "--workers", "0"], "expected an integer >= 1"),
-            (["sweep", str(spec), "--db", str(db), "--data", str(tmp_path)], "not found")]:
+            (["sweep", str(spec), "--db", str(db), "--data", str(tmp_path)], "not found"),
+            (["sweep", str(spec), "--db", str(db), "--workers", "2", "--scheduler",
+              "tcp://127.0.0.1:1"], "--workers is for local processes")]:
         rc, out, err = cli(argv, capsys)
         assert rc == 2 and "Traceback" not in err and 1 <= len(err.splitlines()) <= 3, \
             (argv, rc, out, err)
@@ -385,7 +387,7 @@ def test_cli_sweep_and_usage_errors(tmp_path, mnist_dir, capsys):
 # ------------------------------------------------------------------------------- Dask
 
 
-def test_dask_local_cluster_same_results(local_db, tmp_path, mnist):
+def test_dask_local_cluster_same_results(local_db, tmp_path, mnist, mnist_dir, capsys):
     pytest.importorskip("distributed", reason="dask.distributed is not installed: "
                         "pip install 'fastnet[dask]'")
     from distributed import Client, LocalCluster
@@ -393,6 +395,13 @@ def test_dask_local_cluster_same_results(local_db, tmp_path, mnist):
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                       dashboard_address=None) as cluster, Client(cluster) as client:
         rows = fastnet.sweep(SPEC, db=tmp_path / "dask.db", client=client, data=mnist)
+        # the command line, on the same cluster by its address
+        spec = tmp_path / "spec.toml"
+        spec.write_text(SPEC.replace("[0, 1]", "[2]"))
+        rc, out, err = cli(["sweep", str(spec), "--db", str(tmp_path / "cli.db"),
+                            "--scheduler", cluster.scheduler_address,
+                            "--data", str(mnist_dir)], capsys)
+        assert rc == 0 and out.count("test (") == 2 and "on the Dask cluster at" in out, err
         # the data set goes to both workers once, and every run's task takes it from there
         from fastnet.sweep_dask import DaskExecutor
         ex, ends = DaskExecutor(client, data=sw._limit(mnist, SMALL)), []
