@@ -72,6 +72,11 @@ def _positive(text: str) -> int:
     return value
 
 
+def _runs(mod, spec) -> list:
+    """The spec's runs (an Optuna search's, still to be chosen, as placeholders)."""
+    return [None] * spec.trials if spec.search == "optuna" else mod.expand(spec)
+
+
 def _plot_dir(where: str) -> Path:
     needs("matplotlib", "plot", "--plot")
     path = Path(where).expanduser()
@@ -92,9 +97,12 @@ def _plot(db, where: Path) -> None:
 
 def _line(row, done: int, total: int) -> str:
     params = " ".join(f"{k}={v}" for k, v in row["params"].items())
+    epochs = len((row["history"] or {}).get("seconds", []))
     what = (f"{row['test_accuracy']:.2%} test" if row["status"] == "done" and
             row["test_accuracy"] is not None else
-            "done" if row["status"] == "done" else f"FAILED: {row['error']}")
+            "done" if row["status"] == "done" else
+            f"pruned after epoch {epochs}" if row["status"] == "pruned" else
+            f"FAILED: {row['error']}")
     secs = f" ({row['seconds']:.1f} s)" if row["seconds"] is not None else ""
     return f"[{done}/{total}] {params} seed {row['seed']}: {what}{secs}"
 
@@ -123,7 +131,7 @@ def run(args) -> int:
     try:
         spec = mod.parse_spec(Path(args.spec) if args.spec is not None else
                               mod.table_spec(args.preset, args.seeds))
-        runs = mod.expand(spec)
+        runs = _runs(mod, spec)
         if args.scheduler is None:
             workers, threads = mod.split_cores(args.workers, args.threads)
         elif args.workers is not None:
@@ -138,6 +146,8 @@ def run(args) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     where = _plot_dir(args.plot) if args.plot else None
+    if spec.search == "optuna":
+        needs("optuna", "optuna", "search = 'optuna'")
     client = None
     if args.scheduler is not None:
         needs("distributed", "dask", "--scheduler")
@@ -152,7 +162,7 @@ def run(args) -> int:
     if args.dataset != "mnist" and "dataset" not in spec.data:
         dataset = args.dataset
         spec.data["dataset"] = dataset
-        runs = mod.expand(spec)
+        runs = _runs(mod, spec)
     arrays = load_data(dataset, path)     # missing data: a usage error now, not N failures
     data = arrays if client is not None else path
     if not args.quiet:
@@ -181,7 +191,9 @@ def run(args) -> int:
             client.close()
     done = sum(r["status"] == "done" for r in rows)
     failed = sum(r["status"] == "failed" for r in rows)
-    print(f"sweep: {done} of {len(rows)} runs done" + (f", {failed} failed" if failed else "")
+    pruned = sum(r["status"] == "pruned" for r in rows)
+    print(f"sweep: {done} of {len(rows)} runs done" + (f", {pruned} pruned" if pruned else "")
+          + (f", {failed} failed" if failed else "")
           + f"; fastnet sweep --report {args.db} prints the table")
     if where is not None:
         _plot(args.db, where)

@@ -226,10 +226,19 @@ def parse_spec(source) -> Spec:
             or len(set(seeds)) != len(seeds):
         raise ValueError(f"sweep spec: seeds must be a list of distinct integers >= 0, got "
                          f"{seeds!r}")
-    search = raw.get("search", "grid")
-    if search not in ("grid", "random"):
-        raise ValueError(f"sweep spec: search must be 'grid' or 'random' (given by [random]), "
-                         f"got {search!r}")
+    search = raw.get("search", "random" if dists else "grid")
+    if search not in ("grid", "random", "optuna"):
+        raise ValueError(f"sweep spec: search must be 'grid', 'random' or 'optuna', got "
+                         f"{search!r}")
+    if search == "optuna":
+        if not dists or grid:
+            raise ValueError("sweep spec: search = 'optuna' takes its search space from "
+                             "[random] (trials and distributions), without a [grid]")
+        if len(seeds) != 1:
+            raise ValueError("sweep spec: search = 'optuna' trains each trial once: give one "
+                             "seed")
+    elif search == "random" and not dists:
+        raise ValueError("sweep spec: search = 'random' needs [random] distributions")
     data = dict(raw.get("data", {}))
     for name, value in data.items():
         if name not in DATA_KEYS:
@@ -313,6 +322,8 @@ def expand(spec) -> list[Run]:
     combination × every [random] draw × every seed, in that order."""
     if not isinstance(spec, Spec):
         spec = parse_spec(spec)
+    if spec.search == "optuna":
+        raise ValueError("search = 'optuna' chooses its runs as it goes: fastnet.sweep runs it")
     names = list(spec.grid)
     combos = [dict(zip(names, values)) for values in
               itertools.product(*(spec.grid[n] for n in names))]
@@ -412,8 +423,9 @@ def _limit(arrays, data: dict):
                  zip(arrays, (data.get("train"), data.get("validation"), data.get("test"))))
 
 
-def run_one(config: dict, data: _Data, threads: int | None) -> dict:
-    """Train one run; its result row (``status`` done or failed, with the error)."""
+def run_one(config: dict, data: _Data, threads: int | None, callbacks=()) -> dict:
+    """Train one run; its result row (``status`` done or failed, with the error; pruned
+    when one of ``callbacks`` stopped it and says so by a true ``pruned``)."""
     import platform
 
     import fastnet
@@ -426,9 +438,11 @@ def run_one(config: dict, data: _Data, threads: int | None) -> dict:
         model, kw = build(config)
         kw.setdefault("training_metrics", False)
         history = model.fit(*train, **kw, validation_data=val if len(val[1]) else None,
-                            threads=threads, verbose=False, progress=False)
+                            threads=threads, verbose=False, progress=False,
+                            callbacks=list(callbacks))
         score = model.evaluate(*test) if len(test[1]) else {}
-        out.update(status="done", test_accuracy=score.get("accuracy"),
+        pruned = any(getattr(cb, "pruned", False) for cb in callbacks)
+        out.update(status="pruned" if pruned else "done", test_accuracy=score.get("accuracy"),
                    test_loss=score.get("loss"),
                    val_accuracy=history.val_accuracy[-1] if history.val_accuracy else None,
                    history={k: list(v) for k, v in vars(history).items()})
@@ -448,8 +462,14 @@ def _init_worker(arrays, path, threads) -> None:
     _WORKER.update(data=_Data(arrays, path), threads=threads)
 
 
-def _local_task(config: dict) -> dict:
-    return run_one(config, _WORKER["data"], _WORKER["threads"])
+def _local_task(config: dict, trial=None) -> dict:
+    """One run in a worker; ``trial``: ``(storage URL, study name, trial id)`` of an Optuna
+    trial to report each epoch's validation accuracy to (``fastnet/sweep_optuna.py``)."""
+    callbacks = ()
+    if trial is not None:
+        from fastnet.sweep_optuna import Pruning
+        callbacks = (Pruning(*trial),)
+    return run_one(config, _WORKER["data"], _WORKER["threads"], callbacks)
 
 
 def split_cores(workers: int | None, threads: int | None, cores: int | None = None):
@@ -558,11 +578,19 @@ def sweep(spec, *, db, workers: int | None = None, client=None, threads: int | N
     from fastnet.sweep_db import SweepDB
     if not isinstance(spec, Spec):
         spec = parse_spec(spec)
-    runs = expand(spec)
     if client is None:
         workers, threads = split_cores(workers, threads)
     elif workers is not None:
         raise ValueError("workers is for local processes; a Dask cluster has its own")
+    if spec.search == "optuna":
+        if client is not None:
+            raise ValueError("search = 'optuna' runs on local worker processes (its trials "
+                             "report to the study in the database file)")
+        from fastnet.sweep_optuna import optimize
+        if data is not None and not isinstance(data, (str, Path)):
+            data = _limit(data, spec.data)
+        return optimize(spec, db, workers, threads, data, progress)
+    runs = expand(spec)
     with SweepDB(db) as store:
         store.add(spec.text, runs)
         todo = store.pending([r.id for r in runs], retry_failed=retry_failed)

@@ -2,7 +2,8 @@
 
 Table ``runs``: one row per run of the sweeps added to the file — ``id`` (``fastnet.sweep``'s
 stable id), ``params`` (the swept values, JSON), ``seed``, ``config`` (the run's complete
-settings, JSON), ``status`` (``pending``, ``running``, ``done`` or ``failed``),
+settings, JSON), ``status`` (``pending``, ``running``, ``done``, ``failed``, or ``pruned``:
+stopped early by an Optuna search),
 ``test_accuracy``, ``test_loss``, ``val_accuracy``, ``seconds`` (wall time of the run),
 ``error``, ``history`` (``Model.fit``'s per-epoch ``History``, JSON), ``machine``,
 ``fastnet_version``, ``threads``, ``attempts`` (times started), ``started``/``finished``
@@ -26,7 +27,7 @@ CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY, position INTEGER NOT NULL, params TEXT NOT NULL,
     seed INTEGER NOT NULL, config TEXT NOT NULL,
     status TEXT NOT NULL DEFAULT 'pending'
-        CHECK (status IN ('pending', 'running', 'done', 'failed')),
+        CHECK (status IN ('pending', 'running', 'done', 'failed', 'pruned')),
     test_accuracy REAL, test_loss REAL, val_accuracy REAL, seconds REAL, error TEXT,
     history TEXT, machine TEXT, fastnet_version TEXT, threads INTEGER,
     attempts INTEGER NOT NULL DEFAULT 0, started TEXT, finished TEXT);
@@ -90,13 +91,22 @@ class SweepDB:
             self.con.execute("BEGIN")
             self.con.execute("INSERT INTO specs (added, spec) VALUES (?, ?)",
                              (_now(), _json(spec)))
-            base = self.con.execute("SELECT COALESCE(MAX(position), -1) + 1 FROM runs"
-                                    ).fetchone()[0]
-            self.con.executemany(
-                "INSERT OR IGNORE INTO runs (id, position, params, seed, config) "
-                "VALUES (?, ?, ?, ?, ?)",
-                [(r.id, base + i, _json(r.params), r.seed, _json(r.config))
-                 for i, r in enumerate(runs)])
+            self._insert(runs)
+
+    def add_runs(self, runs) -> None:
+        """Record more runs of the last spec (an Optuna search's, as it asks for them)."""
+        with self.con:
+            self.con.execute("BEGIN")
+            self._insert(runs)
+
+    def _insert(self, runs) -> None:
+        base = self.con.execute("SELECT COALESCE(MAX(position), -1) + 1 FROM runs"
+                                ).fetchone()[0]
+        self.con.executemany(
+            "INSERT OR IGNORE INTO runs (id, position, params, seed, config) "
+            "VALUES (?, ?, ?, ?, ?)",
+            [(r.id, base + i, _json(r.params), r.seed, _json(r.config))
+             for i, r in enumerate(runs)])
 
     def pending(self, ids, *, retry_failed: bool = False) -> set:
         """Those of ``ids`` still to run: not done (nor failed, unless ``retry_failed``)."""
@@ -143,17 +153,18 @@ class SweepDB:
 
 def groups(rows: list[dict]) -> list[dict]:
     """Rows grouped by their swept values, in sweep order: ``params``, ``done`` (test
-    accuracies of the done runs), ``failed``, ``other`` (pending or running), ``seconds``."""
+    accuracies of the done runs), ``failed``, ``pruned``, ``other`` (pending or running),
+    ``seconds``."""
     out: dict = {}
     for row in rows:
         key = json.dumps(row["params"], sort_keys=True)
         g = out.setdefault(key, {"params": row["params"], "done": [], "failed": 0,
-                                 "other": 0, "seconds": []})
+                                 "pruned": 0, "other": 0, "seconds": []})
         if row["status"] == "done" and row["test_accuracy"] is not None:
             g["done"].append(row["test_accuracy"])
             g["seconds"].append(row["seconds"])
-        elif row["status"] == "failed":
-            g["failed"] += 1
+        elif row["status"] in ("failed", "pruned"):
+            g[row["status"]] += 1
         else:
             g["other"] += 1
     return list(out.values())
@@ -177,9 +188,10 @@ def report(db) -> str:
     head = names + ["runs", "best", "mean", "spread", "s/run"]
     lines = []
     for g in gs:
-        acc, n = g["done"], len(g["done"]) + g["failed"] + g["other"]
+        acc, n = g["done"], len(g["done"]) + g["failed"] + g["pruned"] + g["other"]
         cells = [_cell(g["params"].get(k, "")) for k in names]
-        cells.append(f"{len(acc)}/{n}" + (f" ({g['failed']} failed)" if g["failed"] else ""))
+        cells.append(f"{len(acc)}/{n}" + "".join(f" ({g[k]} {k})" for k in ("failed", "pruned")
+                                                 if g[k]))
         if acc:
             cells += [f"{max(acc):.2%}", f"{sum(acc) / len(acc):.2%}",
                       f"{max(acc) - min(acc):.2%}",

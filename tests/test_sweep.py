@@ -412,3 +412,73 @@ def test_dask_local_cluster_same_results(local_db, tmp_path, mnist, mnist_dir, c
     assert [(r["id"], r["test_accuracy"]) for r in rows] == \
         [(r["id"], r["test_accuracy"]) for r in local_rows]
     assert all(r["threads"] == local_rows[0]["threads"] for r in rows)
+
+
+# ----------------------------------------------------------------------------- Optuna
+
+
+def test_optuna_spec_refusals():
+    base = "preset = 'ch1'\nsearch = 'optuna'\n"
+    for text, message in [
+            (base, "takes its search space from [random]"),
+            (base + "[grid]\nlr = [1.0]\n[random]\ntrials = 2\nlmbda = {uniform = [0, 1]}",
+             "without a [grid]"),
+            (base + "seeds = [0, 1]\n[random]\ntrials = 2\nlr = {uniform = [1, 2]}",
+             "give one seed")]:
+        with pytest.raises(ValueError) as info:
+            sw.parse_spec(text)
+        assert message in str(info.value)
+    with pytest.raises(ValueError, match="fastnet.sweep runs it"):
+        sw.expand(base + "[random]\ntrials = 2\nlr = {uniform = [1, 2]}")
+
+
+class _StopAtTwo:
+    """A stand-in for an Optuna trial whose pruner stops the run after epoch 2."""
+
+    def __init__(self):
+        self.reported = []
+
+    def report(self, value, step):
+        self.reported.append((step, value))
+
+    def should_prune(self):
+        return len(self.reported) == 2
+
+
+def test_pruning_callback_stops_the_run(mnist):
+    from fastnet.sweep_optuna import Pruning
+    cb = object.__new__(Pruning)
+    cb.trial, cb.pruned = _StopAtTwo(), False
+    config = sw.expand(SPEC.replace("epochs = 1", "epochs = 5"))[0].config
+    row = sw.run_one(config, sw._Data(sw._limit(mnist, SMALL)), 1, (cb,))
+    assert row["status"] == "pruned" and cb.pruned, row.get("error")
+    assert [s for s, _ in cb.trial.reported] == [1, 2]
+    assert [v for _, v in cb.trial.reported] == row["history"]["val_accuracy"]
+
+
+def test_optuna_search_and_resume(tmp_path, mnist):
+    optuna = pytest.importorskip("optuna", reason="optuna is not installed: "
+                                 "pip install 'fastnet[optuna]'")
+    spec = ("preset = 'ch1'\nsearch = 'optuna'\n[fit]\nepochs = 2\n[random]\ntrials = 6\n"
+            "lr = {log_uniform = [0.001, 10.0]}\n[data]\ntrain = 300\nvalidation = 100\n"
+            "test = 200\n")
+    db = tmp_path / "opt.db"
+    rows = fastnet.sweep(spec, db=db, workers=2, data=mnist)
+    assert len(rows) == 6 and {r["status"] for r in rows} <= {"done", "pruned"}
+    assert sum(r["status"] == "done" for r in rows) >= 4       # the pruner's startup trials
+    storage = f"sqlite:///{db}"
+    (summary,) = optuna.get_all_study_summaries(storage)
+    study = optuna.load_study(study_name=summary.study_name, storage=storage)
+    trials = study.get_trials()
+    assert len(trials) == 6
+    by_id = {r["id"]: r for r in rows}
+    for t in trials:
+        row = by_id[t.user_attrs["run_id"]]
+        assert row["params"]["lr"] == t.params["lr"]
+        if row["status"] == "done":
+            assert t.state == optuna.trial.TrialState.COMPLETE
+            assert t.value == row["val_accuracy"] == row["history"]["val_accuracy"][-1]
+        else:
+            assert t.state == optuna.trial.TrialState.PRUNED
+    again = fastnet.sweep(spec, db=db, workers=2, data=mnist)     # the study is complete
+    assert again == rows and len(study.get_trials()) == 6
