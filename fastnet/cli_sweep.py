@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from fastnet._cli import UsageError, check_writable, needs
-from fastnet.sweep import TABLES
+from fastnet.sweep_spec import TABLES
 
 EXAMPLE = """spec example (TOML):
   preset = "ch1"            # a fastnet train preset; or [model] sizes = [784, 30, 10], ...

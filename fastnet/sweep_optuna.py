@@ -158,7 +158,7 @@ def optimize(spec, db, workers: int, threads: int, data, progress) -> list[dict]
 
 
 def _run(spec, params: dict, number: int):
-    from fastnet.sweep import Run, _key
+    from fastnet.sweep_spec import Run, _key
     model, fit = dict(spec.model), dict(spec.fit)
     for key, value in params.items():
         kind, sub = _key(key, "random")
