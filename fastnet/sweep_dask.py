@@ -47,21 +47,15 @@ def _task(config: dict, data, threads_by_host: dict, threads: int | None) -> dic
 
 def _threads_by_host(client) -> dict:
     """Each worker host's cores over its worker processes × their threads (at least 1)."""
-    info = client.scheduler_info(n_workers=-1) if _takes_n_workers(client) else \
-        client.scheduler_info()
+    nthreads = client.nthreads()                     # {worker address: threads}
+    counts = client.run(os.cpu_count)                 # {worker address: its machine's cores}
     slots: dict = {}
     cores: dict = {}
-    for addr, w in info["workers"].items():
+    for addr, n in nthreads.items():
         host = addr.rsplit(":", 1)[0]
-        slots[host] = slots.get(host, 0) + w.get("nthreads", 1)
-        cores[host] = w.get("metrics", {}).get("cpu_count") or cores.get(host) or \
-            os.cpu_count() or 1
+        slots[host] = slots.get(host, 0) + n
+        cores[host] = counts.get(addr) or 1
     return {h: max(1, cores[h] // slots[h]) for h in slots}
-
-
-def _takes_n_workers(client) -> bool:
-    import inspect
-    return "n_workers" in inspect.signature(client.scheduler_info).parameters
 
 
 class DaskExecutor:
