@@ -5,7 +5,8 @@ function is called, never at import time).
 figures), ``confusion`` (a confusion matrix), ``first_layer`` (the first layer's weights, or
 conv filters, as images), ``misclassified`` (a grid of test images with predicted and true
 labels), ``benchmark`` (seconds per row, from a dict or a pytest-benchmark JSON file) and
-``sweep`` (test accuracy against a swept value, ``fastnet sweep --plot``). Each
+``sweep``/``sweep_curves`` (test accuracy against a swept value; per value, a curve over the
+epochs: ``fastnet sweep --plot``). Each
 draws on its own ``matplotlib.figure.Figure`` with the Agg canvas (no pyplot, no display
 needed), writes ``path`` atomically and returns it; the image is ``size`` pixels (width, height).
 """
@@ -228,6 +229,24 @@ def sweep(points, path, *, name: str, size=(700, 450)) -> Path:
     ax.plot(bx, [best[x] for x in bx], color="tab:orange", marker="o", label="best")
     ax.set_xlabel(name)
     ax.set_ylabel("test accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def sweep_curves(series, path, *, name: str, ylabel: str, size=(700, 450)) -> Path:
+    """One line per value of a swept parameter over the epochs (``fastnet sweep --plot``;
+    the book's chapter-3 learning-rate figure): ``series`` a dict ``{value label: [per-epoch
+    values]}`` (epochs from 1)."""
+    if not series or not all(len(v) for v in series.values()):
+        raise ValueError(f"no per-epoch values to plot for {name}")
+    fig = _figure(size)
+    ax = fig.subplots()
+    for label, values in series.items():
+        ax.plot(np.arange(1, len(values) + 1), values, label=f"{name} = {label}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

@@ -211,8 +211,11 @@ def report(db) -> str:
 
 
 def plot(db, directory) -> list[Path]:
-    """``accuracy_<name>.png`` in ``directory`` for each swept value: every done run's test
-    accuracy against it (``fastnet.plot.sweep``)."""
+    """In ``directory``, for each swept value: ``accuracy_<name>.png``, every done run's test
+    accuracy against it (``fastnet.plot.sweep``), and ``curves_<name>.png``, per value the
+    mean over its done runs of the training cost per epoch (when ``[fit]
+    training_metrics = true`` recorded it; else the validation accuracy), when the runs with
+    that value differ in nothing else (``fastnet.plot.sweep_curves``)."""
     from fastnet import plot as plot_
     with SweepDB(db, create=False) as store:
         rows = [r for r in store.rows() if r["status"] == "done"
@@ -224,4 +227,24 @@ def plot(db, directory) -> list[Path]:
         points = [(r["params"][name], r["test_accuracy"]) for r in rows if name in r["params"]]
         safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
         written.append(plot_.sweep(points, directory / f"accuracy_{safe}.png", name=name))
+        if len(names) == 1:
+            curves = _curves(rows, name)
+            if curves:
+                written.append(plot_.sweep_curves(curves[1], directory / f"curves_{safe}.png",
+                                                  name=name, ylabel=curves[0]))
     return written
+
+
+def _curves(rows, name):
+    """``(label, {value: mean per-epoch series})``: the training cost if every run recorded
+    it, else the validation accuracy; None when neither, or the epochs differ."""
+    for key, label in (("loss", "training cost"), ("val_accuracy", "validation accuracy")):
+        series: dict = {}
+        for r in rows:
+            values = (r["history"] or {}).get(key) or []
+            series.setdefault(_cell(r["params"][name]), []).append(values)
+        lengths = {len(v) for runs in series.values() for v in runs}
+        if len(lengths) == 1 and 0 not in lengths:
+            return label, {k: [sum(col) / len(col) for col in zip(*runs)]
+                           for k, runs in series.items()}
+    return None

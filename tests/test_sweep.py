@@ -227,8 +227,13 @@ def test_report_table(local_db, capsys, tmp_path):
     pytest.importorskip("matplotlib", reason="the plot extra is not installed")
     rc, out, err = cli(["sweep", "--report", str(db), "--plot", str(tmp_path / "p")], capsys)
     assert rc == 0, err
-    png = tmp_path / "p" / "accuracy_lr.png"
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for name in ("accuracy_lr.png", "curves_lr.png"):
+        assert (tmp_path / "p" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"{tmp_path / 'p' / 'curves_lr.png'}" in out
+    # the curves: per lr, the mean over its seeds of the validation accuracy per epoch
+    label, series = sweep_db._curves(rows, "lr")
+    assert label == "validation accuracy" and set(series) == {"0.5", "3"}
+    assert series["3"] == [np.mean([r["val_accuracy"] for r in rows[2:]])]
 
 
 def test_stopped_sweep_resumes_without_repeating(tmp_path, mnist):
