@@ -251,6 +251,9 @@ def sweep(spec, *, db, workers: int | None = None, client=None, threads: int | N
         workers, threads = split_cores(workers, threads)
     elif workers is not None:
         raise ValueError("workers is for local processes; a Dask cluster has its own")
+    elif threads is not None:
+        from fastnet import _checks
+        threads = _checks.positive_int(threads, "threads")
     if spec.search == "optuna":
         if client is not None:
             raise ValueError("search = 'optuna' runs on local worker processes (its trials "
