@@ -77,6 +77,16 @@ def _runs(mod, spec) -> list:
     return [None] * spec.trials if spec.search == "optuna" else mod.expand(spec)
 
 
+def _finished(db, runs, retry_failed: bool) -> int:
+    """How many of ``runs`` the file already holds finished (a resumed sweep)."""
+    from fastnet import sweep_db
+    ids = [r.id for r in runs if r is not None]
+    if not ids or not Path(db).expanduser().exists():
+        return 0
+    with sweep_db.SweepDB(db, create=False) as store:
+        return len(ids) - len(store.pending(ids, retry_failed=retry_failed))
+
+
 def _plot_dir(where: str) -> Path:
     needs("matplotlib", "plot", "--plot")
     path = Path(where).expanduser()
@@ -169,7 +179,9 @@ def run(args) -> int:
         how = (f"on the Dask cluster at {args.scheduler}" if client is not None else
                f"on {min(workers, len(runs))} worker processes, {threads} thread"
                f"{'s' if threads > 1 else ''} each")
-        print(f"sweep: {len(runs)} runs {how}; results in {args.db}", flush=True)
+        kept = _finished(args.db, runs, args.retry_failed)
+        print(f"sweep: {len(runs)} runs{f' ({kept} finished before, kept)' if kept else ''} "
+              f"{how}; results in {args.db}", flush=True)
     progress = None if args.quiet else (lambda row, done, total: print(
         _line(row, done, total), flush=True))
     import signal

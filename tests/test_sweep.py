@@ -303,6 +303,7 @@ def test_killed_sweep_resumes(tmp_path, mnist_dir):
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.count("test (") == 6 - len(done_before)
+    assert f"sweep: 6 runs ({len(done_before)} finished before, kept)" in out.stdout
     with sweep_db.SweepDB(db) as store:
         rows = store.rows()
     assert len(rows) == 6 and all(r["status"] == "done" for r in rows)
