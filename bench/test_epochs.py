@@ -106,10 +106,12 @@ def _backend_runner(name, params, layout, acts, x, y, order, batch):
     return Runner(call, lambda: np.asarray(be.download(d_params)))
 
 
-def _peer_runner(name, params, layout, acts, x, y, order, batch):
-    """A peer of ``bench/peers.py`` from the same start; ``result()`` is its flat params."""
-    epoch, trained = peers.mlp(name, [(w.copy(), b.copy()) for w, b in ref.unpack(params, layout)],
-                               x, y, batch, LR)
+def _peer_runner(name, params, layout, acts, x, y, order, batch, make=None):
+    """A peer of ``bench/peers.py`` from the same start (``make(layers, x, y, batch)``: another
+    maker than ``peers.mlp``'s); ``result()`` is its flat params."""
+    layers = [(w.copy(), b.copy()) for w, b in ref.unpack(params, layout)]
+    epoch, trained = make(layers, x, y, batch) if make else \
+        peers.mlp(name, layers, x, y, batch, LR)
 
     def result():
         out = np.empty_like(params)
@@ -301,16 +303,9 @@ def test_epoch_optimizer_jax(benchmark, mnist, batch):
     params, layout, acts = _init(dt)
 
     def jax_run(xs, ys, order):
-        epoch, trained = peers.jax_mlp_adam([(w.copy(), b.copy()) for w, b in
-                                             ref.unpack(params, layout)], xs, ys, batch,
-                                            OPT_LR["adam"])
-
-        def result():
-            out = np.empty_like(params)
-            for (w, b), (tw, tb) in zip(ref.unpack(out, layout), trained()):
-                w[...], b[...] = tw, tb
-            return out
-        return Runner(lambda: epoch(order), result)
+        return _peer_runner("jax_adam", params, layout, acts, xs, ys, order, batch,
+                            make=lambda layers, x, y, b: peers.jax_mlp_adam(layers, x, y, b,
+                                                                            OPT_LR["adam"]))
 
     def reference(p, xs, ys, order):
         opt = optimizers.Adam()

@@ -328,8 +328,8 @@ class Model:
         # kernels' buffers are sized by it.
         batch_size = min(batch_size, n)
         self._check_batch_norm(batch_size, n)
-        devices.get(devices.resolve(device) if device is not None else self.device) \
-            .check_spec(self._spec)
+        devices.check_spec(devices.resolve(device) if device is not None else self.device,
+                           self._spec)
         fitting.check_monitors([schedule, *callbacks], val is not None, training_metrics)
         augment = augment_.as_augment(augment)
         shape = augment_.image_shape(self.input_shape) if augment is not None else None

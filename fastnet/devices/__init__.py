@@ -20,7 +20,8 @@ import numpy as np
 from fastnet.devices.spec import ACTIVATION_NAMES, LOSS_NAMES, NetSpec
 
 NAMES = ("numpy", "cpu", "cuda")
-__all__ = ["NAMES", "ACTIVATION_NAMES", "LOSS_NAMES", "NetSpec", "activate", "get", "resolve"]
+__all__ = ["NAMES", "ACTIVATION_NAMES", "LOSS_NAMES", "NetSpec", "activate", "check_spec", "get",
+           "resolve"]
 
 
 def resolve(device) -> str:
@@ -45,10 +46,6 @@ class Device:
         """Whether this device's kernels are ready to load (False: the first run here compiles
         them, which takes a while once)."""
         return True
-
-    def check_spec(self, spec) -> None:
-        """ValueError when this device cannot train the network ``spec`` (checked by
-        ``Model.fit`` before anything changes, and by ``trainer``)."""
 
     def check_threads(self, threads) -> int | None:
         """``threads`` checked for this device (None passes)."""
@@ -176,17 +173,11 @@ class CudaDevice(Device):
         from fastnet.devices.cuda import CudaDense, CudaOps
         self.dense, self.ops = CudaDense(), CudaOps()
 
-    def check_spec(self, spec) -> None:
-        if any(layer.kind == "conv2d" and not layer.plain for layer in spec.layers):
-            raise ValueError("device 'cuda' computes Conv2D with stride 1 and no padding "
-                             "only: train a strided or padded Conv2D on device 'cpu' or "
-                             "'numpy'")
-
     def trainer(self, spec, params, *, dropout_rng, threads=None):
         from fastnet.devices.dense import DenseTrainer
         from fastnet.devices.layerwise import LayerwiseTrainer
         self.check_threads(threads)
-        self.check_spec(spec)
+        check_spec(self.name, spec)
         if spec.dense:
             return DenseTrainer(spec, params, self.dense, threads=1, inference_threads=1)
         return LayerwiseTrainer(spec, params, self.ops, dropout_rng=dropout_rng)
@@ -194,6 +185,16 @@ class CudaDevice(Device):
 
 _DEVICES = {"numpy": NumpyDevice, "cpu": CpuDevice, "cuda": CudaDevice}
 _made: dict[str, Device] = {}
+
+
+def check_spec(name: str, spec) -> None:
+    """ValueError when device ``name`` cannot train the network ``spec``: checked by
+    ``Model.fit`` before anything changes (without making the device, so a missing GPU does
+    not hide the reason), and by the device's ``trainer``."""
+    if name == "cuda" and any(layer.kind == "conv2d" and not layer.plain
+                              for layer in spec.layers):
+        raise ValueError("device 'cuda' computes Conv2D with stride 1 and no padding only: "
+                         "train a strided or padded Conv2D on device 'cpu' or 'numpy'")
 
 
 def get(name: str) -> Device:
