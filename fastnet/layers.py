@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import abc
 import inspect
+import math
 import numbers
 
 import numpy as np
@@ -268,7 +269,7 @@ class Conv2D(Layer):
         x, z, a, pads = ctx
         code = ACTIVATIONS[self.activation]
         dz = dout if code == LINEAR else ops.act_backward(z, a, code, dout)
-        if self.stride != (1, 1):       # the stride-1 output's gradient: zero where not kept
+        if self.stride != (1, 1):   # the stride-1 output's gradient: 0 where the stride skips
             kh, kw = self.kernel_size
             dz = ops.unstride2d(dz, self.stride, (x.shape[2] - kh + 1, x.shape[3] - kw + 1))
         dx, gw, gb = ops.conv2d_backward(x, p["w"], dz, need_dx)
@@ -434,6 +435,20 @@ class BatchNorm(Layer):
     def __repr__(self):
         extra = "" if self.activation == "linear" else f", activation={self.activation!r}"
         return f"BatchNorm({self.features}{extra})"
+
+
+def check_mini_batches(layers, input_shape, batch_size: int, n: int) -> None:
+    """ValueError when a BatchNorm layer would normalise a feature over one value in a
+    training mini-batch (a dense layer's output with a mini-batch of one sample): its
+    variance is 0 and would pull the running variance to 0 (PyTorch refuses it too)."""
+    shape = tuple(input_shape)
+    for layer in layers:
+        if layer.kind == "batchnorm" and math.prod(shape[1:]) == 1 and \
+                (batch_size == 1 or n % batch_size == 1):
+            raise ValueError(f"{layer!r} needs at least 2 samples in every training "
+                             f"mini-batch; batch_size={batch_size} with n={n} leaves one of "
+                             f"1 sample: choose another batch_size")
+        shape = tuple(layer.output_shape(shape))
 
 
 class ConvPool:

@@ -25,7 +25,7 @@ from fastnet import optimizers as optimizers_
 from fastnet.callbacks import as_callbacks
 from fastnet.data import Dataset, Source
 from fastnet.devices import ACTIVATION_NAMES, LOSS_NAMES, NetSpec
-from fastnet.layers import Dense, Layer, from_config
+from fastnet.layers import Dense, Layer, check_mini_batches, from_config
 from fastnet.savefile import NpzReader, save_npz_atomic
 from fastnet.schedules import as_schedule
 
@@ -327,7 +327,7 @@ class Model:
         # One mini-batch of all n samples is the same step as any larger batch_size; the
         # kernels' buffers are sized by it.
         batch_size = min(batch_size, n)
-        self._check_batch_norm(batch_size, n)
+        check_mini_batches(self.layers, self.input_shape, batch_size, n)
         devices.check_spec(devices.resolve(device) if device is not None else self.device,
                            self._spec)
         fitting.check_monitors([schedule, *callbacks], val is not None, training_metrics)
@@ -433,21 +433,6 @@ class Model:
             if arr.ndim >= 1 and arr.shape[1:] == self.input_shape:
                 x = arr.reshape(len(arr), -1)
         return _checks.features(x, name, self.n_in, self.dtype, finite=finite)
-
-    def _check_batch_norm(self, batch_size: int, n: int) -> None:
-        """ValueError when a BatchNorm layer would normalise a feature over one value in a
-        training mini-batch (a dense layer's output with a mini-batch of one sample): its
-        variance is 0 and would pull the running variance to 0 (PyTorch refuses it too)."""
-        shape = tuple(self.input_shape)
-        for layer in self.layers:
-            if layer.kind == "batchnorm" and math.prod(shape[1:]) == 1:
-                last = n % batch_size
-                if batch_size == 1 or last == 1:
-                    raise ValueError(
-                        f"{layer!r} needs at least 2 samples in every training mini-batch; "
-                        f"batch_size={batch_size} with n={n} leaves one of 1 sample: choose "
-                        f"another batch_size")
-            shape = tuple(layer.output_shape(shape))
 
     def _runner(self, device=None, threads=None):
         """A trainer of this model's network on ``device`` (None: the model's), over
