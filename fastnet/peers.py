@@ -39,6 +39,17 @@ def dense(peer, layers, activations, loss, x, y, batch, lr, lmbda=0.0):
     raise ValueError(f"peer must be one of {list(PEERS)}, got {peer!r}")
 
 
+def _logits(params, activations, fns, xb):
+    """The output layer's z for the rows ``xb``: the hidden layers through their activations
+    (``fns`` by name, either library's), then the last layer's product (written once for both
+    libraries: their arrays share ``@``, ``.T`` and ``+``)."""
+    a = xb
+    for (w, b), act in zip(params[:-1], activations[:-1]):
+        a = fns[act](a @ w.T + b)
+    w, b = params[-1]
+    return a @ w.T + b
+
+
 def _torch(layers, activations, loss, x, y, batch, lr, decay):
     import torch
     fns = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu,
@@ -48,11 +59,7 @@ def _torch(layers, activations, loss, x, y, batch, lr, decay):
     X, Y = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y))
 
     def cost(xb, yb):
-        a = xb
-        for (w, b), act in zip(params[:-1], activations[:-1]):
-            a = fns[act](a @ w.T + b)
-        w, b = params[-1]
-        z = a @ w.T + b
+        z = _logits(params, activations, fns, xb)
         if loss == "log_likelihood":
             return -(torch.log_softmax(z, dim=1) * yb).sum()
         if loss == "cross_entropy":
@@ -81,11 +88,7 @@ def _jax(layers, activations, loss, x, y, batch, lr, decay):
            "linear": lambda z: z, "softplus": jax.nn.softplus}
 
     def cost(params, xb, yb):
-        a = xb
-        for (w, b), act in zip(params[:-1], activations[:-1]):
-            a = fns[act](a @ w.T + b)
-        w, b = params[-1]
-        z = a @ w.T + b
+        z = _logits(params, activations, fns, xb)
         if loss == "log_likelihood":
             return -jnp.sum(jax.nn.log_softmax(z) * yb)
         if loss == "cross_entropy":

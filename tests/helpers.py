@@ -494,3 +494,15 @@ def call_with_watchdog(fn, seconds=120.0):
     workers = [t.name for t in threading.enumerate() if t.name.startswith("fastnet-worker")]
     assert not workers, f"worker threads still running: {workers}"
     return raised[0] if raised else None
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    """The command line in-process: ``fastnet.__main__.main(argv)``'s exit status (argparse's
+    SystemExit included), stdout and stderr."""
+    from fastnet.__main__ import main
+    try:
+        rc = main(argv)
+    except SystemExit as e:
+        rc = e.code
+    out, err = capsys.readouterr()
+    return rc, out, err

@@ -17,21 +17,11 @@ import pytest
 
 from fastnet import datasets
 from fastnet.kernels import cuda_target as _cuda
-from fastnet.__main__ import main
+from helpers import run_cli as run
 from offline import closed_port_url, isolate
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("FASTNET_DATA") or REPO.parent / "shared" / "data" / "mnist")
-
-
-def run(argv: list[str], capsys) -> tuple[int, str, str]:
-    """``main(argv)``'s exit status (argparse's SystemExit included), stdout and stderr."""
-    try:
-        rc = main(argv)
-    except SystemExit as e:
-        rc = e.code
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 @pytest.fixture(autouse=True)

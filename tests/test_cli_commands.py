@@ -22,7 +22,7 @@ import pytest
 
 from conftest import MNIST_DIR, skip_or_fail_without_mnist
 from fastnet import datasets
-from fastnet.__main__ import main
+from helpers import run_cli as run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -165,15 +165,6 @@ def test_warmup_says_how_long(tmp_path):
 
 
 # --------------------------------------------------------------------------- usage errors
-
-
-def run(argv, capsys):
-    try:
-        rc = main(argv)
-    except SystemExit as e:
-        rc = e.code
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 def short_error(rc, out, err, message):

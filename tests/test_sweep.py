@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import fastnet
-from fastnet.__main__ import main
+from helpers import run_cli as cli
 
 sw = importlib.import_module("fastnet.sweep")      # fastnet.sweep is the function
 from fastnet import sweep_db  # noqa: E402
@@ -40,15 +40,6 @@ train = 300
 validation = 100
 test = 200
 """
-
-
-def cli(argv, capsys):
-    try:
-        rc = main(argv)
-    except SystemExit as e:
-        rc = e.code
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 # ------------------------------------------------------------------ spec and expansion
